@@ -1,0 +1,144 @@
+// Package backend is the interface between the model code (pkg/model) and the
+// hardware that runs it: a CPU backend (pkg/backend/cpu) everywhere, a CUDA
+// backend (pkg/backend/cuda, -tags cuda) on NVIDIA GPUs.
+//
+// The model code only sees opaque tensors and a small set of operations, each
+// writing into a destination tensor the caller allocated, so a GPU backend
+// can keep everything on the device and reuse buffers between steps.
+// Matrices are row-major; a batch of T tokens is a [T, width] matrix.
+package backend
+
+import "fmt"
+
+// DType is the storage type of a tensor.
+type DType int
+
+const (
+	F32 DType = iota
+	BF16
+	F16
+)
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "f32"
+	case BF16:
+		return "bf16"
+	case F16:
+		return "f16"
+	}
+	return fmt.Sprintf("dtype(%d)", int(d))
+}
+
+// Size is the number of bytes of one element.
+func (d DType) Size() int {
+	if d == F32 {
+		return 4
+	}
+	return 2
+}
+
+// ParseDType reads "f32"/"float32", "bf16"/"bfloat16", "f16"/"float16".
+func ParseDType(s string) (DType, error) {
+	switch s {
+	case "f32", "float32", "F32":
+		return F32, nil
+	case "bf16", "bfloat16", "BF16":
+		return BF16, nil
+	case "f16", "float16", "F16":
+		return F16, nil
+	}
+	return 0, fmt.Errorf("dtype %q is not one of f32, bf16, f16", s)
+}
+
+// Tensor is a dense row-major array owned by a backend.
+type Tensor interface {
+	Shape() []int
+	DType() DType
+}
+
+// Elems is the number of elements of a tensor.
+func Elems(t Tensor) int {
+	n := 1
+	for _, d := range t.Shape() {
+		n *= d
+	}
+	return n
+}
+
+// Rows and Cols view a tensor as a matrix: the last dimension is the row width.
+func Rows(t Tensor) int {
+	s := t.Shape()
+	return Elems(t) / s[len(s)-1]
+}
+
+// Cols is the width of a tensor's rows (its last dimension).
+func Cols(t Tensor) int {
+	s := t.Shape()
+	return s[len(s)-1]
+}
+
+// RoPE describes rotary position embedding (Su et al. 2021, "RoFormer") in
+// the rotate-half layout Hugging Face uses: for each head, dimension i < d/2
+// pairs with i + d/2, rotated by angle position × InvFreq[i].
+type RoPE struct {
+	HeadDim int
+	InvFreq []float32 // HeadDim/2 frequencies, scaling (llama3, linear) already applied
+	Scale   float32   // attention scaling of cos/sin (1 unless the rope type says otherwise)
+}
+
+// AttnSeq is one sequence of a batched attention call. Its N new query rows
+// start at row Row of q; its K and V caches already hold Len positions,
+// the N new ones last, so query i sits at absolute position Len-N+i and
+// attends causally to positions [0, Len-N+i] (narrowed by the sliding window).
+type AttnSeq struct {
+	Row, N int
+	K, V   Tensor // [capacity, nKV*headDim]
+	Len    int
+}
+
+// Attn holds the attention shape shared by all sequences of a call.
+type Attn struct {
+	Heads, KVHeads, HeadDim int
+	Scale                   float32 // softmax scaling, usually 1/sqrt(HeadDim)
+	Window                  int     // sliding window (Mistral); 0 = none
+}
+
+// Backend runs tensor operations on one device (or the CPU).
+type Backend interface {
+	Name() string
+
+	// Weights: raw holds elements of dtype src (as read from safetensors);
+	// the backend stores them in its preferred compute dtype.
+	Load(shape []int, src DType, raw []byte) (Tensor, error)
+	// New allocates an activation tensor (contents undefined).
+	New(shape ...int) Tensor
+	// Write copies host floats into t; Read copies t out to host floats.
+	Write(t Tensor, src []float32) error
+	Read(t Tensor, dst []float32) error
+	Free(t Tensor)
+
+	// Embed gathers rows ids of table [V, H] into dst [len(ids), H].
+	Embed(dst, table Tensor, ids []int32) error
+	// MatMul: dst[T,N] = x[T,K] · w[N,K]ᵀ (the layout of a Hugging Face Linear weight).
+	MatMul(dst, x, w Tensor) error
+	// AddBias adds bias [N] to every row of dst [T,N].
+	AddBias(dst, bias Tensor) error
+	// Add: dst = a + b, elementwise (dst may alias a or b).
+	Add(dst, a, b Tensor) error
+	// RMSNorm normalises every contiguous group of len(w) elements of x:
+	// dst = x / sqrt(mean(x²) + eps) · w (Zhang & Sennrich 2019). With w the
+	// size of a head this is Qwen3's per-head q/k norm. dst may alias x.
+	RMSNorm(dst, x, w Tensor, eps float32) error
+	// ApplyRoPE rotates the heads of x [T, heads*HeadDim] in place; row t is at positions[t].
+	ApplyRoPE(x Tensor, positions []int32, rope *RoPE) error
+	// SwiGLU: dst = silu(gate) · up (Shazeer 2020). dst may alias gate.
+	SwiGLU(dst, gate, up Tensor) error
+	// CopyRows copies n rows from src starting at srcRow into dst starting at dstRow.
+	CopyRows(dst Tensor, dstRow int, src Tensor, srcRow, n int) error
+	// Attention computes causal multi-head attention with grouped KV heads
+	// (GQA: query head h reads KV head h / (Heads/KVHeads)) for each sequence,
+	// writing dst [T, Heads*HeadDim].
+	Attention(dst, q Tensor, seqs []AttnSeq, a Attn) error
+}

@@ -1,0 +1,229 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/kvcache"
+)
+
+// Seq is one sequence's share of a batched step.
+type Seq struct {
+	Cache  *kvcache.Seq
+	Tokens []int // first shard: the new tokens
+	N      int   // other shards: the sequence's rows in the hidden input
+	// AllLogits asks the last shard for logits at every new position (the
+	// verify step of speculative decoding); otherwise only the last position.
+	AllLogits bool
+}
+
+// Result is what a step returns.
+type Result struct {
+	Hidden []float32     // [T, hidden] for the next shard (not the last shard)
+	Logits [][][]float32 // last shard: per sequence, per requested position, vocab logits
+}
+
+// Forward runs one step for several sequences at once: their new positions
+// are stacked into one [T, hidden] matrix so every projection is one GEMM,
+// while attention runs per sequence over its own cache. The first shard takes
+// token ids, later shards the previous shard's hidden states. Caches advance
+// only when the whole step succeeded.
+func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
+	c := m.Config
+	H := c.HiddenSize
+	b := m.b
+	counts := make([]int, len(seqs))
+	T := 0
+	for i, s := range seqs {
+		n := s.N
+		if m.IsFirst() {
+			n = len(s.Tokens)
+		}
+		if n <= 0 {
+			return nil, fmt.Errorf("sequence %d of the batch has no new positions", i)
+		}
+		if s.Cache == nil || s.Cache.Layers() != len(m.layers) {
+			return nil, fmt.Errorf("sequence %d of the batch has no cache for this shard's %d layers", i, len(m.layers))
+		}
+		counts[i] = n
+		T += n
+	}
+	if T == 0 {
+		return &Result{}, nil
+	}
+	var frees []backend.Tensor
+	alloc := func(shape ...int) backend.Tensor {
+		t := b.New(shape...)
+		frees = append(frees, t)
+		return t
+	}
+	defer func() {
+		for _, t := range frees {
+			b.Free(t)
+		}
+	}()
+
+	x := alloc(T, H)
+	if m.IsFirst() {
+		ids := make([]int32, 0, T)
+		for _, s := range seqs {
+			for _, t := range s.Tokens {
+				if t < 0 || t >= c.VocabSize {
+					return nil, fmt.Errorf("token id %d outside the vocabulary of %d", t, c.VocabSize)
+				}
+				ids = append(ids, int32(t))
+			}
+		}
+		if err := b.Embed(x, m.embed, ids); err != nil {
+			return nil, err
+		}
+	} else {
+		if len(hidden) != T*H {
+			return nil, fmt.Errorf("hidden input has %d values, want %d positions × %d", len(hidden), T, H)
+		}
+		if err := b.Write(x, hidden); err != nil {
+			return nil, err
+		}
+	}
+
+	positions := make([]int32, 0, T)
+	attn := make([]backend.AttnSeq, len(seqs))
+	row := 0
+	for i, s := range seqs {
+		if err := s.Cache.Reserve(counts[i]); err != nil {
+			return nil, fmt.Errorf("sequence %d: %w", i, err)
+		}
+		past := s.Cache.Len()
+		for j := 0; j < counts[i]; j++ {
+			positions = append(positions, int32(past+j))
+		}
+		attn[i] = backend.AttnSeq{Row: row, N: counts[i], Len: past + counts[i]}
+		row += counts[i]
+	}
+
+	qw, kvw := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+	a := backend.Attn{Heads: c.NumAttentionHeads, KVHeads: c.NumKeyValueHeads, HeadDim: c.HeadDim,
+		Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+	if m.Arch.Window {
+		a.Window = c.Window()
+	}
+	h := alloc(T, H)
+	q, k, v := alloc(T, qw), alloc(T, kvw), alloc(T, kvw)
+	att := alloc(T, qw)
+	gate, up := alloc(T, c.IntermediateSize), alloc(T, c.IntermediateSize)
+	eps := float32(c.RMSNormEps)
+	for li, ly := range m.layers {
+		steps := []func() error{
+			func() error { return b.RMSNorm(h, x, ly.attnNorm, eps) },
+			func() error { return linear(b, q, h, ly.q, ly.qBias) },
+			func() error { return linear(b, k, h, ly.k, ly.kBias) },
+			func() error { return linear(b, v, h, ly.v, ly.vBias) },
+			func() error {
+				if ly.qNorm == nil {
+					return nil
+				}
+				if err := b.RMSNorm(q, q, ly.qNorm, eps); err != nil {
+					return err
+				}
+				return b.RMSNorm(k, k, ly.kNorm, eps)
+			},
+			func() error { return b.ApplyRoPE(q, positions, m.rope) },
+			func() error { return b.ApplyRoPE(k, positions, m.rope) },
+			func() error {
+				for i, s := range seqs {
+					kc, vc := s.Cache.Layer(li)
+					if err := b.CopyRows(kc, s.Cache.Len(), k, attn[i].Row, counts[i]); err != nil {
+						return err
+					}
+					if err := b.CopyRows(vc, s.Cache.Len(), v, attn[i].Row, counts[i]); err != nil {
+						return err
+					}
+					attn[i].K, attn[i].V = kc, vc
+				}
+				return b.Attention(att, q, attn, a)
+			},
+			func() error { return linear(b, h, att, ly.o, ly.oBias) },
+			func() error { return b.Add(x, x, h) },
+			func() error { return b.RMSNorm(h, x, ly.mlpNorm, eps) },
+			func() error { return linear(b, gate, h, ly.gate, ly.gateB) },
+			func() error { return linear(b, up, h, ly.up, ly.upB) },
+			func() error { return b.SwiGLU(gate, gate, up) },
+			func() error { return linear(b, h, gate, ly.down, ly.downB) },
+			func() error { return b.Add(x, x, h) },
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return nil, fmt.Errorf("layer %d: %w", m.First+li, err)
+			}
+		}
+	}
+	for i, s := range seqs {
+		if err := s.Cache.Advance(counts[i]); err != nil {
+			return nil, err
+		}
+	}
+
+	res := &Result{}
+	if !m.IsLast() {
+		res.Hidden = make([]float32, T*H)
+		if err := b.Read(x, res.Hidden); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+	// Only the rows whose logits are wanted go through the norm and the head.
+	var rows []int
+	for i, s := range seqs {
+		end := attn[i].Row + counts[i]
+		if s.AllLogits {
+			for r := attn[i].Row; r < end; r++ {
+				rows = append(rows, r)
+			}
+		} else {
+			rows = append(rows, end-1)
+		}
+	}
+	sel := alloc(len(rows), H)
+	for j, r := range rows {
+		if err := b.CopyRows(sel, j, x, r, 1); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.RMSNorm(sel, sel, m.norm, eps); err != nil {
+		return nil, err
+	}
+	V := c.VocabSize
+	logits := alloc(len(rows), V)
+	if err := b.MatMul(logits, sel, m.head); err != nil {
+		return nil, err
+	}
+	flat := make([]float32, len(rows)*V)
+	if err := b.Read(logits, flat); err != nil {
+		return nil, err
+	}
+	res.Logits = make([][][]float32, len(seqs))
+	j := 0
+	for i, s := range seqs {
+		n := 1
+		if s.AllLogits {
+			n = counts[i]
+		}
+		for r := 0; r < n; r++ {
+			res.Logits[i] = append(res.Logits[i], flat[j*V:(j+1)*V:(j+1)*V])
+			j++
+		}
+	}
+	return res, nil
+}
+
+// linear is a Hugging Face Linear layer: dst = x·wᵀ (+ bias).
+func linear(b backend.Backend, dst, x, w, bias backend.Tensor) error {
+	if err := b.MatMul(dst, x, w); err != nil {
+		return err
+	}
+	if bias != nil {
+		return b.AddBias(dst, bias)
+	}
+	return nil
+}

@@ -1,0 +1,219 @@
+// Package model runs decoder-only transformers from Hugging Face folders
+// (Llama, Mistral, Qwen2, Qwen3) over a backend. A Model may be a shard: a
+// contiguous layer range [First, Last), with the token embeddings only on the
+// first shard and the final norm and LM head only on the last, so a pipeline
+// of stages can split one model across processes and hosts.
+package model
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/kvcache"
+	"github.com/draftbench/draftbench/pkg/safetensors"
+)
+
+// Model is a loaded model or shard.
+type Model struct {
+	Config *Config
+	Arch   Arch
+	Dir    string
+	First  int // first layer held
+	Last   int // one past the last layer held
+
+	b      backend.Backend
+	rope   *backend.RoPE
+	embed  backend.Tensor // first shard (and last when tied)
+	norm   backend.Tensor // last shard
+	head   backend.Tensor // last shard
+	layers []*layer
+	bytes  int64 // weight bytes as stored on disk
+}
+
+type layer struct {
+	attnNorm, mlpNorm   backend.Tensor
+	q, k, v, o          backend.Tensor
+	qBias, kBias, vBias backend.Tensor // optional
+	oBias               backend.Tensor // optional (Llama attention_bias)
+	qNorm, kNorm        backend.Tensor // Qwen3
+	gate, up, down      backend.Tensor
+	gateB, upB, downB   backend.Tensor // optional (Llama mlp_bias)
+}
+
+// Options select what to load.
+type Options struct {
+	First, Last int // layer range; Last 0 means all layers
+}
+
+// Load reads a model folder (or the layer range of opts) onto a backend,
+// reading only the tensors of that range.
+func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
+	cfg, err := ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.UseSlidingWindow != nil && *cfg.UseSlidingWindow && cfg.Arch == "Qwen2ForCausalLM" {
+		return nil, fmt.Errorf("%s: use_sliding_window is not supported for Qwen2ForCausalLM", cfg.Path)
+	}
+	first, last := opts.First, opts.Last
+	if last == 0 {
+		last = cfg.NumHiddenLayers
+	}
+	if first < 0 || first >= last || last > cfg.NumHiddenLayers {
+		return nil, fmt.Errorf("layer range [%d,%d) is not inside the %d layers of %s", first, last, cfg.NumHiddenLayers, dir)
+	}
+	st, err := safetensors.OpenFolder(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+
+	m := &Model{Config: cfg, Arch: registry[cfg.Arch], Dir: dir, First: first, Last: last, b: b, rope: cfg.RoPE()}
+	l := &loader{m: m, st: st, dir: dir}
+	H, V := cfg.HiddenSize, cfg.VocabSize
+	if first == 0 || (last == cfg.NumHiddenLayers && cfg.Tied()) {
+		m.embed = l.get("model.embed_tokens.weight", V, H)
+	}
+	if last == cfg.NumHiddenLayers {
+		m.norm = l.get("model.norm.weight", H)
+		if cfg.Tied() {
+			m.head = m.embed
+		} else {
+			m.head = l.get("lm_head.weight", V, H)
+		}
+	}
+	for i := first; i < last && l.err == nil; i++ {
+		m.layers = append(m.layers, l.layer(i))
+	}
+	if l.err != nil {
+		return nil, fmt.Errorf("loading %s: %w", dir, l.err)
+	}
+	return m, nil
+}
+
+// loader reads tensors and checks their shapes; the first error sticks.
+type loader struct {
+	m   *Model
+	st  *safetensors.Folder
+	dir string
+	err error
+}
+
+func (l *loader) get(name string, shape ...int) backend.Tensor {
+	if l.err != nil {
+		return nil
+	}
+	info, ok := l.st.Info(name)
+	if !ok {
+		l.err = fmt.Errorf("tensor %s is missing", name)
+		return nil
+	}
+	if !sameShape(info.Shape, shape) {
+		l.err = fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", filepath.Base(info.File), name, info.Shape, shape)
+		return nil
+	}
+	var dt backend.DType
+	switch info.DType {
+	case safetensors.F32:
+		dt = backend.F32
+	case safetensors.BF16:
+		dt = backend.BF16
+	case safetensors.F16:
+		dt = backend.F16
+	default:
+		l.err = fmt.Errorf("%s: tensor %s has dtype %s; only F32, BF16 and F16 are supported", filepath.Base(info.File), name, info.DType)
+		return nil
+	}
+	raw, err := l.st.Raw(name)
+	if err != nil {
+		l.err = err
+		return nil
+	}
+	t, err := l.m.b.Load(shape, dt, raw)
+	if err != nil {
+		l.err = fmt.Errorf("tensor %s: %w", name, err)
+		return nil
+	}
+	l.m.bytes += int64(len(raw))
+	return t
+}
+
+// optional loads a tensor when the file has it.
+func (l *loader) optional(name string, shape ...int) backend.Tensor {
+	if _, ok := l.st.Info(name); !ok {
+		return nil
+	}
+	return l.get(name, shape...)
+}
+
+func (l *loader) layer(i int) *layer {
+	c := l.m.Config
+	p := fmt.Sprintf("model.layers.%d.", i)
+	H, I := c.HiddenSize, c.IntermediateSize
+	qw, kvw := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+	ly := &layer{
+		attnNorm: l.get(p+"input_layernorm.weight", H),
+		mlpNorm:  l.get(p+"post_attention_layernorm.weight", H),
+		q:        l.get(p+"self_attn.q_proj.weight", qw, H),
+		k:        l.get(p+"self_attn.k_proj.weight", kvw, H),
+		v:        l.get(p+"self_attn.v_proj.weight", kvw, H),
+		o:        l.get(p+"self_attn.o_proj.weight", H, qw),
+		gate:     l.get(p+"mlp.gate_proj.weight", I, H),
+		up:       l.get(p+"mlp.up_proj.weight", I, H),
+		down:     l.get(p+"mlp.down_proj.weight", H, I),
+	}
+	if l.m.Arch.QKVBias || c.AttentionBias {
+		ly.qBias = l.get(p+"self_attn.q_proj.bias", qw)
+		ly.kBias = l.get(p+"self_attn.k_proj.bias", kvw)
+		ly.vBias = l.get(p+"self_attn.v_proj.bias", kvw)
+	}
+	if c.AttentionBias {
+		ly.oBias = l.get(p+"self_attn.o_proj.bias", H)
+	}
+	if c.MLPBias {
+		ly.gateB = l.get(p+"mlp.gate_proj.bias", I)
+		ly.upB = l.get(p+"mlp.up_proj.bias", I)
+		ly.downB = l.get(p+"mlp.down_proj.bias", H)
+	}
+	if l.m.Arch.QKNorm {
+		ly.qNorm = l.get(p+"self_attn.q_norm.weight", c.HeadDim)
+		ly.kNorm = l.get(p+"self_attn.k_norm.weight", c.HeadDim)
+	}
+	if l.err != nil {
+		l.err = fmt.Errorf("layer %d: %w", i, l.err)
+	}
+	return ly
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// IsFirst reports whether the shard holds the embeddings (takes token ids).
+func (m *Model) IsFirst() bool { return m.First == 0 }
+
+// IsLast reports whether the shard holds the LM head (returns logits).
+func (m *Model) IsLast() bool { return m.Last == m.Config.NumHiddenLayers }
+
+// WeightBytes is the size of the weights read, as stored on disk.
+func (m *Model) WeightBytes() int64 { return m.bytes }
+
+// Backend is the backend the model runs on.
+func (m *Model) Backend() backend.Backend { return m.b }
+
+// NewCache returns an empty KV cache for one sequence over this shard's layers.
+func (m *Model) NewCache(opt kvcache.Options) *kvcache.Seq {
+	if opt.MaxLen == 0 {
+		opt.MaxLen = m.Config.MaxPositionEmbeddings
+	}
+	return kvcache.New(m.b, len(m.layers), m.Config.NumKeyValueHeads*m.Config.HeadDim, opt)
+}
