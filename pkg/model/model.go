@@ -217,3 +217,26 @@ func (m *Model) NewCache(opt kvcache.Options) *kvcache.Seq {
 	}
 	return kvcache.New(m.b, len(m.layers), m.Config.NumKeyValueHeads*m.Config.HeadDim, opt)
 }
+
+// Parameters is the number of weights the shard holds (a tied head counted once).
+func (m *Model) Parameters() int64 {
+	var n int64
+	seen := map[backend.Tensor]bool{}
+	count := func(t backend.Tensor) {
+		if t == nil || seen[t] {
+			return
+		}
+		seen[t] = true
+		n += int64(backend.Elems(t))
+	}
+	count(m.embed)
+	count(m.norm)
+	count(m.head)
+	for _, l := range m.layers {
+		for _, t := range []backend.Tensor{l.attnNorm, l.mlpNorm, l.q, l.k, l.v, l.o, l.qBias, l.kBias, l.vBias, l.oBias,
+			l.qNorm, l.kNorm, l.gate, l.up, l.down, l.gateB, l.upB, l.downB} {
+			count(t)
+		}
+	}
+	return n
+}

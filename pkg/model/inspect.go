@@ -1,0 +1,73 @@
+package model
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/draftbench/draftbench/pkg/safetensors"
+	"github.com/draftbench/draftbench/pkg/tokenizer"
+)
+
+// Info describes a model folder without loading its weights.
+type Info struct {
+	Path             string   `json:"path"`
+	Architecture     string   `json:"architecture"`
+	Parameters       int64    `json:"parameters"`
+	DType            string   `json:"dtype"`
+	DTypes           []string `json:"dtypes"` // of the tensors on disk
+	Bytes            int64    `json:"bytes"`
+	Layers           int      `json:"layers"`
+	HiddenSize       int      `json:"hidden_size"`
+	IntermediateSize int      `json:"intermediate_size"`
+	Heads            int      `json:"heads"`
+	KVHeads          int      `json:"kv_heads"`
+	HeadDim          int      `json:"head_dim"`
+	VocabSize        int      `json:"vocab_size"`
+	TokenizerVocab   int      `json:"tokenizer_vocab,omitempty"`
+	Tied             bool     `json:"tied_embeddings"`
+	RopeTheta        float64  `json:"rope_theta"`
+	MaxPositions     int      `json:"max_positions"`
+	KVBytesPerToken  int64    `json:"kv_bytes_per_token"` // all layers, K and V, f32
+	LayerBytes       int64    `json:"layer_bytes"`        // one decoder layer as stored
+}
+
+// Inspect reads config.json and the safetensors headers of a folder.
+func Inspect(dir string) (*Info, error) {
+	cfg, err := ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := safetensors.OpenFolder(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	info := &Info{Path: dir, Architecture: cfg.Arch, Layers: cfg.NumHiddenLayers, HiddenSize: cfg.HiddenSize,
+		IntermediateSize: cfg.IntermediateSize, Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads,
+		HeadDim: cfg.HeadDim, VocabSize: cfg.VocabSize, Tied: cfg.Tied(), RopeTheta: cfg.RopeTheta,
+		MaxPositions: cfg.MaxPositionEmbeddings}
+	dtypes := map[string]bool{}
+	for _, name := range st.Names() {
+		ti, _ := st.Info(name)
+		info.Parameters += int64(ti.NumElements())
+		info.Bytes += ti.Size
+		dtypes[string(ti.DType)] = true
+		if strings.HasPrefix(name, "model.layers.0.") {
+			info.LayerBytes += ti.Size
+		}
+	}
+	for d := range dtypes {
+		info.DTypes = append(info.DTypes, d)
+	}
+	sort.Strings(info.DTypes)
+	info.DType = cfg.DTypeName()
+	if info.DType == "" && len(info.DTypes) == 1 {
+		info.DType = strings.ToLower(info.DTypes[0])
+	}
+	info.KVBytesPerToken = int64(cfg.NumHiddenLayers) * int64(cfg.NumKeyValueHeads*cfg.HeadDim) * 2 * 4
+	if tk, err := tokenizer.Load(dir); err == nil {
+		info.TokenizerVocab = tk.VocabSize()
+		tk.Close()
+	}
+	return info, nil
+}

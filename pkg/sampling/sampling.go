@@ -1,0 +1,340 @@
+// Package sampling turns a model's logits into a token distribution and draws
+// tokens from it.
+//
+// The processing order follows Hugging Face transformers' logits warpers for
+// generate(do_sample=True): mask ids past the tokenizer, then temperature, then
+// top-k, then top-p, then softmax. Temperature 0 means greedy decoding, and the
+// distribution is a point mass on the argmax.
+//
+// Randomness is injected: every draw takes a uniform number from the caller,
+// usually from a seeded math/rand/v2 PCG (see NewRNG), so the same seed gives
+// the same tokens.
+package sampling
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// Params are the sampling knobs of a generation request.
+type Params struct {
+	// Temperature divides the logits; 0 selects greedy decoding.
+	Temperature float64
+	// TopK keeps the TopK highest logits (and any tied with the last one);
+	// 0 disables it.
+	TopK int
+	// TopP keeps the smallest set of most likely tokens whose mass reaches
+	// TopP. 0 (the zero value) and 1 disable it.
+	TopP float64
+	// VocabLimit, when positive, masks ids >= VocabLimit to -inf before
+	// anything else: models such as Qwen pad their embedding rows past the
+	// last id the tokenizer can produce.
+	VocabLimit int
+}
+
+// Greedy reports whether p selects greedy decoding.
+func (p Params) Greedy() bool { return p.Temperature == 0 }
+
+// Validate reports the first knob that is out of range.
+func (p Params) Validate() error {
+	switch {
+	case math.IsNaN(p.Temperature) || p.Temperature < 0:
+		return fmt.Errorf("sampling: temperature %v must be >= 0 (0 means greedy)", p.Temperature)
+	case math.IsInf(p.Temperature, 1):
+		return fmt.Errorf("sampling: temperature must be finite")
+	case p.TopK < 0:
+		return fmt.Errorf("sampling: top_k %d must be >= 0 (0 disables it)", p.TopK)
+	case math.IsNaN(p.TopP) || p.TopP < 0 || p.TopP > 1:
+		return fmt.Errorf("sampling: top_p %v must be in [0, 1] (0 or 1 disables it)", p.TopP)
+	case p.VocabLimit < 0:
+		return fmt.Errorf("sampling: vocab limit %d must be >= 0 (0 disables it)", p.VocabLimit)
+	}
+	return nil
+}
+
+// RNG is the source of uniform numbers in [0, 1); *rand.Rand from math/rand/v2
+// satisfies it.
+type RNG interface{ Float64() float64 }
+
+// pcgStream is the fixed second word of the PCG state, so one seed names one
+// stream.
+const pcgStream = 0x9e3779b97f4a7c15
+
+// NewRNG returns a PCG generator for seed; the same seed gives the same
+// sequence on every platform.
+func NewRNG(seed uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, pcgStream))
+}
+
+// Argmax returns the id of the largest logit among ids below vocabLimit (all
+// ids when vocabLimit <= 0), the lowest id on ties as torch.argmax does. NaN
+// logits are never chosen unless nothing else is left, in which case the answer
+// is 0. It returns -1 for empty logits.
+func Argmax(logits []float32, vocabLimit int) int {
+	n := limit(len(logits), vocabLimit)
+	if n == 0 {
+		return -1
+	}
+	best, arg := float32(math.Inf(-1)), 0
+	for i, v := range logits[:n] {
+		if v > best {
+			best, arg = v, i
+		}
+	}
+	return arg
+}
+
+// limit is the number of ids that may be produced out of n.
+func limit(n, vocabLimit int) int {
+	if vocabLimit > 0 && vocabLimit < n {
+		return vocabLimit
+	}
+	return n
+}
+
+// Probs returns the dense distribution that sampling with p draws from: masked
+// ids and ids cut by top-k or top-p get exactly 0. With p.Greedy() it is a
+// point mass on Argmax(logits, p.VocabLimit). NaN logits count as -inf; when no
+// id has a usable logit it falls back to the greedy point mass, so the result
+// always sums to 1 for non-empty logits.
+//
+// The softmax subtracts the maximum and accumulates in float64.
+func Probs(logits []float32, p Params) []float32 {
+	out := make([]float32, len(logits))
+	if len(logits) == 0 {
+		return out
+	}
+	if p.Temperature <= 0 {
+		out[Argmax(logits, p.VocabLimit)] = 1
+		return out
+	}
+	n := limit(len(logits), p.VocabLimit)
+	s := make([]float64, len(logits))
+	for i, v := range logits {
+		if i >= n || math.IsNaN(float64(v)) {
+			s[i] = math.Inf(-1)
+			continue
+		}
+		s[i] = float64(v) / p.Temperature
+	}
+	if p.TopK > 0 {
+		topK(s, p.TopK)
+	}
+	w := softmax(s)
+	if w == nil {
+		out[Argmax(logits, p.VocabLimit)] = 1
+		return out
+	}
+	if p.TopP > 0 && p.TopP < 1 {
+		topP(w, p.TopP)
+	}
+	for i, v := range w {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+// topK sets every score below the k-th largest to -inf, keeping ties with the
+// k-th as transformers' TopKLogitsWarper does (scores < topk(scores)[k-1]).
+func topK(s []float64, k int) {
+	live := 0
+	for _, v := range s {
+		if v > math.Inf(-1) {
+			live++
+		}
+	}
+	if k >= live {
+		return
+	}
+	thr := kthLargest(append([]float64(nil), s...), k)
+	for i, v := range s {
+		if v < thr {
+			s[i] = math.Inf(-1)
+		}
+	}
+}
+
+// softmax returns exp(s - max) normalised, or nil when every score is -inf.
+// +inf scores share the whole mass.
+func softmax(s []float64) []float64 {
+	m := math.Inf(-1)
+	for _, v := range s {
+		m = max(m, v)
+	}
+	if math.IsInf(m, -1) {
+		return nil
+	}
+	w := make([]float64, len(s))
+	var z float64
+	for i, v := range s {
+		switch {
+		case math.IsInf(m, 1):
+			if math.IsInf(v, 1) {
+				w[i] = 1
+			}
+		default:
+			w[i] = math.Exp(v - m)
+		}
+		z += w[i]
+	}
+	for i := range w {
+		w[i] /= z
+	}
+	return w
+}
+
+// topP zeroes the tail of w (a distribution) outside the nucleus and
+// renormalises. It is transformers' TopPLogitsWarper: sort ascending, drop the
+// tokens whose cumulative mass is <= 1-topP, always keep the most likely one.
+// Read from the top, a token is kept iff the mass strictly above it in that
+// order is < topP. The order is the one a stable ascending sort gives, so among
+// equal probabilities the lower id is dropped first. Only the nucleus is taken
+// out of a heap, so a 150k vocabulary costs O(V + nucleus·log V), not a sort.
+func topP(w []float64, topP float64) {
+	h := nucleusHeap{w: w, idx: make([]int32, 0, len(w))}
+	for i, v := range w {
+		if v > 0 {
+			h.idx = append(h.idx, int32(i))
+		}
+	}
+	h.init()
+	keep := make([]int32, 0, 16)
+	var head float64
+	for len(h.idx) > 0 && head < topP {
+		i := h.pop()
+		keep = append(keep, i)
+		head += w[i]
+	}
+	var z float64
+	for _, i := range keep {
+		z += w[i]
+	}
+	kept := make([]float64, len(keep))
+	for j, i := range keep {
+		kept[j] = w[i] / z
+	}
+	clear(w)
+	for j, i := range keep {
+		w[i] = kept[j]
+	}
+}
+
+// nucleusHeap is a max-heap of ids ordered by (w desc, id desc).
+type nucleusHeap struct {
+	w   []float64
+	idx []int32
+}
+
+func (h *nucleusHeap) above(a, b int32) bool {
+	if h.w[a] != h.w[b] {
+		return h.w[a] > h.w[b]
+	}
+	return a > b
+}
+
+func (h *nucleusHeap) init() {
+	for i := len(h.idx)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *nucleusHeap) pop() int32 {
+	top := h.idx[0]
+	last := len(h.idx) - 1
+	h.idx[0] = h.idx[last]
+	h.idx = h.idx[:last]
+	h.down(0)
+	return top
+}
+
+func (h *nucleusHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h.idx) {
+			return
+		}
+		c := l
+		if r := l + 1; r < len(h.idx) && h.above(h.idx[r], h.idx[l]) {
+			c = r
+		}
+		if !h.above(h.idx[c], h.idx[i]) {
+			return
+		}
+		h.idx[i], h.idx[c] = h.idx[c], h.idx[i]
+		i = c
+	}
+}
+
+// kthLargest returns the k-th largest value of v (1-based), reordering v. It is
+// Hoare's quickselect with a median-of-three pivot: O(len(v)) on average.
+func kthLargest(v []float64, k int) float64 {
+	lo, hi, want := 0, len(v)-1, k-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		// Order v[lo] >= v[mid] >= v[hi] so the pivot is their median.
+		if v[mid] > v[lo] {
+			v[mid], v[lo] = v[lo], v[mid]
+		}
+		if v[hi] > v[lo] {
+			v[hi], v[lo] = v[lo], v[hi]
+		}
+		if v[hi] > v[mid] {
+			v[hi], v[mid] = v[mid], v[hi]
+		}
+		pivot := v[mid]
+		i, j := lo, hi
+		for i <= j {
+			for v[i] > pivot {
+				i++
+			}
+			for v[j] < pivot {
+				j--
+			}
+			if i <= j {
+				v[i], v[j] = v[j], v[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case want <= j:
+			hi = j
+		case want >= i:
+			lo = i
+		default:
+			return v[want]
+		}
+	}
+	return v[want]
+}
+
+// Sample draws an id from weights by inverse CDF with the uniform u in [0, 1).
+// The weights need not sum to 1 (they are scaled by their sum); zero, negative
+// and NaN weights are never chosen. It returns -1 when no weight is positive.
+func Sample(probs []float32, u float64) int {
+	var total float64
+	for _, v := range probs {
+		if v > 0 {
+			total += float64(v)
+		}
+	}
+	if !(total > 0) {
+		return -1
+	}
+	target := min(max(u, 0), 1) * total
+	var cum float64
+	last := -1
+	for i, v := range probs {
+		if !(v > 0) {
+			continue
+		}
+		last = i
+		cum += float64(v)
+		if target < cum {
+			return i
+		}
+	}
+	// u*total reached the float64 sum only through rounding.
+	return last
+}

@@ -1,0 +1,132 @@
+// Package spec implements speculative decoding: the acceptance rule that
+// keeps the target model's output distribution, and the generation loops
+// (plain autoregressive and draft/verify) over a small language-model
+// interface with rollback.
+package spec
+
+import (
+	"fmt"
+
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
+
+// Verdict is the target's answer to one round of drafts.
+type Verdict struct {
+	// Accepted is the number of leading drafts kept.
+	Accepted int
+	// Emitted holds the accepted drafts and then one more token: the
+	// correction at the first rejection, or the bonus token when every draft
+	// was accepted. Its length is Accepted+1.
+	Emitted []int
+	// AcceptedByPosition[i] reports whether draft i+1 was accepted; positions
+	// after the first rejection were not examined and read false.
+	AcceptedByPosition []bool
+}
+
+// Verify applies the speculative sampling rule of Leviathan, Kalman and
+// Matias, "Fast Inference from Transformers via Speculative Decoding" (ICML
+// 2023, Algorithm 1) and Chen et al., "Accelerating Large Language Model
+// Decoding with Speculative Sampling" (2023, Algorithm 2).
+//
+// drafts holds x_1..x_γ, each drawn from its draft distribution q_i (sparse: a
+// drafter sends only the ids it can propose); p holds the target's dense
+// distributions p_1..p_{γ+1}, p_i conditioned on the prefix before x_i. For
+// i = 1..γ, with u ~ U[0,1):
+//
+//	accept x_i  if u < min(1, p_i(x_i) / q_i(x_i))
+//	otherwise   emit y ~ norm(max(0, p_i − q_i)) and stop
+//
+// and when all γ are accepted emit a bonus y ~ p_{γ+1}. Every emitted token is
+// then distributed exactly as the target would have sampled it. If max(0, p_i −
+// q_i) has no mass (p_i == q_i on the support, reachable only through
+// rounding) y is drawn from p_i instead.
+//
+// Greedy (temperature 0): accept while x_i == argmax p_i, then emit argmax p_i
+// (argmax p_{γ+1} as the bonus); q and rng are not used and may be nil, and the
+// output is token for token the target's greedy output.
+//
+// The rule draws one uniform per examined draft and one for the last token,
+// in that order, so a seeded rng replays a run.
+func Verify(drafts []int, q []sampling.Sparse, p [][]float32, greedy bool, rng sampling.RNG) (Verdict, error) {
+	gamma := len(drafts)
+	if len(p) != gamma+1 {
+		return Verdict{}, fmt.Errorf("verify: %d target distributions for %d drafts, want %d", len(p), gamma, gamma+1)
+	}
+	if !greedy {
+		if len(q) != gamma {
+			return Verdict{}, fmt.Errorf("verify: %d draft distributions for %d drafts", len(q), gamma)
+		}
+		if rng == nil {
+			return Verdict{}, fmt.Errorf("verify: sampling needs an rng")
+		}
+	}
+	v := Verdict{Emitted: make([]int, 0, gamma+1), AcceptedByPosition: make([]bool, gamma)}
+	for i, x := range drafts {
+		if x < 0 {
+			return Verdict{}, fmt.Errorf("verify: draft %d is token %d", i+1, x)
+		}
+		if greedy {
+			if best := sampling.Argmax(p[i], 0); x != best {
+				v.Emitted = append(v.Emitted, best)
+				return v, nil
+			}
+		} else {
+			qx := float64(q[i].Prob(x))
+			if !(qx > 0) {
+				return Verdict{}, fmt.Errorf("verify: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends", i+1, x)
+			}
+			// u < p/q written without the division; with p >= q it always holds.
+			if u := rng.Float64(); !(u*qx < float64(at(p[i], x))) {
+				y, err := residual(p[i], q[i], rng.Float64())
+				if err != nil {
+					return Verdict{}, fmt.Errorf("verify: correcting draft %d: %w", i+1, err)
+				}
+				v.Emitted = append(v.Emitted, y)
+				return v, nil
+			}
+		}
+		v.Accepted++
+		v.AcceptedByPosition[i] = true
+		v.Emitted = append(v.Emitted, x)
+	}
+	bonus := p[gamma]
+	var y int
+	if greedy {
+		y = sampling.Argmax(bonus, 0)
+	} else {
+		y = sampling.Sample(bonus, rng.Float64())
+	}
+	if y < 0 {
+		return Verdict{}, fmt.Errorf("verify: target distribution %d has no probability mass", gamma+1)
+	}
+	v.Emitted = append(v.Emitted, y)
+	return v, nil
+}
+
+// at is p(x), 0 past the end of p (a drafter with a larger padded
+// vocabulary may propose an id the target cannot produce).
+func at(p []float32, x int) float32 {
+	if x < len(p) {
+		return p[x]
+	}
+	return 0
+}
+
+// residual draws from norm(max(0, p − q)), or from p when that has no mass.
+func residual(p []float32, q sampling.Sparse, u float64) (int, error) {
+	r := make([]float32, len(p))
+	copy(r, p)
+	for j, id := range q.IDs {
+		if int(id) < len(r) {
+			r[id] = max(0, r[id]-q.Probs[j])
+		}
+	}
+	y := sampling.Sample(r, u)
+	if y < 0 {
+		y = sampling.Sample(p, u)
+	}
+	if y < 0 {
+		return 0, fmt.Errorf("target distribution has no probability mass")
+	}
+	return y, nil
+}

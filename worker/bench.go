@@ -1,0 +1,131 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/kvcache"
+	"github.com/draftbench/draftbench/pkg/model"
+)
+
+// benchRow is one line of the engine benchmark table.
+type benchRow struct {
+	Batch           int     `json:"batch"`
+	PromptLen       int     `json:"prompt_len"`
+	PrefillTokPerS  float64 `json:"prefill_tok_per_s"`
+	DecodeTokPerS   float64 `json:"decode_tok_per_s"`
+	DecodeStepMs    float64 `json:"decode_step_ms"`
+	WeightBytes     int64   `json:"weight_bytes_in_memory"`
+	FloorStepMs     float64 `json:"bandwidth_floor_step_ms,omitempty"`
+	BandwidthGBPerS float64 `json:"measured_bandwidth_gb_per_s,omitempty"`
+}
+
+func benchCmd() *cli.Command {
+	var dir, batches string
+	var promptLen, newTokens, threads, warmup int
+	var asJSON, bandwidth bool
+	return &cli.Command{
+		Name:     "bench",
+		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
+		Usage:    "worker bench --model DIR [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--threads N] [--json]",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
+			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
+			fs.IntVar(&promptLen, "prompt-len", 128, "prompt tokens per sequence")
+			fs.IntVar(&newTokens, "new-tokens", 32, "decode steps timed per batch size")
+			fs.IntVar(&warmup, "warmup", 2, "untimed decode steps first")
+			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
+			fs.BoolVar(&bandwidth, "bandwidth", true, "measure memory read bandwidth and report the decode floor")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+		},
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			if dir == "" {
+				return cli.Usagef("--model is required")
+			}
+			var sizes []int
+			for _, s := range strings.Split(batches, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n <= 0 {
+					return cli.Usagef("--batch %q: want positive integers", batches)
+				}
+				sizes = append(sizes, n)
+			}
+			if threads > 0 {
+				runtime.GOMAXPROCS(threads)
+			}
+			m, err := model.Load(dir, cpu.New(threads), model.Options{})
+			if err != nil {
+				return err
+			}
+			weights := int64(m.Parameters()) * 4 // the CPU backend holds f32
+			var bw float64
+			if bandwidth {
+				bw = cpu.ReadBandwidth(512 << 20)
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			var rows []benchRow
+			for _, b := range sizes {
+				row := benchRow{Batch: b, PromptLen: promptLen, WeightBytes: weights}
+				seqs := make([]model.Seq, b)
+				var prefill time.Duration
+				for i := range seqs {
+					prompt := make([]int, promptLen)
+					for j := range prompt {
+						prompt[j] = rng.IntN(m.Config.VocabSize)
+					}
+					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: prompt}
+					start := time.Now()
+					if _, err := m.Forward(seqs[i:i+1], nil); err != nil {
+						return err
+					}
+					prefill += time.Since(start)
+				}
+				row.PrefillTokPerS = float64(b*promptLen) / prefill.Seconds()
+				var elapsed time.Duration
+				for step := 0; step < warmup+newTokens; step++ {
+					for i := range seqs {
+						seqs[i].Tokens = []int{rng.IntN(m.Config.VocabSize)}
+					}
+					start := time.Now()
+					if _, err := m.Forward(seqs, nil); err != nil {
+						return err
+					}
+					if step >= warmup {
+						elapsed += time.Since(start)
+					}
+				}
+				row.DecodeStepMs = elapsed.Seconds() * 1000 / float64(newTokens)
+				row.DecodeTokPerS = float64(b*newTokens) / elapsed.Seconds()
+				if bw > 0 {
+					row.BandwidthGBPerS = bw / 1e9
+					row.FloorStepMs = float64(weights) / bw * 1000
+				}
+				for _, s := range seqs {
+					s.Cache.Free()
+				}
+				rows = append(rows, row)
+			}
+			if asJSON {
+				enc := json.NewEncoder(env.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-cpu", "rows": rows})
+			}
+			w := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(w, "batch\tprompt\tprefill tok/s\tdecode tok/s\tdecode step ms\tfloor step ms\tbandwidth GB/s\t\n")
+			for _, r := range rows {
+				fmt.Fprintf(w, "%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n", r.Batch, r.PromptLen, r.PrefillTokPerS, r.DecodeTokPerS, r.DecodeStepMs, r.FloorStepMs, r.BandwidthGBPerS)
+			}
+			return w.Flush()
+		},
+	}
+}
+
