@@ -128,4 +128,3 @@ func benchCmd() *cli.Command {
 		},
 	}
 }
-
