@@ -10,7 +10,7 @@ func main() {
 	prog := &cli.Program{
 		Name:     "worker",
 		Synopsis: "draftbench worker: runs model shards (host agent and stages) and local generation",
-		Commands: []*cli.Command{inspectCmd(), generateCmd(), tinyModelCmd()},
+		Commands: []*cli.Command{inspectCmd(), generateCmd(), benchCmd(), tinyModelCmd()},
 	}
 	prog.Main()
 }

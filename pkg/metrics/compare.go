@@ -1,0 +1,107 @@
+package metrics
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Comparison holds the speculative-versus-target figures. A speedup is nil (JSON null) when
+// either side has no data to divide.
+type Comparison struct {
+	// SpeedupTPOT is target median TPOT / speculative median TPOT.
+	SpeedupTPOT *float64 `json:"speedup_tpot"`
+	// SpeedupE2EL is target median E2EL / speculative median E2EL.
+	SpeedupE2EL *float64 `json:"speedup_e2el"`
+	// SpeedupOutputThroughput is speculative / target output tok/s.
+	SpeedupOutputThroughput *float64 `json:"speedup_output_throughput"`
+	Lossless                Lossless `json:"lossless"`
+}
+
+// Lossless is the token-for-token check of greedy speculative output against target output.
+type Lossless struct {
+	Checked    int        `json:"checked"`
+	Mismatched int        `json:"mismatched"`
+	Mismatches []Mismatch `json:"mismatches"`
+	// Skipped says why nothing was checked (sampling at temperature > 0); empty when checked.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Mismatch names a prompt whose two outputs differ and the first output position (0-based)
+// where they do; when one output is a prefix of the other it is the shorter one's length.
+type Mismatch struct {
+	Index    int `json:"index"`
+	Position int `json:"position"`
+}
+
+// Compare computes the comparison of the two modes. The lossless check pairs the completed,
+// non-warmup requests of both modes by prompt Index and runs only when greedy (temperature 0),
+// since only then must speculative decoding reproduce the target's output exactly. Two records
+// of one mode with the same Index are an error: the pairing would be ambiguous.
+func Compare(spec, target Summary, specReqs, targetReqs []Request, greedy bool) (Comparison, error) {
+	c := Comparison{
+		SpeedupTPOT:             ratio(target.TPOT.Median, spec.TPOT.Median),
+		SpeedupE2EL:             ratio(target.E2EL.Median, spec.E2EL.Median),
+		SpeedupOutputThroughput: ratio(spec.OutputThroughput, target.OutputThroughput),
+		Lossless:                Lossless{Mismatches: []Mismatch{}},
+	}
+	if !greedy {
+		c.Lossless.Skipped = "temperature > 0: sampled outputs are not expected to match token for token"
+		return c, nil
+	}
+	specByIndex, err := completedByIndex(ModeSpeculative, specReqs)
+	if err != nil {
+		return Comparison{}, err
+	}
+	targetByIndex, err := completedByIndex(ModeTarget, targetReqs)
+	if err != nil {
+		return Comparison{}, err
+	}
+	indexes := make([]int, 0, len(specByIndex))
+	for i := range specByIndex {
+		if _, ok := targetByIndex[i]; ok {
+			indexes = append(indexes, i)
+		}
+	}
+	sort.Ints(indexes)
+	for _, i := range indexes {
+		c.Lossless.Checked++
+		if pos, same := firstDifference(specByIndex[i].OutputIDs, targetByIndex[i].OutputIDs); !same {
+			c.Lossless.Mismatched++
+			c.Lossless.Mismatches = append(c.Lossless.Mismatches, Mismatch{Index: i, Position: pos})
+		}
+	}
+	return c, nil
+}
+
+func completedByIndex(mode Mode, reqs []Request) (map[int]Request, error) {
+	out := make(map[int]Request, len(reqs))
+	for _, r := range reqs {
+		if r.Mode != mode || r.Warmup || r.Failed() {
+			continue
+		}
+		if prev, dup := out[r.Index]; dup {
+			return nil, fmt.Errorf("comparing outputs: %s requests %s and %s both have index %d", mode, prev.ID, r.ID, r.Index)
+		}
+		out[r.Index] = r
+	}
+	return out, nil
+}
+
+// firstDifference returns the first position where a and b differ, and whether they are equal.
+func firstDifference(a, b []int32) (int, bool) {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i, false
+		}
+	}
+	return n, len(a) == len(b)
+}
+
+func ratio(num, den float64) *float64 {
+	if num <= 0 || den <= 0 {
+		return nil
+	}
+	r := num / den
+	return &r
+}

@@ -1,0 +1,187 @@
+package metrics
+
+import (
+	"fmt"
+	"time"
+)
+
+// Summary holds the figures of one mode. The JSON keys are the contract of DESIGN §7; the
+// speculative-only keys are present only in speculative mode.
+type Summary struct {
+	NumRequests          int     `json:"num_requests"`
+	Completed            int     `json:"completed"`
+	Failed               int     `json:"failed"`
+	DurationS            float64 `json:"duration_s"`
+	RequestThroughput    float64 `json:"request_throughput"`     // completed req/s
+	OutputThroughput     float64 `json:"output_throughput"`      // output tok/s
+	TotalTokenThroughput float64 `json:"total_token_throughput"` // (input + output) tok/s
+	TotalInputTokens     int     `json:"total_input_tokens"`
+	TotalOutputTokens    int     `json:"total_output_tokens"`
+
+	TTFT Distribution `json:"ttft_ms"`
+	TPOT Distribution `json:"tpot_ms"`
+	ITL  Distribution `json:"itl_ms"`
+	E2EL Distribution `json:"e2el_ms"`
+
+	*SpecStats // speculative mode only
+}
+
+// SpecStats are the acceptance figures of speculative decoding, over a job or one request.
+type SpecStats struct {
+	NumDrafts         int `json:"num_drafts"`
+	NumDraftTokens    int `json:"num_draft_tokens"`
+	NumAcceptedTokens int `json:"num_accepted_tokens"`
+	// AcceptanceRate is accepted / drafted tokens; 0 without drafts.
+	AcceptanceRate float64 `json:"acceptance_rate"`
+	// MeanAcceptanceLength is 1 + accepted / drafts: tokens emitted per target forward pass
+	// when every round adds its correction or bonus token; 0 without drafts.
+	MeanAcceptanceLength float64 `json:"mean_acceptance_length"`
+	// AcceptanceByPosition[i] is the acceptance rate of draft position i+1; see Acceptance.
+	AcceptanceByPosition []float64    `json:"acceptance_by_position"`
+	CoordinationOverhead Distribution `json:"coordination_overhead_ms"`
+}
+
+// Acceptance computes the acceptance figures of a set of rounds.
+//
+// A draft is a round that proposed at least one token (vLLM's num_drafts). The rate of position
+// i follows vLLM's spec-decode metrics (num_accepted_tokens_per_pos[i] / num_drafts), with one
+// refinement for rounds that propose fewer than gamma tokens (near max_new_tokens): the
+// denominator counts only the drafts that reached position i (Drafted ≥ i), so a short final
+// round does not read as a rejection. With a fixed gamma and full rounds the two agree. The
+// slice has one entry per position up to the largest gamma seen; a position no draft reached
+// has rate 0. Coordination overhead counts every round, drafted or not.
+func Acceptance(rounds []Round) SpecStats {
+	var s SpecStats
+	width := 0
+	for _, r := range rounds {
+		width = max(width, r.Gamma, r.Drafted)
+	}
+	accepted := make([]int, width)
+	reached := make([]int, width)
+	overhead := make([]float64, 0, len(rounds))
+	for _, r := range rounds {
+		overhead = append(overhead, ms(r.Overhead()))
+		if r.Drafted == 0 {
+			continue
+		}
+		s.NumDrafts++
+		s.NumDraftTokens += r.Drafted
+		s.NumAcceptedTokens += r.Accepted
+		for i, ok := range r.AcceptedByPosition {
+			reached[i]++
+			if ok {
+				accepted[i]++
+			}
+		}
+	}
+	s.AcceptanceByPosition = make([]float64, width)
+	for i := range width {
+		if reached[i] > 0 {
+			s.AcceptanceByPosition[i] = float64(accepted[i]) / float64(reached[i])
+		}
+	}
+	if s.NumDrafts > 0 {
+		s.AcceptanceRate = float64(s.NumAcceptedTokens) / float64(s.NumDraftTokens)
+		s.MeanAcceptanceLength = 1 + float64(s.NumAcceptedTokens)/float64(s.NumDrafts)
+	}
+	s.CoordinationOverhead = Describe(overhead)
+	return s
+}
+
+// Samples are the raw per-mode values a Summary is computed from; plots draw them directly.
+// Latency samples are in milliseconds and come from completed requests only.
+type Samples struct {
+	Mode         Mode
+	NumRequests  int
+	Completed    int
+	Failed       int
+	InputTokens  int // completed requests only, as vLLM counts them
+	OutputTokens int // completed requests only
+	Start, End   time.Time
+
+	TTFT, TPOT, ITL, E2EL []float64
+	Rounds                []Round // of completed requests
+}
+
+// Collect gathers the samples of one mode from reqs. Requests of the other mode are ignored, so
+// a caller may pass all of a job's records; warmup requests are left out entirely; failed
+// requests are counted but give no latency or acceptance samples. A record that fails Validate
+// is an error, since every figure would silently mean something else.
+func Collect(mode Mode, reqs []Request) (*Samples, error) {
+	if !mode.Valid() {
+		return nil, fmt.Errorf("collecting samples: mode %q is not one of %s, %s", mode, ModeSpeculative, ModeTarget)
+	}
+	s := &Samples{Mode: mode}
+	for _, r := range reqs {
+		if r.Mode != mode || r.Warmup {
+			continue
+		}
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("collecting %s samples: request %d (%s): %w", mode, r.Index, r.ID, err)
+		}
+		s.NumRequests++
+		if s.Start.IsZero() || r.SentAt.Before(s.Start) {
+			s.Start = r.SentAt
+		}
+		if end := r.End(); end.After(s.End) {
+			s.End = end
+		}
+		if r.Failed() {
+			s.Failed++
+			continue
+		}
+		s.Completed++
+		s.InputTokens += r.InputTokens
+		s.OutputTokens += r.OutputTokens
+		s.Rounds = append(s.Rounds, r.Rounds...)
+		t, ok := r.Timings()
+		if !ok {
+			continue
+		}
+		s.TTFT = append(s.TTFT, t.TTFT)
+		s.E2EL = append(s.E2EL, t.E2EL)
+		if t.TPOT != nil {
+			s.TPOT = append(s.TPOT, *t.TPOT)
+		}
+		s.ITL = append(s.ITL, t.ITL...)
+	}
+	return s, nil
+}
+
+// Summary computes the figures of the samples. duration_s runs from the first send to the last
+// request end, failed requests included, as vLLM times the whole benchmark.
+func (s *Samples) Summary() Summary {
+	sum := Summary{
+		NumRequests:       s.NumRequests,
+		Completed:         s.Completed,
+		Failed:            s.Failed,
+		TotalInputTokens:  s.InputTokens,
+		TotalOutputTokens: s.OutputTokens,
+		TTFT:              Describe(s.TTFT),
+		TPOT:              Describe(s.TPOT),
+		ITL:               Describe(s.ITL),
+		E2EL:              Describe(s.E2EL),
+	}
+	if s.NumRequests > 0 {
+		sum.DurationS = s.End.Sub(s.Start).Seconds()
+	}
+	if sum.DurationS > 0 {
+		sum.RequestThroughput = float64(s.Completed) / sum.DurationS
+		sum.OutputThroughput = float64(s.OutputTokens) / sum.DurationS
+		sum.TotalTokenThroughput = float64(s.InputTokens+s.OutputTokens) / sum.DurationS
+	}
+	if s.Mode == ModeSpeculative {
+		acc := Acceptance(s.Rounds)
+		sum.SpecStats = &acc
+	}
+	return sum
+}
+
+// Summarize is Collect followed by Summary.
+func Summarize(mode Mode, reqs []Request) (Summary, error) {
+	s, err := Collect(mode, reqs)
+	if err != nil {
+		return Summary{}, err
+	}
+	return s.Summary(), nil
+}

@@ -1,0 +1,364 @@
+package metrics
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// targetRequests: two completed, one failed, one warmup, and one speculative record that a
+// target summary must ignore.
+func targetRequests() []Request {
+	r0 := request(ModeTarget, 0, 0, emissions(100, 1, 120, 1, 150, 1, 190, 1)) // TTFT 100, E2EL 190, TPOT 30, ITL 20 30 40
+	r0.InputTokens = 10
+	r1 := request(ModeTarget, 1, 1000, emissions(1200, 1, 1300, 1)) // TTFT 200, E2EL 300, TPOT 100, ITL 100
+	r1.InputTokens = 20
+	failed := request(ModeTarget, 2, 500, emissions(600, 1))
+	failed.InputTokens = 30
+	failed.Error = "stage 1 timed out"
+	failed.FinishedAt = at(2500) // the last end: duration is 2.5 s
+	warm := request(ModeTarget, 0, -5000, emissions(-4000, 1, 9000, 1))
+	warm.Warmup = true
+	other := request(ModeSpeculative, 0, -9000, emissions(9500, 1))
+	return []Request{r0, warm, r1, failed, other}
+}
+
+func round(gamma int, accepted []bool, acc, emitted int, wallMs, computeMs float64) Round {
+	return Round{
+		Gamma: gamma, Drafted: len(accepted), Accepted: acc, Emitted: emitted, AcceptedByPosition: accepted,
+		Wall: time.Duration(wallMs * float64(time.Millisecond)), Compute: time.Duration(computeMs * float64(time.Millisecond)),
+	}
+}
+
+// specRequests: two completed speculative requests with rounds, and a failed one whose rounds
+// must not count.
+func specRequests() []Request {
+	T, F := true, false
+	s0 := request(ModeSpeculative, 0, 0, emissions(50, 1, 80, 3, 120, 5, 130, 1)) // 10 tokens
+	s0.InputTokens = 10
+	s0.Rounds = []Round{
+		round(4, []bool{T, T, F, F}, 2, 3, 30, 25), // overhead 5
+		round(4, []bool{T, T, T, T}, 4, 5, 40, 32), // overhead 8
+		round(4, []bool{T}, 1, 1, 10, 9),           // short last round, overhead 1
+	}
+	s1 := request(ModeSpeculative, 1, 10, emissions(50, 1, 70, 1))
+	s1.InputTokens = 20
+	s1.Rounds = []Round{round(4, []bool{F, F, F, F}, 0, 1, 20, 20)} // overhead 0
+	bad := request(ModeSpeculative, 2, 20, emissions(60, 1))
+	bad.Error = "cancelled"
+	bad.Rounds = []Round{round(4, []bool{T, T, T, T}, 4, 5, 500, 1)}
+	return []Request{s0, s1, bad}
+}
+
+func TestSummarize(t *testing.T) {
+	tests := []struct {
+		name string
+		mode Mode
+		reqs []Request
+		want Summary
+		spec *SpecStats
+	}{
+		{
+			name: "target",
+			mode: ModeTarget,
+			reqs: targetRequests(),
+			want: Summary{
+				NumRequests: 3, Completed: 2, Failed: 1, DurationS: 2.5,
+				// 2 completed, 6 output and 30+6 tokens in 2.5 s
+				RequestThroughput: 0.8, OutputThroughput: 2.4, TotalTokenThroughput: 14.4,
+				TotalInputTokens: 30, TotalOutputTokens: 6,
+				// np.percentile([100, 200], [90, 95, 99]) = 190, 195, 199
+				TTFT: Distribution{Mean: 150, Median: 150, Std: 50, Min: 100, Max: 200, P90: 190, P95: 195, P99: 199},
+				// [30, 100]
+				TPOT: Distribution{Mean: 65, Median: 65, Std: 35, Min: 30, Max: 100, P90: 93, P95: 96.5, P99: 99.3},
+				// [20, 30, 40, 100]: std = sqrt(3875/4); p90 at index 2.7 = 40 + 0.7*60
+				ITL: Distribution{Mean: 47.5, Median: 35, Std: math.Sqrt(968.75), Min: 20, Max: 100, P90: 82, P95: 91, P99: 98.2},
+				// [190, 300]
+				E2EL: Distribution{Mean: 245, Median: 245, Std: 55, Min: 190, Max: 300, P90: 289, P95: 294.5, P99: 298.9},
+			},
+		},
+		{
+			name: "speculative",
+			mode: ModeSpeculative,
+			reqs: specRequests(),
+			want: Summary{
+				// start 0, end 130 ms (s0's last token; the failed one ended at 60 ms)
+				NumRequests: 3, Completed: 2, Failed: 1, DurationS: 0.13,
+				RequestThroughput: 2 / 0.13, OutputThroughput: 12 / 0.13, TotalTokenThroughput: 42 / 0.13,
+				TotalInputTokens: 30, TotalOutputTokens: 12,
+				// TTFT [50, 40]; E2EL [130, 60]; TPOT [(130-50)/9, (60-40)/1]
+				TTFT: Distribution{Mean: 45, Median: 45, Std: 5, Min: 40, Max: 50, P90: 49, P95: 49.5, P99: 49.9},
+				E2EL: Distribution{Mean: 95, Median: 95, Std: 35, Min: 60, Max: 130, P90: 123, P95: 126.5, P99: 129.3},
+				TPOT: Distribution{Mean: (80.0/9 + 20) / 2, Median: (80.0/9 + 20) / 2, Std: (20 - 80.0/9) / 2, Min: 80.0 / 9, Max: 20,
+					P90: 80.0/9 + 0.9*(20-80.0/9), P95: 80.0/9 + 0.95*(20-80.0/9), P99: 80.0/9 + 0.99*(20-80.0/9)},
+				// s0: 30/3 three times, 40/5 five times, 10/1; s1: 20. Sorted: 8 x5, 10 x4, 20.
+				// median at index 4.5 = 9; std = sqrt(120/10); p90 at index 8.1 = 10 + 0.1*10
+				ITL: Distribution{Mean: 10, Median: 9, Std: math.Sqrt(12), Min: 8, Max: 20, P90: 11, P95: 15.5, P99: 19.1},
+			},
+			spec: &SpecStats{
+				// drafts: 4 rounds; tokens 4+4+1+4; accepted 2+4+1+0
+				NumDrafts: 4, NumDraftTokens: 13, NumAcceptedTokens: 7,
+				AcceptanceRate: 7.0 / 13, MeanAcceptanceLength: 1 + 7.0/4,
+				// position 1: 3 of 4 drafts; positions 2-4: the short round did not reach them,
+				// so 2/3, 1/3, 1/3
+				AcceptanceByPosition: []float64{0.75, 2.0 / 3, 1.0 / 3, 1.0 / 3},
+				// overheads [5, 8, 1, 0]: std = sqrt(41/4); p90 at index 2.7 = 5 + 0.7*3
+				CoordinationOverhead: Distribution{Mean: 3.5, Median: 3, Std: math.Sqrt(10.25), Min: 0, Max: 8, P90: 7.1, P95: 7.55, P99: 7.91},
+			},
+		},
+		{
+			name: "no requests",
+			mode: ModeTarget,
+			reqs: specRequests(),
+			want: Summary{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Summarize(tt.mode, tt.reqs)
+			if err != nil {
+				t.Fatalf("Summarize: %v", err)
+			}
+			ints := []struct {
+				name      string
+				got, want int
+			}{
+				{"num_requests", got.NumRequests, tt.want.NumRequests}, {"completed", got.Completed, tt.want.Completed},
+				{"failed", got.Failed, tt.want.Failed}, {"total_input_tokens", got.TotalInputTokens, tt.want.TotalInputTokens},
+				{"total_output_tokens", got.TotalOutputTokens, tt.want.TotalOutputTokens},
+			}
+			for _, f := range ints {
+				if f.got != f.want {
+					t.Errorf("%s = %d, want %d", f.name, f.got, f.want)
+				}
+			}
+			floats := []struct {
+				name      string
+				got, want float64
+			}{
+				{"duration_s", got.DurationS, tt.want.DurationS}, {"request_throughput", got.RequestThroughput, tt.want.RequestThroughput},
+				{"output_throughput", got.OutputThroughput, tt.want.OutputThroughput},
+				{"total_token_throughput", got.TotalTokenThroughput, tt.want.TotalTokenThroughput},
+			}
+			for _, f := range floats {
+				if !near(f.got, f.want) {
+					t.Errorf("%s = %v, want %v", f.name, f.got, f.want)
+				}
+			}
+			for _, d := range []struct {
+				name      string
+				got, want Distribution
+			}{{"ttft", got.TTFT, tt.want.TTFT}, {"tpot", got.TPOT, tt.want.TPOT}, {"itl", got.ITL, tt.want.ITL}, {"e2el", got.E2EL, tt.want.E2EL}} {
+				t.Run(d.name, func(t *testing.T) { assertDistribution(t, d.got, d.want) })
+			}
+			if tt.mode == ModeTarget {
+				if got.SpecStats != nil {
+					t.Errorf("target summary has speculative figures: %+v", *got.SpecStats)
+				}
+				return
+			}
+			if got.SpecStats == nil {
+				t.Fatal("speculative summary has no speculative figures")
+			}
+			if tt.spec != nil {
+				assertSpecStats(t, *got.SpecStats, *tt.spec)
+			}
+		})
+	}
+}
+
+func assertSpecStats(t *testing.T, got, want SpecStats) {
+	t.Helper()
+	if got.NumDrafts != want.NumDrafts || got.NumDraftTokens != want.NumDraftTokens || got.NumAcceptedTokens != want.NumAcceptedTokens {
+		t.Errorf("drafts, draft tokens, accepted = %d, %d, %d, want %d, %d, %d",
+			got.NumDrafts, got.NumDraftTokens, got.NumAcceptedTokens, want.NumDrafts, want.NumDraftTokens, want.NumAcceptedTokens)
+	}
+	if !near(got.AcceptanceRate, want.AcceptanceRate) || !near(got.MeanAcceptanceLength, want.MeanAcceptanceLength) {
+		t.Errorf("acceptance rate, length = %v, %v, want %v, %v", got.AcceptanceRate, got.MeanAcceptanceLength, want.AcceptanceRate, want.MeanAcceptanceLength)
+	}
+	if len(got.AcceptanceByPosition) != len(want.AcceptanceByPosition) {
+		t.Fatalf("acceptance_by_position = %v, want %v", got.AcceptanceByPosition, want.AcceptanceByPosition)
+	}
+	for i := range got.AcceptanceByPosition {
+		if !near(got.AcceptanceByPosition[i], want.AcceptanceByPosition[i]) {
+			t.Errorf("acceptance_by_position = %v, want %v", got.AcceptanceByPosition, want.AcceptanceByPosition)
+			break
+		}
+	}
+	assertDistribution(t, got.CoordinationOverhead, want.CoordinationOverhead)
+}
+
+func TestAcceptance(t *testing.T) {
+	T, F := true, false
+	tests := []struct {
+		name   string
+		rounds []Round
+		want   SpecStats
+	}{
+		{
+			name:   "no rounds",
+			rounds: nil,
+			want:   SpecStats{AcceptanceByPosition: []float64{}},
+		},
+		{
+			// With a fixed gamma and full rounds the rate of position i is vLLM's
+			// accepted_per_pos[i] / num_drafts. Wall == compute: zero overhead.
+			name: "fixed gamma",
+			rounds: []Round{
+				round(3, []bool{T, T, T}, 3, 4, 1, 1),
+				round(3, []bool{T, F, F}, 1, 2, 1, 1),
+			},
+			want: SpecStats{NumDrafts: 2, NumDraftTokens: 6, NumAcceptedTokens: 4, AcceptanceRate: 4.0 / 6, MeanAcceptanceLength: 3,
+				AcceptanceByPosition: []float64{1, 0.5, 0.5}},
+		},
+		{
+			// A round that drafted nothing is no draft, but its overhead counts; gamma sets the
+			// width even where no draft reached a position.
+			name: "empty round and unreached position",
+			rounds: []Round{
+				round(5, []bool{T, F}, 1, 2, 3, 1),
+				round(5, nil, 0, 1, 4, 1),
+			},
+			want: SpecStats{NumDrafts: 1, NumDraftTokens: 2, NumAcceptedTokens: 1, AcceptanceRate: 0.5, MeanAcceptanceLength: 2,
+				AcceptanceByPosition: []float64{1, 0, 0, 0, 0},
+				CoordinationOverhead: Distribution{Mean: 2.5, Median: 2.5, Std: 0.5, Min: 2, Max: 3, P90: 2.9, P95: 2.95, P99: 2.99}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assertSpecStats(t, Acceptance(tt.rounds), tt.want)
+		})
+	}
+}
+
+func TestCollectErrors(t *testing.T) {
+	bad := request(ModeTarget, 4, 0, emissions(10, 2))
+	bad.ID = "bad-one"
+	bad.OutputTokens = 3
+	tests := []struct {
+		name    string
+		mode    Mode
+		reqs    []Request
+		wantErr string
+	}{
+		{"unknown mode", "draft", nil, `mode "draft" is not one of`},
+		{"invalid record", ModeTarget, []Request{bad}, "collecting target samples: request 4 (bad-one): emissions hold 2 tokens but output_tokens is 3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Collect(tt.mode, tt.reqs)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Collect() error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// summaryKeys is the DESIGN §7 contract, listed here independently of the struct tags.
+var (
+	summaryKeys = []string{"num_requests", "completed", "failed", "duration_s", "request_throughput",
+		"output_throughput", "total_token_throughput", "total_input_tokens", "total_output_tokens",
+		"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"}
+	specKeys = []string{"num_drafts", "num_draft_tokens", "num_accepted_tokens", "acceptance_rate",
+		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms"}
+	distributionKeys = []string{"mean", "median", "std", "min", "max", "p90", "p95", "p99"}
+)
+
+func TestSummaryKeys(t *testing.T) {
+	tests := []struct {
+		mode Mode
+		want []string
+	}{
+		{ModeTarget, summaryKeys},
+		{ModeSpeculative, append(slices.Clone(summaryKeys), specKeys...)},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			s, err := Summarize(tt.mode, append(targetRequests(), specRequests()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj := decodeObject(t, s)
+			assertKeys(t, "summary", obj, tt.want)
+			for _, k := range []string{"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"} {
+				assertKeys(t, k, decodeObject(t, obj[k]), distributionKeys)
+			}
+			if tt.mode == ModeSpeculative {
+				assertKeys(t, "coordination_overhead_ms", decodeObject(t, obj["coordination_overhead_ms"]), distributionKeys)
+			}
+		})
+	}
+}
+
+// TestSummaryGolden pins the whole JSON of the summaries of a fixture job read from testdata,
+// which also checks that records decode as requests.jsonl writes them.
+func TestSummaryGolden(t *testing.T) {
+	reqs := readFixture(t, "requests.jsonl")
+	for _, mode := range []Mode{ModeSpeculative, ModeTarget} {
+		t.Run(string(mode), func(t *testing.T) {
+			s, err := Summarize(mode, reqs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := json.MarshalIndent(s, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkGolden(t, "summary_"+string(mode)+".golden.json", append(got, '\n'))
+		})
+	}
+}
+
+func readFixture(t *testing.T, name string) []Request {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []Request
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r Request
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%s line %d: %v", name, i+1, err)
+		}
+		reqs = append(reqs, r)
+	}
+	return reqs
+}
+
+func decodeObject(t *testing.T, v any) map[string]json.RawMessage {
+	t.Helper()
+	var data []byte
+	if raw, ok := v.(json.RawMessage); ok {
+		data = raw
+	} else {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		t.Fatalf("decoding %s: %v", data, err)
+	}
+	return obj
+}
+
+func assertKeys(t *testing.T, what string, obj map[string]json.RawMessage, want []string) {
+	t.Helper()
+	var got []string
+	for k := range obj {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	want = slices.Clone(want)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s keys = %v, want %v", what, got, want)
+	}
+}
