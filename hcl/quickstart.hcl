@@ -1,0 +1,65 @@
+# Quickstart: a tiny target and drafter on the CPU, eight short prompts.
+# It finishes in about a minute on two cores and needs no GPU:
+#
+#   make models            # writes build/models/tiny-target and tiny-drafter
+#   bin/controller run hcl/quickstart.hcl
+#
+# Point TARGET_MODEL / DRAFTER_MODEL elsewhere to try other models.
+
+job "quickstart" {
+  seed = 42
+
+  model "target" {
+    path = env("TARGET_MODEL", "build/models/tiny-target")
+  }
+  model "drafter" {
+    path = env("DRAFTER_MODEL", "build/models/tiny-drafter")
+  }
+
+  # Both models share device 0 (the worker's CPU device without a GPU).
+  placement {
+    strategy = "same"
+    devices  = "0"
+  }
+
+  dataset "prompts" {
+    prompts = [
+      "Explain in two sentences why the sky is blue.",
+      "Write a haiku about a lighthouse in winter.",
+      "List three uses for a paperclip besides holding paper.",
+      "What is the difference between weather and climate?",
+      "Give a short recipe for a cup of tea.",
+      "Summarise the plot of a detective story in one paragraph.",
+      "How does a bicycle stay upright while moving?",
+      "Suggest a name for a friendly robot and say why.",
+    ]
+  }
+
+  load {
+    num_prompts = 8
+  }
+
+  batch {
+    enabled = true
+    size    = 4
+  }
+
+  # temperature 0 makes both modes greedy, so every request is also checked
+  # for lossless output (speculative == target token for token).
+  generation {
+    max_new_tokens = 32
+    gamma          = 4
+    temperature    = 0
+  }
+
+  modes {
+    speculative = true
+    target_ar   = true
+  }
+
+  # Without NVML (a CPU run) the monitor records "available": false.
+  gpu_monitor {
+    enabled  = true
+    interval = "1s"
+  }
+}

@@ -1,0 +1,4 @@
+# A variable but no job.
+variable "n" {
+  default = 1
+}

@@ -1,0 +1,2 @@
+num_prompts = 30
+gama        = 6
