@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/term"
+
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/jobrun"
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/model"
+	"github.com/draftbench/draftbench/pkg/tokenizer"
+)
+
+func runCmd() *cli.Command {
+	var jf jobFlags
+	var out string
+	var threads int
+	return &cli.Command{
+		Name:     "run",
+		Synopsis: "run a job on this machine and write its result files",
+		Usage:    "controller run JOB.hcl [-var k=v]... [-var-file F] [--out DIR]",
+		Flags: func(fs *flag.FlagSet) {
+			jf.add(fs)
+			fs.StringVar(&out, "out", "", "output folder (default: the job's output_dir, else results/<job>-<id>)")
+			fs.IntVar(&threads, "threads", 0, "CPU threads for the engine (0 = all cores)")
+		},
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			job, err := jf.parse(env)
+			if err != nil {
+				return err
+			}
+			if err := job.CheckPaths(jobspec.StatFunc(os.Stat)); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runLocal(ctx, env, job, out, threads)
+		},
+	}
+}
+
+// runLocal runs the job with both models in this process on the CPU.
+func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, threads int) error {
+	log := env.Logger.Named("run")
+	jobID := uuid.NewString()
+	if out == "" {
+		out = job.OutputDir
+	}
+	if out == "" {
+		out = jobrun.DefaultOutputDir(job.Name, jobID)
+	}
+	devices, err := jobrun.DevicesFromJob(job, localDevices(env))
+	if err != nil {
+		return err
+	}
+	plan, targetInfo, drafterInfo, err := jobrun.Plan(job, devices)
+	if err != nil {
+		return err
+	}
+	log.Info("plan", "strategy", plan.Strategy, "target_devices", plan.Target.Devices)
+
+	tok, err := tokenizer.Load(job.Models.Target.Path)
+	if err != nil {
+		return job.Errorf("model.target.path", "target tokenizer: %w", err)
+	}
+	defer tok.Close()
+	be := cpu.New(threads)
+	start := time.Now()
+	engine := &jobrun.Local{}
+	engine.Target, err = model.Load(job.Models.Target.Path, be, model.Options{})
+	if err != nil {
+		return job.Errorf("model.target.path", "%w", err)
+	}
+	if job.Modes.Speculative {
+		dt, err := tokenizer.Load(job.Models.Drafter.Path)
+		if err != nil {
+			return job.Errorf("model.drafter.path", "drafter tokenizer: %w", err)
+		}
+		defer dt.Close()
+		if err := tokenizer.Compatible(tok, dt); err != nil {
+			return job.Errorf("model.drafter.path", "%w", err)
+		}
+		engine.Drafter, err = model.Load(job.Models.Drafter.Path, be, model.Options{})
+		if err != nil {
+			return job.Errorf("model.drafter.path", "%w", err)
+		}
+	}
+	log.Info("models loaded", "elapsed", time.Since(start).Round(time.Millisecond))
+
+	hostname, _ := os.Hostname()
+	envInfo := map[string]any{
+		"host": hostname, "os": runtime.GOOS, "arch": runtime.GOARCH, "cpus": runtime.NumCPU(),
+		"go": runtime.Version(), "version": cli.Version, "backend": "cpu", "engine": "in-process",
+		"target": targetInfo, "drafter": drafterInfo,
+	}
+	res, err := jobrun.Run(ctx, job, tok, engine, out, jobrun.Options{
+		Log: env.Logger, Console: env.Stdout, Progress: env.Stderr, Terminal: isTerminal(os.Stderr),
+		Environment: envInfo, JobID: jobID,
+		GPU: func(map[metrics.Mode]int) any {
+			return map[string]any{"available": false, "reason": "no GPU in this run: the CPU backend was used"}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "results written to %s\n", res.Dir)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return errors.New("interrupted: partial results written")
+	}
+	return nil
+}
+
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -1,0 +1,363 @@
+// Package jobrun runs one benchmark job: it picks the prompts, drives the
+// load in each decoding mode (speculative, then target AR, on the same
+// prompts in the same seeded order), timestamps every token on the client
+// side, and turns the records into the result files and the console summary.
+//
+// Where the tokens come from is behind Engine: the NATS session drivers of
+// the controller in a cluster, or models in this process (tests, `worker`).
+package jobrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/draftbench/draftbench/pkg/dataset"
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/loadgen"
+	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/report"
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
+
+// Gen is one generation request handed to an Engine.
+type Gen struct {
+	ID           string // request UUID
+	Index        int
+	Prompt       []int
+	MaxNewTokens int
+	Gamma        int
+	Params       sampling.Params
+	StopTokens   []int
+	IgnoreEOS    bool
+	Seed         uint64
+	// OnEmit must be called with every batch of new tokens as soon as they
+	// are final (after the rollback of a speculative round); the runner
+	// timestamps it for TTFT and ITL.
+	OnEmit func(tokens []int)
+}
+
+// GenResult is what an Engine returns for a request.
+type GenResult struct {
+	Tokens []int
+	Rounds []metrics.Round // speculative only, with wall and worker compute time
+}
+
+// Engine produces tokens for one request in one mode.
+type Engine interface {
+	Generate(ctx context.Context, mode metrics.Mode, g Gen) (GenResult, error)
+}
+
+// Tokenizer is what the runner needs of the target's tokenizer.
+type Tokenizer interface {
+	Encode(text string) ([]int, error)
+	VocabSize() int
+	EOS() []int
+	SpecialTokens() map[string]int
+}
+
+// Phases receives the start of each mode (the GPU monitor attributes energy by it).
+type Phases interface {
+	Mark(phase string, t time.Time)
+}
+
+// Options configure a run.
+type Options struct {
+	Log       hclog.Logger
+	Console   io.Writer // the summary; nil = discard
+	Progress  io.Writer // progress bar or lines; nil = discard
+	Terminal  bool      // Progress is a terminal: draw a bar
+	Now       func() time.Time
+	OnRequest func(metrics.Request) // each finished request (live results)
+	Phases    Phases
+	// GPU returns the GPU section once the modes have run (nil: unavailable).
+	GPU         func(outputTokens map[metrics.Mode]int) any
+	Environment any
+	JobID       string
+}
+
+// Result is what a run produced.
+type Result struct {
+	Dir      string
+	Results  report.Results
+	Requests []metrics.Request
+}
+
+// Run executes job with engine and writes its result files into dir.
+func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, dir string, opt Options) (*Result, error) {
+	if opt.Log == nil {
+		opt.Log = hclog.NewNullLogger()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Console == nil {
+		opt.Console = io.Discard
+	}
+	if opt.JobID == "" {
+		opt.JobID = uuid.NewString()
+	}
+	log := opt.Log.Named("jobrun")
+	if !job.Modes.Speculative && !job.Modes.TargetAR {
+		return nil, errors.New("jobrun: both modes are disabled")
+	}
+	plan := loadPlan(job)
+	schedule, err := loadgen.Schedule(plan)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	n := len(schedule)
+	sel, err := selectPrompts(job, tok, n)
+	if err != nil {
+		return nil, err
+	}
+	var warnings []string
+	warnings = append(warnings, job.Warnings...)
+	if sel.Warning != "" {
+		warnings = append(warnings, sel.Warning)
+		log.Warn(sel.Warning)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	app, err := report.OpenAppender(filepath.Join(dir, report.FileRequests))
+	if err != nil {
+		return nil, err
+	}
+	defer app.Close()
+
+	params := sampling.Params{Temperature: job.Generation.Temperature, TopK: job.Generation.TopK, TopP: job.Generation.TopP,
+		VocabLimit: tok.VocabSize()}
+	stops := tok.EOS()
+	started := opt.Now()
+	var modes []metrics.Mode
+	if job.Modes.Speculative {
+		modes = append(modes, metrics.ModeSpeculative)
+	}
+	if job.Modes.TargetAR {
+		modes = append(modes, metrics.ModeTarget)
+	}
+
+	var mu sync.Mutex
+	var all []metrics.Request
+	for _, mode := range modes {
+		if err := ctx.Err(); err != nil {
+			warnings = append(warnings, fmt.Sprintf("job cancelled before the %s mode", mode))
+			break
+		}
+		if opt.Phases != nil {
+			opt.Phases.Mark(string(mode), opt.Now())
+		}
+		log.Info("running mode", "mode", mode, "requests", n, "warmup", plan.WarmupRequests)
+		prog := report.NewProgress(n, report.ProgressOptions{Writer: opt.Progress, IsTerminal: opt.Terminal, Label: string(mode), Now: opt.Now})
+		handler := func(ctx context.Context, r loadgen.Request) error {
+			p := sel.Prompts[r.Index%len(sel.Prompts)]
+			rec := runOne(ctx, engine, mode, r, p, job, params, stops, opt.Now)
+			mu.Lock()
+			all = append(all, rec)
+			mu.Unlock()
+			if err := app.Append(rec); err != nil {
+				log.Error("writing requests.jsonl", "error", err)
+			}
+			if opt.OnRequest != nil {
+				opt.OnRequest(rec)
+			}
+			if !r.Warmup {
+				prog.Done(rec.Failed())
+			}
+			if rec.Failed() {
+				log.Warn("request failed", "mode", mode, "index", r.Index, "error", rec.Error)
+				return errors.New(rec.Error)
+			}
+			return nil
+		}
+		rep, err := loadgen.Run(ctx, plan, handler)
+		prog.Close()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, fmt.Errorf("%s mode: %w", mode, err)
+		}
+		log.Info("mode finished", "mode", mode, "completed", rep.Completed, "failed", rep.Failed, "elapsed", rep.Elapsed)
+		if rep.Canceled {
+			warnings = append(warnings, fmt.Sprintf("%s mode was cancelled after %d of %d requests", mode, rep.Completed+rep.Failed, rep.Planned))
+		}
+	}
+	if opt.Phases != nil {
+		opt.Phases.Mark("idle", opt.Now())
+	}
+	if err := app.Close(); err != nil {
+		return nil, err
+	}
+
+	res := report.Results{
+		Job:         report.Job{ID: opt.JobID, Name: job.Name, StartedAt: started, FinishedAt: opt.Now()},
+		Config:      job,
+		Environment: opt.Environment,
+		Dataset:     sel.Stats,
+	}
+	var samples = map[metrics.Mode]*metrics.Samples{}
+	out := map[metrics.Mode]int{}
+	var summaries = map[metrics.Mode]*metrics.Summary{}
+	for _, mode := range modes {
+		s, err := metrics.Collect(mode, all)
+		if err != nil {
+			return nil, err
+		}
+		samples[mode] = s
+		sum := s.Summary()
+		summaries[mode] = &sum
+		out[mode] = sum.TotalOutputTokens
+	}
+	res.Speculative, res.Target = summaries[metrics.ModeSpeculative], summaries[metrics.ModeTarget]
+	if res.Speculative != nil && res.Target != nil {
+		var specReqs, targetReqs []metrics.Request
+		for _, r := range all {
+			if r.Mode == metrics.ModeSpeculative {
+				specReqs = append(specReqs, r)
+			} else {
+				targetReqs = append(targetReqs, r)
+			}
+		}
+		cmp, err := metrics.Compare(*res.Speculative, *res.Target, specReqs, targetReqs, params.Greedy())
+		if err != nil {
+			return nil, err
+		}
+		res.Comparison = &cmp
+		if cmp.Lossless.Mismatched > 0 {
+			warnings = append(warnings, fmt.Sprintf("lossless check: %d of %d requests differ between speculative and target (temperature 0)", cmp.Lossless.Mismatched, cmp.Lossless.Checked))
+		}
+	}
+	var power []report.PowerSeries
+	if opt.GPU != nil {
+		res.GPU = opt.GPU(out)
+		if ps, ok := res.GPU.(interface{ PowerSeries() []report.PowerSeries }); ok {
+			power = ps.PowerSeries()
+		}
+	}
+	res.Warnings = warnings
+	if err := report.Write(dir, res); err != nil {
+		return nil, err
+	}
+	_, skipped := report.WritePlots(filepath.Join(dir, report.DirPlots), report.PlotData{
+		Speculative: samples[metrics.ModeSpeculative], Target: samples[metrics.ModeTarget], Power: power})
+	for _, s := range skipped {
+		log.Debug("plot skipped", "plot", s.Plot, "reason", s.Reason)
+	}
+	if err := report.PrintSummary(opt.Console, res); err != nil {
+		return nil, err
+	}
+	return &Result{Dir: dir, Results: res, Requests: all}, nil
+}
+
+// runOne runs one request and records it, never failing: an error becomes
+// the record's Error so nothing measured before it is lost.
+func runOne(ctx context.Context, engine Engine, mode metrics.Mode, r loadgen.Request, p dataset.Prompt, job *jobspec.Job,
+	params sampling.Params, stops []int, now func() time.Time) metrics.Request {
+	rec := metrics.Request{ID: uuid.NewString(), Index: r.Index, Mode: mode, PromptSource: p.Source,
+		InputTokens: len(p.Tokens), Warmup: r.Warmup}
+	var emu sync.Mutex
+	g := Gen{ID: rec.ID, Index: r.Index, Prompt: p.Tokens, MaxNewTokens: job.Generation.MaxNewTokens,
+		Gamma: job.Generation.Gamma, Params: params, StopTokens: stops, IgnoreEOS: job.Generation.IgnoreEOS,
+		Seed: requestSeed(job.Seed, p.ID),
+		OnEmit: func(tokens []int) {
+			at := now()
+			emu.Lock()
+			rec.Emissions = append(rec.Emissions, metrics.Emission{At: at, Tokens: len(tokens)})
+			for _, t := range tokens {
+				rec.OutputIDs = append(rec.OutputIDs, int32(t))
+			}
+			emu.Unlock()
+		}}
+	if mode == metrics.ModeTarget {
+		g.Gamma = 0
+	}
+	rec.SentAt = now()
+	res, err := engine.Generate(ctx, mode, g)
+	rec.FinishedAt = now()
+	emu.Lock()
+	defer emu.Unlock()
+	rec.OutputTokens = len(rec.OutputIDs)
+	rec.Rounds = res.Rounds
+	if err != nil {
+		rec.Error = err.Error()
+		return rec
+	}
+	if len(res.Tokens) != len(rec.OutputIDs) {
+		rec.Error = fmt.Sprintf("engine returned %d tokens but emitted %d", len(res.Tokens), len(rec.OutputIDs))
+	}
+	return rec
+}
+
+// requestSeed gives each prompt its own sampling stream, the same in both modes.
+func requestSeed(jobSeed int64, prompt int) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d", jobSeed, prompt)
+	return h.Sum64()
+}
+
+// loadPlan turns the job's load and batch blocks into a loadgen plan.
+func loadPlan(job *jobspec.Job) loadgen.Plan {
+	p := loadgen.Plan{MaxConcurrency: job.Load.MaxConcurrency, WarmupRequests: job.Load.WarmupRequests, Seed: uint64(job.Seed)}
+	if job.Load.Mode == jobspec.LoadModeRate {
+		p.Rate, p.Duration, p.Arrival, p.Burstiness = job.Load.Rate, job.Load.Duration.Std(), loadgen.Arrival(job.Load.Arrival), job.Load.Burstiness
+	} else {
+		p.NumRequests = job.Load.NumPrompts
+	}
+	if job.Batch.Enabled {
+		p.BatchSize = job.Batch.Size
+	}
+	return p
+}
+
+// selectPrompts loads the job's dataset and takes n prompts in a seeded order.
+func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, error) {
+	seed := uint64(job.Seed)
+	maxLen := 0
+	if job.Batch.Enabled {
+		maxLen = job.Batch.MaxLength
+	}
+	take := dataset.TakeOptions{Seed: seed, Tokenizer: tok, MaxLength: maxLen}
+	switch job.Dataset.Kind {
+	case "prompts":
+		d, err := dataset.Inline(job.Dataset.Prompts)
+		if err != nil {
+			return dataset.Selection{}, fmt.Errorf("dataset \"prompts\": %w", err)
+		}
+		return d.Take(n, take)
+	case "sharegpt":
+		d, err := dataset.LoadShareGPT(job.Dataset.Dir, job.Dataset.Files, dataset.LoadOptions{})
+		if err != nil {
+			return dataset.Selection{}, fmt.Errorf("dataset \"sharegpt\": %w", err)
+		}
+		return d.Take(n, take)
+	case "synthetic":
+		var avoid []int
+		for _, id := range tok.SpecialTokens() {
+			avoid = append(avoid, id)
+		}
+		in := job.Dataset.InputTokens
+		if maxLen > 0 {
+			in = min(in, maxLen)
+		}
+		return dataset.Synthetic(n, dataset.SyntheticConfig{InputTokens: in, RangeRatio: job.Dataset.RangeRatio,
+			VocabLo: 0, VocabHi: tok.VocabSize(), Avoid: avoid, Seed: seed})
+	}
+	return dataset.Selection{}, fmt.Errorf("dataset kind %q is not one of sharegpt, synthetic, prompts", job.Dataset.Kind)
+}
+
+// DefaultOutputDir is results/<job name>-<first 8 characters of the id>.
+func DefaultOutputDir(jobName, jobID string) string {
+	short := jobID
+	if len(short) > 8 {
+		short = short[:8]
+	}
+	return filepath.Join("results", fmt.Sprintf("%s-%s", jobName, short))
+}

@@ -1,0 +1,84 @@
+package jobrun
+
+import (
+	"fmt"
+
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/model"
+	"github.com/draftbench/draftbench/pkg/placement"
+)
+
+// ModelInfos reads config.json and the safetensors headers of the job's
+// models (no weights), naming the HCL position of a broken one.
+func ModelInfos(job *jobspec.Job) (target, drafter *model.Info, err error) {
+	target, err = model.Inspect(job.Models.Target.Path)
+	if err != nil {
+		return nil, nil, job.Errorf("model.target.path", "target model: %w", err)
+	}
+	if job.Models.Drafter != nil && job.Modes.Speculative {
+		drafter, err = model.Inspect(job.Models.Drafter.Path)
+		if err != nil {
+			return nil, nil, job.Errorf("model.drafter.path", "drafter model: %w", err)
+		}
+	}
+	return target, drafter, nil
+}
+
+// PlacementRequest turns a job and the devices it may use into a placement problem.
+func PlacementRequest(job *jobspec.Job, devices []placement.Device, target, drafter *model.Info) placement.Request {
+	maxTokens := job.Generation.MaxNewTokens + 2048
+	if job.Batch.Enabled {
+		maxTokens = job.Batch.Size * job.Batch.MaxLength
+	}
+	req := placement.Request{Strategy: job.Placement.Strategy, Devices: devices, MaxTokens: maxTokens,
+		Target: placement.ModelReq{Role: placement.RoleTarget, Layers: target.Layers, WeightBytes: uint64(target.Bytes),
+			KVBytesPerToken: uint64(target.KVBytesPerToken), GPUs: job.Models.Target.GPUs, Stages: job.Models.Target.Stages}}
+	if drafter != nil {
+		req.Drafter = &placement.ModelReq{Role: placement.RoleDrafter, Layers: drafter.Layers, WeightBytes: uint64(drafter.Bytes),
+			KVBytesPerToken: uint64(drafter.KVBytesPerToken), GPUs: job.Models.Drafter.GPUs, Stages: job.Models.Drafter.Stages}
+	}
+	return req
+}
+
+// Plan places the job's models on devices, with errors located in the job file.
+func Plan(job *jobspec.Job, devices []placement.Device) (*placement.Plan, *model.Info, *model.Info, error) {
+	target, drafter, err := ModelInfos(job)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	plan, err := placement.Make(PlacementRequest(job, devices, target, drafter))
+	if err != nil {
+		return nil, nil, nil, job.Errorf("placement.strategy", "%w", err)
+	}
+	return plan, target, drafter, nil
+}
+
+// DevicesFromJob lists the devices named by placement.devices, or, when it is
+// empty, fallback (the workers' devices, or CUDA_VISIBLE_DEVICES).
+func DevicesFromJob(job *jobspec.Job, fallback []placement.Device) ([]placement.Device, error) {
+	if job.Placement.Devices == "" {
+		if len(fallback) == 0 {
+			return nil, job.Errorf("placement", "no devices: set placement.devices or start a worker")
+		}
+		return fallback, nil
+	}
+	refs, err := job.Placement.DeviceRefs()
+	if err != nil {
+		return nil, job.Errorf("placement.devices", "%w", err)
+	}
+	out := make([]placement.Device, 0, len(refs))
+	for _, r := range refs {
+		d := placement.Device{Index: r.Index, Host: r.Host}
+		for _, f := range fallback {
+			if f.Index == r.Index && (r.Host == "" || r.Host == f.Host) {
+				d = f
+				break
+			}
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("placement.devices %q names no device", job.Placement.Devices)
+	}
+	return out, nil
+}
