@@ -246,7 +246,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	if err := report.Write(dir, res); err != nil {
 		return nil, err
 	}
-	_, skipped := report.WritePlots(filepath.Join(dir, report.DirPlots), report.PlotData{
+	_, skipped := report.WritePlots(dir, report.PlotData{
 		Speculative: samples[metrics.ModeSpeculative], Target: samples[metrics.ModeTarget], Power: power})
 	for _, s := range skipped {
 		log.Debug("plot skipped", "plot", s.Plot, "reason", s.Reason)
