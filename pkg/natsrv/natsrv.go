@@ -1,0 +1,242 @@
+package natsrv
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// DefaultReadyTimeout is how long Start waits for the server to accept clients.
+const DefaultReadyTimeout = 10 * time.Second
+
+// Options configure an embedded server. The zero value is a loopback server
+// on a random port with JetStream in a temporary folder.
+type Options struct {
+	// Host is the listen address (default 127.0.0.1). Anything but a loopback
+	// address needs Token: a benchmark cluster must not be open to the network.
+	Host string
+	// Port is the client port; 0 picks a free one.
+	Port int
+	// StoreDir holds JetStream's data. Empty means a temporary folder,
+	// removed by Shutdown.
+	StoreDir string
+	// Token, when set, is required of every client.
+	Token string
+	// MaxPayload bounds one message, headers included (0: the server's 1 MiB).
+	MaxPayload int32
+	// ServerName names the server in logs and monitoring (default "draftbench").
+	ServerName string
+	// ReadyTimeout bounds the wait for the server to accept clients
+	// (0: DefaultReadyTimeout).
+	ReadyTimeout time.Duration
+	// Logger receives the server's log lines (nil: discarded).
+	Logger hclog.Logger
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns       *server.Server
+	storeDir string
+	tempDir  bool
+}
+
+// Start starts a server and waits until it accepts clients.
+func Start(opts Options) (*Server, error) {
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if !loopback(opts.Host) && opts.Token == "" {
+		return nil, fmt.Errorf("natsrv: refusing to listen on %s without authentication: set a token, or listen on 127.0.0.1", opts.Host)
+	}
+	if opts.Port < 0 || opts.Port > 65535 {
+		return nil, fmt.Errorf("natsrv: port %d is not in [0, 65535]", opts.Port)
+	}
+	if opts.MaxPayload < 0 {
+		return nil, fmt.Errorf("natsrv: max payload %d is negative", opts.MaxPayload)
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = DefaultReadyTimeout
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "draftbench"
+	}
+	s := &Server{storeDir: opts.StoreDir}
+	if s.storeDir == "" {
+		dir, err := os.MkdirTemp("", "draftbench-jetstream-")
+		if err != nil {
+			return nil, fmt.Errorf("natsrv: creating a JetStream folder: %w", err)
+		}
+		s.storeDir, s.tempDir = dir, true
+	}
+	port := opts.Port
+	if port == 0 {
+		port = server.RANDOM_PORT // the server reads 0 as its default, 4222
+	}
+	sopts := &server.Options{
+		ServerName:    opts.ServerName,
+		Host:          opts.Host,
+		Port:          port,
+		Authorization: opts.Token,
+		MaxPayload:    opts.MaxPayload,
+		JetStream:     true,
+		StoreDir:      s.storeDir,
+		NoSigs:        true, // the embedding process owns its signals
+	}
+	addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+	ns, err := server.NewServer(sopts)
+	if err != nil {
+		s.cleanup()
+		return nil, fmt.Errorf("natsrv: configuring the server on %s: %w", addr, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	// The server reports a failed listen through Fatalf and keeps going;
+	// catching it ends the wait at once with the server's own reason.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(logger{l: log.Named("nats"), fatal: fatal}, log.IsDebug(), log.IsTrace(), false)
+	s.ns = ns
+	ns.Start()
+	ready := make(chan bool, 1)
+	go func() { ready <- ns.ReadyForConnections(opts.ReadyTimeout) }()
+	var failure string
+	select {
+	case ok := <-ready:
+		if ok {
+			return s, nil
+		}
+		failure = fmt.Sprintf("not ready for clients after %s", opts.ReadyTimeout)
+	case failure = <-fatal:
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	s.cleanup()
+	return nil, fmt.Errorf("natsrv: starting the server on %s: %s", addr, failure)
+}
+
+// ClientURL is the URL clients connect to (nats://host:port).
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// StoreDir is the JetStream folder in use.
+func (s *Server) StoreDir() string { return s.storeDir }
+
+// Shutdown stops the server, waits for it, and removes a temporary store.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+	s.cleanup()
+}
+
+func (s *Server) cleanup() {
+	if s.tempDir {
+		os.RemoveAll(s.storeDir)
+	}
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// logger sends the server's lines to hclog; the first fatal one also goes
+// to fatal.
+type logger struct {
+	l     hclog.Logger
+	fatal chan<- string
+}
+
+func (l logger) Noticef(f string, v ...any) { l.l.Info(fmt.Sprintf(f, v...)) }
+func (l logger) Warnf(f string, v ...any)   { l.l.Warn(fmt.Sprintf(f, v...)) }
+func (l logger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	l.l.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+
+func (l logger) Errorf(f string, v ...any) { l.l.Error(fmt.Sprintf(f, v...)) }
+func (l logger) Debugf(f string, v ...any) { l.l.Debug(fmt.Sprintf(f, v...)) }
+func (l logger) Tracef(f string, v ...any) { l.l.Trace(fmt.Sprintf(f, v...)) }
+
+var _ server.Logger = logger{}
+
+// ConnectOptions configure a client connection.
+type ConnectOptions struct {
+	// Name identifies the client in the server's monitoring ("controller",
+	// "worker host-1", "stage target/0").
+	Name string
+	// Token or CredsFile authenticate (at most one).
+	Token     string
+	CredsFile string
+	// MaxReconnects is how many times to retry after losing the server;
+	// 0 means nats.go's default (60), negative forever.
+	MaxReconnects int
+	// ReconnectWait is the pause between reconnect attempts (0: 2s).
+	ReconnectWait time.Duration
+	// Timeout bounds the initial connection (0: 5s).
+	Timeout time.Duration
+	// Logger receives disconnect, reconnect and asynchronous errors (nil: discarded).
+	Logger hclog.Logger
+}
+
+// Connect dials a NATS server with reconnects and logging set up.
+func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
+	if opts.Token != "" && opts.CredsFile != "" {
+		return nil, errors.New("natsrv: give a token or a creds file, not both")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	log = log.With("nats", url)
+	nopts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted()) }),
+		nats.ClosedHandler(func(*nats.Conn) { log.Debug("NATS connection closed") }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS error", "subject", subject, "error", err)
+		}),
+	}
+	if opts.Token != "" {
+		nopts = append(nopts, nats.Token(opts.Token))
+	}
+	if opts.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(opts.CredsFile))
+	}
+	if opts.MaxReconnects != 0 {
+		nopts = append(nopts, nats.MaxReconnects(opts.MaxReconnects))
+	}
+	if opts.ReconnectWait > 0 {
+		nopts = append(nopts, nats.ReconnectWait(opts.ReconnectWait))
+	}
+	if opts.Timeout > 0 {
+		nopts = append(nopts, nats.Timeout(opts.Timeout))
+	}
+	nc, err := nats.Connect(url, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("natsrv: connecting to %s as %q: %w", url, opts.Name, err)
+	}
+	return nc, nil
+}

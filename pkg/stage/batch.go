@@ -1,0 +1,319 @@
+package stage
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/draftbench/draftbench/pkg/kvcache"
+	"github.com/draftbench/draftbench/pkg/model"
+	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/spec"
+)
+
+// work is a step taken into a batch.
+type work struct {
+	*item
+	sess *session
+}
+
+// step takes the steps of one batch out of queue, in arrival order: at most
+// one per session (a session's next step waits for the next batch, so its
+// steps stay in order) and within the token budget (a step alone may pass
+// it). Releases run as they come. It returns what is left for later.
+func (s *Stage) step(queue []*item) []*item {
+	now := s.cfg.Clock.Now()
+	seen := map[uuid.UUID]bool{}
+	var batch []*work
+	var rest []*item
+	tokens := 0
+	for _, it := range queue {
+		req := it.req
+		if seen[req.Session] {
+			rest = append(rest, it)
+			continue
+		}
+		seen[req.Session] = true
+		n := req.Positions()
+		if req.Op != protocol.OpRelease && len(batch) > 0 && tokens+n > s.cfg.MaxBatchTokens {
+			rest = append(rest, it)
+			continue
+		}
+		s.queued.Add(-1)
+		if req.Op == protocol.OpRelease {
+			s.release(req)
+			continue
+		}
+		w, err := s.prepare(it, now)
+		if err != nil {
+			s.fail(req, err)
+			continue
+		}
+		batch = append(batch, w)
+		tokens += n
+	}
+	if len(batch) > 0 {
+		s.run(batch)
+	}
+	return rest
+}
+
+// prepare finds or creates the session's cache and brings it to the
+// request's CacheLen.
+func (s *Stage) prepare(it *item, now time.Time) (*work, error) {
+	req := it.req
+	if req.Op == protocol.OpDraft && !(s.m.IsFirst() && s.m.IsLast()) {
+		return nil, fmt.Errorf("draft needs the whole drafter in one stage, this is stage %d of %d (drive a split drafter with decode steps and return_q)", s.cfg.Index, s.cfg.Count)
+	}
+	need := req.CacheLen + req.Positions()
+	if req.Op == protocol.OpDraft {
+		need += req.Gamma - 1
+	}
+	if limit := s.m.Config.MaxPositionEmbeddings; limit > 0 && need > limit {
+		return nil, fmt.Errorf("the step would fill %d positions, the model's context is %d", need, limit)
+	}
+	ss, ok := s.sessions[req.Session]
+	if !ok {
+		if req.CacheLen > 0 {
+			return nil, fmt.Errorf("session %s has no cache here (released, or idle longer than %s) and cache_len %d needs one", req.Session, s.cfg.IdleTimeout, req.CacheLen)
+		}
+		ss = &session{cache: s.m.NewCache(kvcache.Options{Budget: s.cfg.CacheBudget})}
+		s.sessions[req.Session] = ss
+		s.nsessions.Add(1)
+	}
+	ss.used = now
+	if have := ss.cache.Len(); have < req.CacheLen {
+		return nil, fmt.Errorf("session %s: the cache holds %d positions, the step needs %d", req.Session, have, req.CacheLen)
+	} else if have > req.CacheLen {
+		if err := ss.cache.Truncate(req.CacheLen); err != nil {
+			return nil, fmt.Errorf("session %s: %w", req.Session, err)
+		}
+	}
+	return &work{item: it, sess: ss}, nil
+}
+
+// forward runs one batched forward pass and charges its time to every step
+// in it.
+func (s *Stage) forward(batch []*work, seqs []model.Seq, hidden []float32, draft bool) (*model.Result, error) {
+	start := s.cfg.Clock.Now()
+	res, err := s.m.Forward(seqs, hidden)
+	took := s.cfg.Clock.Now().Sub(start)
+	for _, w := range batch {
+		w.req.ComputeNS += int64(took)
+	}
+	if err == nil && s.cfg.OnForward != nil {
+		tokens := 0
+		for _, q := range seqs {
+			tokens += q.N + len(q.Tokens)
+		}
+		s.cfg.OnForward(ForwardInfo{Sessions: len(seqs), Tokens: tokens, Compute: took, Draft: draft})
+	}
+	return res, err
+}
+
+// run executes a batch and hands each step on: its hidden rows to the next
+// stage, or its answer to the caller.
+func (s *Stage) run(batch []*work) {
+	seqs := make([]model.Seq, len(batch))
+	var hidden []float32
+	if !s.m.IsFirst() && len(batch) == 1 {
+		hidden = batch[0].hidden // nothing to stack
+	}
+	for i, w := range batch {
+		seqs[i] = model.Seq{Cache: w.sess.cache, AllLogits: w.req.Op == protocol.OpVerify && s.m.IsLast()}
+		if s.m.IsFirst() {
+			seqs[i].Tokens = w.req.Feed()
+		} else {
+			seqs[i].N = w.req.Positions()
+			if len(batch) > 1 {
+				hidden = append(hidden, w.hidden...)
+			}
+		}
+	}
+	res, err := s.forward(batch, seqs, hidden, false)
+	if err != nil {
+		if len(batch) > 1 {
+			// Run the steps one by one so that only the step at fault fails;
+			// a failed pass leaves every cache length as it was.
+			for _, w := range batch {
+				s.run([]*work{w})
+			}
+			return
+		}
+		s.fail(batch[0].req, fmt.Errorf("forward pass: %w", err))
+		return
+	}
+	if !s.m.IsLast() {
+		s.pass(batch, res.Hidden)
+		return
+	}
+	var drafts []*drafting
+	for i, w := range batch {
+		logits := res.Logits[i]
+		switch w.req.Op {
+		case protocol.OpVerify:
+			s.verify(w, logits)
+		case protocol.OpDraft:
+			d := &drafting{work: w, rng: sampling.NewRNG(w.req.Seed)}
+			if err := d.take(logits[len(logits)-1]); err != nil {
+				s.fail(w.req, err)
+				continue
+			}
+			drafts = append(drafts, d)
+		default:
+			s.sample(w, logits[len(logits)-1])
+		}
+	}
+	s.draft(drafts)
+}
+
+// pass forwards each step with its rows of the batch's hidden states.
+func (s *Stage) pass(batch []*work, hidden []float32) {
+	H := s.m.Config.HiddenSize
+	row := 0
+	for _, w := range batch {
+		n := w.req.Positions()
+		t := &protocol.Tensor{Shape: []int{n, H}, Data: hidden[row*H : (row+n)*H]}
+		row += n
+		if err := protocol.Send(s.cfg.Conn, s.next, w.req.Session.String(), w.req, t); err != nil {
+			s.fail(w.req, fmt.Errorf("forwarding to %s: %w", s.next, err))
+		}
+	}
+}
+
+// pick draws the next token from one position's logits. With sparse set it
+// draws from the top-k q it also returns, as a drafter must (the target
+// judges the draft by that q); greedy q is the point mass on the argmax.
+func pick(logits []float32, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, *protocol.Sparse, error) {
+	p := smp.Params()
+	var x int
+	var q *protocol.Sparse
+	switch {
+	case p.Greedy():
+		x = sampling.Argmax(logits, p.VocabLimit)
+		if sparse && x >= 0 {
+			q = &protocol.Sparse{IDs: []int32{int32(x)}, Probs: []float32{1}}
+		}
+	case sparse:
+		k := smp.DraftTopK
+		if k == 0 {
+			k = spec.DefaultDraftTopK
+		}
+		sq := sampling.TopKSparse(sampling.Probs(logits, p), k)
+		x = sq.Sample(rng.Float64())
+		wire := protocol.SparseOf(sq)
+		q = &wire
+	default:
+		x = sampling.Sample(sampling.Probs(logits, p), rng.Float64())
+	}
+	if x < 0 {
+		return 0, nil, fmt.Errorf("no token can be drawn from %d logits", len(logits))
+	}
+	return x, q, nil
+}
+
+// sample answers prefill and decode with the next token.
+func (s *Stage) sample(w *work, logits []float32) {
+	x, q, err := pick(logits, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed))
+	if err != nil {
+		s.fail(w.req, err)
+		return
+	}
+	rep := &protocol.StepReply{Session: w.req.Session, Op: w.req.Op, Tokens: []int{x},
+		CacheLen: w.sess.cache.Len(), ComputeNS: w.req.ComputeNS}
+	if q != nil {
+		rep.Q = []protocol.Sparse{*q}
+	}
+	s.reply(w.req.Reply, rep, nil)
+}
+
+// verify applies the acceptance rule to the logits of the positions from the
+// last of Tokens on (p_1..p_{γ+1}) and rolls the cache back to the kept
+// prefix: CacheLen + len(Tokens) + accepted.
+func (s *Stage) verify(w *work, logits [][]float32) {
+	req := w.req
+	params := req.Sampling.Params()
+	ps := make([][]float32, 0, len(req.Drafts)+1)
+	for _, l := range logits[len(req.Tokens)-1:] {
+		ps = append(ps, sampling.Probs(l, params))
+	}
+	qs := make([]sampling.Sparse, len(req.Q))
+	for i, q := range req.Q {
+		qs[i] = q.Sampling()
+	}
+	v, err := spec.Verify(req.Drafts, qs, ps, params.Greedy(), sampling.NewRNG(req.Seed))
+	if err != nil {
+		s.fail(req, err)
+		return
+	}
+	keep := req.CacheLen + len(req.Tokens) + v.Accepted
+	if err := w.sess.cache.Truncate(keep); err != nil {
+		s.fail(req, fmt.Errorf("rolling back to %d positions: %w", keep, err))
+		return
+	}
+	s.reply(req.Reply, &protocol.StepReply{Session: req.Session, Op: req.Op, Tokens: v.Emitted,
+		Accepted: v.Accepted, AcceptedByPosition: v.AcceptedByPosition,
+		CacheLen: keep, ComputeNS: req.ComputeNS}, nil)
+}
+
+// drafting is a draft step in progress.
+type drafting struct {
+	*work
+	rng    sampling.RNG
+	tokens []int
+	qs     []protocol.Sparse
+}
+
+func (d *drafting) take(logits []float32) error {
+	x, q, err := pick(logits, d.req.Sampling, true, d.rng)
+	if err != nil {
+		return fmt.Errorf("draft %d: %w", len(d.tokens)+1, err)
+	}
+	d.tokens = append(d.tokens, x)
+	d.qs = append(d.qs, *q)
+	return nil
+}
+
+// draft finishes the draft steps of a batch in lockstep: each round feeds
+// every unfinished session its last draft in one batched pass. The last
+// draft is never fed, so the drafter's cache ends at CacheLen + len(Tokens)
+// + Gamma - 1 (spec.GenerateSpeculative's drafter invariant).
+func (s *Stage) draft(active []*drafting) {
+	for len(active) > 0 {
+		var next []*drafting
+		for _, d := range active {
+			if len(d.tokens) == d.req.Gamma {
+				s.reply(d.req.Reply, &protocol.StepReply{Session: d.req.Session, Op: d.req.Op, Tokens: d.tokens,
+					Q: d.qs, CacheLen: d.sess.cache.Len(), ComputeNS: d.req.ComputeNS}, nil)
+				continue
+			}
+			next = append(next, d)
+		}
+		if len(next) == 0 {
+			return
+		}
+		batch := make([]*work, len(next))
+		seqs := make([]model.Seq, len(next))
+		for i, d := range next {
+			batch[i] = d.work
+			seqs[i] = model.Seq{Cache: d.sess.cache, Tokens: d.tokens[len(d.tokens)-1:]}
+		}
+		res, err := s.forward(batch, seqs, nil, true)
+		if err != nil {
+			for _, d := range next {
+				s.fail(d.req, fmt.Errorf("draft %d: forward pass: %w", len(d.tokens)+1, err))
+			}
+			return
+		}
+		active = active[:0]
+		for i, d := range next {
+			if err := d.take(res.Logits[i][0]); err != nil {
+				s.fail(d.req, err)
+				continue
+			}
+			active = append(active, d)
+		}
+	}
+}
