@@ -66,7 +66,7 @@ func benchCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			weights := int64(m.Parameters()) * 4 // the CPU backend holds f32
+			weights := m.MemoryBytes() // bf16 weight matrices stay bf16 on the CPU backend
 			var bw float64
 			if bandwidth {
 				bw = cpu.ReadBandwidth(512 << 20)

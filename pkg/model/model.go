@@ -222,21 +222,40 @@ func (m *Model) NewCache(opt kvcache.Options) *kvcache.Seq {
 func (m *Model) Parameters() int64 {
 	var n int64
 	seen := map[backend.Tensor]bool{}
-	count := func(t backend.Tensor) {
-		if t == nil || seen[t] {
-			return
+	m.eachTensor(func(t backend.Tensor) {
+		if !seen[t] {
+			seen[t] = true
+			n += int64(backend.Elems(t))
 		}
-		seen[t] = true
-		n += int64(backend.Elems(t))
+	})
+	return n
+}
+
+// MemoryBytes is what the shard's weights occupy on its backend.
+func (m *Model) MemoryBytes() int64 {
+	var n int64
+	seen := map[backend.Tensor]bool{}
+	m.eachTensor(func(t backend.Tensor) {
+		if !seen[t] {
+			seen[t] = true
+			n += int64(backend.Elems(t) * t.DType().Size())
+		}
+	})
+	return n
+}
+
+func (m *Model) eachTensor(f func(backend.Tensor)) {
+	for _, t := range []backend.Tensor{m.embed, m.norm, m.head} {
+		if t != nil {
+			f(t)
+		}
 	}
-	count(m.embed)
-	count(m.norm)
-	count(m.head)
 	for _, l := range m.layers {
 		for _, t := range []backend.Tensor{l.attnNorm, l.mlpNorm, l.q, l.k, l.v, l.o, l.qBias, l.kBias, l.vBias, l.oBias,
 			l.qNorm, l.kNorm, l.gate, l.up, l.down, l.gateB, l.upB, l.downB} {
-			count(t)
+			if t != nil {
+				f(t)
+			}
 		}
 	}
-	return n
 }

@@ -5,6 +5,7 @@ package cpu
 /*
 #cgo LDFLAGS: -lopenblas
 #include <cblas.h>
+#include "bf16.h"
 */
 import "C"
 
@@ -19,25 +20,33 @@ import (
 	"github.com/draftbench/draftbench/pkg/safetensors"
 )
 
-// Tensor is a host array of float32.
+// Tensor is a host array of float32, or of bf16 for weight matrices
+// (MatMul's w, Embed's table) loaded from bf16 checkpoints.
 type Tensor struct {
 	shape []int
 	data  []float32
+	bf    []uint16 // set instead of data for bf16 weights
 }
 
 // Shape implements backend.Tensor.
 func (t *Tensor) Shape() []int { return t.shape }
 
-// DType implements backend.Tensor: the CPU computes and stores f32.
-func (t *Tensor) DType() backend.DType { return backend.F32 }
+// DType implements backend.Tensor: f32, or bf16 for weight matrices.
+func (t *Tensor) DType() backend.DType {
+	if t.bf != nil {
+		return backend.BF16
+	}
+	return backend.F32
+}
 
 // Data exposes the backing array (tests, and stages sending hidden states).
 func (t *Tensor) Data() []float32 { return t.data }
 
 // Backend is the CPU backend. The zero value is not usable; call New.
 type Backend struct {
-	mu    sync.Mutex
-	ropes map[*backend.RoPE]*ropeTable
+	mu         sync.Mutex
+	ropes      map[*backend.RoPE]*ropeTable
+	f32Weights bool
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -49,6 +58,14 @@ func New(threads int) *Backend {
 	}
 	C.openblas_set_num_threads(C.int(threads))
 	return &Backend{ropes: map[*backend.RoPE]*ropeTable{}}
+}
+
+// NewF32 is New, but widens bf16 weights to f32 at load (more memory, and
+// more bytes per token; the arithmetic is the same).
+func NewF32(threads int) *Backend {
+	b := New(threads)
+	b.f32Weights = true
+	return b
 }
 
 // Name implements backend.Backend.
@@ -67,6 +84,14 @@ func (b *Backend) Load(shape []int, src backend.DType, raw []byte) (backend.Tens
 	n := numel(shape)
 	if len(raw) != n*src.Size() {
 		return nil, fmt.Errorf("cpu: %d bytes of %s do not make a tensor of shape %v", len(raw), src, shape)
+	}
+	if src == backend.BF16 && len(shape) == 2 && !b.f32Weights {
+		// Weight matrices stay bf16: half the bytes to stream per token.
+		t := &Tensor{shape: append([]int(nil), shape...), bf: make([]uint16, n)}
+		for i := range t.bf {
+			t.bf[i] = uint16(raw[2*i]) | uint16(raw[2*i+1])<<8
+		}
+		return t, nil
 	}
 	t := &Tensor{shape: append([]int(nil), shape...), data: make([]float32, n)}
 	var st safetensors.DType
@@ -108,6 +133,9 @@ func tensor(t backend.Tensor) *Tensor {
 // Write implements backend.Backend.
 func (b *Backend) Write(t backend.Tensor, src []float32) error {
 	ct := tensor(t)
+	if err := checkF32(ct); err != nil {
+		return err
+	}
 	if len(src) != len(ct.data) {
 		return fmt.Errorf("cpu: writing %d floats into a tensor of %d", len(src), len(ct.data))
 	}
@@ -118,6 +146,15 @@ func (b *Backend) Write(t backend.Tensor, src []float32) error {
 // Read implements backend.Backend.
 func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 	ct := tensor(t)
+	if ct.bf != nil {
+		if len(dst) != len(ct.bf) {
+			return fmt.Errorf("cpu: reading a tensor of %d values into %d", len(ct.bf), len(dst))
+		}
+		if len(dst) > 0 {
+			C.db_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&ct.bf[0])), (*C.float)(unsafe.Pointer(&dst[0])), C.long(len(dst)))
+		}
+		return nil
+	}
 	if len(dst) != len(ct.data) {
 		return fmt.Errorf("cpu: reading a tensor of %d floats into %d", len(ct.data), len(dst))
 	}
@@ -128,7 +165,7 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 // Free implements backend.Backend; the garbage collector owns CPU memory.
 func (b *Backend) Free(t backend.Tensor) {
 	if ct, ok := t.(*Tensor); ok {
-		ct.data = nil
+		ct.data, ct.bf = nil, nil
 	}
 }
 
@@ -140,10 +177,16 @@ func (b *Backend) Embed(dst, table backend.Tensor, ids []int32) error {
 	if backend.Rows(d) != len(ids) || backend.Cols(d) != h {
 		return fmt.Errorf("cpu: embed into %v from %v for %d ids", d.shape, tb.shape, len(ids))
 	}
-	for i, id := range ids {
+	for _, id := range ids {
 		if id < 0 || int(id) >= v {
 			return fmt.Errorf("cpu: token id %d outside the embedding table (%d rows)", id, v)
 		}
+	}
+	if tb.bf != nil {
+		embedBF16(d.data, tb.bf, h, ids)
+		return nil
+	}
+	for i, id := range ids {
 		copy(d.data[i*h:(i+1)*h], tb.data[int(id)*h:(int(id)+1)*h])
 	}
 	return nil
@@ -158,6 +201,13 @@ func (b *Backend) MatMul(dst, x, w backend.Tensor) error {
 		return fmt.Errorf("cpu: matmul %v · %vᵀ into %v", xt.shape, wt.shape, d.shape)
 	}
 	if m == 0 {
+		return nil
+	}
+	if err := checkF32(d, xt); err != nil {
+		return err
+	}
+	if wt.bf != nil {
+		matmulBF16(d.data, xt.data, wt.bf, m, n, k)
 		return nil
 	}
 	if m == 1 {

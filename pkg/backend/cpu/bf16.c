@@ -1,0 +1,103 @@
+// Matrix-vector products with bf16 weights and f32 activations. Decode is
+// bound by reading the weights, so keeping them in bf16 (as checkpoints ship
+// them) halves the bytes read per token; each weight is widened to f32
+// exactly (a bf16 is the top half of an f32) before an f32 multiply-add, so
+// the arithmetic is the f32 engine's, up to summation order.
+#include "bf16.h"
+#include <immintrin.h>
+#include <string.h>
+
+#define MAXT 8 // vectors per pass: one pass reads the weights once for up to MAXT tokens
+
+static inline float bf16_to_f32(uint16_t h) {
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+static void gemv_scalar(const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+	for (int n = n0; n < n1; n++) {
+		const uint16_t *row = w + (long)n * K;
+		for (int t = 0; t < T; t++) {
+			const float *xv = x + (long)t * K;
+			float acc = 0;
+			for (int k = 0; k < K; k++) acc += bf16_to_f32(row[k]) * xv[k];
+			y[(long)t * ldy + n] = acc;
+		}
+	}
+}
+
+__attribute__((target("avx2,fma")))
+static void gemv_avx2(const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+	for (int t0 = 0; t0 < T; t0 += MAXT) {
+		int tn = T - t0 < MAXT ? T - t0 : MAXT;
+		for (int n = n0; n < n1; n++) {
+			const uint16_t *row = w + (long)n * K;
+			__m256 acc[MAXT];
+			for (int t = 0; t < tn; t++) acc[t] = _mm256_setzero_ps();
+			int k = 0;
+			for (; k + 8 <= K; k += 8) {
+				__m128i h = _mm_loadu_si128((const __m128i *)(row + k));
+				__m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+				for (int t = 0; t < tn; t++)
+					acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (long)(t0 + t) * K + k), acc[t]);
+			}
+			for (int t = 0; t < tn; t++) {
+				__m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+				s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+				s = _mm_add_ss(s, _mm_movehdup_ps(s));
+				float r = _mm_cvtss_f32(s);
+				const float *xv = x + (long)(t0 + t) * K;
+				for (int kk = k; kk < K; kk++) r += bf16_to_f32(row[kk]) * xv[kk];
+				y[(long)(t0 + t) * ldy + n] = r;
+			}
+		}
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void gemv_avx512(const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+	for (int t0 = 0; t0 < T; t0 += MAXT) {
+		int tn = T - t0 < MAXT ? T - t0 : MAXT;
+		for (int n = n0; n < n1; n++) {
+			const uint16_t *row = w + (long)n * K;
+			__m512 acc[MAXT];
+			for (int t = 0; t < tn; t++) acc[t] = _mm512_setzero_ps();
+			int k = 0;
+			for (; k + 16 <= K; k += 16) {
+				__m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
+				__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+				for (int t = 0; t < tn; t++)
+					acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (long)(t0 + t) * K + k), acc[t]);
+			}
+			if (k < K) {
+				__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+				__m256i h = _mm256_maskz_loadu_epi16(m, row + k);
+				__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+				for (int t = 0; t < tn; t++)
+					acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (long)(t0 + t) * K + k), acc[t]);
+			}
+			for (int t = 0; t < tn; t++) y[(long)(t0 + t) * ldy + n] = _mm512_reduce_add_ps(acc[t]);
+		}
+	}
+}
+
+int db_bf16_kernel(void) {
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return 2;
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+	return 0;
+}
+
+void db_gemv_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+	switch (kernel) {
+	case 2: gemv_avx512(w, x, y, K, T, ldy, n0, n1); break;
+	case 1: gemv_avx2(w, x, y, K, T, ldy, n0, n1); break;
+	default: gemv_scalar(w, x, y, K, T, ldy, n0, n1);
+	}
+}
+
+void db_bf16_to_f32(const uint16_t *src, float *dst, long n) {
+	for (long i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
