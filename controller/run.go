@@ -25,16 +25,18 @@ import (
 
 func runCmd() *cli.Command {
 	var jf jobFlags
-	var out string
-	var threads int
+	var o runOptions
 	return &cli.Command{
 		Name:     "run",
-		Synopsis: "run a job on this machine and write its result files",
+		Synopsis: "run a job on this machine: embedded NATS, a local worker, the result files",
 		Usage:    "controller run JOB.hcl [-var k=v]... [-var-file F] [--out DIR]",
 		Flags: func(fs *flag.FlagSet) {
 			jf.add(fs)
-			fs.StringVar(&out, "out", "", "output folder (default: the job's output_dir, else results/<job>-<id>)")
-			fs.IntVar(&threads, "threads", 0, "CPU threads for the engine (0 = all cores)")
+			fs.StringVar(&o.out, "out", "", "output folder (default: the job's output_dir, else results/<job>-<id>)")
+			fs.IntVar(&o.threads, "threads", 0, "CPU threads per stage (0 = all cores)")
+			fs.StringVar(&o.workerBin, "worker-bin", "", "the worker binary to start (default: bin/worker beside this binary, else $PATH)")
+			fs.IntVar(&o.cpuDevices, "cpu-devices", 0, "CPU devices the local worker offers (0 = as many as the job's placement needs)")
+			fs.BoolVar(&o.inProcess, "in-process", false, "no NATS and no worker: load both models in this process (a quick single-process check)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			job, err := jf.parse(env)
@@ -46,7 +48,10 @@ func runCmd() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runLocal(ctx, env, job, out, threads)
+			if o.inProcess {
+				return runLocal(ctx, env, job, o.out, o.threads)
+			}
+			return runEmbedded(ctx, env, job, o)
 		},
 	}
 }

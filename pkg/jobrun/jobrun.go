@@ -288,6 +288,9 @@ func runOne(ctx context.Context, engine Engine, mode metrics.Mode, r loadgen.Req
 	rec.Rounds = res.Rounds
 	if err != nil {
 		rec.Error = err.Error()
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) && !errors.Is(cause, context.Canceled) {
+			rec.Error += " (" + cause.Error() + ")"
+		}
 		return rec
 	}
 	if len(res.Tokens) != len(rec.OutputIDs) {

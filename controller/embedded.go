@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/controller"
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/placement"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+type runOptions struct {
+	out, workerBin string
+	threads        int
+	cpuDevices     int
+	inProcess      bool
+}
+
+// runEmbedded is `controller run`: an embedded NATS server on loopback, one
+// local worker agent as a subprocess, the job, the result files.
+func runEmbedded(ctx context.Context, env *cli.Env, spec *jobspec.Job, o runOptions) error {
+	log := env.Logger.Named("run")
+	srv, err := natsrv.Start(natsrv.Options{Logger: env.Logger.Named("nats")})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{Name: "controller", Logger: env.Logger})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var subj protocol.Subjects
+	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: env.Logger.Named("registry")})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go reg.Watch(wctx)
+
+	worker, err := startWorker(env, srv.ClientURL(), spec, o)
+	if err != nil {
+		return err
+	}
+	defer stopWorker(worker, log)
+	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	_, err = reg.Wait(waitCtx, 1)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("the local worker did not register: %w", err)
+	}
+	job := controller.NewJob(spec, o.out)
+	res, err := controller.Run(ctx, controller.Config{
+		NC: nc, Subjects: subj, Registry: reg, Log: env.Logger, Console: env.Stdout, Progress: env.Stderr,
+		Terminal: isTerminal(os.Stderr),
+		GPU: func(map[metrics.Mode]int) any {
+			return map[string]any{"available": false, "reason": "the local worker runs on CPU devices (no NVML GPUs in this run)"}
+		},
+	}, job)
+	if res != nil {
+		fmt.Fprintf(env.Stdout, "results written to %s\n", res.Dir)
+	}
+	return err
+}
+
+// startWorker starts `worker --nats URL --cpu-devices N` beside this binary.
+func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*exec.Cmd, error) {
+	bin := o.workerBin
+	if bin == "" {
+		if self, err := os.Executable(); err == nil {
+			if cand := filepath.Join(filepath.Dir(self), "worker"); fileExists(cand) {
+				bin = cand
+			}
+		}
+	}
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("worker"); err != nil {
+			return nil, errors.New("no worker binary beside the controller nor on $PATH: run `make build`, or pass --worker-bin")
+		}
+	}
+	n := o.cpuDevices
+	if n <= 0 {
+		n = devicesNeeded(spec)
+	}
+	args := []string{"--nats", url, "--cpu-devices", strconv.Itoa(n), "--name", "local",
+		"--log-level", env.Logger.GetLevel().String()}
+	if o.threads > 0 {
+		args = append(args, "--threads", strconv.Itoa(o.threads))
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = env.Stderr, env.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	env.Logger.Named("run").Debug("worker started", "bin", bin, "pid", cmd.Process.Pid, "cpu_devices", n)
+	return cmd, nil
+}
+
+func stopWorker(cmd *exec.Cmd, log interface{ Warn(string, ...any) }) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		log.Warn("the local worker did not stop in 15s; killing it")
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// devicesNeeded is how many CPU devices the local worker must offer for the
+// job's placement: the highest index placement.devices names, or what the
+// strategy hands out.
+func devicesNeeded(spec *jobspec.Job) int {
+	if refs, err := spec.Placement.DeviceRefs(); err == nil && len(refs) > 0 {
+		n := 0
+		for _, r := range refs {
+			n = max(n, r.Index+1)
+		}
+		return n
+	}
+	switch spec.Placement.Strategy {
+	case placement.MultiGPURatio:
+		n := spec.Models.Target.GPUs
+		if spec.Models.Drafter != nil {
+			n += spec.Models.Drafter.GPUs
+		}
+		return max(n, 1)
+	case placement.Separate:
+		return 2
+	}
+	return 1
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}

@@ -1,0 +1,238 @@
+// Package cluster is the controller's view of its workers: who registered,
+// who is still alive (heartbeats; a worker silent for three intervals is
+// lost, DESIGN §5), and the deployment of a job's placement plan onto them
+// as stage processes, watched so that a lost worker or a dead stage ends the
+// job within seconds instead of hanging it.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+
+	"github.com/draftbench/draftbench/pkg/placement"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+// Worker is a registered worker as the controller sees it.
+type Worker struct {
+	ID       string                 `json:"id"`
+	Host     string                 `json:"host"`
+	Devices  []protocol.Device      `json:"devices"`
+	Version  string                 `json:"version"`
+	Joined   time.Time              `json:"joined"`
+	LastSeen time.Time              `json:"last_seen"`
+	Lost     bool                   `json:"lost"`
+	Stages   []protocol.StageStatus `json:"stages,omitempty"`
+}
+
+// Options configure a Registry.
+type Options struct {
+	Heartbeat time.Duration // interval asked of workers (default 1s)
+	Now       func() time.Time
+	Log       hclog.Logger
+}
+
+// Registry tracks workers through their registrations and heartbeats.
+type Registry struct {
+	nc      *nats.Conn
+	subj    protocol.Subjects
+	opt     Options
+	mu      sync.Mutex
+	workers map[string]*Worker
+	changed chan struct{} // closed and replaced on every change
+	lostFns []func(Worker)
+	subs    []*nats.Subscription
+}
+
+// NewRegistry starts answering registrations and reading heartbeats.
+func NewRegistry(nc *nats.Conn, subj protocol.Subjects, opt Options) (*Registry, error) {
+	if opt.Heartbeat <= 0 {
+		opt.Heartbeat = time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Log == nil {
+		opt.Log = hclog.NewNullLogger()
+	}
+	r := &Registry{nc: nc, subj: subj, opt: opt, workers: map[string]*Worker{}, changed: make(chan struct{})}
+	sub, err := nc.Subscribe(subj.WorkersRegister(), r.onRegister)
+	if err != nil {
+		return nil, err
+	}
+	r.subs = append(r.subs, sub)
+	sub, err = nc.Subscribe(subj.WorkerHeartbeats(), r.onHeartbeat)
+	if err != nil {
+		return nil, err
+	}
+	r.subs = append(r.subs, sub)
+	return r, nc.Flush()
+}
+
+// Close stops listening.
+func (r *Registry) Close() {
+	for _, s := range r.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func (r *Registry) notify() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *Registry) onRegister(m *nats.Msg) {
+	var reg protocol.Registration
+	reply := &protocol.RegisterReply{HeartbeatMS: r.opt.Heartbeat.Milliseconds()}
+	if err := protocol.Decode(m.Data, &reg); err != nil {
+		r.opt.Log.Warn("bad registration dropped", "error", err)
+		reply = &protocol.RegisterReply{Error: err.Error()}
+	} else {
+		now := r.opt.Now()
+		r.mu.Lock()
+		w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now}
+		_, again := r.workers[reg.WorkerID]
+		r.workers[reg.WorkerID] = w
+		r.notify()
+		r.mu.Unlock()
+		r.opt.Log.Info("worker registered", "worker", reg.WorkerID, "host", reg.Host, "devices", len(reg.Devices), "again", again)
+	}
+	if m.Reply != "" {
+		data, err := protocol.Encode(reply)
+		if err == nil {
+			_ = m.Respond(data)
+		}
+	}
+}
+
+func (r *Registry) onHeartbeat(m *nats.Msg) {
+	var hb protocol.Heartbeat
+	if err := protocol.Decode(m.Data, &hb); err != nil {
+		r.opt.Log.Debug("bad heartbeat dropped", "subject", m.Subject, "error", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.workers[hb.WorkerID]
+	if !ok {
+		return // the worker re-registers when the controller does not know it
+	}
+	w.LastSeen = r.opt.Now()
+	w.Stages = hb.Stages
+	if w.Lost {
+		w.Lost = false
+		r.opt.Log.Info("worker back", "worker", w.ID, "host", w.Host)
+		r.notify()
+	}
+}
+
+// OnLost registers f to be called (once per loss) when a worker goes silent.
+func (r *Registry) OnLost(f func(Worker)) {
+	r.mu.Lock()
+	r.lostFns = append(r.lostFns, f)
+	r.mu.Unlock()
+}
+
+// Check marks as lost every worker silent for three heartbeat intervals and
+// calls the OnLost functions. Watch calls it periodically; tests call it
+// with a fake clock.
+func (r *Registry) Check() {
+	now := r.opt.Now()
+	var lost []Worker
+	r.mu.Lock()
+	for _, w := range r.workers {
+		if !w.Lost && now.Sub(w.LastSeen) > 3*r.opt.Heartbeat {
+			w.Lost = true
+			lost = append(lost, *w)
+		}
+	}
+	fns := slices.Clone(r.lostFns)
+	if len(lost) > 0 {
+		r.notify()
+	}
+	r.mu.Unlock()
+	for _, w := range lost {
+		r.opt.Log.Warn("worker lost", "worker", w.ID, "host", w.Host, "silent_for", now.Sub(w.LastSeen).Round(time.Millisecond))
+		for _, f := range fns {
+			f(w)
+		}
+	}
+}
+
+// Watch runs Check every half heartbeat interval until ctx ends.
+func (r *Registry) Watch(ctx context.Context) {
+	t := time.NewTicker(r.opt.Heartbeat / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.Check()
+		}
+	}
+}
+
+// Workers lists the workers, alive ones first, by host.
+func (r *Registry) Workers() []Worker {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Worker, 0, len(r.workers))
+	for _, w := range r.workers {
+		out = append(out, *w)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Lost != out[j].Lost {
+			return !out[i].Lost
+		}
+		return out[i].Host+out[i].ID < out[j].Host+out[j].ID
+	})
+	return out
+}
+
+// Wait returns once at least n workers are alive, or fails when ctx ends.
+func (r *Registry) Wait(ctx context.Context, n int) ([]Worker, error) {
+	for {
+		r.mu.Lock()
+		ch := r.changed
+		r.mu.Unlock()
+		alive := r.Alive()
+		if len(alive) >= n {
+			return alive, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for %d worker(s), %d registered: %w", n, len(alive), context.Cause(ctx))
+		case <-ch:
+		}
+	}
+}
+
+// Alive lists the workers that are not lost.
+func (r *Registry) Alive() []Worker {
+	var out []Worker
+	for _, w := range r.Workers() {
+		if !w.Lost {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// Devices lists the alive workers' devices for placement, each with its host.
+func Devices(workers []Worker) []placement.Device {
+	var out []placement.Device
+	for _, w := range workers {
+		for _, d := range w.Devices {
+			out = append(out, placement.Device{Index: d.Index, Host: w.Host, Name: d.Name, MemoryBytes: uint64(d.MemoryBytes), FreeBytes: uint64(d.MemoryBytes)})
+		}
+	}
+	return out
+}
