@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"runtime"
 	"strconv"
 	"strings"
@@ -33,6 +35,7 @@ func benchCmd() *cli.Command {
 	var dir, batches string
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
+	var cpuProfile string
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
@@ -46,6 +49,7 @@ func benchCmd() *cli.Command {
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
 			fs.BoolVar(&bandwidth, "bandwidth", true, "measure memory read bandwidth and report the decode floor")
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			if dir == "" {
@@ -70,6 +74,17 @@ func benchCmd() *cli.Command {
 			var bw float64
 			if bandwidth {
 				bw = cpu.ReadBandwidth(512 << 20)
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			var rows []benchRow

@@ -10,7 +10,8 @@ func main() {
 	prog := &cli.Program{
 		Name:     "worker",
 		Synopsis: "draftbench worker: runs model shards (host agent and stages) and local generation",
-		Commands: []*cli.Command{inspectCmd(), generateCmd(), benchCmd(), tinyModelCmd()},
+		Default:  "agent",
+		Commands: []*cli.Command{agentCmd(), stageCmd(), inspectCmd(), generateCmd(), benchCmd(), tinyModelCmd()},
 	}
 	prog.Main()
 }

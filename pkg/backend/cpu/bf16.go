@@ -9,7 +9,6 @@ import "C"
 
 import (
 	"fmt"
-	"runtime"
 	"sync"
 	"unsafe"
 )
@@ -32,37 +31,34 @@ const blockRows = 256
 
 var scratch = sync.Pool{New: func() any { return new([]float32) }}
 
-// matmulBF16 is MatMul for a bf16 weight.
-func matmulBF16(d, x []float32, w []uint16, m, n, k int) {
+// matmulBF16 is MatMul for a bf16 weight, split over workers goroutines by
+// weight rows.
+func matmulBF16(workers int, d, x []float32, w []uint16, m, n, k int) {
 	if m <= smallT {
-		workers := min(runtime.GOMAXPROCS(0), max(1, n/64))
-		var wg sync.WaitGroup
-		for i := 0; i < workers; i++ {
-			n0, n1 := n*i/workers, n*(i+1)/workers
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				C.db_gemv_bf16(bf16Kernel, (*C.uint16_t)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&x[0])),
-					(*C.float)(unsafe.Pointer(&d[0])), C.int(k), C.int(m), C.int(n), C.int(n0), C.int(n1))
-			}()
-		}
-		wg.Wait()
+		parallel(workers, n, 64, func(n0, n1 int) {
+			C.db_gemv_bf16(bf16Kernel, (*C.uint16_t)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&x[0])),
+				(*C.float)(unsafe.Pointer(&d[0])), C.int(k), C.int(m), C.int(n), C.int(n0), C.int(n1))
+		})
 		return
 	}
-	bp := scratch.Get().(*[]float32)
-	defer scratch.Put(bp)
-	if cap(*bp) < blockRows*k {
-		*bp = make([]float32, blockRows*k)
-	}
-	block := (*bp)[:blockRows*k]
-	for r0 := 0; r0 < n; r0 += blockRows {
-		rows := min(blockRows, n-r0)
-		C.db_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&w[r0*k])), (*C.float)(unsafe.Pointer(&block[0])), C.long(rows*k))
-		C.cblas_sgemm(C.CblasRowMajor, C.CblasNoTrans, C.CblasTrans, C.blasint(m), C.blasint(rows), C.blasint(k), 1,
-			(*C.float)(unsafe.Pointer(&x[0])), C.blasint(k),
-			(*C.float)(unsafe.Pointer(&block[0])), C.blasint(k), 0,
-			(*C.float)(unsafe.Pointer(&d[r0])), C.blasint(n))
-	}
+	blocks := (n + blockRows - 1) / blockRows
+	parallel(workers, blocks, 1, func(b0, b1 int) {
+		bp := scratch.Get().(*[]float32)
+		defer scratch.Put(bp)
+		if cap(*bp) < blockRows*k {
+			*bp = make([]float32, blockRows*k)
+		}
+		block := (*bp)[:blockRows*k]
+		for blk := b0; blk < b1; blk++ {
+			r0 := blk * blockRows
+			rows := min(blockRows, n-r0)
+			C.db_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&w[r0*k])), (*C.float)(unsafe.Pointer(&block[0])), C.long(rows*k))
+			C.cblas_sgemm(C.CblasRowMajor, C.CblasNoTrans, C.CblasTrans, C.blasint(m), C.blasint(rows), C.blasint(k), 1,
+				(*C.float)(unsafe.Pointer(&x[0])), C.blasint(k),
+				(*C.float)(unsafe.Pointer(&block[0])), C.blasint(k), 0,
+				(*C.float)(unsafe.Pointer(&d[r0])), C.blasint(n))
+		}
+	})
 }
 
 // embedBF16 gathers rows of a bf16 table into f32.

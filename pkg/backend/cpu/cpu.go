@@ -47,17 +47,21 @@ type Backend struct {
 	mu         sync.Mutex
 	ropes      map[*backend.RoPE]*ropeTable
 	f32Weights bool
+	threads    int
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
-// New returns a CPU backend; threads bounds OpenBLAS's thread pool (0 = all cores).
+// New returns a CPU backend using threads goroutines for its kernels (0 = all
+// cores). OpenBLAS itself runs single-threaded: the backend splits GEMMs and
+// attention heads over goroutines, so small products (attention, decode)
+// never pay for OpenBLAS's thread hand-off, and nothing is oversubscribed.
 func New(threads int) *Backend {
 	if threads <= 0 {
-		threads = runtime.NumCPU()
+		threads = runtime.GOMAXPROCS(0)
 	}
-	C.openblas_set_num_threads(C.int(threads))
-	return &Backend{ropes: map[*backend.RoPE]*ropeTable{}}
+	C.openblas_set_num_threads(1)
+	return &Backend{ropes: map[*backend.RoPE]*ropeTable{}, threads: threads}
 }
 
 // NewF32 is New, but widens bf16 weights to f32 at load (more memory, and
@@ -207,21 +211,43 @@ func (b *Backend) MatMul(dst, x, w backend.Tensor) error {
 		return err
 	}
 	if wt.bf != nil {
-		matmulBF16(d.data, xt.data, wt.bf, m, n, k)
+		matmulBF16(b.threads, d.data, xt.data, wt.bf, m, n, k)
 		return nil
 	}
-	if m == 1 {
-		C.cblas_sgemv(C.CblasRowMajor, C.CblasNoTrans, C.blasint(n), C.blasint(k), 1,
-			(*C.float)(unsafe.Pointer(&wt.data[0])), C.blasint(k),
-			(*C.float)(unsafe.Pointer(&xt.data[0])), 1, 0,
-			(*C.float)(unsafe.Pointer(&d.data[0])), 1)
-		return nil
-	}
-	C.cblas_sgemm(C.CblasRowMajor, C.CblasNoTrans, C.CblasTrans, C.blasint(m), C.blasint(n), C.blasint(k), 1,
-		(*C.float)(unsafe.Pointer(&xt.data[0])), C.blasint(k),
-		(*C.float)(unsafe.Pointer(&wt.data[0])), C.blasint(k), 0,
-		(*C.float)(unsafe.Pointer(&d.data[0])), C.blasint(n))
+	parallel(b.threads, n, 64, func(n0, n1 int) {
+		if m == 1 {
+			C.cblas_sgemv(C.CblasRowMajor, C.CblasNoTrans, C.blasint(n1-n0), C.blasint(k), 1,
+				(*C.float)(unsafe.Pointer(&wt.data[n0*k])), C.blasint(k),
+				(*C.float)(unsafe.Pointer(&xt.data[0])), 1, 0,
+				(*C.float)(unsafe.Pointer(&d.data[n0])), 1)
+			return
+		}
+		C.cblas_sgemm(C.CblasRowMajor, C.CblasNoTrans, C.CblasTrans, C.blasint(m), C.blasint(n1-n0), C.blasint(k), 1,
+			(*C.float)(unsafe.Pointer(&xt.data[0])), C.blasint(k),
+			(*C.float)(unsafe.Pointer(&wt.data[n0*k])), C.blasint(k), 0,
+			(*C.float)(unsafe.Pointer(&d.data[n0])), C.blasint(n))
+	})
 	return nil
+}
+
+// parallel splits [0, n) into up to workers contiguous ranges of at least
+// grain items and runs f on each, in goroutines.
+func parallel(workers, n, grain int, f func(lo, hi int)) {
+	w := min(workers, max(1, n/grain))
+	if w <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		lo, hi := n*i/w, n*(i+1)/w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // AddBias implements backend.Backend.
@@ -280,9 +306,12 @@ func (b *Backend) SwiGLU(dst, gate, up backend.Tensor) error {
 	if len(g.data) != len(u.data) || len(d.data) != len(g.data) {
 		return fmt.Errorf("cpu: swiglu %v · %v into %v", g.shape, u.shape, d.shape)
 	}
-	for i, x := range g.data {
-		d.data[i] = x / (1 + float32(math.Exp(float64(-x)))) * u.data[i]
-	}
+	parallel(b.threads, len(g.data), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			x := g.data[i]
+			d.data[i] = x / (1 + float32(math.Exp(float64(-x)))) * u.data[i]
+		}
+	})
 	return nil
 }
 
@@ -394,7 +423,7 @@ func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a bac
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
-	workers := min(runtime.GOMAXPROCS(0), a.Heads*len(seqs))
+	workers := min(b.threads, a.Heads*len(seqs))
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
