@@ -36,10 +36,12 @@ func benchCmd() *cli.Command {
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile string
+	var random bool
+	var seed uint64
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
-		Usage:    "worker bench --model DIR [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--threads N] [--json]",
+		Usage:    "worker bench --model DIR [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--threads N] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
 			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
@@ -49,6 +51,8 @@ func benchCmd() *cli.Command {
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
 			fs.BoolVar(&bandwidth, "bandwidth", true, "measure memory read bandwidth and report the decode floor")
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.BoolVar(&random, "random-weights", false, "draw the weights at random (seeded): only config.json is read")
+			fs.Uint64Var(&seed, "seed", 1, "seed of --random-weights")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
@@ -66,7 +70,7 @@ func benchCmd() *cli.Command {
 			if threads > 0 {
 				runtime.GOMAXPROCS(threads)
 			}
-			m, err := model.Load(dir, cpu.New(threads), model.Options{})
+			m, err := model.Load(dir, cpu.New(threads), model.Options{RandomWeights: random, Seed: seed})
 			if err != nil {
 				return err
 			}

@@ -44,6 +44,10 @@ type layer struct {
 // Options select what to load.
 type Options struct {
 	First, Last int // layer range; Last 0 means all layers
+	// RandomWeights loads no weight file: every tensor is drawn at random
+	// (seeded, bf16), so big shapes can be benchmarked from config.json alone.
+	RandomWeights bool
+	Seed          uint64
 }
 
 // Load reads a model folder (or the layer range of opts) onto a backend,
@@ -63,14 +67,18 @@ func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
 	if first < 0 || first >= last || last > cfg.NumHiddenLayers {
 		return nil, fmt.Errorf("layer range [%d,%d) is not inside the %d layers of %s", first, last, cfg.NumHiddenLayers, dir)
 	}
-	st, err := safetensors.OpenFolder(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-
 	m := &Model{Config: cfg, Arch: registry[cfg.Arch], Dir: dir, First: first, Last: last, b: b, rope: cfg.RoPE()}
-	l := &loader{m: m, st: st, dir: dir}
+	l := &loader{m: m, dir: dir}
+	if opts.RandomWeights {
+		l.random = newRandomSource(opts.Seed)
+	} else {
+		st, err := safetensors.OpenFolder(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		l.st = st
+	}
 	H, V := cfg.HiddenSize, cfg.VocabSize
 	if first == 0 || (last == cfg.NumHiddenLayers && cfg.Tied()) {
 		m.embed = l.get("model.embed_tokens.weight", V, H)
@@ -94,15 +102,25 @@ func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
 
 // loader reads tensors and checks their shapes; the first error sticks.
 type loader struct {
-	m   *Model
-	st  *safetensors.Folder
-	dir string
-	err error
+	m      *Model
+	st     *safetensors.Folder
+	random *randomSource // set instead of st for random weights
+	dir    string
+	err    error
 }
 
 func (l *loader) get(name string, shape ...int) backend.Tensor {
 	if l.err != nil {
 		return nil
+	}
+	if l.random != nil {
+		t, err := l.random.tensor(l.m.b, name, shape)
+		if err != nil {
+			l.err = fmt.Errorf("tensor %s: %w", name, err)
+			return nil
+		}
+		l.m.bytes += int64(backend.Elems(t) * 2)
+		return t
 	}
 	info, ok := l.st.Info(name)
 	if !ok {
@@ -139,13 +157,6 @@ func (l *loader) get(name string, shape ...int) backend.Tensor {
 	return t
 }
 
-// optional loads a tensor when the file has it.
-func (l *loader) optional(name string, shape ...int) backend.Tensor {
-	if _, ok := l.st.Info(name); !ok {
-		return nil
-	}
-	return l.get(name, shape...)
-}
 
 func (l *loader) layer(i int) *layer {
 	c := l.m.Config

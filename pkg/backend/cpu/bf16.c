@@ -28,31 +28,70 @@ static void gemv_scalar(const uint16_t *w, const float *x, float *y, int K, int 
 	}
 }
 
+// The kernels are written for a constant number of vectors TN (1..MAXT) and
+// instantiated through a switch, so the accumulators live in registers.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void rows_avx2(const int TN, const uint16_t *w, const float *x, float *y, int K, int ldy, int n0, int n1) {
+	for (int n = n0; n < n1; n++) {
+		const uint16_t *row = w + (long)n * K;
+		__m256 acc[MAXT];
+		for (int t = 0; t < TN; t++) acc[t] = _mm256_setzero_ps();
+		int k = 0;
+		for (; k + 8 <= K; k += 8) {
+			__m128i h = _mm_loadu_si128((const __m128i *)(row + k));
+			__m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+			for (int t = 0; t < TN; t++) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (long)t * K + k), acc[t]);
+		}
+		for (int t = 0; t < TN; t++) {
+			__m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+			s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+			s = _mm_add_ss(s, _mm_movehdup_ps(s));
+			float r = _mm_cvtss_f32(s);
+			const float *xv = x + (long)t * K;
+			for (int kk = k; kk < K; kk++) r += bf16_to_f32(row[kk]) * xv[kk];
+			y[(long)t * ldy + n] = r;
+		}
+	}
+}
+
 __attribute__((target("avx2,fma")))
 static void gemv_avx2(const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
 	for (int t0 = 0; t0 < T; t0 += MAXT) {
 		int tn = T - t0 < MAXT ? T - t0 : MAXT;
-		for (int n = n0; n < n1; n++) {
-			const uint16_t *row = w + (long)n * K;
-			__m256 acc[MAXT];
-			for (int t = 0; t < tn; t++) acc[t] = _mm256_setzero_ps();
-			int k = 0;
-			for (; k + 8 <= K; k += 8) {
-				__m128i h = _mm_loadu_si128((const __m128i *)(row + k));
-				__m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-				for (int t = 0; t < tn; t++)
-					acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (long)(t0 + t) * K + k), acc[t]);
-			}
-			for (int t = 0; t < tn; t++) {
-				__m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-				s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-				s = _mm_add_ss(s, _mm_movehdup_ps(s));
-				float r = _mm_cvtss_f32(s);
-				const float *xv = x + (long)(t0 + t) * K;
-				for (int kk = k; kk < K; kk++) r += bf16_to_f32(row[kk]) * xv[kk];
-				y[(long)(t0 + t) * ldy + n] = r;
-			}
+		const float *xs = x + (long)t0 * K;
+		float *ys = y + (long)t0 * ldy;
+		switch (tn) {
+		case 1: rows_avx2(1, w, xs, ys, K, ldy, n0, n1); break;
+		case 2: rows_avx2(2, w, xs, ys, K, ldy, n0, n1); break;
+		case 3: rows_avx2(3, w, xs, ys, K, ldy, n0, n1); break;
+		case 4: rows_avx2(4, w, xs, ys, K, ldy, n0, n1); break;
+		case 5: rows_avx2(5, w, xs, ys, K, ldy, n0, n1); break;
+		case 6: rows_avx2(6, w, xs, ys, K, ldy, n0, n1); break;
+		case 7: rows_avx2(7, w, xs, ys, K, ldy, n0, n1); break;
+		default: rows_avx2(8, w, xs, ys, K, ldy, n0, n1);
 		}
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void rows_avx512(const int TN, const uint16_t *w, const float *x, float *y, int K, int ldy, int n0, int n1) {
+	for (int n = n0; n < n1; n++) {
+		const uint16_t *row = w + (long)n * K;
+		__m512 acc[MAXT];
+		for (int t = 0; t < TN; t++) acc[t] = _mm512_setzero_ps();
+		int k = 0;
+		for (; k + 16 <= K; k += 16) {
+			__m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
+			__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+			for (int t = 0; t < TN; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (long)t * K + k), acc[t]);
+		}
+		if (k < K) {
+			__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+			__m256i h = _mm256_maskz_loadu_epi16(m, row + k);
+			__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+			for (int t = 0; t < TN; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (long)t * K + k), acc[t]);
+		}
+		for (int t = 0; t < TN; t++) y[(long)t * ldy + n] = _mm512_reduce_add_ps(acc[t]);
 	}
 }
 
@@ -60,25 +99,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl")))
 static void gemv_avx512(const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
 	for (int t0 = 0; t0 < T; t0 += MAXT) {
 		int tn = T - t0 < MAXT ? T - t0 : MAXT;
-		for (int n = n0; n < n1; n++) {
-			const uint16_t *row = w + (long)n * K;
-			__m512 acc[MAXT];
-			for (int t = 0; t < tn; t++) acc[t] = _mm512_setzero_ps();
-			int k = 0;
-			for (; k + 16 <= K; k += 16) {
-				__m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
-				__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-				for (int t = 0; t < tn; t++)
-					acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (long)(t0 + t) * K + k), acc[t]);
-			}
-			if (k < K) {
-				__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
-				__m256i h = _mm256_maskz_loadu_epi16(m, row + k);
-				__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-				for (int t = 0; t < tn; t++)
-					acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (long)(t0 + t) * K + k), acc[t]);
-			}
-			for (int t = 0; t < tn; t++) y[(long)(t0 + t) * ldy + n] = _mm512_reduce_add_ps(acc[t]);
+		const float *xs = x + (long)t0 * K;
+		float *ys = y + (long)t0 * ldy;
+		switch (tn) {
+		case 1: rows_avx512(1, w, xs, ys, K, ldy, n0, n1); break;
+		case 2: rows_avx512(2, w, xs, ys, K, ldy, n0, n1); break;
+		case 3: rows_avx512(3, w, xs, ys, K, ldy, n0, n1); break;
+		case 4: rows_avx512(4, w, xs, ys, K, ldy, n0, n1); break;
+		case 5: rows_avx512(5, w, xs, ys, K, ldy, n0, n1); break;
+		case 6: rows_avx512(6, w, xs, ys, K, ldy, n0, n1); break;
+		case 7: rows_avx512(7, w, xs, ys, K, ldy, n0, n1); break;
+		default: rows_avx512(8, w, xs, ys, K, ldy, n0, n1);
 		}
 	}
 }
