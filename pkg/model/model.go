@@ -157,7 +157,6 @@ func (l *loader) get(name string, shape ...int) backend.Tensor {
 	return t
 }
 
-
 func (l *loader) layer(i int) *layer {
 	c := l.m.Config
 	p := fmt.Sprintf("model.layers.%d.", i)

@@ -41,7 +41,7 @@ type Spec struct {
 // Default is the quickstart target: Qwen3-shaped, bf16 on disk, a vocabulary
 // padded past the tokenizer as Qwen's is.
 func Default() Spec {
-	return Spec{Arch: "Qwen3ForCausalLM", Hidden: 256, Intermediate: 768, Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 32,
+	return Spec{Arch: "Qwen3ForCausalLM", Hidden: 512, Intermediate: 1536, Layers: 12, Heads: 8, KVHeads: 4, HeadDim: 64,
 		TokVocab: 1024, VocabPad: 21, DType: "BF16", Tied: false, Seed: 42, MaxPos: 4096}
 }
 
