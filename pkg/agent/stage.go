@@ -1,0 +1,225 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/model"
+	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/stage"
+)
+
+// ErrNoCUDA is returned when a stage is asked to run on GPUs by a worker
+// built without the CUDA backend.
+var ErrNoCUDA = errors.New("this worker was built without CUDA; rebuild with make build-cuda")
+
+// StageEvent is what a stage process publishes on Subjects.WorkerStages: a
+// protocol.StageStatus plus what only the stage knows about its load. The
+// extra fields are optional JSON, so a reader of plain StageStatus (the
+// controller) decodes the same message unchanged.
+type StageEvent struct {
+	*protocol.StageStatus
+	// LoadMS is how long loading the weights took (ready only).
+	LoadMS int64 `json:"load_ms,omitempty"`
+	// WeightBytes is the size of the weights the stage holds, as stored on disk (ready only).
+	WeightBytes int64 `json:"weight_bytes,omitempty"`
+}
+
+// StageConfig describes one stage process (`worker stage`).
+type StageConfig struct {
+	// Conn is the stage's own connection: RunStage ends when it closes.
+	Conn       *nats.Conn
+	Subjects   protocol.Subjects
+	Assignment *protocol.Assignment
+	// WorkerID is the agent that started the process; the stage publishes
+	// its status on Subjects.WorkerStages(WorkerID). Empty (a stage run by
+	// hand): nothing is published.
+	WorkerID string
+	// Kind is the kind of the assigned devices ("": cpu).
+	Kind protocol.DeviceKind
+	// Threads bounds the CPU backend's threads (0: every core).
+	Threads int
+	// NewBackend, when set, replaces the choice of backend by Kind.
+	NewBackend func(kind protocol.DeviceKind, devices, threads int) (backend.Backend, error)
+	Logger     hclog.Logger     // nil: discarded
+	Now        func() time.Time // nil: time.Now
+}
+
+// ReadAssignment reads an assignment file as the agent writes it: the JSON
+// of a protocol.Assignment, exactly as it travels on Subjects.WorkerAssign.
+func ReadAssignment(path string) (*protocol.Assignment, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the assignment: %w", err)
+	}
+	a := &protocol.Assignment{}
+	if err := protocol.Decode(data, a); err != nil {
+		return nil, fmt.Errorf("reading the assignment %s: %w", path, err)
+	}
+	return a, nil
+}
+
+// RunStage loads the assignment's layer range and serves it until ctx ends
+// or the connection closes. It publishes ready (with the load time and the
+// weight bytes) once steps sent to the stage's subject are no longer lost,
+// or failed with the reason, and returns that reason as its error.
+func RunStage(ctx context.Context, cfg StageConfig) error {
+	a := cfg.Assignment
+	if a == nil || cfg.Conn == nil {
+		return errors.New("stage: an assignment and a NATS connection are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	newBackend := cfg.NewBackend
+	if newBackend == nil {
+		newBackend = defaultBackend
+	}
+	name := fmt.Sprintf("stage %s/%d", a.Instance, a.Stage)
+	status := &protocol.StageStatus{
+		WorkerID: cfg.WorkerID,
+		Instance: a.Instance,
+		Stage:    a.Stage,
+		Stages:   a.Stages,
+		Subject:  cfg.Subjects.Stage(a.Instance, a.Stage),
+		PID:      os.Getpid(),
+	}
+	fail := func(err error) error {
+		err = fmt.Errorf("%s: %w", name, err)
+		status.State, status.Error = protocol.StageFailed, err.Error()
+		if perr := publishEvent(cfg, &StageEvent{StageStatus: status}); perr != nil {
+			log.Error("reporting the failure", "error", perr)
+		}
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopOnClose(cfg.Conn, cancel)
+
+	be, err := newBackend(cfg.Kind, len(a.Devices), cfg.Threads)
+	if err != nil {
+		return fail(err)
+	}
+	// Loading cannot be interrupted; a stage released while it loads (a
+	// large model, minutes) leaves the load behind and exits at once.
+	type loaded struct {
+		m   *model.Model
+		err error
+	}
+	done := make(chan loaded, 1)
+	start := now()
+	go func() {
+		m, err := model.Load(a.ModelDir, be, model.Options{First: a.Layers[0], Last: a.Layers[1]})
+		done <- loaded{m, err}
+	}()
+	var m *model.Model
+	select {
+	case <-ctx.Done():
+		return fail(fmt.Errorf("stopped while loading layers [%d,%d) of %s", a.Layers[0], a.Layers[1], a.ModelDir))
+	case l := <-done:
+		if l.err != nil {
+			return fail(fmt.Errorf("loading layers [%d,%d) of %s: %w", a.Layers[0], a.Layers[1], a.ModelDir, l.err))
+		}
+		m = l.m
+	}
+	load := now().Sub(start)
+	s, err := stage.New(stage.Config{
+		Model:          m,
+		Conn:           cfg.Conn,
+		Subjects:       cfg.Subjects,
+		Instance:       a.Instance,
+		Index:          a.Stage,
+		Count:          a.Stages,
+		Next:           a.Next,
+		Logger:         log,
+		MaxBatchTokens: a.MaxBatchTokens,
+	})
+	if err != nil {
+		return fail(err)
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-served:
+		if err == nil {
+			err = errors.New("stopped before it was ready")
+		}
+		return fail(err)
+	}
+	status.State = protocol.StageReady
+	ev := &StageEvent{StageStatus: status, LoadMS: load.Milliseconds(), WeightBytes: m.WeightBytes()}
+	if err := publishEvent(cfg, ev); err != nil {
+		// The agent cannot learn that the stage is ready; better to stop
+		// than to serve a stage nobody will be told about.
+		cancel()
+		<-served
+		return fmt.Errorf("%s: reporting ready: %w", name, err)
+	}
+	log.Info("stage ready", "subject", status.Subject, "layers", fmt.Sprintf("[%d,%d)", a.Layers[0], a.Layers[1]),
+		"load_ms", load.Milliseconds(), "weight_bytes", m.WeightBytes())
+	return <-served
+}
+
+// defaultBackend picks the backend for the assigned devices.
+func defaultBackend(kind protocol.DeviceKind, devices, threads int) (backend.Backend, error) {
+	switch kind {
+	case protocol.DeviceCPU, "":
+		return cpu.New(threads), nil
+	case protocol.DeviceGPU:
+		return gpuBackend(devices)
+	}
+	return nil, fmt.Errorf("device kind %q is not one of cpu, gpu", kind)
+}
+
+// publishEvent sends ev to the worker's stage subject and waits until the
+// server has it, so a stage that exits right after still gets its word out.
+func publishEvent(cfg StageConfig, ev *StageEvent) error {
+	if cfg.WorkerID == "" {
+		return nil
+	}
+	data, err := protocol.Encode(ev)
+	if err != nil {
+		return err
+	}
+	subject := cfg.Subjects.WorkerStages(cfg.WorkerID)
+	if err := cfg.Conn.Publish(subject, data); err != nil {
+		return fmt.Errorf("publishing on %s: %w", subject, err)
+	}
+	if err := cfg.Conn.Flush(); err != nil {
+		return fmt.Errorf("publishing on %s: %w", subject, err)
+	}
+	return nil
+}
+
+// stopOnClose calls stop once nc is closed for good (reconnects gave up),
+// keeping the closed handler the connection already had.
+func stopOnClose(nc *nats.Conn, stop func()) {
+	var once sync.Once
+	prev := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		once.Do(stop)
+	})
+	if nc.IsClosed() {
+		once.Do(stop)
+	}
+}
