@@ -8,7 +8,7 @@ func main() {
 	prog := &cli.Program{
 		Name:     "controller",
 		Synopsis: "draftbench controller: speculative vs autoregressive decoding benchmarks",
-		Commands: []*cli.Command{runCmd(), validateCmd()},
+		Commands: []*cli.Command{runCmd(), validateCmd(), serveCmd(), submitCmd(), tailCmd(), statusCmd(), cancelCmd()},
 	}
 	prog.Main()
 }

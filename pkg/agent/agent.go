@@ -38,7 +38,7 @@ const (
 // UnknownWorker starts the Error of the Ack a controller sends in answer to
 // a heartbeat from a worker it does not know (it restarted, or declared the
 // worker lost); the worker then registers again.
-const UnknownWorker = "unknown worker"
+const UnknownWorker = protocol.UnknownWorker
 
 // TokenEnv carries the NATS token to stage processes: the environment, not
 // the command line, which any user of the host can read.

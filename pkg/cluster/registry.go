@@ -122,10 +122,21 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 	defer r.mu.Unlock()
 	w, ok := r.workers[hb.WorkerID]
 	if !ok {
-		return // the worker re-registers when the controller does not know it
+		// A worker this controller does not know (it restarted): tell it to register again.
+		if m.Reply != "" {
+			if data, err := protocol.Encode(&protocol.Ack{Error: protocol.UnknownWorker + " " + hb.WorkerID}); err == nil {
+				_ = m.Respond(data)
+			}
+		}
+		return
 	}
 	w.LastSeen = r.opt.Now()
 	w.Stages = hb.Stages
+	if m.Reply != "" {
+		if data, err := protocol.Encode(&protocol.Ack{}); err == nil {
+			_ = m.Respond(data)
+		}
+	}
 	if w.Lost {
 		w.Lost = false
 		r.opt.Log.Info("worker back", "worker", w.ID, "host", w.Host)

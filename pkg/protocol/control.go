@@ -98,6 +98,11 @@ func (m *RegisterReply) HeartbeatInterval() time.Duration {
 	return time.Duration(m.HeartbeatMS) * time.Millisecond
 }
 
+// UnknownWorker starts the Error of the Ack a controller sends in answer to a
+// heartbeat from a worker it does not know (it restarted, or lost the worker):
+// the worker then registers again.
+const UnknownWorker = "unknown worker"
+
 // Heartbeat is published by a worker on WorkerHeartbeat.
 type Heartbeat struct {
 	V        int           `json:"v"`

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/report"
+	"github.com/draftbench/draftbench/pkg/tinymodel"
+)
+
+// These tests run the real binaries as a user does: `controller run` with
+// its embedded NATS server, a worker agent subprocess and stage processes.
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "controller-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	for _, pkg := range []string{"../controller", "../worker"} {
+		cmd := exec.Command("go", "build", "-o", dir+"/", pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// models writes a small target and a drafter of its first layer.
+func models(t *testing.T, layers int) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s := tinymodel.Default()
+	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 128, 256, layers, 4, 2, 32, 400
+	if err := tinymodel.Write(dir+"/target", s); err != nil {
+		t.Fatal(err)
+	}
+	if err := tinymodel.WriteDrafter(dir+"/target", dir+"/drafter", 1); err != nil {
+		t.Fatal(err)
+	}
+	return dir + "/target", dir + "/drafter"
+}
+
+func writeJob(t *testing.T, target, drafter string, prompts, tokens int, extra string) string {
+	t.Helper()
+	var ps []string
+	for i := 0; i < prompts; i++ {
+		ps = append(ps, fmt.Sprintf("%q", fmt.Sprintf("Prompt number %d: tell me about the sea.", i)))
+	}
+	src := fmt.Sprintf(`job "e2e" {
+  seed = 3
+  model "target" { path = %q }
+  model "drafter" { path = %q }
+  placement {
+    strategy = "same"
+  }
+  dataset "prompts" {
+    prompts = [%s]
+  }
+  load { num_prompts = %d }
+  batch {
+    enabled = true
+    size    = 2
+  }
+  generation {
+    max_new_tokens = %d
+    gamma          = 3
+    temperature    = 0
+  }
+  %s
+}
+`, target, drafter, strings.Join(ps, ", "), prompts, tokens, extra)
+	path := filepath.Join(t.TempDir(), "job.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRunWritesEverything(t *testing.T) {
+	target, drafter := models(t, 3)
+	job := writeJob(t, target, drafter, 4, 12, "")
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "controller"), "run", job, "--out", out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("controller run: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, f := range []string{report.FileResults, report.FileSpeculative, report.FileTarget, report.FileGPU, report.FileRequests} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("missing %s", f)
+		}
+	}
+	var res struct {
+		Speculative struct {
+			Completed      int     `json:"completed"`
+			AcceptanceRate float64 `json:"acceptance_rate"`
+		} `json:"speculative"`
+		Target     struct{ Completed int } `json:"target"`
+		Comparison struct {
+			Lossless struct{ Checked, Mismatched int } `json:"lossless"`
+		} `json:"comparison"`
+		GPU struct {
+			Available bool   `json:"available"`
+			Reason    string `json:"reason"`
+		} `json:"gpu"`
+	}
+	data, err := os.ReadFile(filepath.Join(out, report.FileResults))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Speculative.Completed != 4 || res.Target.Completed != 4 {
+		t.Errorf("completed %d speculative, %d target; want 4 each", res.Speculative.Completed, res.Target.Completed)
+	}
+	if res.Comparison.Lossless.Checked != 4 || res.Comparison.Lossless.Mismatched != 0 {
+		t.Errorf("lossless %+v", res.Comparison.Lossless)
+	}
+	if !(res.Speculative.AcceptanceRate > 0 && res.Speculative.AcceptanceRate < 1) {
+		t.Errorf("acceptance rate %v not in (0,1)", res.Speculative.AcceptanceRate)
+	}
+	if res.GPU.Available || res.GPU.Reason == "" {
+		t.Errorf("a CPU run must say the GPU monitor is unavailable, with a reason: %+v", res.GPU)
+	}
+	if !strings.Contains(stdout.String(), "Speculative vs Target") {
+		t.Errorf("no comparison in the console summary:\n%s", stdout.String())
+	}
+}
+
+// TestKilledStageEndsTheJob: kill -9 a stage process mid-job; the job must
+// end within seconds, keep the finished requests and record why the others
+// failed.
+func TestKilledStageEndsTheJob(t *testing.T) {
+	target, drafter := models(t, 6)
+	job := writeJob(t, target, drafter, 40, 200, "modes {\n    speculative = false\n  }")
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "controller"), "run", job, "--out", out, "--log-level", "debug")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	// Wait for the first finished requests, then kill the target's stage.
+	requests := filepath.Join(out, report.FileRequests)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		data, _ := os.ReadFile(requests)
+		if bytes.Count(data, []byte("\n")) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no request finished in 60s\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pids, err := exec.Command("pgrep", "-f", binDir+"/worker stage").Output()
+	if err != nil {
+		t.Fatalf("finding the stage process: %v", err)
+	}
+	var pid int
+	fmt.Sscanf(strings.Fields(string(pids))[0], "%d", &pid)
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the job succeeded although its stage was killed")
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the job did not end within 20s of the kill\n%s", stderr.String())
+	}
+	if took := time.Since(killed); took > 10*time.Second {
+		t.Errorf("the job took %v to end after the kill", took)
+	}
+	if !strings.Contains(stderr.String(), "job ended early") {
+		t.Errorf("the error does not say the job ended early:\n%s", lastLines(stderr.String(), 5))
+	}
+	f, err := os.Open(requests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, _, err := report.ReadRequests(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, failed int
+	for _, r := range recs {
+		if r.Failed() {
+			failed++
+			if r.Error == "" {
+				t.Error("a failed request without a reason")
+			}
+		} else {
+			ok++
+		}
+	}
+	if ok < 2 || failed == 0 {
+		t.Errorf("%d finished and %d failed requests recorded; want the finished ones kept and the lost ones failed", ok, failed)
+	}
+	if _, err := os.Stat(filepath.Join(out, report.FileResults)); err != nil {
+		t.Errorf("no %s after the job ended early", report.FileResults)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestBrokenJobsAreRefused: each broken job gets one clear error naming
+// file:line, and never a panic.
+func TestBrokenJobsAreRefused(t *testing.T) {
+	target, drafter := models(t, 2)
+	cases := []struct{ name, body, want string }{
+		{"wrong enum", `placement { strategy = "ratio" }`, `placement.strategy "ratio" is not one of`},
+		{"negative count", `load { num_prompts = -1 }`, "num_prompts"},
+		{"both load modes", "load {\n num_prompts = 3\n rate = 2\n }", "both set"},
+		{"unknown attribute", `bogus = 1`, `An argument named "bogus" is not expected here`},
+		{"ratio does not fit", "placement {\n strategy = \"multi_gpu_ratio\"\n devices = \"0,1\"\n }", "needs 8 devices"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := fmt.Sprintf("job \"bad\" {\n  model \"target\" { path = %q }\n  model \"drafter\" { path = %q }\n  dataset \"prompts\" { prompts = [\"hi\"] }\n  %s\n}\n", target, drafter, c.body)
+			path := filepath.Join(t.TempDir(), "bad.hcl")
+			os.WriteFile(path, []byte(src), 0o644)
+			out, err := exec.Command(filepath.Join(binDir, "controller"), "validate", path).CombinedOutput()
+			if err == nil {
+				t.Fatalf("accepted:\n%s", out)
+			}
+			if !strings.Contains(string(out), path+":") || !strings.Contains(string(out), c.want) {
+				t.Errorf("error does not name file:line and %q:\n%s", c.want, out)
+			}
+			if strings.Contains(string(out), "panic") {
+				t.Errorf("panic:\n%s", out)
+			}
+		})
+	}
+	for name, src := range map[string]string{
+		"syntax error":  "job \"x\" {\n  model \"target\" {\n",
+		"missing model": "job \"x\" {\n  model \"target\" { path = \"/nonexistent\" }\n  model \"drafter\" { path = \"/nonexistent2\" }\n  dataset \"prompts\" { prompts = [\"hi\"] }\n}\n",
+	} {
+		path := filepath.Join(t.TempDir(), "bad.hcl")
+		os.WriteFile(path, []byte(src), 0o644)
+		out, err := exec.Command(filepath.Join(binDir, "controller"), "validate", path).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), path+":") {
+			t.Errorf("%s: want an error naming %s:line, got %v:\n%s", name, path, err, out)
+		}
+	}
+}

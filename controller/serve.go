@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/controller"
+	"github.com/draftbench/draftbench/pkg/jobrun"
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/jobstore"
+	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+// defaultListen is where `serve` embeds its NATS server, and so the
+// default --nats of the client commands.
+const (
+	defaultListen = "127.0.0.1:4222"
+	defaultNATS   = "nats://" + defaultListen
+)
+
+// tokenEnv holds the NATS token when --token is not given, so it stays off
+// command lines that any user of the host can read (the worker agent hands
+// it to its stages under the same name).
+const tokenEnv = "DRAFTBENCH_NATS_TOKEN"
+
+type serveOptions struct {
+	natsURL, listen, store string
+	token, creds           string
+	workerWait             time.Duration
+	// ready, when set, is called with the NATS URL once jobs are accepted (tests).
+	ready func(url string)
+}
+
+func serveCmd() *cli.Command {
+	var o serveOptions
+	return &cli.Command{
+		Name:     "serve",
+		Synopsis: "long-running controller: queue submitted jobs and run them, one at a time, on the workers that join",
+		Usage: `controller serve [--nats URL | --listen 127.0.0.1:4222] [--store DIR] [--token T | --creds FILE]
+
+Without --nats it embeds a NATS server with JetStream, listening on --listen,
+its data in --store (default $XDG_DATA_HOME/draftbench, else
+~/.local/share/draftbench, else ./draftbench-store). Listening anywhere but
+loopback needs --token (or $DRAFTBENCH_NATS_TOKEN). With --nats it uses an
+existing server, which must have JetStream. Jobs, their states and their
+live results are kept there: a restarted controller lists its jobs, and jobs
+it was running when it stopped are marked failed. Model and dataset paths of
+a submitted job are read on this machine, relative to this folder.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&o.natsURL, "nats", "", "use this NATS server (with JetStream) instead of embedding one")
+			fs.StringVar(&o.listen, "listen", defaultListen, "host:port of the embedded NATS server")
+			fs.StringVar(&o.store, "store", "", "folder of the embedded server's JetStream data (see above)")
+			fs.StringVar(&o.token, "token", "", "NATS token: required of clients by the embedded server, or sent to --nats (default $"+tokenEnv+")")
+			fs.StringVar(&o.creds, "creds", "", "NATS credentials file for --nats")
+			fs.DurationVar(&o.workerWait, "worker-wait", 5*time.Minute, "how long a job waits for a first worker before it fails")
+		},
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			set := map[string]bool{}
+			fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			switch {
+			case len(env.Args) > 0:
+				return cli.Usagef("serve takes no arguments, got %q", env.Args)
+			case o.natsURL != "" && set["listen"]:
+				return cli.Usagef("--listen configures the embedded server; with --nats there is none")
+			case o.natsURL != "" && set["store"]:
+				return cli.Usagef("--store holds the embedded server's data; with --nats the server keeps it")
+			case o.natsURL == "" && o.creds != "":
+				return cli.Usagef("--creds is for --nats; the embedded server takes --token")
+			case o.workerWait <= 0:
+				return cli.Usagef("--worker-wait %s must be positive", o.workerWait)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, env, o)
+		},
+	}
+}
+
+// serve runs the controller until ctx ends (SIGINT, SIGTERM): the running
+// job is then stopped with its partial results written and published.
+func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
+	log := env.Logger.Named("serve")
+	token := o.token
+	if token == "" && o.creds == "" {
+		token = env.Getenv(tokenEnv)
+	}
+	url := o.natsURL
+	if url == "" {
+		host, port, err := splitListen(o.listen)
+		if err != nil {
+			return err
+		}
+		dir := o.store
+		if dir == "" {
+			dir = defaultStore(env.Getenv)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating the store folder: %w", err)
+		}
+		srv, err := natsrv.Start(natsrv.Options{Host: host, Port: port, StoreDir: dir, Token: token, Logger: env.Logger})
+		if err != nil {
+			return fmt.Errorf("%w (--listen %s, --token)", err, o.listen)
+		}
+		defer srv.Shutdown()
+		url = srv.ClientURL()
+		log.Info("embedded NATS server with JetStream", "url", url, "store", dir)
+	}
+	// A daemon keeps trying to reach its server rather than exit.
+	nc, err := natsrv.Connect(url, natsrv.ConnectOptions{Name: "controller", Token: token, CredsFile: o.creds,
+		MaxReconnects: -1, Logger: env.Logger})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var subj protocol.Subjects
+	store, err := jobstore.Open(ctx, nc, jobstore.Options{Subjects: subj, Log: env.Logger})
+	if err != nil {
+		return err
+	}
+	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: env.Logger.Named("registry")})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go reg.Watch(wctx)
+
+	run := func(ctx context.Context, job *controller.Job, onRequest func(metrics.Request)) (*jobrun.Result, error) {
+		if err := waitForWorker(ctx, reg, o.workerWait, url, log.With("job", job.ID)); err != nil {
+			return nil, err
+		}
+		return controller.Run(ctx, controller.Config{
+			NC: nc, Subjects: subj, Registry: reg, Log: env.Logger,
+			// A daemon's output is a log: the summary of each job, and
+			// progress as plain lines rather than a bar.
+			Console: env.Stdout, Progress: env.Stderr, Terminal: false,
+			OnRequest: func(_ string, r metrics.Request) { onRequest(r) },
+		}, job)
+	}
+	server, err := jobstore.NewServer(jobstore.ServerConfig{
+		Conn: nc, Store: store, Run: run, Workers: reg.Workers, Log: env.Logger,
+		Check: func(j *jobspec.Job) error { return j.CheckPaths(jobspec.StatFunc(os.Stat)) },
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-server.Ready():
+			fmt.Fprintf(env.Stdout, "controller serving on %s (submit with: controller submit JOB.hcl --nats %s)\n", url, url)
+			if o.ready != nil {
+				o.ready(url)
+			}
+		case <-ctx.Done():
+		}
+	}()
+	if err := server.Serve(ctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// waitForWorker holds a job until a worker is alive, so a job submitted
+// before the workers joined runs once they do instead of failing at once.
+func waitForWorker(ctx context.Context, reg *cluster.Registry, limit time.Duration, url string, log interface {
+	Info(string, ...any)
+}) error {
+	if len(reg.Alive()) > 0 {
+		return nil
+	}
+	log.Info("waiting for a worker", "limit", limit)
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if _, err := reg.Wait(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("no worker joined within %s: start `worker --nats %s` on the hosts", limit, url)
+	}
+	return nil
+}
+
+func splitListen(listen string) (string, int, error) {
+	host, p, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", 0, cli.Usagef("--listen %q: %v", listen, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, cli.Usagef("--listen %q: port %q is not a number in [0, 65535]", listen, p)
+	}
+	if host == "" {
+		return "", 0, cli.Usagef("--listen %q: give a host (127.0.0.1 keeps the server local)", listen)
+	}
+	return host, port, nil
+}
+
+// defaultStore follows the XDG base directories: $XDG_DATA_HOME/draftbench,
+// else ~/.local/share/draftbench; without a home, ./draftbench-store.
+func defaultStore(getenv func(string) string) string {
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "draftbench")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "draftbench")
+	}
+	return "draftbench-store"
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+// timeLayout is how the tables show times, in the reader's time zone
+// (time.Local; tests pass UTC).
+const timeLayout = "2006-01-02 15:04:05"
+
+func statusCmd() *cli.Command {
+	var nf natsFlags
+	return &cli.Command{
+		Name:     "status",
+		Synopsis: "list the jobs, show one job, or list the workers (status workers)",
+		Usage: `controller status [JOB_ID | workers] [--nats URL]
+
+Without an argument, a table of every job; with a job id (or a unique
+beginning of one), that job's details; with "workers", the workers table.`,
+		Flags: nf.add,
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			if len(env.Args) > 1 {
+				return cli.Usagef("want at most one argument (a job id or \"workers\"), got %d", len(env.Args))
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			client, closeConn, err := nf.client(env)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			now := time.Now()
+			switch {
+			case len(env.Args) == 0:
+				jobs, err := client.Jobs(ctx)
+				if err != nil {
+					return err
+				}
+				return printJobs(env.Stdout, jobs, time.Local)
+			case env.Args[0] == "workers":
+				workers, err := client.Workers(ctx)
+				if err != nil {
+					return err
+				}
+				return printWorkers(env.Stdout, workers, now)
+			}
+			id, err := client.Resolve(ctx, env.Args[0])
+			if err != nil {
+				return err
+			}
+			st, err := client.Status(ctx, id)
+			if err != nil {
+				return err
+			}
+			return printJob(env.Stdout, st, time.Local)
+		},
+	}
+}
+
+func cancelCmd() *cli.Command {
+	var nf natsFlags
+	var reason string
+	return &cli.Command{
+		Name:     "cancel",
+		Synopsis: "cancel a queued or running job (a running one keeps the results of its finished requests)",
+		Usage:    "controller cancel JOB_ID [--reason TEXT] [--nats URL]",
+		Flags: func(fs *flag.FlagSet) {
+			nf.add(fs)
+			fs.StringVar(&reason, "reason", "", "why, recorded in the job's status (default: cancelled by a client)")
+		},
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			if len(env.Args) != 1 {
+				return cli.Usagef("want exactly one job id, got %d arguments", len(env.Args))
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			client, closeConn, err := nf.client(env)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			id, err := client.Resolve(ctx, env.Args[0])
+			if err != nil {
+				return err
+			}
+			if err := client.Cancel(ctx, id, reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "job %s: cancel requested\n", id)
+			return nil
+		},
+	}
+}
+
+func printJobs(w io.Writer, jobs []protocol.JobStatus, loc *time.Location) error {
+	if len(jobs) == 0 {
+		_, err := fmt.Fprintln(w, "no jobs yet: submit one with `controller submit JOB.hcl`")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tSUBMITTED\tPROGRESS\tOUTPUT")
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, j.State, j.Submitted.In(loc).Format(timeLayout),
+			progress(j.Progress), j.OutputDir)
+	}
+	return tw.Flush()
+}
+
+func printJob(w io.Writer, st *protocol.JobStatus, loc *time.Location) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	row := func(label, value string) {
+		if value != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", label, value)
+		}
+	}
+	row("Job", st.JobID)
+	row("Name", st.Name)
+	row("State", string(st.State))
+	row("Error", st.Error)
+	row("Submitted", st.Submitted.In(loc).Format(timeLayout))
+	if st.Started != nil {
+		row("Started", st.Started.In(loc).Format(timeLayout))
+	}
+	if st.Finished != nil {
+		row("Finished", st.Finished.In(loc).Format(timeLayout))
+		if st.Started != nil {
+			row("Duration", st.Finished.Sub(*st.Started).Round(time.Millisecond).String())
+		}
+	}
+	row("Progress", progress(st.Progress))
+	row("Output", st.OutputDir)
+	return tw.Flush()
+}
+
+// progress reads "speculative 4/8, target 0/8": finished requests of the
+// total (count mode), failed ones said apart.
+func progress(ps []protocol.JobProgress) string {
+	parts := make([]string, 0, len(ps))
+	for _, p := range ps {
+		s := fmt.Sprintf("%s %d", p.Mode, p.Completed+p.Failed)
+		if p.Total > 0 {
+			s += fmt.Sprintf("/%d", p.Total)
+		}
+		if p.Failed > 0 {
+			s += fmt.Sprintf(" (%d failed)", p.Failed)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func printWorkers(w io.Writer, workers []cluster.Worker, now time.Time) error {
+	if len(workers) == 0 {
+		_, err := fmt.Fprintln(w, "no workers have registered: start `worker --nats URL` on each host")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tID\tDEVICES\tLAST HEARTBEAT\tLOST\tSTAGES")
+	for _, wk := range workers {
+		lost := "no"
+		if wk.Lost {
+			lost = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%d\n", wk.Host, wk.ID, devices(wk.Devices),
+			now.Sub(wk.LastSeen).Round(100*time.Millisecond), lost, len(wk.Stages))
+	}
+	return tw.Flush()
+}
+
+// devices summarises a worker's devices: "2 cpu" or "8 gpu NVIDIA H100 80GB HBM3".
+func devices(ds []protocol.Device) string {
+	counts := map[string]int{}
+	for _, d := range ds {
+		key := string(d.Kind)
+		if d.Kind == protocol.DeviceGPU && d.Name != "" {
+			key += " " + d.Name
+		}
+		counts[key]++
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}

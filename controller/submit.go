@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/jobstore"
+	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+func submitCmd() *cli.Command {
+	var jf jobFlags
+	var nf natsFlags
+	var wait bool
+	return &cli.Command{
+		Name:     "submit",
+		Synopsis: "send a job to `controller serve` and print its id",
+		Usage: `controller submit JOB.hcl [-var k=v]... [-var-file F] [--nats URL] [--wait]
+
+The job is parsed here with the variables and the environment values it
+reads, then parsed again and checked by the controller, which reads model
+and dataset paths on its own machine. With --wait, follows the job until it
+ends and exits non-zero unless it succeeded.`,
+		Flags: func(fs *flag.FlagSet) {
+			jf.add(fs)
+			nf.add(fs)
+			fs.BoolVar(&wait, "wait", false, "wait until the job ends; exit 1 unless it succeeded")
+		},
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			job, err := jf.parse(env)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			client, closeConn, err := nf.client(env)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			reply, err := client.Submit(ctx, job.Source)
+			if err != nil {
+				return err
+			}
+			if len(reply.Errors) > 0 {
+				// One problem per line, each with its file:line, as validate prints them.
+				return errors.New(strings.Join(reply.Errors, "\n"))
+			}
+			for _, w := range reply.Warnings {
+				fmt.Fprintf(env.Stderr, "warning: %s\n", w)
+			}
+			fmt.Fprintln(env.Stdout, reply.JobID)
+			if !wait {
+				return nil
+			}
+			last := protocol.JobQueued
+			final, err := client.Follow(ctx, reply.JobID, jobstore.FollowOptions{}, func(ev jobstore.Event) error {
+				if p := ev.Progress; p != nil && p.State != last && !jobstore.Final(p.State) {
+					last = p.State
+					fmt.Fprintf(env.Stderr, "job %s %s\n", short(p.JobID), p.State)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			return jobEnd(env, final)
+		},
+	}
+}
+
+// natsFlags are the connection flags of every client command.
+type natsFlags struct {
+	url, token, creds string
+}
+
+func (f *natsFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&f.url, "nats", defaultNATS, "NATS URL of the controller")
+	fs.StringVar(&f.token, "token", "", "NATS token (default $"+tokenEnv+")")
+	fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+}
+
+// client connects to the controller's NATS server.
+func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
+	if f.token != "" && f.creds != "" {
+		return nil, nil, cli.Usagef("give --token or --creds, not both")
+	}
+	token := f.token
+	if token == "" && f.creds == "" {
+		token = env.Getenv(tokenEnv)
+	}
+	nc, err := natsrv.Connect(f.url, natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, Logger: env.Logger})
+	if err != nil {
+		if cause := errors.Unwrap(err); cause != nil {
+			err = cause // natsrv's prefix repeats the URL
+		}
+		return nil, nil, fmt.Errorf("no NATS server answered at %s: is `controller serve` running? (%w)", f.url, err)
+	}
+	return jobstore.NewClient(nc, protocol.Subjects{}, 0), nc.Close, nil
+}
+
+// jobEnd reports how a job ended: nothing when it succeeded, else an error
+// with the reason (the command exits 1).
+func jobEnd(env *cli.Env, st *protocol.JobStatus) error {
+	switch st.State {
+	case protocol.JobSucceeded:
+		fmt.Fprintf(env.Stderr, "job %s succeeded: results in %s\n", short(st.JobID), st.OutputDir)
+		return nil
+	case protocol.JobFailed:
+		return fmt.Errorf("job %s failed: %s", st.JobID, st.Error)
+	case protocol.JobCancelled:
+		return fmt.Errorf("job %s was cancelled: %s", st.JobID, st.Error)
+	}
+	return fmt.Errorf("job %s is still %s", st.JobID, st.State)
+}
+
+// short is the first 8 characters of an id, enough for `status` and logs.
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
