@@ -15,7 +15,6 @@ import (
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/controller"
 	"github.com/draftbench/draftbench/pkg/jobspec"
-	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
@@ -67,9 +66,6 @@ func runEmbedded(ctx context.Context, env *cli.Env, spec *jobspec.Job, o runOpti
 	res, err := controller.Run(ctx, controller.Config{
 		NC: nc, Subjects: subj, Registry: reg, Log: env.Logger, Console: env.Stdout, Progress: env.Stderr,
 		Terminal: isTerminal(os.Stderr),
-		GPU: func(map[metrics.Mode]int) any {
-			return map[string]any{"available": false, "reason": "the local worker runs on CPU devices (no NVML GPUs in this run)"}
-		},
 	}, job)
 	if res != nil {
 		fmt.Fprintf(env.Stdout, "results written to %s\n", res.Dir)

@@ -20,8 +20,8 @@ import (
 
 type agentFlags struct {
 	nats, devices, name, prefix, token, creds string
-	cpuDevices                                int
-	heartbeat                                 time.Duration
+	cpuDevices, threads                       int
+	heartbeat, gpuInterval                    time.Duration
 }
 
 // connectRetry is the pause between attempts to reach NATS at start-up: a
@@ -44,6 +44,8 @@ func agentCmd() *cli.Command {
 			fs.StringVar(&f.prefix, "prefix", protocol.DefaultPrefix, "NATS subject prefix")
 			fs.StringVar(&f.token, "token", "", "NATS token (default: $"+agent.TokenEnv+")")
 			fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+			fs.IntVar(&f.threads, "threads", 0, "CPU threads the CPU devices share (0 = all cores)")
+			fs.DurationVar(&f.gpuInterval, "gpu-interval", time.Second, "GPU monitor sampling interval (NVML)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runAgent(env, f) },
 	}
@@ -95,17 +97,23 @@ func runAgent(env *cli.Env, f agentFlags) error {
 		return err
 	}
 	defer nc.Close()
+	gpuReason := startGPUMonitor(ctx, nc, subjects, f.name, devices, f.gpuInterval, log.Named("gpumon"))
+	if gpuReason != "" {
+		log.Info("no GPU monitor", "reason", gpuReason)
+	}
 	ag, err := agent.New(agent.Config{
-		Conn:      nc,
-		Subjects:  subjects,
-		Name:      f.name,
-		Devices:   devices,
-		Heartbeat: f.heartbeat,
-		Version:   cli.Version,
-		StageURL:  f.nats,
-		Token:     f.token,
-		CredsFile: f.creds,
-		Logger:    log,
+		GPUMonitor: gpuReason,
+		CPUThreads: f.threads,
+		Conn:       nc,
+		Subjects:   subjects,
+		Name:       f.name,
+		Devices:    devices,
+		Heartbeat:  f.heartbeat,
+		Version:    cli.Version,
+		StageURL:   f.nats,
+		Token:      f.token,
+		CredsFile:  f.creds,
+		Logger:     log,
 	})
 	if err != nil {
 		return err

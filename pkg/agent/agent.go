@@ -67,6 +67,9 @@ type Config struct {
 	Name string
 	// Devices are the devices offered (see Discover); at least one.
 	Devices []protocol.Device
+	// GPUMonitor is "" when the worker publishes GPU samples, else why not
+	// (sent with the registration).
+	GPUMonitor string
 	// Heartbeat is the heartbeat interval (0: DefaultHeartbeat). When the
 	// controller asks for a shorter one at registration, the shorter wins:
 	// the controller declares a worker lost after three of its intervals.
@@ -143,7 +146,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version})
+	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

@@ -30,6 +30,8 @@ type Worker struct {
 	LastSeen time.Time              `json:"last_seen"`
 	Lost     bool                   `json:"lost"`
 	Stages   []protocol.StageStatus `json:"stages,omitempty"`
+	// GPUMonitor is "" when the worker publishes GPU samples, else why not.
+	GPUMonitor string `json:"gpu_monitor,omitempty"`
 }
 
 // Options configure a Registry.
@@ -97,7 +99,8 @@ func (r *Registry) onRegister(m *nats.Msg) {
 	} else {
 		now := r.opt.Now()
 		r.mu.Lock()
-		w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now}
+		w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now,
+			GPUMonitor: reg.GPUMonitor}
 		_, again := r.workers[reg.WorkerID]
 		r.workers[reg.WorkerID] = w
 		r.notify()

@@ -39,7 +39,8 @@ type Config struct {
 	Terminal bool
 	// OnRequest sees each finished request (live results on NATS).
 	OnRequest func(jobID string, r metrics.Request)
-	// GPU builds the GPU section of the results (nil: unavailable).
+	// GPU and Phases replace the built-in GPU monitor (the workers' NVML
+	// samples on NATS) when set: tests and single-process runs.
 	GPU         func(outputTokens map[metrics.Mode]int) any
 	Phases      jobrun.Phases
 	LoadTimeout time.Duration
@@ -129,6 +130,14 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	}); err != nil {
 		return nil, err
 	}
+	gpu, err := startGPUMonitor(cfg.NC, cfg.Subjects, spec, plan, alive)
+	if err != nil {
+		return nil, err
+	}
+	gpuSection, phases, power := gpu.Result, jobrun.Phases(gpu), gpu.Power
+	if cfg.GPU != nil {
+		gpuSection, phases, power = cfg.GPU, cfg.Phases, nil
+	}
 	client, err := protocol.NewStepClient(cfg.NC)
 	if err != nil {
 		return nil, err
@@ -151,7 +160,7 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	}
 	res, err := jobrun.Run(jctx, spec, tok, engine, job.Out, jobrun.Options{
 		Log: log, Console: cfg.Console, Progress: cfg.Progress, Terminal: cfg.Terminal, JobID: job.ID,
-		Environment: envInfo, OnRequest: onReq, GPU: cfg.GPU, Phases: cfg.Phases,
+		Environment: envInfo, OnRequest: onReq, GPU: gpuSection, Phases: phases, Power: power,
 	})
 	if err != nil {
 		return nil, err

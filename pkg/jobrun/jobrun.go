@@ -80,7 +80,9 @@ type Options struct {
 	OnRequest func(metrics.Request) // each finished request (live results)
 	Phases    Phases
 	// GPU returns the GPU section once the modes have run (nil: unavailable).
-	GPU         func(outputTokens map[metrics.Mode]int) any
+	GPU func(outputTokens map[metrics.Mode]int) any
+	// Power gives the power-over-time series for the plot (nil: none).
+	Power       func() []report.PowerSeries
 	Environment any
 	JobID       string
 }
@@ -238,9 +240,9 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	var power []report.PowerSeries
 	if opt.GPU != nil {
 		res.GPU = opt.GPU(out)
-		if ps, ok := res.GPU.(interface{ PowerSeries() []report.PowerSeries }); ok {
-			power = ps.PowerSeries()
-		}
+	}
+	if opt.Power != nil {
+		power = opt.Power()
 	}
 	res.Warnings = warnings
 	if err := report.Write(dir, res); err != nil {

@@ -47,6 +47,10 @@ type Registration struct {
 	Host         string   `json:"host"`
 	Devices      []Device `json:"devices"`
 	BuildVersion string   `json:"version"` // the worker binary's version
+	// GPUMonitor is empty when the worker publishes NVML samples of its GPUs
+	// on Subjects.GPU, and otherwise says why it does not (no driver, CPU
+	// devices), so the results can say why GPU metrics are missing.
+	GPUMonitor string `json:"gpu_monitor,omitempty"`
 }
 
 func (m *Registration) version() *int { return &m.V }

@@ -1,0 +1,106 @@
+package controller
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/gpumon"
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/placement"
+	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
+)
+
+// gpuMonitor collects the workers' GPU samples during a job and attributes
+// them to roles (from the placement) and phases (from the mode timeline).
+type gpuMonitor struct {
+	agg     *gpumon.Aggregator
+	sub     *nats.Subscription
+	enabled bool
+	reason  string
+}
+
+func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) (*gpuMonitor, error) {
+	if !spec.GPUMonitor.Enabled {
+		return &gpuMonitor{reason: "gpu_monitor is disabled in the job"}, nil
+	}
+	interval := spec.GPUMonitor.Interval.Std()
+	if interval <= 0 {
+		interval = time.Second
+	}
+	g := &gpuMonitor{agg: gpumon.NewAggregator(interval), enabled: true}
+	roles := map[[2]any]gpumon.Role{}
+	set := func(p *placement.ModelPlan, r gpumon.Role) {
+		if p == nil {
+			return
+		}
+		for _, st := range p.Stages {
+			for _, d := range st.Devices {
+				host := st.Host
+				if host == "" && len(workers) == 1 {
+					host = workers[0].Host
+				}
+				k := [2]any{host, d}
+				if old, ok := roles[k]; ok && old != r {
+					r = gpumon.RoleShared
+				}
+				roles[k] = r
+				g.agg.SetRole(host, d, roles[k])
+			}
+		}
+	}
+	set(&plan.Target, gpumon.RoleTarget)
+	set(plan.Drafter, gpumon.RoleDrafter)
+	for _, w := range workers {
+		if w.GPUMonitor != "" {
+			g.agg.NoteUnavailable(w.Host, w.GPUMonitor)
+		}
+	}
+	sub, err := nc.Subscribe(subj.AllGPU(), func(m *nats.Msg) {
+		var s gpumon.Sample
+		if json.Unmarshal(m.Data, &s) == nil {
+			g.agg.Add(s)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.sub = sub
+	return g, nil
+}
+
+// Mark implements jobrun.Phases.
+func (g *gpuMonitor) Mark(phase string, t time.Time) {
+	if g.enabled {
+		g.agg.Mark(gpumon.Phase(phase), t)
+	}
+}
+
+// Result is the GPU section of the results.
+func (g *gpuMonitor) Result(out map[metrics.Mode]int) any {
+	if !g.enabled {
+		return gpumon.Unavailable(g.reason)
+	}
+	_ = g.sub.Unsubscribe()
+	tokens := map[gpumon.Phase]int{}
+	for m, n := range out {
+		tokens[gpumon.Phase(m)] = n
+	}
+	return g.agg.Result(tokens)
+}
+
+// Power is the power-over-time series for the plots.
+func (g *gpuMonitor) Power() []report.PowerSeries {
+	if !g.enabled {
+		return nil
+	}
+	var out []report.PowerSeries
+	for _, s := range g.agg.PowerSeries() {
+		out = append(out, report.PowerSeries(s))
+	}
+	return out
+}
