@@ -43,7 +43,7 @@ func tinyPair(t *testing.T) (string, string) {
 }
 
 // serve starts one stage server per layer range.
-func serve(t *testing.T, ctx context.Context, srv *natsrv.Server, dir, instance string, splits [][2]int) Pipeline {
+func serve(t testing.TB, ctx context.Context, srv *natsrv.Server, dir, instance string, splits [][2]int) Pipeline {
 	t.Helper()
 	for k, r := range splits {
 		nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{Name: fmt.Sprintf("%s-%d", instance, k)})
@@ -70,6 +70,11 @@ func serve(t *testing.T, ctx context.Context, srv *natsrv.Server, dir, instance 
 func newCluster(t *testing.T, targetSplits, drafterSplits [][2]int) *cluster {
 	t.Helper()
 	target, drafter := tinyPair(t)
+	return newClusterFrom(t, target, drafter, targetSplits, drafterSplits)
+}
+
+func newClusterFrom(t testing.TB, target, drafter string, targetSplits, drafterSplits [][2]int) *cluster {
+	t.Helper()
 	srv, err := natsrv.Start(natsrv.Options{})
 	if err != nil {
 		t.Fatal(err)
