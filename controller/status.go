@@ -46,11 +46,11 @@ beginning of one), that job's details; with "workers", the workers table.`,
 			now := time.Now()
 			switch {
 			case len(env.Args) == 0:
-				jobs, err := client.Jobs(ctx)
+				list, err := client.JobList(ctx)
 				if err != nil {
 					return err
 				}
-				return printJobs(env.Stdout, jobs, time.Local)
+				return printJobs(env.Stdout, list.Jobs, list.Omitted, time.Local)
 			case env.Args[0] == "workers":
 				workers, err := client.Workers(ctx)
 				if err != nil {
@@ -106,16 +106,21 @@ func cancelCmd() *cli.Command {
 	}
 }
 
-func printJobs(w io.Writer, jobs []protocol.JobStatus, loc *time.Location) error {
-	if len(jobs) == 0 {
+// printJobs prints the jobs table; omitted counts older jobs the
+// controller left out of its reply.
+func printJobs(w io.Writer, jobs []protocol.JobStatus, omitted int, loc *time.Location) error {
+	if len(jobs) == 0 && omitted == 0 {
 		_, err := fmt.Fprintln(w, "no jobs yet: submit one with `controller submit JOB.hcl`")
 		return err
+	}
+	if omitted > 0 {
+		fmt.Fprintf(w, "(%d older jobs not listed: the list must fit in one NATS message)\n", omitted)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tSUBMITTED\tPROGRESS\tOUTPUT")
 	for _, j := range jobs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, j.State, j.Submitted.In(loc).Format(timeLayout),
-			progress(j.Progress), j.OutputDir)
+			orDash(progress(j.Progress)), orDash(j.OutputDir))
 	}
 	return tw.Flush()
 }
@@ -144,6 +149,13 @@ func printJob(w io.Writer, st *protocol.JobStatus, loc *time.Location) error {
 	row("Progress", progress(st.Progress))
 	row("Output", st.OutputDir)
 	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // progress reads "speculative 4/8, target 0/8": finished requests of the

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+var (
+	t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	t1 = t0.Add(2 * time.Second)
+	t2 = t0.Add(75*time.Second + 250*time.Millisecond)
+)
+
+const (
+	jobA = "aaaaaaaa-0000-4000-8000-000000000001"
+	jobB = "bbbbbbbb-0000-4000-8000-000000000002"
+)
+
+func TestPrintJobs(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		jobs    []protocol.JobStatus
+		omitted int
+		want    string
+	}{
+		{"none", nil, 0, "no jobs yet: submit one with `controller submit JOB.hcl`\n"},
+		{"older ones omitted", []protocol.JobStatus{{JobID: jobB, Name: "rate", State: protocol.JobRunning, Submitted: t1}}, 3, "" +
+			"(3 older jobs not listed: the list must fit in one NATS message)\n" +
+			"ID                                    NAME  STATE    SUBMITTED            PROGRESS  OUTPUT\n" +
+			"bbbbbbbb-0000-4000-8000-000000000002  rate  running  2026-03-04 05:06:09  -         -\n"},
+		{"two", []protocol.JobStatus{
+			{JobID: jobA, Name: "quickstart", State: protocol.JobSucceeded, Submitted: t0, OutputDir: "/r/quickstart-aaaaaaaa",
+				Progress: []protocol.JobProgress{{Mode: "speculative", Completed: 8, Total: 8}, {Mode: "target", Completed: 7, Failed: 1, Total: 8}}},
+			{JobID: jobB, Name: "rate", State: protocol.JobQueued, Submitted: t1, OutputDir: "/r/rate-bbbbbbbb",
+				Progress: []protocol.JobProgress{{Mode: "target"}}},
+		}, 0, "" +
+			"ID                                    NAME        STATE      SUBMITTED            PROGRESS                                OUTPUT\n" +
+			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  succeeded  2026-03-04 05:06:07  speculative 8/8, target 8/8 (1 failed)  /r/quickstart-aaaaaaaa\n" +
+			"bbbbbbbb-0000-4000-8000-000000000002  rate        queued     2026-03-04 05:06:09  target 0                                /r/rate-bbbbbbbb\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := printJobs(&b, tc.jobs, tc.omitted, time.UTC); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tc.want {
+				t.Errorf("printJobs():\n%s\nwant:\n%s", b.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestPrintJob(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		st   protocol.JobStatus
+		want string
+	}{
+		{"queued", protocol.JobStatus{JobID: jobB, Name: "rate", State: protocol.JobQueued, Submitted: t0, OutputDir: "/r/rate"}, "" +
+			"Job:       bbbbbbbb-0000-4000-8000-000000000002\n" +
+			"Name:      rate\n" +
+			"State:     queued\n" +
+			"Submitted: 2026-03-04 05:06:07\n" +
+			"Output:    /r/rate\n"},
+		{"cancelled", protocol.JobStatus{JobID: jobA, Name: "quickstart", State: protocol.JobCancelled, Error: "operator asked",
+			Submitted: t0, Started: &t1, Finished: &t2, OutputDir: "/r/q",
+			Progress: []protocol.JobProgress{{Mode: "speculative", Completed: 3, Total: 8}}}, "" +
+			"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
+			"Name:      quickstart\n" +
+			"State:     cancelled\n" +
+			"Error:     operator asked\n" +
+			"Submitted: 2026-03-04 05:06:07\n" +
+			"Started:   2026-03-04 05:06:09\n" +
+			"Finished:  2026-03-04 05:07:22\n" +
+			"Duration:  1m13.25s\n" +
+			"Progress:  speculative 3/8\n" +
+			"Output:    /r/q\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := printJob(&b, &tc.st, time.UTC); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tc.want {
+				t.Errorf("printJob():\n%s\nwant:\n%s", b.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestPrintWorkers(t *testing.T) {
+	gpu := func(i int) protocol.Device {
+		return protocol.Device{Index: i, Name: "NVIDIA H100 80GB HBM3", Kind: protocol.DeviceGPU, MemoryBytes: 80 << 30}
+	}
+	for _, tc := range []struct {
+		name    string
+		workers []cluster.Worker
+		want    string
+	}{
+		{"none", nil, "no workers have registered: start `worker --nats URL` on each host\n"},
+		{"alive and lost", []cluster.Worker{
+			{ID: jobA, Host: "dgx-1", LastSeen: t1, Devices: []protocol.Device{gpu(0), gpu(1)},
+				Stages: []protocol.StageStatus{{Instance: "target-1", Stages: 1, State: protocol.StageReady}}},
+			{ID: jobB, Host: "laptop", LastSeen: t0, Lost: true, Devices: []protocol.Device{{Index: 0, Name: "cpu0", Kind: protocol.DeviceCPU}}},
+		}, "" +
+			"HOST    ID                                    DEVICES                      LAST HEARTBEAT  LOST  STAGES\n" +
+			"dgx-1   aaaaaaaa-0000-4000-8000-000000000001  2 gpu NVIDIA H100 80GB HBM3  1m13.3s ago     no    1\n" +
+			"laptop  bbbbbbbb-0000-4000-8000-000000000002  1 cpu                        1m15.3s ago     yes   0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := printWorkers(&b, tc.workers, t2); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tc.want {
+				t.Errorf("printWorkers():\n%s\nwant:\n%s", b.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestDevices(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ds   []protocol.Device
+		want string
+	}{
+		{"none", nil, "none"},
+		{"cpu", []protocol.Device{{Index: 0, Name: "cpu0", Kind: protocol.DeviceCPU}, {Index: 1, Name: "cpu1", Kind: protocol.DeviceCPU}}, "2 cpu"},
+		{"mixed gpus", []protocol.Device{
+			{Index: 0, Name: "NVIDIA A100", Kind: protocol.DeviceGPU},
+			{Index: 1, Name: "NVIDIA H100", Kind: protocol.DeviceGPU},
+			{Index: 2, Name: "NVIDIA H100", Kind: protocol.DeviceGPU},
+		}, "1 gpu NVIDIA A100, 2 gpu NVIDIA H100"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := devices(tc.ds); got != tc.want {
+				t.Errorf("devices() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// Argument mistakes are usage errors (exit 2) found before any connection.
+func TestClientUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "a", "b"}, "controller status: want at most one argument"},
+		{[]string{"cancel"}, "controller cancel: want exactly one job id, got 0 arguments"},
+		{[]string{"tail", "a", "b"}, "controller tail: want at most one job id, got 2 arguments"},
+		{[]string{"status", "--token", "t", "--creds", "c"}, "controller status: give --token or --creds, not both"},
+		{[]string{"submit"}, "controller submit: want exactly one job file, got 0 arguments"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			res := invoke(tc.args...)
+			if res.code != 2 || !strings.HasPrefix(res.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", res.code, res.stderr, tc.want)
+			}
+		})
+	}
+}
