@@ -1,4 +1,4 @@
-package spec_test
+package spec
 
 import (
 	"math"
@@ -8,14 +8,13 @@ import (
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/backend/cpu"
 	"github.com/draftbench/draftbench/pkg/kvcache"
-	"github.com/draftbench/draftbench/pkg/model"
+	engine "github.com/draftbench/draftbench/pkg/model"
 	"github.com/draftbench/draftbench/pkg/sampling"
-	"github.com/draftbench/draftbench/pkg/spec"
 	"github.com/draftbench/draftbench/pkg/tinymodel"
 )
 
 // enginePair writes a small target and a drafter of its first layer.
-func enginePair(t *testing.T) (*model.Model, *model.Model) {
+func enginePair(t *testing.T) (*engine.Model, *engine.Model) {
 	t.Helper()
 	dir := t.TempDir()
 	s := tinymodel.Default()
@@ -27,11 +26,11 @@ func enginePair(t *testing.T) (*model.Model, *model.Model) {
 		t.Fatal(err)
 	}
 	be := cpu.New(1)
-	target, err := model.Load(dir+"/t", be, model.Options{})
+	target, err := engine.Load(dir+"/t", be, engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	drafter, err := model.Load(dir+"/d", be, model.Options{})
+	drafter, err := engine.Load(dir+"/d", be, engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +38,7 @@ func enginePair(t *testing.T) (*model.Model, *model.Model) {
 }
 
 // rows reads the first n rows of every layer's K and V.
-func rows(t *testing.T, m *model.Model, c *kvcache.Seq, n int) [][]float32 {
+func rows(t *testing.T, m *engine.Model, c *kvcache.Seq, n int) [][]float32 {
 	t.Helper()
 	var out [][]float32
 	for l := 0; l < c.Layers(); l++ {
@@ -75,7 +74,7 @@ func TestRollbackLeavesCachesAsIfBuiltFromScratch(t *testing.T) {
 			ts, ds := target.NewSession(), drafter.NewSession()
 			defer ts.Close()
 			defer ds.Close()
-			out, err := spec.GenerateSpeculative(ts, ds, prompt, spec.Config{MaxNewTokens: 40, Gamma: c.gamma, Params: c.params, IgnoreEOS: true}, sampling.NewRNG(11))
+			out, err := GenerateSpeculative(ts, ds, prompt, Config{MaxNewTokens: 40, Gamma: c.gamma, Params: c.params, IgnoreEOS: true}, sampling.NewRNG(11))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,8 +90,8 @@ func TestRollbackLeavesCachesAsIfBuiltFromScratch(t *testing.T) {
 			seq := append(slices.Clone(prompt), out.Tokens...)
 			for _, side := range []struct {
 				name string
-				m    *model.Model
-				s    *model.Session
+				m    *engine.Model
+				s    *engine.Session
 			}{{"target", target, ts}, {"drafter", drafter, ds}} {
 				n := side.s.Len()
 				ref := side.m.NewSession()
@@ -120,5 +119,67 @@ func TestRollbackLeavesCachesAsIfBuiltFromScratch(t *testing.T) {
 				t.Errorf("target holds %d positions, want %d", ts.Len(), len(seq)-1)
 			}
 		})
+	}
+}
+
+// TestEngineSamplingMatchesAR: on the real engine, the joint distribution of
+// the first three generated tokens under speculative sampling equals plain
+// AR sampling of the target (chi-square test of homogeneity at alpha).
+func TestEngineSamplingMatchesAR(t *testing.T) {
+	target, drafter := enginePair(t)
+	params := sampling.Params{Temperature: 0.8, TopK: 12}
+	const n = 3000
+	cells := map[[3]int]int{}
+	count := func(mode string, seed uint64) map[int]int {
+		rng := sampling.NewRNG(seed)
+		out := map[int]int{}
+		for i := 0; i < n; i++ {
+			ts := target.NewSession()
+			cfg := Config{MaxNewTokens: 3, Gamma: 2, Params: params, IgnoreEOS: true}
+			var res Output
+			var err error
+			if mode == "ar" {
+				res, err = GenerateAR(ts, []int{7, 8, 9}, cfg, rng)
+			} else {
+				ds := drafter.NewSession()
+				res, err = GenerateSpeculative(ts, ds, []int{7, 8, 9}, cfg, rng)
+				ds.Close()
+			}
+			ts.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := [3]int{res.Tokens[0], res.Tokens[1], res.Tokens[2]}
+			if _, ok := cells[k]; !ok {
+				cells[k] = len(cells)
+			}
+			out[cells[k]]++
+		}
+		return out
+	}
+	ar, sp := count("ar", 1), count("spec", 2)
+	a, b := make([]int, len(cells)), make([]int, len(cells))
+	for c, v := range ar {
+		a[c] = v
+	}
+	for c, v := range sp {
+		b[c] = v
+	}
+	if p := twoSamplePValue(a, b); p < alpha {
+		t.Errorf("speculative and AR token distributions differ: p = %.3g < %g", p, alpha)
+	}
+	// Negative control: AR at another temperature must be told apart.
+	params.Temperature = 1.3
+	hot := count("ar", 3)
+	c := make([]int, len(cells))
+	a = make([]int, len(cells))
+	for k, v := range ar {
+		a[k] = v
+	}
+	for k, v := range hot {
+		c[k] = v
+	}
+	if p := twoSamplePValue(a, c); p >= alpha {
+		t.Errorf("the test cannot tell temperature 0.8 from 1.3 (p = %.3g): it has no power", p)
 	}
 }
