@@ -28,7 +28,8 @@ TINY_DRAFTER := $(MODELS)/tiny-drafter/config.json
 
 FUZZTIME ?= 10s
 
-.PHONY: build run test deps system-deps test-deps vet unit fuzz models golden bench clean help
+.PHONY: build run test deps system-deps test-deps vet unit fuzz models golden bench clean help \
+	cuda-deps kernels build-cuda vet-cuda test-cuda-build
 
 help:
 	@echo "make run     build what is missing, then run the quickstart benchmark (hcl/quickstart.hcl)"
@@ -37,6 +38,8 @@ help:
 	@echo "make golden  regenerate testdata/golden with Hugging Face transformers (needs PyPI)"
 	@echo "make fuzz    longer fuzzing (FUZZTIME=$(FUZZTIME))"
 	@echo "make bench   engine benchmarks against transformers (docs/perf.md)"
+	@echo "make build-cuda  bin/worker and bin/controller with the CUDA backend (docs/cuda.md)"
+	@echo "make test-cuda-build  compile the kernels, vet and link with -tags cuda (no GPU needed)"
 
 # --- dependencies -----------------------------------------------------------
 
@@ -106,3 +109,58 @@ bench: build $(VENV)/bin/python
 
 clean:
 	rm -rf bin build
+
+# --- CUDA (docs/cuda.md) ------------------------------------------------------
+# nvcc, the headers and the libraries come from NVIDIA's pip wheels, pinned to
+# CUDA 13.0.x (the GPU machines' driver 580 runs 13.0), in a venv cached
+# outside the repo. No GPU is needed to build; bin/worker links libcudart and
+# libcublas dynamically and finds them through LD_LIBRARY_PATH on a GPU machine.
+CUDA_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
+	nvidia-cuda-cccl==13.0.85 nvidia-cuda-runtime==13.0.96 nvidia-cublas==13.0.2.14
+CUDA_DIR   := $(CACHE)/cuda/13.0.88
+CUDA_HOME  := $(CUDA_DIR)/cu13
+NVCC       := $(CUDA_HOME)/bin/nvcc
+KERNEL_DIR := build/kernels
+KERNEL_LIB := $(KERNEL_DIR)/libdraftbench_kernels.a
+KERNEL_SRC := $(wildcard kernels/*.cu)
+KERNEL_OBJ := $(patsubst kernels/%.cu,$(KERNEL_DIR)/%.o,$(KERNEL_SRC))
+# Hopper machine code, its PTX (for newer GPUs, compiled by the driver) and Ampere.
+NVCC_FLAGS := -O3 -std=c++17 -Xcompiler -fPIC -lineinfo \
+	-gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
+	-gencode=arch=compute_80,code=sm_80
+CUDA_LDFLAGS = $(CGO_LDFLAGS) -L$(CUDA_HOME)/lib -Wl,-rpath,$(CUDA_HOME)/lib
+
+$(NVCC):
+	@command -v python3 >/dev/null || { echo "python3 is needed to install the CUDA wheels" >&2; exit 1; }
+	python3 -m venv $(CUDA_DIR)/venv
+	$(CUDA_DIR)/venv/bin/pip install -q --disable-pip-version-check $(CUDA_WHEELS)
+	ln -sfn "$$(echo $(CUDA_DIR)/venv/lib/python3*/site-packages/nvidia/cu13)" $(CUDA_HOME)
+	@test -x $@ || { echo "the wheels did not provide $@" >&2; exit 1; }
+
+cuda-deps: $(NVCC)
+
+$(KERNEL_DIR)/%.o: kernels/%.cu kernels/common.cuh kernels/draftbench.h | $(NVCC)
+	@mkdir -p $(KERNEL_DIR)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+$(KERNEL_LIB): $(KERNEL_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+kernels: $(KERNEL_LIB)
+
+build-cuda: deps $(KERNEL_LIB)
+	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda \
+		-ldflags "$(LDFLAGS) -X github.com/draftbench/draftbench/pkg/backend/cuda.KernelsID=$$(sha256sum $(KERNEL_LIB) | cut -c1-12)" \
+		-o bin/worker ./worker
+	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -ldflags "$(LDFLAGS)" -o bin/controller ./controller
+
+vet-cuda: deps
+	$(GO) vet -tags cuda ./...
+
+# The CI check of the CUDA build (no GPU): kernels, vet and link with -tags
+# cuda, the package's tests (which, without a device, check the error that
+# says so), and the linked worker starting up.
+test-cuda-build: vet-cuda build-cuda
+	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) test -tags cuda ./pkg/backend/cuda/
+	bin/worker selftest --help >/dev/null

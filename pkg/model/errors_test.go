@@ -49,9 +49,9 @@ func editConfig(t *testing.T, dir string, f func(map[string]any)) {
 // file (and tensor), never a panic.
 func TestBrokenModelFolders(t *testing.T) {
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, dir string)
-		want  []string
+		want   []string
 	}{
 		{"unknown architecture", func(t *testing.T, dir string) {
 			editConfig(t, dir, func(c map[string]any) { c["architectures"] = []string{"GPTNeoXForCausalLM"} })
