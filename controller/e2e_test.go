@@ -280,3 +280,82 @@ func TestBrokenJobsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoStageTargetMatchesGenerate: the target split into two stage
+// processes (hidden states crossing processes over NATS) and a one-stage
+// drafter give exactly the greedy tokens of `worker generate` in one process,
+// in both modes.
+func TestTwoStageTargetMatchesGenerate(t *testing.T) {
+	target, drafter := models(t, 4)
+	const prompt = "The lighthouse keeper wrote a letter to the sea."
+	src := fmt.Sprintf(`job "two-stage" {
+  model "target" {
+    path   = %q
+    gpus   = 2
+    stages = 2
+  }
+  model "drafter" {
+    path = %q
+    gpus = 1
+  }
+  placement {
+    strategy = "multi_gpu_ratio"
+    devices  = "0,1,2"
+  }
+  dataset "prompts" { prompts = [%q] }
+  load { num_prompts = 2 }
+  generation {
+    max_new_tokens = 24
+    gamma          = 3
+    temperature    = 0
+  }
+}
+`, target, drafter, prompt)
+	job := filepath.Join(t.TempDir(), "job.hcl")
+	os.WriteFile(job, []byte(src), 0o644)
+	plan, err := exec.Command(filepath.Join(binDir, "controller"), "validate", job, "--json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("validate: %v\n%s", err, plan)
+	}
+	var p struct {
+		Models map[string]struct {
+			Stages []struct{ Layers [2]int } `json:"stages"`
+		} `json:"models"`
+	}
+	if err := json.Unmarshal(plan, &p); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Models["target"].Stages; len(got) != 2 || got[0].Layers[1] != got[1].Layers[0] {
+		t.Fatalf("the plan does not split the target into two stages: %s", plan)
+	}
+	out := t.TempDir()
+	if res, err := exec.Command(filepath.Join(binDir, "controller"), "run", job, "--out", out).CombinedOutput(); err != nil {
+		t.Fatalf("controller run: %v\n%s", err, lastLines(string(res), 20))
+	}
+	gen, err := exec.Command(filepath.Join(binDir, "worker"), "generate", "--model", target, "--prompt", prompt,
+		"--max-new-tokens", "24", "--ignore-eos", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct{ Tokens []int32 }
+	if err := json.Unmarshal(gen, &want); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(out, report.FileRequests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, _, err := report.ReadRequests(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 {
+		t.Fatalf("%d request records, want 2 per mode", len(recs))
+	}
+	for _, r := range recs {
+		if fmt.Sprint(r.OutputIDs) != fmt.Sprint(want.Tokens) {
+			t.Errorf("%s request %d: %v\nworker generate: %v", r.Mode, r.Index, r.OutputIDs, want.Tokens)
+		}
+	}
+}
