@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/draftbench/draftbench/pkg/backend/cpu"
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	"github.com/draftbench/draftbench/pkg/model"
@@ -35,13 +34,13 @@ func benchCmd() *cli.Command {
 	var dir, batches string
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
-	var cpuProfile string
+	var cpuProfile, backendName string
 	var random bool
 	var seed uint64
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
-		Usage:    "worker bench --model DIR [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--threads N] [--json]",
+		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--threads N] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
 			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
@@ -54,6 +53,7 @@ func benchCmd() *cli.Command {
 			fs.BoolVar(&random, "random-weights", false, "draw the weights at random (seeded): only config.json is read")
 			fs.Uint64Var(&seed, "seed", 1, "seed of --random-weights")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
+			fs.StringVar(&backendName, "backend", "cpu", "backend: cpu or cuda")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			if dir == "" {
@@ -70,14 +70,21 @@ func benchCmd() *cli.Command {
 			if threads > 0 {
 				runtime.GOMAXPROCS(threads)
 			}
-			m, err := model.Load(dir, cpu.New(threads), model.Options{RandomWeights: random, Seed: seed})
+			eng, err := openBackend(backendName, threads, false, nil)
+			if err != nil {
+				return err
+			}
+			defer eng.close()
+			m, err := model.Load(dir, eng, model.Options{RandomWeights: random, Seed: seed})
 			if err != nil {
 				return err
 			}
 			weights := m.MemoryBytes() // bf16 weight matrices stay bf16 on the CPU backend
 			var bw float64
 			if bandwidth {
-				bw = cpu.ReadBandwidth(512 << 20)
+				if bw, err = eng.bandwidth(); err != nil {
+					return err
+				}
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -136,7 +143,7 @@ func benchCmd() *cli.Command {
 			if asJSON {
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-cpu", "rows": rows})
+				return enc.Encode(map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "rows": rows})
 			}
 			w := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(w, "batch\tprompt\tprefill tok/s\tdecode tok/s\tdecode step ms\tfloor step ms\tbandwidth GB/s\t\n")

@@ -11,7 +11,7 @@ func main() {
 		Name:     "worker",
 		Synopsis: "draftbench worker: runs model shards (host agent and stages) and local generation",
 		Default:  "agent",
-		Commands: []*cli.Command{agentCmd(), stageCmd(), inspectCmd(), generateCmd(), benchCmd(), tinyModelCmd()},
+		Commands: []*cli.Command{agentCmd(), stageCmd(), inspectCmd(), generateCmd(), benchCmd(), tinyModelCmd(), selftestCmd()},
 	}
 	prog.Main()
 }

@@ -1,0 +1,23 @@
+//go:build cuda
+
+package agent
+
+import (
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/backend/cuda"
+)
+
+// cudaBuilt says whether this binary can run stages on GPUs. Its twin
+// without -tags cuda refuses with ErrNoCUDA.
+const cudaBuilt = true
+
+// gpuBackend opens the stage's devices: the agent narrows
+// CUDA_VISIBLE_DEVICES to the group, so they are ordinals 0..devices-1, and
+// the backend splits the stage's layers over them by memory.
+func gpuBackend(devices int) (backend.Backend, error) {
+	var ords []int
+	for i := 0; i < devices; i++ {
+		ords = append(ords, i)
+	}
+	return cuda.New(cuda.Options{Devices: ords})
+}

@@ -1,0 +1,67 @@
+// Package cuda is the GPU backend: tensors in device memory (cudaMalloc,
+// never managed memory), one stream and one cuBLAS handle per device, the
+// kernels of kernels/ (a static library built by `make kernels`) for
+// everything but the matrix products, which go through cuBLAS.
+//
+// It builds only with -tags cuda (`make build-cuda`); without the tag New
+// returns ErrNotBuilt, so asking a plain build for a GPU is a clear error,
+// never a crash.
+//
+// # Several GPUs in one stage
+//
+// A backend may span several devices. Weights are placed as they are
+// loaded, in order, so a model's consecutive layers land on one device
+// until its share is full and then on the next (see placer). Activations
+// and KV caches live where they are first used: an operation runs on the
+// device of its weight operand (or of its first input) and moves its other
+// operands there, device to device (over NVLink/PCIe peer access where the
+// hardware allows). So the hidden state crosses once per device boundary
+// and each KV cache stays on the device of its layer.
+//
+// # Beyond backend.Backend
+//
+// The backend also implements model.RandomLoader (random weights drawn on
+// the device) and device-side ops the model does not call yet: AddRMSNorm
+// (residual add fused with the next norm), MaskLogits, Argmax, Probs
+// (temperature, top-k, top-p), Sample and Verify (the acceptance rule of
+// speculative decoding), with pkg/sampling's and pkg/spec's semantics.
+package cuda
+
+import "errors"
+
+// ErrNotBuilt is what New returns in a binary built without -tags cuda.
+var ErrNotBuilt = errors.New("this binary was built without CUDA; rebuild it with make build-cuda")
+
+// KernelsID identifies the kernel library linked in (set by make build-cuda
+// to its checksum, which also makes the Go linker notice a rebuilt library).
+var KernelsID = "none"
+
+// Options configure a backend.
+type Options struct {
+	// Devices are the CUDA ordinals to use (as CUDA_VISIBLE_DEVICES
+	// numbers them); nil means every visible device.
+	Devices []int
+	// F32 stores weights and activations in f32 instead of bf16 (precision
+	// checks; twice the bytes).
+	F32 bool
+	// WeightBytes, when known, is the size of the weights to be loaded,
+	// stored as the backend stores them: they are then split over the
+	// devices in proportion to their free memory. 0 fills the devices in
+	// order.
+	WeightBytes int64
+	// Reserve is the memory per device kept free of weights for the KV
+	// caches and activations; 0 means a tenth of the device, at least 1 GiB.
+	Reserve int64
+}
+
+// DeviceInfo describes one device of a backend.
+type DeviceInfo struct {
+	Ordinal      int
+	Name         string
+	Major, Minor int // compute capability
+	SMs          int
+	TotalBytes   int64
+	FreeBytes    int64 // when the backend opened it
+	L2Bytes      int
+	Peers        []int // ordinals this device reads directly (peer access)
+}

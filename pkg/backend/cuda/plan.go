@@ -1,0 +1,82 @@
+package cuda
+
+import (
+	"math"
+
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
+
+// placer assigns weight tensors to devices in load order: a greedy fit by
+// memory in the manner of ollama's layer split (llm/server.go), except that
+// a model's tensors arrive one at a time. Each device gets a share of the
+// weights; the current device takes tensors until the next one would pass
+// its share, then the next device becomes current (never going back, so
+// consecutive layers stay together and the hidden state crosses each device
+// boundary once). The last device takes whatever is left.
+type placer struct {
+	share []int64
+	used  []int64
+	cur   int
+}
+
+// newPlacer gives device i the share budget_i = free_i - reserve_i, or,
+// when total (the bytes of all the weights) is known, total split in
+// proportion to those budgets, so the KV caches find room on every device.
+func newPlacer(free []int64, reserve []int64, total int64) *placer {
+	p := &placer{share: make([]int64, len(free)), used: make([]int64, len(free))}
+	var sum int64
+	for i := range free {
+		p.share[i] = max(0, free[i]-reserve[i])
+		sum += p.share[i]
+	}
+	if total > 0 && sum > 0 {
+		for i := range p.share {
+			p.share[i] = int64(math.Ceil(float64(total) * float64(p.share[i]) / float64(sum)))
+		}
+	}
+	return p
+}
+
+// place returns the device index for a tensor of n bytes and accounts it.
+func (p *placer) place(n int64) int {
+	for p.cur < len(p.share)-1 && p.used[p.cur]+n > p.share[p.cur] {
+		p.cur++
+	}
+	p.used[p.cur] += n
+	return p.cur
+}
+
+// defaultReserve is a tenth of a device's memory, at least 1 GiB.
+func defaultReserve(total int64) int64 { return max(total/10, 1<<30) }
+
+// sizeClass rounds an activation's size up to its pool class: powers of two
+// up to 64 MiB, then multiples of 2 MiB. Freed activations wait in a pool per
+// device and class, since cudaMalloc and cudaFree (which synchronizes the
+// device) are far too slow for every step's temporaries.
+func sizeClass(n int64) int64 {
+	const big = 64 << 20
+	if n <= 256 {
+		return 256
+	}
+	if n > big {
+		const step = 2 << 20
+		return (n + step - 1) / step * step
+	}
+	c := int64(256)
+	for c < n {
+		c <<= 1
+	}
+	return c
+}
+
+// packSparse flattens draft distributions for the device: q_i is
+// ids[off[i]:off[i+1]] with probs at the same places.
+func packSparse(q []sampling.Sparse) (ids []int32, probs []float32, off []int32) {
+	off = make([]int32, len(q)+1)
+	for i, s := range q {
+		ids = append(ids, s.IDs...)
+		probs = append(probs, s.Probs...)
+		off[i+1] = int32(len(ids))
+	}
+	return ids, probs, off
+}

@@ -1,0 +1,89 @@
+package cuda
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
+
+const gib = int64(1) << 30
+
+// TestPlacer covers the weight split: in order, by share, never back.
+func TestPlacer(t *testing.T) {
+	tests := []struct {
+		name    string
+		free    []int64
+		reserve []int64
+		total   int64
+		tensors []int64
+		want    []int
+	}{
+		{"one device takes all", []int64{10 * gib}, []int64{gib}, 0,
+			[]int64{4 * gib, 4 * gib, 4 * gib}, []int{0, 0, 0}},
+		{"fill in order without a total", []int64{10 * gib, 10 * gib}, []int64{gib, gib}, 0,
+			[]int64{4 * gib, 4 * gib, 4 * gib, gib}, []int{0, 0, 1, 1}},
+		{"equal devices split a known total in half", []int64{80 * gib, 80 * gib}, []int64{8 * gib, 8 * gib}, 8 * gib,
+			[]int64{gib, gib, gib, gib, gib, gib, gib, gib}, []int{0, 0, 0, 0, 1, 1, 1, 1}},
+		{"unequal devices split in proportion to free memory", []int64{31 * gib, 11 * gib}, []int64{gib, gib}, 8 * gib,
+			[]int64{gib, gib, gib, gib, gib, gib, gib, gib}, []int{0, 0, 0, 0, 0, 0, 1, 1}},
+		{"a tensor past the share moves on, later small ones do not go back", []int64{10 * gib, 10 * gib, 10 * gib}, []int64{0, 0, 0}, 0,
+			[]int64{6 * gib, 6 * gib, gib, 9 * gib, 9 * gib}, []int{0, 1, 1, 2, 2}},
+		{"the last device takes the rest", []int64{2 * gib, 2 * gib}, []int64{0, 0}, 0,
+			[]int64{gib, 2 * gib, 2 * gib}, []int{0, 1, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPlacer(tt.free, tt.reserve, tt.total)
+			var got []int
+			for _, n := range tt.tensors {
+				got = append(got, p.place(n))
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("placed on %v, want %v (shares %v)", got, tt.want, p.share)
+			}
+		})
+	}
+}
+
+func TestDefaultReserve(t *testing.T) {
+	tests := []struct{ total, want int64 }{{80 * gib, 8 * gib}, {4 * gib, gib}}
+	for _, tt := range tests {
+		if got := defaultReserve(tt.total); got != tt.want {
+			t.Errorf("defaultReserve(%d) = %d, want %d", tt.total, got, tt.want)
+		}
+	}
+}
+
+func TestSizeClass(t *testing.T) {
+	tests := []struct{ n, want int64 }{
+		{0, 256}, {1, 256}, {256, 256}, {257, 512}, {4096, 4096}, {4097, 8192},
+		{64 << 20, 64 << 20}, {64<<20 + 1, 66 << 20}, {100 << 20, 100 << 20}, {100<<20 + 5, 102 << 20},
+	}
+	for _, tt := range tests {
+		if got := sizeClass(tt.n); got != tt.want {
+			t.Errorf("sizeClass(%d) = %d, want %d", tt.n, got, tt.want)
+		}
+		if got := sizeClass(tt.n); got < tt.n {
+			t.Errorf("sizeClass(%d) = %d is too small", tt.n, got)
+		}
+	}
+}
+
+func TestPackSparse(t *testing.T) {
+	q := []sampling.Sparse{
+		{IDs: []int32{5, 2}, Probs: []float32{0.7, 0.3}},
+		{},
+		{IDs: []int32{9}, Probs: []float32{1}},
+	}
+	ids, probs, off := packSparse(q)
+	if want := []int32{5, 2, 9}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("ids %v, want %v", ids, want)
+	}
+	if want := []float32{0.7, 0.3, 1}; !reflect.DeepEqual(probs, want) {
+		t.Errorf("probs %v, want %v", probs, want)
+	}
+	if want := []int32{0, 2, 2, 3}; !reflect.DeepEqual(off, want) {
+		t.Errorf("offsets %v, want %v", off, want)
+	}
+}

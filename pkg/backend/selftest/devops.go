@@ -1,0 +1,330 @@
+package selftest
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
+
+// The optional operations a backend may run on its device (the CUDA backend
+// does; the CPU backend leaves them to pkg/sampling and pkg/spec on the host).
+
+// ResidualNormer fuses the residual add with the next RMSNorm.
+type ResidualNormer interface {
+	AddRMSNorm(dst, x, h, w backend.Tensor, eps float32) error
+}
+
+// LogitOps masks, reduces and samples logits on the device, with the
+// semantics of pkg/sampling.
+type LogitOps interface {
+	MaskLogits(logits backend.Tensor, limit int) error
+	Argmax(logits backend.Tensor, limit int) ([]int32, error)
+	Probs(logits backend.Tensor, p sampling.Params) (backend.Tensor, error)
+	Sample(probs backend.Tensor, u []float32) ([]int32, error)
+}
+
+// Verifier applies the acceptance rule on the device (see
+// cuda.Backend.Verify for the uniforms).
+type Verifier interface {
+	Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, greedy bool, uAccept, uResidual []float32, uBonus float32) (int, int32, error)
+}
+
+func lacks[I any](what string) func(backend.Backend) string {
+	return func(b backend.Backend) string {
+		if _, ok := b.(I); !ok {
+			return "no device " + what
+		}
+		return ""
+	}
+}
+
+func addRMSNormCase(g gen, rows, width int) kase {
+	return kase{
+		op: "add_rmsnorm", name: fmt.Sprintf("%dx%d", rows, width),
+		inputs: []input{g.act(2, rows, width), g.act(1, rows, width), g.weight(1, 0.1, width)},
+		needs:  lacks[ResidualNormer]("fused add+rmsnorm"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			d, err := s.out(rows, width)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.b.(ResidualNormer).AddRMSNorm(d, in[0], in[1], in[2], eps); err != nil {
+				return nil, err
+			}
+			x, err := s.read(in[0])
+			if err != nil {
+				return nil, err
+			}
+			y, err := s.read(d)
+			return append(x, y...), err
+		},
+		// x + h is rounded to the storage type before the norm reads it, as
+		// the next layer will read it: the reference does the same from the
+		// sum the backend stored, so only the sum's own error is measured
+		// by the first half.
+		ref: func(in [][]float32) []float64 {
+			sum := make([]float32, len(in[0]))
+			out := make([]float64, 0, 2*len(sum))
+			for i := range sum {
+				sum[i] = in[0][i] + in[1][i]
+				out = append(out, float64(in[0][i])+float64(in[1][i]))
+			}
+			return append(out, rmsnorm64(sum, in[2])...)
+		},
+	}
+}
+
+// logitCases: masking, argmax, probabilities under several sampling
+// parameters, sampling and the acceptance rule, over a vocabulary with
+// padding (limit < vocab) like Qwen's.
+func logitCases(g gen) []kase {
+	const rows, vocab, limit = 6, 5000, 4990
+	var cs []kase
+	cs = append(cs, kase{
+		op: "mask_logits", name: fmt.Sprintf("%dx%d, limit %d", rows, vocab, limit),
+		inputs: []input{g.act(3, rows, vocab)},
+		exact:  true,
+		needs:  lacks[LogitOps]("logit ops"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			if err := s.b.(LogitOps).MaskLogits(in[0], limit); err != nil {
+				return nil, err
+			}
+			return s.read(in[0])
+		},
+		ref: func(in [][]float32) []float64 {
+			out := make([]float64, len(in[0]))
+			for i, v := range in[0] {
+				out[i] = float64(v)
+				if i%vocab >= limit {
+					out[i] = math.Inf(-1)
+				}
+			}
+			return out
+		},
+	})
+	for _, lim := range []int{0, limit} {
+		cs = append(cs, kase{
+			op: "argmax", name: fmt.Sprintf("%dx%d, limit %d", rows, vocab, lim),
+			inputs: []input{g.act(3, rows, vocab)},
+			exact:  true,
+			needs:  lacks[LogitOps]("logit ops"),
+			run: func(s *side, in []backend.Tensor) ([]float32, error) {
+				ids, err := s.b.(LogitOps).Argmax(in[0], lim)
+				return idsOut(ids), err
+			},
+			ref: func(in [][]float32) []float64 {
+				out := make([]float64, rows)
+				for r := range out {
+					out[r] = float64(sampling.Argmax(in[0][r*vocab:(r+1)*vocab], lim))
+				}
+				return out
+			},
+		})
+	}
+	params := []sampling.Params{
+		{Temperature: 0, VocabLimit: limit},
+		{Temperature: 0.7, TopP: 1},
+		{Temperature: 1, TopK: 20},
+		{Temperature: 0.8, TopP: 0.9},
+		{Temperature: 1, TopK: 50, TopP: 0.8, VocabLimit: limit},
+	}
+	for _, p := range params {
+		cs = append(cs, kase{
+			op: "probs", name: fmt.Sprintf("T=%g k=%d p=%g limit %d", p.Temperature, p.TopK, p.TopP, p.VocabLimit),
+			inputs: []input{g.act(3, rows, vocab)},
+			needs:  lacks[LogitOps]("logit ops"),
+			run: func(s *side, in []backend.Tensor) ([]float32, error) {
+				pt, err := s.b.(LogitOps).Probs(in[0], p)
+				if err != nil {
+					return nil, err
+				}
+				s.keep(pt)
+				return s.read(pt)
+			},
+			ref: func(in [][]float32) []float64 {
+				out := make([]float64, 0, rows*vocab)
+				for r := 0; r < rows; r++ {
+					for _, v := range sampling.Probs(in[0][r*vocab:(r+1)*vocab], p) {
+						out = append(out, float64(v))
+					}
+				}
+				return out
+			},
+		})
+	}
+	cs = append(cs, sampleCase(g, 64, 3000), verifyCase(g, true, 4, 2000), verifyCase(g, false, 4, 2000), verifyCase(g, false, 7, 3000))
+	return cs
+}
+
+func idsOut(ids []int32) []float32 {
+	out := make([]float32, len(ids))
+	for i, id := range ids {
+		out[i] = float32(id)
+	}
+	return out
+}
+
+// sampleCase draws one id per row at given uniforms: the device's inverse
+// CDF must pick what sampling.Sample picks from the same probabilities.
+func sampleCase(g gen, rows, vocab int) kase {
+	u := make([]float32, rows)
+	for i := range u {
+		u[i] = g.r.Float32()
+	}
+	u[0], u[1] = 0, math.Nextafter32(1, 0) // both ends
+	p := sampling.Params{Temperature: 0.9, TopK: 100}
+	var probs []float32
+	return kase{
+		op: "sample", name: fmt.Sprintf("%d rows of %d", rows, vocab),
+		inputs: []input{g.act(2, rows, vocab)},
+		exact:  true,
+		needs:  lacks[LogitOps]("logit ops"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			ops := s.b.(LogitOps)
+			pt, err := ops.Probs(in[0], p)
+			if err != nil {
+				return nil, err
+			}
+			s.keep(pt)
+			// The reference samples from the probabilities the device made.
+			if probs, err = s.read(pt); err != nil {
+				return nil, err
+			}
+			ids, err := ops.Sample(pt, u)
+			return idsOut(ids), err
+		},
+		ref: func([][]float32) []float64 { return nil },
+	}.withLateRef(func() []float64 {
+		out := make([]float64, rows)
+		for r := range out {
+			out[r] = float64(sampling.Sample(probs[r*vocab:(r+1)*vocab], float64(u[r])))
+		}
+		return out
+	})
+}
+
+// verifyCase runs the acceptance rule for several rounds of gamma drafts.
+// The drafter's logits are the target's plus noise, so drafts are accepted
+// often but not always; drafts are drawn from the q that is sent.
+func verifyCase(g gen, greedy bool, gamma, vocab int) kase {
+	const rounds = 12
+	p := sampling.Params{Temperature: 0.8, TopK: 40}
+	if greedy {
+		p = sampling.Params{}
+	}
+	type round struct {
+		drafts     []int32
+		q          []sampling.Sparse
+		uAcc, uRes []float32
+		uBonus     float32
+	}
+	rs := make([]round, rounds)
+	target := g.normal(rounds*(gamma+1)*vocab, 0, 3)
+	for k := range rs {
+		r := &rs[k]
+		for i := 0; i < gamma; i++ {
+			tl := target[(k*(gamma+1)+i)*vocab : (k*(gamma+1)+i+1)*vocab]
+			dl := make([]float32, vocab)
+			for j := range dl {
+				dl[j] = tl[j] + float32(0.3*g.r.NormFloat64())
+			}
+			q := sampling.TopKSparse(sampling.Probs(dl, sampling.Params{Temperature: 0.8}), 40)
+			r.q = append(r.q, q)
+			x := q.Sample(g.r.Float64())
+			if greedy && k%2 == 0 {
+				x = sampling.Argmax(tl, 0) // mostly accepted rounds too
+			}
+			r.drafts = append(r.drafts, int32(x))
+			r.uAcc = append(r.uAcc, g.r.Float32())
+			r.uRes = append(r.uRes, g.r.Float32())
+		}
+		r.uBonus = g.r.Float32()
+	}
+	var stored [][]float32 // p rows of each round as the device made them
+	kind := "sampled"
+	if greedy {
+		kind = "greedy"
+	}
+	return kase{
+		op: "verify", name: fmt.Sprintf("%s, gamma %d, %d rounds", kind, gamma, rounds),
+		inputs: []input{{shape: []int{rounds * (gamma + 1), vocab}, vals: target}},
+		exact:  true,
+		needs: func(b backend.Backend) string {
+			if why := lacks[LogitOps]("logit ops")(b); why != "" {
+				return why
+			}
+			return lacks[Verifier]("acceptance rule")(b)
+		},
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			stored = stored[:0]
+			var out []float32
+			for k, r := range rs {
+				logits, err := s.out(gamma+1, vocab)
+				if err != nil {
+					return nil, err
+				}
+				if err := s.b.CopyRows(logits, 0, in[0], k*(gamma+1), gamma+1); err != nil {
+					return nil, err
+				}
+				pt, err := s.b.(LogitOps).Probs(logits, p)
+				if err != nil {
+					return nil, err
+				}
+				s.keep(pt)
+				pv, err := s.read(pt)
+				if err != nil {
+					return nil, err
+				}
+				stored = append(stored, pv)
+				acc, tok, err := s.b.(Verifier).Verify(pt, r.drafts, r.q, greedy, r.uAcc, r.uRes, r.uBonus)
+				if err != nil {
+					return nil, fmt.Errorf("round %d: %w", k, err)
+				}
+				out = append(out, float32(acc), float32(tok))
+			}
+			return out, nil
+		},
+		ref: func([][]float32) []float64 { return nil },
+	}.withLateRef(func() []float64 {
+		var out []float64
+		for k, r := range rs {
+			acc, tok := verifyRef(stored[k], vocab, r.drafts, r.q, greedy, r.uAcc, r.uRes, r.uBonus)
+			out = append(out, float64(acc), float64(tok))
+		}
+		return out
+	})
+}
+
+// verifyRef is spec.Verify with the uniforms given (see Verifier).
+func verifyRef(p []float32, vocab int, drafts []int32, q []sampling.Sparse, greedy bool, uAcc, uRes []float32, uBonus float32) (int, int) {
+	row := func(i int) []float32 { return p[i*vocab : (i+1)*vocab] }
+	for i, x := range drafts {
+		pi := row(i)
+		if greedy {
+			if best := sampling.Argmax(pi, 0); int(x) != best {
+				return i, best
+			}
+			continue
+		}
+		qx := float64(q[i].Prob(int(x)))
+		if float64(uAcc[i])*qx < float64(pi[x]) {
+			continue
+		}
+		r := append([]float32(nil), pi...)
+		for j, id := range q[i].IDs {
+			r[id] = max(0, r[id]-q[i].Probs[j])
+		}
+		y := sampling.Sample(r, float64(uRes[i]))
+		if y < 0 {
+			y = sampling.Sample(pi, float64(uRes[i]))
+		}
+		return i, y
+	}
+	last := row(len(drafts))
+	if greedy {
+		return len(drafts), sampling.Argmax(last, 0)
+	}
+	return len(drafts), sampling.Sample(last, float64(uBonus))
+}

@@ -1,0 +1,303 @@
+package selftest
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/safetensors"
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
+
+// TestCPU runs every check on the CPU backend: with bf16 weight matrices
+// (its bf16 kernels), with f32 weights, and from an f16 checkpoint, the f32
+// backend as reference.
+func TestCPU(t *testing.T) {
+	tests := []struct {
+		name string
+		b    backend.Backend
+		wdt  backend.DType
+	}{
+		{"bf16 weights", cpu.New(2), backend.BF16},
+		{"f32 weights", cpu.NewF32(2), backend.F32},
+		{"f16 checkpoint", cpu.New(2), backend.F16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := Run(tt.b, Config{Seed: 7, Reference: cpu.NewF32(2), WeightDType: tt.wdt})
+			var buf bytes.Buffer
+			if err := WriteTable(&buf, "cpu", rs); err != nil {
+				t.Fatal(err)
+			}
+			if n := Failed(rs); n > 0 {
+				t.Errorf("%d checks failed:\n%s", n, buf.String())
+			}
+			ran := map[string]bool{}
+			for _, r := range rs {
+				if r.Skipped == "" {
+					ran[r.Op] = true
+					if math.IsNaN(r.RefErr) {
+						t.Errorf("%s %s: the reference backend did not run", r.Op, r.Case)
+					}
+				}
+			}
+			for _, op := range []string{"embed", "matmul", "add_bias", "add", "rmsnorm", "rope", "swiglu", "copy_rows", "attention", "load"} {
+				if !ran[op] {
+					t.Errorf("no %s check ran on the CPU backend", op)
+				}
+			}
+			if !strings.Contains(buf.String(), "selftest cpu: ") {
+				t.Errorf("the table has no closing count:\n%s", buf.String())
+			}
+		})
+	}
+}
+
+// hostOps gives the CPU backend the optional device operations, computed on
+// the host with pkg/sampling, so the checks of those operations run here.
+// Its fields break one operation each, to show the checks catch it.
+type hostOps struct {
+	*cpu.Backend
+	breakProbsTopK    bool
+	breakArgmax       bool
+	breakVerify       bool
+	breakRandomSeed   bool
+	breakMatMulRow    bool
+	breakAttnWindow   bool
+	breakNormScale    float32
+	breakSampleOffset bool
+}
+
+func (h *hostOps) read(t backend.Tensor) []float32 {
+	v := make([]float32, backend.Elems(t))
+	if err := h.Read(t, v); err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func (h *hostOps) AddRMSNorm(dst, x, hh, w backend.Tensor, eps float32) error {
+	if err := h.Add(x, x, hh); err != nil {
+		return err
+	}
+	return h.RMSNorm(dst, x, w, eps)
+}
+
+func (h *hostOps) MaskLogits(logits backend.Tensor, limit int) error {
+	v := h.read(logits)
+	cols := backend.Cols(logits)
+	for i := range v {
+		if i%cols >= limit {
+			v[i] = float32(math.Inf(-1))
+		}
+	}
+	return h.Write(logits, v)
+}
+
+func (h *hostOps) Argmax(logits backend.Tensor, limit int) ([]int32, error) {
+	v, cols := h.read(logits), backend.Cols(logits)
+	out := make([]int32, backend.Rows(logits))
+	for r := range out {
+		out[r] = int32(sampling.Argmax(v[r*cols:(r+1)*cols], limit))
+		if h.breakArgmax && r == 1 {
+			out[r]++
+		}
+	}
+	return out, nil
+}
+
+func (h *hostOps) Probs(logits backend.Tensor, p sampling.Params) (backend.Tensor, error) {
+	v, cols := h.read(logits), backend.Cols(logits)
+	if h.breakProbsTopK {
+		p.TopK = 0
+	}
+	out := make([]float32, 0, len(v))
+	for r := 0; r < backend.Rows(logits); r++ {
+		out = append(out, sampling.Probs(v[r*cols:(r+1)*cols], p)...)
+	}
+	return cpu.FromSlice(out, backend.Rows(logits), cols), nil
+}
+
+func (h *hostOps) Sample(probs backend.Tensor, u []float32) ([]int32, error) {
+	v, cols := h.read(probs), backend.Cols(probs)
+	out := make([]int32, len(u))
+	for r := range out {
+		uu := float64(u[r])
+		if h.breakSampleOffset {
+			uu = math.Mod(uu+0.5, 1)
+		}
+		out[r] = int32(sampling.Sample(v[r*cols:(r+1)*cols], uu))
+	}
+	return out, nil
+}
+
+func (h *hostOps) Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, greedy bool, uAcc, uRes []float32, uBonus float32) (int, int32, error) {
+	acc, tok := verifyRef(h.read(p), backend.Cols(p), drafts, q, greedy, uAcc, uRes, uBonus)
+	if h.breakVerify {
+		acc = len(drafts) // accepts everything
+	}
+	return acc, int32(tok), nil
+}
+
+func (h *hostOps) LoadRandom(shape []int, dtype backend.DType, seed uint64, mean, std float32) (backend.Tensor, error) {
+	if h.breakRandomSeed {
+		seed = rand.Uint64()
+	}
+	r := rand.New(rand.NewPCG(seed, 1))
+	v := make([]float32, numel(shape))
+	for i := range v {
+		v[i] = mean + std*float32(r.NormFloat64())
+	}
+	raw, err := safetensors.FromFloat32(safetensors.BF16, v)
+	if err != nil {
+		return nil, err
+	}
+	return h.Load(shape, backend.BF16, raw)
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+func (h *hostOps) MatMul(dst, x, w backend.Tensor) error {
+	if !h.breakMatMulRow {
+		return h.Backend.MatMul(dst, x, w)
+	}
+	// Computes everything but leaves the last row as it found it.
+	tmp := h.New(dst.Shape()...)
+	if err := h.Backend.MatMul(tmp, x, w); err != nil {
+		return err
+	}
+	return h.CopyRows(dst, 0, tmp, 0, backend.Rows(dst)-1)
+}
+
+func (h *hostOps) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a backend.Attn) error {
+	if h.breakAttnWindow {
+		a.Window = 0
+	}
+	return h.Backend.Attention(dst, q, seqs, a)
+}
+
+func (h *hostOps) RMSNorm(dst, x, w backend.Tensor, eps float32) error {
+	if err := h.Backend.RMSNorm(dst, x, w, eps); err != nil {
+		return err
+	}
+	if h.breakNormScale == 0 {
+		return nil
+	}
+	v := h.read(dst)
+	for i := range v {
+		v[i] *= h.breakNormScale
+	}
+	return h.Write(dst, v)
+}
+
+// TestDeviceOps runs the checks of the optional operations through hostOps,
+// then breaks one operation at a time: exactly the checks of that operation
+// must fail, and the rest pass.
+func TestDeviceOps(t *testing.T) {
+	op := func(names ...string) func(Result) bool {
+		return func(r Result) bool {
+			for _, n := range names {
+				if r.Op == n {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	tests := []struct {
+		name string
+		ops  hostOps
+		// fails says which checks must fail; every other check must pass.
+		fails func(Result) bool
+	}{
+		{"correct", hostOps{}, op()},
+		{"top-k ignored", hostOps{breakProbsTopK: true}, func(r Result) bool {
+			return r.Op == "probs" && !strings.Contains(r.Case, "k=0")
+		}},
+		{"argmax off by one", hostOps{breakArgmax: true}, op("argmax")},
+		{"verify accepts all", hostOps{breakVerify: true}, op("verify")},
+		{"random weights not seeded", hostOps{breakRandomSeed: true}, op("load_random")},
+		{"matmul skips the last row", hostOps{breakMatMulRow: true}, op("matmul")},
+		{"attention ignores the window", hostOps{breakAttnWindow: true}, func(r Result) bool {
+			return r.Op == "attention" && strings.Contains(r.Case, "window")
+		}},
+		{"rmsnorm 1% off", hostOps{breakNormScale: 1.01}, op("rmsnorm", "add_rmsnorm")},
+		{"sampling at the wrong uniform", hostOps{breakSampleOffset: true}, op("sample")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.ops
+			h.Backend = cpu.NewF32(2)
+			rs := Run(&h, Config{Seed: 11, WeightDType: backend.F32})
+			for _, r := range rs {
+				switch want := tt.fails(r); {
+				case r.Skipped != "":
+					t.Errorf("%s %s skipped: %s", r.Op, r.Case, r.Skipped)
+				case want && r.Passed():
+					t.Errorf("%s %s passed, want a failure", r.Op, r.Case)
+				case !want && !r.Passed():
+					t.Errorf("%s %s failed (err %.2g, unwritten %d, %v)", r.Op, r.Case, r.Err, r.Unwritten, r.Failure)
+				}
+			}
+		})
+	}
+}
+
+// TestCompare pins the error measure: relative L2, NaN as unwritten, ids
+// exactly.
+func TestCompare(t *testing.T) {
+	nan := float32(math.NaN())
+	tests := []struct {
+		name      string
+		got       []float32
+		want      []float64
+		exact     bool
+		err       float64
+		unwritten int
+	}{
+		{"equal", []float32{1, 2, 3}, []float64{1, 2, 3}, false, 0, 0},
+		{"relative L2", []float32{3, 0}, []float64{3, 4}, false, 4.0 / 5, 0},
+		{"poisoned", []float32{1, nan}, []float64{1, 2}, false, math.NaN(), 1},
+		{"ids", []float32{4, 5, 6, 7}, []float64{4, 5, 0, 7}, true, 0.25, 0},
+		{"masked -inf equal", []float32{float32(math.Inf(-1))}, []float64{math.Inf(-1)}, true, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, u, err := compare(tt.got, tt.want, tt.exact)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u != tt.unwritten || !(e == tt.err || math.IsNaN(e) && math.IsNaN(tt.err) || math.Abs(e-tt.err) < 1e-12) {
+				t.Errorf("compare = %v, %d unwritten; want %v, %d", e, u, tt.err, tt.unwritten)
+			}
+		})
+	}
+	if _, _, err := compare([]float32{1}, []float64{1, 2}, false); err == nil {
+		t.Error("outputs of the wrong length were accepted")
+	}
+}
+
+// TestFreshInputs: another seed draws other inputs.
+func TestFreshInputs(t *testing.T) {
+	first := func(seed uint64) string {
+		c := cases(Config{Seed: seed})[2] // a matmul
+		return fmt.Sprint(c.inputs[0].vals[:4])
+	}
+	if first(1) == first(2) {
+		t.Error("two seeds drew the same inputs")
+	}
+	if first(3) != first(3) {
+		t.Error("one seed drew different inputs")
+	}
+}

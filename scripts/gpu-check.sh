@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The CUDA backend's check on a GPU machine (docs/cuda.md), in two steps:
+#
+#   scripts/gpu-check.sh pack   here: make build-cuda, then pack bin/worker and
+#                               the shared libraries a GPU image may lack
+#                               (OpenBLAS for the CPU backend, libgfortran,
+#                               libquadmath, libcudart) into build/gpu-check,
+#                               gzipped to travel in the device tool's carry.
+#   scripts/gpu-check.sh [run]  there: builds nothing; unpacks, finds the
+#                               machine's CUDA 13 libcublas/libcudart, then
+#                               1. worker selftest --backend cuda (bf16 and f32),
+#                               2. worker bench --backend cuda on a Qwen3-8B-shaped
+#                                  model with random bf16 weights at batch 1,8,32
+#                                  (its bandwidth column is a 1 GiB device-to-device
+#                                  copy: the ceiling a decode step can approach),
+#                               3. the same copy through PyTorch, as a cross-check,
+#                               4. transformers (bf16, SDPA) on the same shape and card,
+#                               and prints a table last. Everything lands in $OUT
+#                               (or /tmp/gpu-check) too.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PACK=build/gpu-check
+MODEL=testdata/configs/qwen3-8b
+BATCH="${BATCH:-1,8,32}"
+PROMPT="${PROMPT:-128}"
+NEW="${NEW:-32}"
+
+pack() {
+	set -e
+	make build-cuda
+	rm -rf "$PACK" && mkdir -p "$PACK/lib"
+	gzip -c bin/worker >"$PACK/worker.gz"
+	# The libraries bin/worker needs besides the CUDA ones the GPU image has.
+	for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libcudart.so.13; do
+		path=$(ldd bin/worker | awk -v l="$lib" '$1 == l {print $3}')
+		[[ -n $path ]] || { echo "ldd bin/worker does not list $lib" >&2; exit 1; }
+		gzip -c "$(readlink -f "$path")" >"$PACK/lib/$lib.gz"
+	done
+	du -sh "$PACK"
+	echo "packed: run it on the GPU machine with scripts/gpu-check.sh run, carrying $PACK (docs/cuda.md)"
+}
+
+# cuda_libs prints the folders holding the machine's own libcublas.so.13 and
+# libcudart.so.13: the CUDA toolkit's, or the pip wheels PyTorch came with.
+cuda_libs() {
+	{
+		for d in ${CUDA_LIB_DIR:-} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
+			echo "$d"
+		done
+		python3 - <<'PY' 2>/dev/null
+import glob, os, sys
+for p in sys.path:
+    for d in glob.glob(os.path.join(p, "nvidia", "*", "lib")):
+        print(d)
+PY
+		ldconfig -p 2>/dev/null | awk '/libcublas\.so\.13|libcudart\.so\.13/ {print $NF}' | xargs -r -n1 dirname
+	} | while read -r d; do
+		if [[ -f $d/libcublas.so.13 && -f $d/libcublasLt.so.13 ]] || [[ -f $d/libcudart.so.13 ]]; then echo "$d"; fi
+	done | awk '!seen[$0]++'
+}
+
+run() {
+	local out="${OUT:-/tmp/gpu-check}" tmp=/tmp/gpu-check-bin
+	mkdir -p "$out" "$tmp/lib"
+	[[ -f $PACK/worker.gz ]] || { echo "no $PACK/worker.gz: run scripts/gpu-check.sh pack here first and carry $PACK" >&2; exit 1; }
+	gunzip -c "$PACK/worker.gz" >"$tmp/worker" && chmod +x "$tmp/worker"
+	for f in "$PACK"/lib/*.gz; do gunzip -c "$f" >"$tmp/lib/$(basename "$f" .gz)"; done
+	local dirs
+	dirs=$(cuda_libs | paste -sd:)
+	[[ -n $dirs ]] || echo "warning: no libcublas.so.13 found on this machine; set CUDA_LIB_DIR" >&2
+	# The machine's CUDA first; the carried libraries fill the gaps.
+	export LD_LIBRARY_PATH="${dirs:+$dirs:}$tmp/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+	{
+		echo "== $(date -u +%FT%TZ) $(uname -m)"
+		nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader 2>&1
+		echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+		ldd "$tmp/worker" | grep -E "cublas|cudart|openblas|not found"
+	} 2>&1 | tee "$out/env.txt"
+	if ldd "$tmp/worker" | grep -q "not found"; then
+		echo "bin/worker cannot find a library (above)" >&2
+		exit 1
+	fi
+	local rc=0
+	echo "== selftest"
+	"$tmp/worker" selftest --backend cuda 2>&1 | tee "$out/selftest.txt"
+	[[ ${PIPESTATUS[0]} == 0 ]] || rc=1
+	echo "== draftbench bench (cuda, bf16, random weights)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --json >"$out/bench_draftbench.json" 2>"$out/bench_draftbench.log" || {
+		rc=1
+		cat "$out/bench_draftbench.log"
+	}
+	echo "== PyTorch device-to-device copy"
+	PYTHONUNBUFFERED=1 python3 - >"$out/copy_torch.json" <<'PY' || rc=1
+import json, torch
+n = 1 << 30
+a = torch.randint(0, 1 << 30, (n // 4,), dtype=torch.int32, device="cuda")
+b = torch.empty_like(a)
+b.copy_(a)
+ms = []
+for _ in range(10):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); b.copy_(a); e.record(); torch.cuda.synchronize()
+    ms.append(s.elapsed_time(e))
+ms.sort()
+print(json.dumps({"bytes": n, "median_ms": ms[5], "gb_per_s": 2 * n / (ms[5] * 1e-3) / 1e9}))
+PY
+	echo "== transformers (cuda, bf16, sdpa, random weights)"
+	PYTHONUNBUFFERED=1 python3 scripts/golden/bench_hf.py "$MODEL" --device cuda --dtype bf16 --random-weights \
+		--batch "$BATCH" --prompt-len "$PROMPT" --new-tokens "$NEW" >"$out/bench_hf.json" 2>"$out/bench_hf.log" || {
+		rc=1
+		tail -20 "$out/bench_hf.log"
+	}
+	python3 - "$out" <<'PY' | tee "$out/table.txt"
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except Exception as e:
+        print(f"{name}: {e}")
+        return None
+ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load("copy_torch.json")
+if ours:
+    print(f"draftbench: {ours.get('device', '?')}")
+if theirs:
+    print(f"reference:  {theirs['engine']} on {theirs.get('device', '?')}")
+if copy:
+    print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
+print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6}")
+for i, o in enumerate((ours or {}).get("rows", [])):
+    t = (theirs or {}).get("rows", [])
+    t = t[i] if i < len(t) else {}
+    r = lambda a, b: a / b if b else float("nan")
+    print(f"{o['batch']:>5} | {o['prefill_tok_per_s']:>13.0f} {t.get('prefill_tok_per_s', 0):>9.0f} "
+          f"{r(o['prefill_tok_per_s'], t.get('prefill_tok_per_s')):>6.2f} | {o['decode_tok_per_s']:>12.1f} "
+          f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
+          f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
+          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f}")
+PY
+	grep -E "^selftest cuda" "$out/selftest.txt"
+	return $rc
+}
+
+case "${1:-run}" in
+pack) pack ;;
+run) run ;;
+*)
+	echo "usage: scripts/gpu-check.sh [pack|run]" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/backend/cuda"
+	"github.com/draftbench/draftbench/pkg/backend/selftest"
+	"github.com/draftbench/draftbench/pkg/cli"
+)
+
+// engine is a backend opened by name, with what the benchmarks need beside it.
+type engine struct {
+	backend.Backend
+	// bandwidth measures the memory bandwidth a decode step streams weights at.
+	bandwidth func() (float64, error)
+	close     func() error
+	about     string // one line: the device(s)
+}
+
+// openBackend opens the backend --backend names: cpu, or cuda on the given
+// devices (nil: every visible one). f32 asks for f32 weights too.
+func openBackend(name string, threads int, f32 bool, devices []int) (*engine, error) {
+	switch name {
+	case "cpu":
+		b := cpu.New(threads)
+		if f32 {
+			b = cpu.NewF32(threads)
+		}
+		return &engine{Backend: b, close: func() error { return nil },
+			bandwidth: func() (float64, error) { return cpu.ReadBandwidth(512 << 20), nil },
+			about:     fmt.Sprintf("cpu, bf16 kernel %s", cpu.Kernel())}, nil
+	case "cuda":
+		b, err := cuda.New(cuda.Options{Devices: devices, F32: f32})
+		if errors.Is(err, cuda.ErrNotBuilt) {
+			return nil, fmt.Errorf("--backend cuda: %w", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		var about []string
+		for _, d := range b.Devices() {
+			about = append(about, fmt.Sprintf("GPU %d: %s (sm_%d%d, %d SMs, %.1f GiB, %.1f GiB free)", d.Ordinal, d.Name, d.Major, d.Minor,
+				d.SMs, float64(d.TotalBytes)/(1<<30), float64(d.FreeBytes)/(1<<30)))
+		}
+		return &engine{Backend: b, close: b.Close,
+			bandwidth: func() (float64, error) { return b.CopyBandwidth(1 << 30) },
+			about:     strings.Join(about, "; ") + ", kernels " + cuda.KernelsID}, nil
+	}
+	return nil, cli.Usagef("--backend %q is not one of cpu, cuda", name)
+}
+
+func selftestCmd() *cli.Command {
+	var name, dtypes, devices, only string
+	var seed uint64
+	var threads int
+	return &cli.Command{
+		Name:     "selftest",
+		Synopsis: "check every backend operation against float64 references on fresh random inputs (a table)",
+		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--threads N]",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&name, "backend", "cpu", "backend to check: cpu or cuda")
+			fs.StringVar(&dtypes, "dtype", "bf16,f32", "storage to check: bf16 (bf16 weights), f32 (all f32), or both")
+			fs.StringVar(&devices, "devices", "", "CUDA devices (default: every visible one)")
+			fs.Uint64Var(&seed, "seed", 0, "seed of the inputs (0: a new one, printed)")
+			fs.StringVar(&only, "only", "", "comma-separated ops to check (default: all)")
+			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
+		},
+		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			devs, err := parseInts(devices)
+			if err != nil {
+				return cli.Usagef("--devices %q: %v", devices, err)
+			}
+			if seed == 0 {
+				seed = uint64(time.Now().UnixNano())
+			}
+			cfg := selftest.Config{Seed: seed, Reference: cpu.NewF32(threads), WeightDType: backend.BF16}
+			if only != "" {
+				cfg.Only = map[string]bool{}
+				for _, op := range strings.Split(only, ",") {
+					cfg.Only[strings.TrimSpace(op)] = true
+				}
+			}
+			failed := 0
+			for _, dt := range strings.Split(dtypes, ",") {
+				dt = strings.TrimSpace(dt)
+				if dt != "bf16" && dt != "f32" {
+					return cli.Usagef("--dtype %q: each is bf16 or f32", dtypes)
+				}
+				e, err := openBackend(name, threads, dt == "f32", devs)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "%s, %s storage, seed %d\n", e.about, dt, seed)
+				rs := selftest.Run(e, cfg)
+				failed += selftest.Failed(rs)
+				if err := selftest.WriteTable(env.Stdout, name+"/"+dt, rs); err != nil {
+					return err
+				}
+				if err := e.close(); err != nil {
+					return err
+				}
+				fmt.Fprintln(env.Stdout)
+			}
+			if failed > 0 {
+				return fmt.Errorf("selftest of %s: %d checks failed (seed %d)", name, failed, seed)
+			}
+			return nil
+		},
+	}
+}
+
+// parseInts reads "0,1,2"; "" is nil.
+func parseInts(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a device number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
