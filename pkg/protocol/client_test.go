@@ -10,19 +10,24 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-
-	"github.com/draftbench/draftbench/pkg/natsrv"
 )
 
+// connect starts an in-process NATS server (not through pkg/natsrv, which
+// imports this package) and connects to it.
 func connect(t *testing.T, maxPayload int32) *nats.Conn {
 	t.Helper()
-	srv, err := natsrv.Start(natsrv.Options{MaxPayload: maxPayload})
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, MaxPayload: maxPayload, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{Name: "protocol test"})
+	nc, err := nats.Connect(srv.ClientURL(), nats.Name("protocol test"))
 	if err != nil {
 		t.Fatal(err)
 	}
