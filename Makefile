@@ -45,7 +45,7 @@ help:
 
 system-deps:
 	@missing=""; \
-	for p in libopenblas-dev pkg-config; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in libopenblas-dev pkg-config iproute2; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
@@ -93,10 +93,13 @@ vet: deps
 unit: test-deps
 	$(GO) test ./...
 
+# go test ./... includes test/multihost (network namespaces: needs root, as CI
+# runs) and the CUDA compile check needs no GPU.
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime 5s ./pkg/safetensors
+	$(MAKE) --no-print-directory test-cuda-build
 
 fuzz: test-deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./pkg/safetensors
@@ -159,8 +162,31 @@ vet-cuda: deps
 	$(GO) vet -tags cuda ./...
 
 # The CI check of the CUDA build (no GPU): kernels, vet and link with -tags
-# cuda, the package's tests (which, without a device, check the error that
-# says so), and the linked worker starting up.
-test-cuda-build: vet-cuda build-cuda
+# cuda (into build/cuda, leaving bin/ alone), the package's tests (which,
+# without a device, check the error that says so), and the linked worker
+# starting up.
+test-cuda-build: vet-cuda $(KERNEL_LIB)
+	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -o build/cuda/ ./worker ./controller
 	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) test -tags cuda ./pkg/backend/cuda/
-	bin/worker selftest --help >/dev/null
+	build/cuda/worker selftest --help >/dev/null
+
+# --- many hosts (issue 9; docs/deploy.md) -------------------------------------
+.PHONY: test-multihost docker-check
+
+# Hosts as network namespaces on this machine (root): a target split over two
+# of them, a cut link, a NATS cluster losing a server, bad input on the wire.
+test-multihost: deps
+	@command -v ip >/dev/null || { echo "installing iproute2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+	scripts/multihost/test.sh
+
+# shellcheck, the compose file, the Dockerfiles when a Docker engine is here.
+docker-check:
+	@missing=""; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	docker/check.sh

@@ -39,6 +39,7 @@ type serveOptions struct {
 	natsURL, listen, store string
 	token, creds           string
 	workerWait             time.Duration
+	replicas               int
 	// ready, when set, is called with the NATS URL once jobs are accepted (tests).
 	ready func(url string)
 }
@@ -48,13 +49,15 @@ func serveCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "serve",
 		Synopsis: "long-running controller: queue submitted jobs and run them, one at a time, on the workers that join",
-		Usage: `controller serve [--nats URL | --listen 127.0.0.1:4222] [--store DIR] [--token T | --creds FILE]
+		Usage: `controller serve [--nats URL[,URL...] | --listen 127.0.0.1:4222] [--store DIR] [--token T | --creds FILE]
+       [--replicas N]
 
 Without --nats it embeds a NATS server with JetStream, listening on --listen,
 its data in --store (default $XDG_DATA_HOME/draftbench, else
 ~/.local/share/draftbench, else ./draftbench-store). Listening anywhere but
 loopback needs --token (or $DRAFTBENCH_NATS_TOKEN). With --nats it uses an
-existing server, which must have JetStream. Jobs, their states and their
+existing server, which must have JetStream; on a NATS cluster give every
+server's URL, comma-separated, and --replicas 3. Jobs, their states and their
 live results are kept there: a restarted controller lists its jobs, and jobs
 it was running when it stopped are marked failed. Model and dataset paths of
 a submitted job are read on this machine, relative to this folder.`,
@@ -65,6 +68,7 @@ a submitted job are read on this machine, relative to this folder.`,
 			fs.StringVar(&o.token, "token", "", "NATS token: required of clients by the embedded server, or sent to --nats (default $"+tokenEnv+")")
 			fs.StringVar(&o.creds, "creds", "", "NATS credentials file for --nats")
 			fs.DurationVar(&o.workerWait, "worker-wait", 5*time.Minute, "how long a job waits for a first worker before it fails")
+			fs.IntVar(&o.replicas, "replicas", 1, "copies JetStream keeps of the jobs and results when it creates them: 3 on a NATS cluster of three or more servers")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			set := map[string]bool{}
@@ -80,6 +84,8 @@ a submitted job are read on this machine, relative to this folder.`,
 				return cli.Usagef("--creds is for --nats; the embedded server takes --token")
 			case o.workerWait <= 0:
 				return cli.Usagef("--worker-wait %s must be positive", o.workerWait)
+			case o.replicas < 1 || o.replicas > 5:
+				return cli.Usagef("--replicas %d is not in 1..5 (JetStream's limit)", o.replicas)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -125,7 +131,7 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 	}
 	defer nc.Close()
 	var subj protocol.Subjects
-	store, err := jobstore.Open(ctx, nc, jobstore.Options{Subjects: subj, Log: env.Logger})
+	store, err := jobstore.Open(ctx, nc, jobstore.Options{Subjects: subj, Replicas: o.replicas, Log: env.Logger})
 	if err != nil {
 		return err
 	}
@@ -139,7 +145,7 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 	go reg.Watch(wctx)
 
 	run := func(ctx context.Context, job *controller.Job, onRequest func(metrics.Request)) (*jobrun.Result, error) {
-		if err := waitForWorker(ctx, reg, o.workerWait, url, log.With("job", job.ID)); err != nil {
+		if err := waitForWorker(ctx, reg, o.workerWait, natsrv.Redact(url), log.With("job", job.ID)); err != nil {
 			return nil, err
 		}
 		return controller.Run(ctx, controller.Config{
@@ -160,7 +166,8 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 	go func() {
 		select {
 		case <-server.Ready():
-			fmt.Fprintf(env.Stdout, "controller serving on %s (submit with: controller submit JOB.hcl --nats %s)\n", url, url)
+			shown := natsrv.Redact(url) // a URL may carry a password
+			fmt.Fprintf(env.Stdout, "controller serving on %s (submit with: controller submit JOB.hcl --nats %s)\n", shown, shown)
 			if o.ready != nil {
 				o.ready(url)
 			}

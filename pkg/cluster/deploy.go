@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -36,11 +37,15 @@ type Deployment struct {
 	Target  driver.Pipeline
 	Drafter *driver.Pipeline
 
-	nc     *nats.Conn
-	subj   protocol.Subjects
-	log    hclog.Logger
-	stages []stageRef
-	sub    *nats.Subscription
+	nc       *nats.Conn
+	subj     protocol.Subjects
+	log      hclog.Logger
+	stages   []stageRef
+	sub      *nats.Subscription
+	stopLost func() // ends Watch's interest in lost workers
+
+	mu   sync.Mutex
+	lost map[string]bool // workers Watch saw go silent
 }
 
 // DeployOptions tune Deploy.
@@ -60,7 +65,7 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 	if opt.Log == nil {
 		opt.Log = hclog.NewNullLogger()
 	}
-	d := &Deployment{nc: nc, subj: subj, log: opt.Log.Named("deploy")}
+	d := &Deployment{nc: nc, subj: subj, log: opt.Log.Named("deploy"), lost: map[string]bool{}}
 	type job struct {
 		ref stageRef
 		a   *protocol.Assignment
@@ -169,8 +174,11 @@ func (d *Deployment) Watch(reg *Registry, fail func(error)) error {
 		mine[s.worker.ID] = true
 		instances[s.instance] = true
 	}
-	reg.OnLost(func(w Worker) {
+	d.stopLost = reg.OnLost(func(w Worker) {
 		if mine[w.ID] {
+			d.mu.Lock()
+			d.lost[w.ID] = true
+			d.mu.Unlock()
 			once.Do(func() { fail(fmt.Errorf("worker %s on host %s stopped sending heartbeats", w.ID[:8], w.Host)) })
 		}
 	})
@@ -186,22 +194,35 @@ func (d *Deployment) Watch(reg *Registry, fail func(error)) error {
 		}
 	})
 	if err != nil {
+		d.stopLost()
 		return err
 	}
 	d.sub = sub
 	return nil
 }
 
-// Release stops every stage of the deployment.
+// releaseTimeout bounds the wait for a worker to stop a deployment's stages
+// (the agent's grace period before SIGKILL is 10s).
+const releaseTimeout = 15 * time.Second
+
+// Release stops every stage of the deployment. Workers are asked in
+// parallel. A worker Watch saw go silent is told without waiting for an
+// answer that cannot come: the server delivers the release if the worker's
+// connection survives its outage, and the job ends now rather than after a
+// timeout per lost stage.
 func (d *Deployment) Release(reason string) {
 	if d.sub != nil {
 		_ = d.sub.Unsubscribe()
 		d.sub = nil
 	}
-	data, err := protocol.Encode(&protocol.Release{Reason: reason})
-	if err != nil {
-		return
+	if d.stopLost != nil {
+		d.stopLost()
+		d.stopLost = nil
 	}
+	d.mu.Lock()
+	lost := maps.Clone(d.lost)
+	d.mu.Unlock()
+	var wg sync.WaitGroup
 	done := map[string]bool{}
 	for _, s := range d.stages {
 		key := s.worker.ID + "/" + s.instance
@@ -209,13 +230,28 @@ func (d *Deployment) Release(reason string) {
 			continue
 		}
 		done[key] = true
-		rel, _ := protocol.Encode(&protocol.Release{Instance: s.instance, Reason: reason})
-		if rel == nil {
-			rel = data
+		rel, err := protocol.Encode(&protocol.Release{Instance: s.instance, Reason: reason})
+		if err != nil {
+			d.log.Error("release", "instance", s.instance, "error", err)
+			continue
 		}
-		if _, err := d.nc.Request(d.subj.WorkerRelease(s.worker.ID), rel, 15*time.Second); err != nil {
-			d.log.Warn("release", "worker", s.worker.Host, "instance", s.instance, "error", err)
+		subject := d.subj.WorkerRelease(s.worker.ID)
+		if lost[s.worker.ID] {
+			// An inbox nobody reads: the agent answers into the void.
+			if err := d.nc.PublishRequest(subject, d.nc.NewInbox(), rel); err != nil {
+				d.log.Warn("release", "worker", s.worker.Host, "instance", s.instance, "error", err)
+			}
+			d.log.Info("release sent to a lost worker without waiting", "worker", s.worker.Host, "instance", s.instance)
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := d.nc.Request(subject, rel, releaseTimeout); err != nil {
+				d.log.Warn("release", "worker", s.worker.Host, "instance", s.instance, "error", err)
+			}
+		}()
 	}
+	wg.Wait()
 	d.stages = nil
 }

@@ -8,6 +8,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -49,7 +50,8 @@ type Registry struct {
 	mu      sync.Mutex
 	workers map[string]*Worker
 	changed chan struct{} // closed and replaced on every change
-	lostFns []func(Worker)
+	lostFns map[int]func(Worker)
+	nextFn  int
 	subs    []*nats.Subscription
 }
 
@@ -64,7 +66,8 @@ func NewRegistry(nc *nats.Conn, subj protocol.Subjects, opt Options) (*Registry,
 	if opt.Log == nil {
 		opt.Log = hclog.NewNullLogger()
 	}
-	r := &Registry{nc: nc, subj: subj, opt: opt, workers: map[string]*Worker{}, changed: make(chan struct{})}
+	r := &Registry{nc: nc, subj: subj, opt: opt, workers: map[string]*Worker{}, changed: make(chan struct{}),
+		lostFns: map[int]func(Worker){}}
 	sub, err := nc.Subscribe(subj.WorkersRegister(), r.onRegister)
 	if err != nil {
 		return nil, err
@@ -147,11 +150,20 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 	}
 }
 
-// OnLost registers f to be called (once per loss) when a worker goes silent.
-func (r *Registry) OnLost(f func(Worker)) {
+// OnLost registers f to be called (once per loss) when a worker goes silent,
+// until the returned function is called: a long-running controller watches
+// each job's workers only while the job runs.
+func (r *Registry) OnLost(f func(Worker)) (stop func()) {
 	r.mu.Lock()
-	r.lostFns = append(r.lostFns, f)
+	id := r.nextFn
+	r.nextFn++
+	r.lostFns[id] = f
 	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.lostFns, id)
+		r.mu.Unlock()
+	}
 }
 
 // Check marks as lost every worker silent for three heartbeat intervals and
@@ -167,7 +179,7 @@ func (r *Registry) Check() {
 			lost = append(lost, *w)
 		}
 	}
-	fns := slices.Clone(r.lostFns)
+	fns := slices.Collect(maps.Values(r.lostFns))
 	if len(lost) > 0 {
 		r.notify()
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,8 +42,18 @@ type Engine struct {
 	// StepTimeout bounds one step; a stage that does not answer in time
 	// fails the request instead of hanging the job (0 = 2 minutes).
 	StepTimeout time.Duration
+	// ResendAfter is how long a step may go unanswered before it is sent
+	// again, at least (0: DefaultResendAfter; negative: never). See send.
+	ResendAfter time.Duration
 	Now         func() time.Time
+
+	mu      sync.Mutex
+	slowest map[protocol.Op]time.Duration // per op, of the answered steps
 }
+
+// DefaultResendAfter is Engine.ResendAfter's default: far above a step of
+// a model that fits a host, short against StepTimeout.
+const DefaultResendAfter = 5 * time.Second
 
 var _ jobrun.Engine = (*Engine)(nil)
 
@@ -59,9 +70,6 @@ type session struct {
 
 // Generate implements jobrun.Engine.
 func (e *Engine) Generate(ctx context.Context, mode metrics.Mode, g jobrun.Gen) (jobrun.GenResult, error) {
-	if e.Now == nil {
-		e.Now = time.Now
-	}
 	s := &session{e: e, g: g, id: uuid.New(), seq: slices.Clone(g.Prompt), prompt: len(g.Prompt)}
 	if mode == metrics.ModeSpeculative && e.Drafter == nil {
 		return jobrun.GenResult{}, errors.New("speculative mode without a drafter pipeline")
@@ -94,7 +102,7 @@ func (s *session) step(ctx context.Context, p Pipeline, req *protocol.StepReques
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	rep, err := s.e.Client.Step(sctx, p.Subject, req)
+	rep, err := s.e.send(sctx, p.Subject, req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return nil, fmt.Errorf("%s on %s: no reply within %s (a stage is down or overloaded)", req.Op, p.Subject, timeout)
@@ -105,6 +113,86 @@ func (s *session) step(ctx context.Context, p Pipeline, req *protocol.StepReques
 		return nil, err
 	}
 	return rep, nil
+}
+
+// send sends req and waits for its reply. A NATS server that stops (one
+// member of a cluster) drops the messages passing through it, and a step
+// whose request or reply was among them is never answered. Steps are
+// idempotent (pkg/protocol: every stage truncates to CacheLen first, the
+// same step from the same cache length and seed gives the same answer, and
+// a session's steps run in the order they arrive), so send sends the step
+// again when it has waited longer than ResendAfter and four times the
+// slowest answered step of its op, and takes the first reply. A copy that
+// was only slow is computed twice, never wrongly: it reaches each stage
+// before the session's next step, which the driver sends only after a reply.
+func (e *Engine) send(ctx context.Context, subject string, req *protocol.StepRequest) (*protocol.StepReply, error) {
+	if e.ResendAfter < 0 {
+		return e.Client.Step(ctx, subject, req)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	// The copies still waiting end with ctx; waiting for them means each
+	// copy was published before the session's next step can be.
+	defer wg.Wait()
+	defer cancel()
+	type result struct {
+		rep  *protocol.StepReply
+		err  error
+		took time.Duration // from this copy's sending to its reply
+	}
+	results := make(chan result)
+	attempt := func() {
+		r := *req // Step sets its own reply subject on each copy
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			rep, err := e.Client.Step(ctx, subject, &r)
+			select {
+			case results <- result{rep, err, time.Since(start)}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	attempt()
+	timer := time.NewTimer(e.resendAfter(req.Op))
+	defer timer.Stop()
+	for {
+		select {
+		case r := <-results:
+			if r.err == nil {
+				// The copy that answered first was not lost: its time is
+				// a step's time, so a step slower than ResendAfter stops
+				// being sent twice once one of its kind has been answered.
+				e.observe(req.Op, r.took)
+			}
+			return r.rep, r.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s step of session %s on %s: %w", req.Op, req.Session, subject, ctx.Err())
+		case <-timer.C:
+			attempt()
+			timer.Reset(e.resendAfter(req.Op))
+		}
+	}
+}
+
+func (e *Engine) resendAfter(op protocol.Op) time.Duration {
+	base := e.ResendAfter
+	if base == 0 {
+		base = DefaultResendAfter
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return max(base, 4*e.slowest[op])
+}
+
+func (e *Engine) observe(op protocol.Op, d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.slowest == nil {
+		e.slowest = map[protocol.Op]time.Duration{}
+	}
+	e.slowest[op] = max(e.slowest[op], d)
 }
 
 // emit appends tokens to S, cut at MaxNewTokens and after a stop token, and
@@ -158,7 +246,7 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 	var rounds []metrics.Round
 	dLen := 0
 	for round := 1; !s.done; round++ {
-		start := s.e.Now()
+		start := s.e.now()
 		drafts, qs, dCache, compute, err := s.draft(ctx, dLen)
 		if err != nil {
 			return rounds, fmt.Errorf("round %d: draft: %w", round, err)
@@ -170,7 +258,7 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		}
 		s.emit(v.Tokens)
 		dLen = min(dCache, len(s.seq)-1)
-		wall := s.e.Now().Sub(start)
+		wall := s.e.now().Sub(start)
 		rounds = append(rounds, metrics.Round{Gamma: s.g.Gamma, Drafted: len(drafts), Accepted: v.Accepted,
 			Emitted: len(v.Tokens), AcceptedByPosition: v.AcceptedByPosition, Wall: wall,
 			Compute: compute + time.Duration(v.ComputeNS)})
@@ -237,4 +325,13 @@ func splitmix(x uint64) uint64 {
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
 	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
 	return x ^ (x >> 31)
+}
+
+// now is the engine's clock (Now, else the system clock); Generate runs
+// concurrently, so the field is never written here.
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
 }

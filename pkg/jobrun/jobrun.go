@@ -358,11 +358,45 @@ func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, e
 	return dataset.Selection{}, fmt.Errorf("dataset kind %q is not one of sharegpt, synthetic, prompts", job.Dataset.Kind)
 }
 
-// DefaultOutputDir is results/<job name>-<first 8 characters of the id>.
+// DefaultOutputDir is results/<job name>-<first 8 characters of the id>,
+// the name made safe as one file name (FileName): a job name comes from
+// whoever submitted the job and must not lead anywhere else.
 func DefaultOutputDir(jobName, jobID string) string {
 	short := jobID
 	if len(short) > 8 {
 		short = short[:8]
 	}
-	return filepath.Join("results", fmt.Sprintf("%s-%s", jobName, short))
+	return filepath.Join("results", fmt.Sprintf("%s-%s", FileName(jobName), short))
+}
+
+// maxFileName bounds FileName's result, well under the 255 bytes of common
+// file systems, leaving room for the id suffix.
+const maxFileName = 96
+
+// FileName makes a user's string one safe path element: ASCII letters,
+// digits, '.', '-' and '_' stay, every other byte (separators, spaces,
+// control and non-ASCII characters) becomes '_', leading dots become '_' (no
+// "..", no hidden file), an empty string becomes "_", and a long result is
+// cut and ends in a hash of the whole input so that different long names
+// stay apart. Safe names pass unchanged.
+func FileName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		if !ok {
+			b[i] = '_'
+		}
+	}
+	for i := 0; i < len(b) && b[i] == '.'; i++ {
+		b[i] = '_'
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	if len(b) <= maxFileName {
+		return string(b)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return fmt.Sprintf("%s-%08x", b[:maxFileName-9], h.Sum32())
 }

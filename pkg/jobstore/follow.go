@@ -3,9 +3,11 @@ package jobstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/draftbench/draftbench/pkg/metrics"
@@ -41,17 +43,30 @@ type FollowOptions struct {
 // of fn, of decoding, or of ctx.
 func Follow(ctx context.Context, js jetstream.JetStream, subj protocol.Subjects, job string, opt FollowOptions, fn func(Event) error) (*protocol.JobStatus, error) {
 	filter := subj.JobResults(job)
-	name, err := js.StreamNameBySubject(ctx, subj.ResultsProgress(job))
-	if err != nil {
-		return nil, fmt.Errorf("no JetStream stream captures %s on this server (is it the controller's?): %w", filter, err)
+	var name string
+	var info *jetstream.StreamInfo
+	var cons jetstream.Consumer
+	err := retryAPI(ctx, func(ctx context.Context) (err error) {
+		name, err = js.StreamNameBySubject(ctx, subj.ResultsProgress(job))
+		if err != nil {
+			return fmt.Errorf("no JetStream stream captures %s on this server (is it the controller's?): %w", filter, err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = retryAPI(ctx, func(ctx context.Context) error {
+			stream, err := js.Stream(ctx, name)
+			if err != nil {
+				return fmt.Errorf("opening stream %s: %w", name, err)
+			}
+			if info, err = stream.Info(ctx, jetstream.WithSubjectFilter(filter)); err != nil {
+				return fmt.Errorf("reading stream %s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	stream, err := js.Stream(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("opening stream %s: %w", name, err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", name, err)
+		return nil, err
 	}
 	var stored uint64
 	for _, n := range info.State.Subjects {
@@ -61,9 +76,14 @@ func Follow(ctx context.Context, js jetstream.JetStream, subj protocol.Subjects,
 		return nil, nil
 	}
 	lastSeq := info.State.LastSeq
-	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		return nil, fmt.Errorf("reading %s from stream %s: %w", filter, name, err)
+	if err := retryAPI(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+		if err != nil {
+			return fmt.Errorf("reading %s from stream %s: %w", filter, name, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	it, err := cons.Messages()
 	if err != nil {
@@ -94,6 +114,29 @@ func Follow(ctx context.Context, js jetstream.JetStream, subj protocol.Subjects,
 		}
 		if opt.UntilStored && ev.Stored && meta.NumPending == 0 {
 			return nil, nil
+		}
+	}
+}
+
+// apiRetry is how long one JetStream API call may take before it is made
+// again: while a cluster elects a new leader (a server stopped) a request
+// may go unanswered, and Follow must not wait on it for ever.
+const apiRetry = 5 * time.Second
+
+// retryAPI calls f with a deadline of apiRetry each time until it succeeds,
+// fails for another reason than an answer that never came, or ctx ends.
+func retryAPI(ctx context.Context, f func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiRetry)
+		err := f(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return context.Cause(ctx)
+		case !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout):
+			return err // "no responders" among them: a server without JetStream answers at once
 		}
 	}
 }

@@ -4,13 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
 // DefaultReadyTimeout is how long Start waits for the server to accept clients.
@@ -20,7 +24,8 @@ const DefaultReadyTimeout = 10 * time.Second
 // on a random port with JetStream in a temporary folder.
 type Options struct {
 	// Host is the listen address (default 127.0.0.1). Anything but a loopback
-	// address needs Token: a benchmark cluster must not be open to the network.
+	// address needs Token or Users: a benchmark cluster must not be open to
+	// the network, as a step or an assignment makes a host do work.
 	Host string
 	// Port is the client port; 0 picks a free one.
 	Port int
@@ -29,6 +34,15 @@ type Options struct {
 	StoreDir string
 	// Token, when set, is required of every client.
 	Token string
+	// Users, instead of a token, authenticate each client by NKey or
+	// password and give it its Role's permissions under Subjects' prefix,
+	// so that only controllers can assign stages to workers.
+	Users    []User
+	Subjects protocol.Subjects
+	// TLS, when set, makes clients connect over TLS (tls:// URLs).
+	TLS *TLS
+	// Cluster, when set, makes the server a member of a NATS cluster.
+	Cluster *Cluster
 	// MaxPayload bounds one message, headers included (0: the server's 1 MiB).
 	MaxPayload int32
 	// ServerName names the server in logs and monitoring (default "draftbench").
@@ -52,8 +66,11 @@ func Start(opts Options) (*Server, error) {
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
 	}
-	if !loopback(opts.Host) && opts.Token == "" {
+	if !loopback(opts.Host) && !opts.authenticated() {
 		return nil, fmt.Errorf("natsrv: refusing to listen on %s without authentication: set a token, or listen on 127.0.0.1", opts.Host)
+	}
+	if opts.Token != "" && len(opts.Users) > 0 {
+		return nil, errors.New("natsrv: give a token or users, not both")
 	}
 	if opts.Port < 0 || opts.Port > 65535 {
 		return nil, fmt.Errorf("natsrv: port %d is not in [0, 65535]", opts.Port)
@@ -67,6 +84,17 @@ func Start(opts Options) (*Server, error) {
 	if opts.ServerName == "" {
 		opts.ServerName = "draftbench"
 	}
+	sopts := &server.Options{
+		ServerName:    opts.ServerName,
+		Host:          opts.Host,
+		Authorization: opts.Token,
+		MaxPayload:    opts.MaxPayload,
+		JetStream:     true,
+		NoSigs:        true, // the embedding process owns its signals
+	}
+	if err := opts.secure(sopts); err != nil {
+		return nil, fmt.Errorf("natsrv: %w", err)
+	}
 	s := &Server{storeDir: opts.StoreDir}
 	if s.storeDir == "" {
 		dir, err := os.MkdirTemp("", "draftbench-jetstream-")
@@ -79,16 +107,7 @@ func Start(opts Options) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT // the server reads 0 as its default, 4222
 	}
-	sopts := &server.Options{
-		ServerName:    opts.ServerName,
-		Host:          opts.Host,
-		Port:          port,
-		Authorization: opts.Token,
-		MaxPayload:    opts.MaxPayload,
-		JetStream:     true,
-		StoreDir:      s.storeDir,
-		NoSigs:        true, // the embedding process owns its signals
-	}
+	sopts.Port, sopts.StoreDir = port, s.storeDir
 	addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -103,6 +122,10 @@ func Start(opts Options) (*Server, error) {
 	// catching it ends the wait at once with the server's own reason.
 	fatal := make(chan string, 1)
 	ns.SetLoggerV2(logger{l: log.Named("nats"), fatal: fatal}, log.IsDebug(), log.IsTrace(), false)
+	if !loopback(opts.Host) && opts.TLS == nil {
+		log.Warn("clients on other hosts connect without TLS: their credentials and the benchmark's traffic cross the network in clear text",
+			"listen", addr, "auth", opts.describeAuth())
+	}
 	s.ns = ns
 	ns.Start()
 	ready := make(chan bool, 1)
@@ -122,7 +145,31 @@ func Start(opts Options) (*Server, error) {
 	return nil, fmt.Errorf("natsrv: starting the server on %s: %s", addr, failure)
 }
 
-// ClientURL is the URL clients connect to (nats://host:port).
+// secure applies users, TLS and clustering to the server's options.
+func (o *Options) secure(sopts *server.Options) error {
+	var err error
+	if sopts.Nkeys, sopts.Users, err = serverUsers(o.Users, o.Subjects); err != nil {
+		return err
+	}
+	if o.TLS != nil {
+		tc, err := o.TLS.config()
+		if err != nil {
+			return err
+		}
+		if sopts.TLSConfig, err = server.GenTLSConfig(tc); err != nil {
+			return fmt.Errorf("TLS with %s and %s: %w", o.TLS.CertFile, o.TLS.KeyFile, err)
+		}
+		sopts.TLS, sopts.TLSVerify, sopts.TLSTimeout = true, tc.Verify, tc.Timeout
+	}
+	if o.Cluster != nil {
+		if sopts.Cluster, sopts.Routes, err = o.Cluster.options(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ClientURL is the URL clients connect to (nats://host:port, tls:// with TLS).
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
 // StoreDir is the JetStream folder in use.
@@ -178,9 +225,16 @@ type ConnectOptions struct {
 	// Name identifies the client in the server's monitoring ("controller",
 	// "worker host-1", "stage target/0").
 	Name string
-	// Token or CredsFile authenticate (at most one).
-	Token     string
-	CredsFile string
+	// Token, CredsFile (a JWT and NKey seed, for servers in operator mode)
+	// or NKeySeedFile (an NKey seed, for servers that list user NKeys, as
+	// Options.Users does) authenticate; at most one.
+	Token        string
+	CredsFile    string
+	NKeySeedFile string
+	// CAFile verifies a TLS server whose certificate no system CA signed;
+	// CertFile and KeyFile are this client's certificate, for servers that
+	// verify clients. Any of them turns TLS on (tls:// URLs do too).
+	CAFile, CertFile, KeyFile string
 	// MaxReconnects is how many times to retry after losing the server;
 	// 0 means nats.go's default (60), negative forever.
 	MaxReconnects int
@@ -192,16 +246,43 @@ type ConnectOptions struct {
 	Logger hclog.Logger
 }
 
+// Redact hides the passwords of a NATS URL list ("nats://user:pass@host:4222,
+// nats://host2:4222"), for logs and messages.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				parts[i] = u.Redacted()
+			} else {
+				// A lone user part is a token (nats://TOKEN@host).
+				u.User = url.User("xxxxx")
+				parts[i] = u.String()
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 // Connect dials a NATS server with reconnects and logging set up.
 func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
-	if opts.Token != "" && opts.CredsFile != "" {
-		return nil, errors.New("natsrv: give a token or a creds file, not both")
+	n := 0
+	for _, set := range []bool{opts.Token != "", opts.CredsFile != "", opts.NKeySeedFile != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, errors.New("natsrv: give at most one of a token, a creds file and an NKey seed file")
+	}
+	if (opts.CertFile == "") != (opts.KeyFile == "") {
+		return nil, errors.New("natsrv: a client certificate needs its key file, and the other way round")
 	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	log = log.With("nats", url)
+	log = log.With("nats", Redact(url))
 	nopts := []nats.Option{
 		nats.Name(opts.Name),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -225,6 +306,19 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 	if opts.CredsFile != "" {
 		nopts = append(nopts, nats.UserCredentials(opts.CredsFile))
 	}
+	if opts.NKeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(opts.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsrv: reading the NKey seed %s: %w", opts.NKeySeedFile, err)
+		}
+		nopts = append(nopts, o)
+	}
+	if opts.CAFile != "" {
+		nopts = append(nopts, nats.RootCAs(opts.CAFile))
+	}
+	if opts.CertFile != "" {
+		nopts = append(nopts, nats.ClientCert(opts.CertFile, opts.KeyFile))
+	}
 	if opts.MaxReconnects != 0 {
 		nopts = append(nopts, nats.MaxReconnects(opts.MaxReconnects))
 	}
@@ -236,7 +330,7 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
-		return nil, fmt.Errorf("natsrv: connecting to %s as %q: %w", url, opts.Name, err)
+		return nil, fmt.Errorf("natsrv: connecting to %s as %q: %w", Redact(url), opts.Name, err)
 	}
 	return nc, nil
 }

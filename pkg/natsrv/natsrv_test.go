@@ -220,7 +220,7 @@ func TestLogsGoToHclog(t *testing.T) {
 }
 
 func TestConnectRejectsTwoCredentials(t *testing.T) {
-	if _, err := Connect("nats://127.0.0.1:1", ConnectOptions{Token: "a", CredsFile: "b"}); err == nil || !strings.Contains(err.Error(), "not both") {
+	if _, err := Connect("nats://127.0.0.1:1", ConnectOptions{Token: "a", CredsFile: "b"}); err == nil || !strings.Contains(err.Error(), "at most one of") {
 		t.Errorf("got %v", err)
 	}
 }

@@ -1,0 +1,52 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+// TestOnLostStops: a job that has ended stops hearing of lost workers (a
+// long-running controller registers one watcher per job).
+func TestOnLostStops(t *testing.T) {
+	srv, err := natsrv.Start(natsrv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var subj protocol.Subjects
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	calls := map[string]int{}
+	stopOld := reg.OnLost(func(Worker) { calls["ended job"]++ })
+	reg.OnLost(func(Worker) { calls["running job"]++ })
+	stopOld()
+	stopOld() // twice is harmless
+
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: uuid.NewString(), Host: "gpu-a", BuildVersion: "test",
+		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(4 * time.Second)
+	reg.Check()
+	if calls["ended job"] != 0 || calls["running job"] != 1 {
+		t.Errorf("calls %v: want the running job's watcher only", calls)
+	}
+}
