@@ -38,6 +38,9 @@ const tokenEnv = "DRAFTBENCH_NATS_TOKEN"
 type serveOptions struct {
 	natsURL, listen, store string
 	token, creds           string
+	serverCert, serverKey  string
+	clientCA               string
+	tls                    natsrv.TLSFlags
 	workerWait             time.Duration
 	replicas               int
 	// ready, when set, is called with the NATS URL once jobs are accepted (tests).
@@ -67,6 +70,10 @@ a submitted job are read on this machine, relative to this folder.`,
 			fs.StringVar(&o.store, "store", "", "folder of the embedded server's JetStream data (see above)")
 			fs.StringVar(&o.token, "token", "", "NATS token: required of clients by the embedded server, or sent to --nats (default $"+tokenEnv+")")
 			fs.StringVar(&o.creds, "creds", "", "NATS credentials file for --nats")
+			fs.StringVar(&o.serverCert, "server-cert", "", "TLS certificate of the embedded server (with --server-key: clients connect over TLS)")
+			fs.StringVar(&o.serverKey, "server-key", "", "TLS key of the embedded server")
+			fs.StringVar(&o.clientCA, "client-ca", "", "the embedded server requires client certificates signed by this CA")
+			o.tls.Add(fs)
 			fs.DurationVar(&o.workerWait, "worker-wait", 5*time.Minute, "how long a job waits for a first worker before it fails")
 			fs.IntVar(&o.replicas, "replicas", 1, "copies JetStream keeps of the jobs and results when it creates them: 3 on a NATS cluster of three or more servers")
 		},
@@ -115,7 +122,11 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("creating the store folder: %w", err)
 		}
-		srv, err := natsrv.Start(natsrv.Options{Host: host, Port: port, StoreDir: dir, Token: token, Logger: env.Logger})
+		sopts := natsrv.Options{Host: host, Port: port, StoreDir: dir, Token: token, Logger: env.Logger}
+		if o.serverCert != "" || o.serverKey != "" || o.clientCA != "" {
+			sopts.TLS = &natsrv.TLS{CertFile: o.serverCert, KeyFile: o.serverKey, CAFile: o.clientCA}
+		}
+		srv, err := natsrv.Start(sopts)
 		if err != nil {
 			return fmt.Errorf("%w (--listen %s, --token)", err, o.listen)
 		}
@@ -124,8 +135,9 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		log.Info("embedded NATS server with JetStream", "url", url, "store", dir)
 	}
 	// A daemon keeps trying to reach its server rather than exit.
-	nc, err := natsrv.Connect(url, natsrv.ConnectOptions{Name: "controller", Token: token, CredsFile: o.creds,
-		MaxReconnects: -1, Logger: env.Logger})
+	copts := natsrv.ConnectOptions{Name: "controller", Token: token, CredsFile: o.creds, MaxReconnects: -1, Logger: env.Logger}
+	o.tls.Apply(&copts)
+	nc, err := natsrv.Connect(url, copts)
 	if err != nil {
 		return err
 	}

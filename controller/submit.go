@@ -82,12 +82,14 @@ ends and exits non-zero unless it succeeded.`,
 // natsFlags are the connection flags of every client command.
 type natsFlags struct {
 	url, token, creds string
+	tls               natsrv.TLSFlags
 }
 
 func (f *natsFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&f.url, "nats", defaultNATS, "NATS URL of the controller")
 	fs.StringVar(&f.token, "token", "", "NATS token (default $"+tokenEnv+")")
 	fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+	f.tls.Add(fs)
 }
 
 // client connects to the controller's NATS server.
@@ -99,7 +101,9 @@ func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
 	if token == "" && f.creds == "" {
 		token = env.Getenv(tokenEnv)
 	}
-	nc, err := natsrv.Connect(f.url, natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, Logger: env.Logger})
+	opts := natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, Logger: env.Logger}
+	f.tls.Apply(&opts)
+	nc, err := natsrv.Connect(f.url, opts)
 	if err != nil {
 		if cause := errors.Unwrap(err); cause != nil {
 			err = cause // natsrv's prefix repeats the URL

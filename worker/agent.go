@@ -22,6 +22,7 @@ type agentFlags struct {
 	nats, devices, name, prefix, token, creds string
 	cpuDevices, threads                       int
 	heartbeat, gpuInterval                    time.Duration
+	tls                                       natsrv.TLSFlags
 }
 
 // connectRetry is the pause between attempts to reach NATS at start-up: a
@@ -44,6 +45,7 @@ func agentCmd() *cli.Command {
 			fs.StringVar(&f.prefix, "prefix", protocol.DefaultPrefix, "NATS subject prefix")
 			fs.StringVar(&f.token, "token", "", "NATS token (default: $"+agent.TokenEnv+")")
 			fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+			f.tls.Add(fs)
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads the CPU devices share (0 = all cores)")
 			fs.DurationVar(&f.gpuInterval, "gpu-interval", time.Second, "GPU monitor sampling interval (NVML)")
 		},
@@ -113,6 +115,7 @@ func runAgent(env *cli.Env, f agentFlags) error {
 		StageURL:   f.nats,
 		Token:      f.token,
 		CredsFile:  f.creds,
+		TLS:        f.tls,
 		Logger:     log,
 	})
 	if err != nil {
@@ -126,6 +129,7 @@ func runAgent(env *cli.Env, f agentFlags) error {
 // keeps reconnecting for the agent's whole life.
 func connectAgent(ctx context.Context, f agentFlags, log hclog.Logger) (*nats.Conn, error) {
 	opts := natsrv.ConnectOptions{Name: "worker " + f.name, Token: f.token, CredsFile: f.creds, MaxReconnects: -1}
+	f.tls.Apply(&opts)
 	for attempt := 1; ; attempt++ {
 		nc, err := natsrv.Connect(f.nats, opts)
 		if err == nil {

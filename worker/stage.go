@@ -16,6 +16,7 @@ import (
 
 type stageFlags struct {
 	nats, assignment, worker, prefix, kind, creds string
+	tls                                           natsrv.TLSFlags
 	threads                                       int
 }
 
@@ -36,6 +37,7 @@ func stageCmd() *cli.Command {
 			fs.StringVar(&f.kind, "device-kind", string(protocol.DeviceCPU), "kind of the assigned devices: cpu or gpu")
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
 			fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+			f.tls.Add(fs)
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runStage(env, f) },
 	}
@@ -57,12 +59,14 @@ func runStage(env *cli.Env, f stageFlags) error {
 	if err != nil {
 		return err
 	}
-	nc, err := natsrv.Connect(f.nats, natsrv.ConnectOptions{
+	copts := natsrv.ConnectOptions{
 		Name:      fmt.Sprintf("stage %s/%d", as.Instance, as.Stage),
 		Token:     env.Getenv(agent.TokenEnv),
 		CredsFile: f.creds,
 		Logger:    env.Logger,
-	})
+	}
+	f.tls.Apply(&copts)
+	nc, err := natsrv.Connect(f.nats, copts)
 	if err != nil {
 		return err
 	}

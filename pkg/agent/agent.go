@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
+	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
@@ -85,6 +86,8 @@ type Config struct {
 	// Token (passed in TokenEnv) or CredsFile (passed as --creds)
 	// authenticate the stages.
 	Token, CredsFile string
+	// TLS holds the client TLS files, passed on to stage processes.
+	TLS natsrv.TLSFlags
 	// Environ is the environment stages start from, before
 	// CUDA_VISIBLE_DEVICES is narrowed (nil: os.Environ()).
 	Environ []string

@@ -182,6 +182,7 @@ func (a *Agent) stageArgs(as *protocol.Assignment, file string, kind protocol.De
 	if kind == protocol.DeviceCPU {
 		args = append(args, "--threads", strconv.Itoa(a.cpuShare*len(as.Devices)))
 	}
+	args = append(args, a.cfg.TLS.Args()...)
 	if a.cfg.CredsFile != "" {
 		args = append(args, "--creds", a.cfg.CredsFile)
 	}
