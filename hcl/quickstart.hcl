@@ -47,7 +47,7 @@ job "quickstart" {
   # temperature 0 makes both modes greedy, so every request is also checked
   # for lossless output (speculative == target token for token).
   generation {
-    max_new_tokens = 32
+    max_new_tokens = 100
     gamma          = 4
     temperature    = 0
   }
