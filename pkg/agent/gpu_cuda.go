@@ -13,11 +13,12 @@ const cudaBuilt = true
 
 // gpuBackend opens the stage's devices: the agent narrows
 // CUDA_VISIBLE_DEVICES to the group, so they are ordinals 0..devices-1, and
-// the backend splits the stage's layers over them by memory.
-func gpuBackend(devices int) (backend.Backend, error) {
+// the backend splits the stage's layers over them in proportion to their
+// free memory, given the shard's weight bytes (0: fill them in order).
+func gpuBackend(devices int, weightBytes int64) (backend.Backend, error) {
 	var ords []int
 	for i := 0; i < devices; i++ {
 		ords = append(ords, i)
 	}
-	return cuda.New(cuda.Options{Devices: ords})
+	return cuda.New(cuda.Options{Devices: ords, WeightBytes: weightBytes})
 }

@@ -111,7 +111,13 @@ func RunStage(ctx context.Context, cfg StageConfig) error {
 	defer cancel()
 	stopOnClose(cfg.Conn, cancel)
 
-	be, err := newBackend(cfg.Kind, len(a.Devices), cfg.Threads)
+	var be backend.Backend
+	var err error
+	if cfg.NewBackend == nil && cfg.Kind == protocol.DeviceGPU {
+		be, err = gpuBackend(len(a.Devices), shardBytes(a))
+	} else {
+		be, err = newBackend(cfg.Kind, len(a.Devices), cfg.Threads)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -177,13 +183,32 @@ func RunStage(ctx context.Context, cfg StageConfig) error {
 	return <-served
 }
 
+// shardBytes estimates the bytes of the assigned layer range from the
+// folder's safetensors headers (0 when they cannot be read): its layers, and
+// the embeddings and head shared out to the first and last stages.
+func shardBytes(a *protocol.Assignment) int64 {
+	info, err := model.Inspect(a.ModelDir)
+	if err != nil {
+		return 0
+	}
+	n := info.LayerBytes * int64(a.Layers[1]-a.Layers[0])
+	outer := max(0, info.Bytes-info.LayerBytes*int64(info.Layers))
+	if a.Layers[0] == 0 {
+		n += outer / 2
+	}
+	if a.Layers[1] == info.Layers {
+		n += outer - outer/2
+	}
+	return n
+}
+
 // defaultBackend picks the backend for the assigned devices.
 func defaultBackend(kind protocol.DeviceKind, devices, threads int) (backend.Backend, error) {
 	switch kind {
 	case protocol.DeviceCPU, "":
 		return cpu.New(threads), nil
 	case protocol.DeviceGPU:
-		return gpuBackend(devices)
+		return gpuBackend(devices, 0)
 	}
 	return nil, fmt.Errorf("device kind %q is not one of cpu, gpu", kind)
 }
