@@ -134,9 +134,10 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	gpuSection, phases, power := gpu.Result, jobrun.Phases(gpu), gpu.Power
+	gpu.log = log.Named("gpumon")
+	gpuSection, phases, power, before := gpu.Result, jobrun.Phases(gpu), gpu.Power, gpu.coolDown
 	if cfg.GPU != nil {
-		gpuSection, phases, power = cfg.GPU, cfg.Phases, nil
+		gpuSection, phases, power, before = cfg.GPU, cfg.Phases, nil, nil
 	}
 	client, err := protocol.NewStepClient(cfg.NC)
 	if err != nil {
@@ -160,7 +161,7 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	}
 	res, err := jobrun.Run(jctx, spec, tok, engine, job.Out, jobrun.Options{
 		Log: log, Console: cfg.Console, Progress: cfg.Progress, Terminal: cfg.Terminal, JobID: job.ID,
-		Environment: envInfo, OnRequest: onReq, GPU: gpuSection, Phases: phases, Power: power,
+		Environment: envInfo, OnRequest: onReq, GPU: gpuSection, Phases: phases, Power: power, BeforeMode: before,
 	})
 	if err != nil {
 		return nil, err

@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
 	"github.com/draftbench/draftbench/pkg/cluster"
@@ -22,6 +24,8 @@ type gpuMonitor struct {
 	sub     *nats.Subscription
 	enabled bool
 	reason  string
+	spec    *jobspec.Job
+	log     hclog.Logger
 }
 
 func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) (*gpuMonitor, error) {
@@ -32,7 +36,7 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 	if interval <= 0 {
 		interval = time.Second
 	}
-	g := &gpuMonitor{agg: gpumon.NewAggregator(interval), enabled: true}
+	g := &gpuMonitor{agg: gpumon.NewAggregator(interval), enabled: true, spec: spec, log: hclog.NewNullLogger()}
 	roles := map[[2]any]gpumon.Role{}
 	set := func(p *placement.ModelPlan, r gpumon.Role) {
 		if p == nil {
@@ -71,6 +75,19 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 	}
 	g.sub = sub
 	return g, nil
+}
+
+// coolDown waits, before a mode, until every GPU is below the job's
+// cooldown_below_c (at most cooldown_timeout); the wait is idle time and is
+// recorded in the results.
+func (g *gpuMonitor) coolDown(ctx context.Context, mode metrics.Mode) {
+	if !g.enabled || g.spec.GPUMonitor.CooldownBelowC <= 0 {
+		return
+	}
+	g.agg.Mark(gpumon.PhaseIdle, time.Now())
+	waited, reached, err := g.agg.CoolDown(ctx, uint32(g.spec.GPUMonitor.CooldownBelowC), g.spec.GPUMonitor.CooldownTimeout.Std())
+	g.log.Info("GPU cool-down before mode", "mode", mode, "below_c", g.spec.GPUMonitor.CooldownBelowC,
+		"waited", waited.Round(time.Millisecond), "reached", reached, "error", err)
 }
 
 // Mark implements jobrun.Phases.

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -90,5 +91,51 @@ func TestGPUMonitorOverNATS(t *testing.T) {
 	off, _ := startGPUMonitor(nc, subj, &jobspec.Job{}, plan, workers)
 	if r := off.Result(nil).(gpumon.Result); r.Available || r.Reason == "" {
 		t.Errorf("a disabled monitor must say so: %+v", r)
+	}
+}
+
+// TestCoolDownWaitsForCoolGPUs: with cooldown_below_c set, the controller
+// waits before a mode until the GPUs' latest temperature is below it, and
+// records the wait.
+func TestCoolDownWaitsForCoolGPUs(t *testing.T) {
+	srv, err := natsrv.Start(natsrv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var subj protocol.Subjects
+	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(50 * time.Millisecond),
+		CooldownBelowC: 60, CooldownTimeout: jobspec.Duration(5 * time.Second)}}
+	plan := &placement.Plan{Target: placement.ModelPlan{Devices: []int{0}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{0}, Layers: [2]int{0, 1}}}}}
+	g, err := startGPUMonitor(nc, subj, spec, plan, []cluster.Worker{{ID: "a", Host: "gpu-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	temp := func(c uint32) {
+		w := 300.0
+		data, _ := json.Marshal(gpumon.Sample{Host: "gpu-a", Device: 0, T: time.Now(), TempC: &c, PowerW: &w})
+		nc.Publish(subj.GPU("gpu-a", 0), data)
+		nc.Flush()
+	}
+	temp(75)
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		temp(55)
+	}()
+	start := time.Now()
+	g.coolDown(context.Background(), metrics.ModeTarget)
+	waited := time.Since(start)
+	if waited < 250*time.Millisecond || waited > 4*time.Second {
+		t.Errorf("waited %v: want about 300 ms, until the GPU reported 55 °C", waited)
+	}
+	res := g.Result(nil).(gpumon.Result)
+	if len(res.CoolDowns) != 1 || !res.CoolDowns[0].Reached {
+		t.Errorf("cool-downs recorded: %+v", res.CoolDowns)
 	}
 }

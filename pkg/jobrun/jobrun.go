@@ -81,6 +81,8 @@ type Options struct {
 	Phases    Phases
 	// GPU returns the GPU section once the modes have run (nil: unavailable).
 	GPU func(outputTokens map[metrics.Mode]int) any
+	// BeforeMode runs before each mode starts (the GPU cool-down); nil: none.
+	BeforeMode func(ctx context.Context, mode metrics.Mode)
 	// Power gives the power-over-time series for the plot (nil: none).
 	Power       func() []report.PowerSeries
 	Environment any
@@ -155,6 +157,9 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		if err := ctx.Err(); err != nil {
 			warnings = append(warnings, fmt.Sprintf("job cancelled before the %s mode", mode))
 			break
+		}
+		if opt.BeforeMode != nil {
+			opt.BeforeMode(ctx, mode)
 		}
 		if opt.Phases != nil {
 			opt.Phases.Mark(string(mode), opt.Now())

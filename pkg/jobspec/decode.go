@@ -33,7 +33,7 @@ var (
 	batchSchema      = &hcl.BodySchema{Attributes: attrs("enabled", "size", "max_length")}
 	generationSchema = &hcl.BodySchema{Attributes: attrs("max_new_tokens", "gamma", "temperature", "top_k", "top_p", "ignore_eos")}
 	modesSchema      = &hcl.BodySchema{Attributes: attrs("speculative", "target_ar")}
-	gpuMonitorSchema = &hcl.BodySchema{Attributes: attrs("enabled", "interval")}
+	gpuMonitorSchema = &hcl.BodySchema{Attributes: attrs("enabled", "interval", "cooldown_below_c", "cooldown_timeout")}
 	datasetSchemas   = map[string]*hcl.BodySchema{
 		DatasetShareGPT:  {Attributes: attrs("dir", "files")},
 		DatasetSynthetic: {Attributes: attrs("input_tokens", "range_ratio")},
@@ -66,7 +66,7 @@ func (d *decoder) job(b *hcl.Block) *Job {
 		Batch:      Batch{Enabled: true, Size: defaultBatchSize, MaxLength: defaultMaxLength},
 		Generation: Generation{MaxNewTokens: defaultMaxNewTokens, Gamma: defaultGamma, TopP: defaultTopP, IgnoreEOS: true},
 		Modes:      Modes{Speculative: true, TargetAR: true},
-		GPUMonitor: GPUMonitor{Enabled: true, Interval: defaultInterval},
+		GPUMonitor: GPUMonitor{Enabled: true, Interval: defaultInterval, CooldownTimeout: defaultCooldownTimeout},
 		Pos:        d.pos,
 	}
 	d.pos["job"] = b.DefRange
@@ -137,6 +137,8 @@ func (d *decoder) job(b *hcl.Block) *Job {
 			a := d.content(blk.Body, gpuMonitorSchema).Attributes
 			d.boolean(a, "gpu_monitor", "enabled", &j.GPUMonitor.Enabled)
 			d.duration(a, "gpu_monitor", "interval", &j.GPUMonitor.Interval)
+			d.integer(a, "gpu_monitor", "cooldown_below_c", &j.GPUMonitor.CooldownBelowC)
+			d.duration(a, "gpu_monitor", "cooldown_timeout", &j.GPUMonitor.CooldownTimeout)
 		}
 	}
 

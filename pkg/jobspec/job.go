@@ -205,6 +205,11 @@ type Modes struct {
 type GPUMonitor struct {
 	Enabled  bool     `json:"enabled"`
 	Interval Duration `json:"interval"`
+	// CooldownBelowC, when above 0, makes each mode wait until every GPU is
+	// cooler than this many °C (at most CooldownTimeout), so the second mode
+	// does not start on hot, throttled GPUs; each wait is in the results.
+	CooldownBelowC  int      `json:"cooldown_below_c,omitempty"`
+	CooldownTimeout Duration `json:"cooldown_timeout,omitempty"`
 }
 
 // Defaults of the seed (SEED.md, run_benchmark.sh).
@@ -218,12 +223,14 @@ const (
 	defaultGamma        = 4
 	defaultTopP         = 1.0
 	defaultInterval     = Duration(time.Second)
-	defaultTargetGPUs   = 6
-	defaultDrafterGPUs  = 2
-	defaultInputTokens  = 128
-	defaultBurstiness   = 1.0
-	maxGamma            = 32
-	defaultDType        = "auto"
+	// defaultCooldownTimeout bounds a cool-down wait when cooldown_below_c is set.
+	defaultCooldownTimeout = Duration(5 * time.Minute)
+	defaultTargetGPUs      = 6
+	defaultDrafterGPUs     = 2
+	defaultInputTokens     = 128
+	defaultBurstiness      = 1.0
+	maxGamma               = 32
+	defaultDType           = "auto"
 )
 
 // Duration is a time.Duration written in HCL and JSON as a Go/Nomad

@@ -157,7 +157,7 @@ func TestParseValid(t *testing.T) {
 			Batch:      Batch{Enabled: true, Size: 4, MaxLength: 512},
 			Generation: Generation{MaxNewTokens: 100, Gamma: 4, TopP: 1, IgnoreEOS: true},
 			Modes:      Modes{Speculative: true, TargetAR: true},
-			GPUMonitor: GPUMonitor{Enabled: true, Interval: Duration(time.Second)},
+			GPUMonitor: GPUMonitor{Enabled: true, Interval: Duration(time.Second), CooldownTimeout: defaultCooldownTimeout},
 		}},
 		{"everything.hcl", Job{
 			Name:      "everything",
@@ -174,7 +174,7 @@ func TestParseValid(t *testing.T) {
 			Batch:      Batch{Enabled: false, Size: 16, MaxLength: 2048},
 			Generation: Generation{MaxNewTokens: 256, Gamma: 8, Temperature: 0.7, TopK: 50, TopP: 0.9},
 			Modes:      Modes{Speculative: true},
-			GPUMonitor: GPUMonitor{Interval: Duration(250 * time.Millisecond)},
+			GPUMonitor: GPUMonitor{Interval: Duration(250 * time.Millisecond), CooldownTimeout: defaultCooldownTimeout},
 		}},
 	}
 	for _, tc := range tests {

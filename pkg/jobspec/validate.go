@@ -90,6 +90,12 @@ func (j *Job) validate(skip map[string]bool) hcl.Diagnostics {
 	if j.GPUMonitor.Interval <= 0 {
 		v.errorf("gpu_monitor.interval", "gpu_monitor.interval must be above 0, got %s", j.GPUMonitor.Interval)
 	}
+	if c := j.GPUMonitor.CooldownBelowC; c < 0 || c > 120 {
+		v.errorf("gpu_monitor.cooldown_below_c", "gpu_monitor.cooldown_below_c must be between 0 (off) and 120 °C, got %d", c)
+	}
+	if j.GPUMonitor.CooldownTimeout < 0 {
+		v.errorf("gpu_monitor.cooldown_timeout", "gpu_monitor.cooldown_timeout must not be negative, got %s", j.GPUMonitor.CooldownTimeout)
+	}
 	return v.diags
 }
 
