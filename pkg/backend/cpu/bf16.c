@@ -129,6 +129,19 @@ void db_gemv_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K
 	}
 }
 
+// NB weight rows are kept hot in cache while every chunk of MAXT vectors
+// passes over them, so many vectors (a prefill) read each weight once from
+// memory; every output is still one accumulator over k in order, exactly as
+// for a single vector, so results do not depend on how rows are batched.
+#define NB 16
+
+void db_gemm_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+	for (int b0 = n0; b0 < n1; b0 += NB) {
+		int b1 = b0 + NB < n1 ? b0 + NB : n1;
+		db_gemv_bf16(kernel, w, x, y, K, T, ldy, b0, b1);
+	}
+}
+
 void db_bf16_to_f32(const uint16_t *src, float *dst, long n) {
 	for (long i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }

@@ -7,6 +7,10 @@
 // a matrix with bf16 rows times a few f32 vectors, f32 products and sums.
 void db_gemv_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1);
 
+// db_gemm_bf16 is db_gemv_bf16 for many vectors: weight rows in small blocks
+// outer, vectors inner; same results per element whatever T is.
+void db_gemm_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1);
+
 // dst[i] = bf16 → f32 of src[i], for i < n.
 void db_bf16_to_f32(const uint16_t *src, float *dst, long n);
 

@@ -1,11 +1,16 @@
-// Package cpu is the CPU backend: f32 storage and compute, GEMMs through
-// OpenBLAS (cgo, Debian's libopenblas-dev), everything else in Go.
+// Package cpu is the CPU backend: f32 compute; bf16 weight matrices stay
+// bf16 and go through this package's own kernels (bf16.c), f32 ones through
+// OpenBLAS (cgo, Debian's libopenblas-dev); attention in C (attention.c),
+// the rest in Go. With bf16 weights the backend is batch-invariant: a
+// token's logits do not depend on what else shares its forward pass.
 package cpu
 
 /*
-#cgo LDFLAGS: -lopenblas
+#cgo LDFLAGS: -lopenblas -lm
+#cgo CFLAGS: -O3
 #include <cblas.h>
 #include "bf16.h"
+#include "attention.h"
 */
 import "C"
 
@@ -399,9 +404,8 @@ func (b *Backend) ApplyRoPE(x backend.Tensor, positions []int32, r *backend.RoPE
 	return nil
 }
 
-// Attention implements backend.Backend. Per sequence and head: scores = Q·Kᵀ
-// and out = softmax(scores)·V through BLAS on strided views of the cache,
-// heads spread over goroutines.
+// Attention implements backend.Backend: per sequence and head, one query row
+// at a time in C (attention.c), heads spread over goroutines.
 func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a backend.Attn) error {
 	d, qt := tensor(dst), tensor(q)
 	hd := a.HeadDim
@@ -449,48 +453,14 @@ func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a bac
 
 // attendHead computes one head of one sequence; scores is reusable scratch.
 func attendHead(out, q, k, v []float32, s backend.AttnSeq, h, kh int, a backend.Attn, qw, kvw int, scores []float32) []float32 {
+	if cap(scores) < s.Len {
+		scores = make([]float32, s.Len)
+	}
+	scores = scores[:s.Len]
 	hd := a.HeadDim
-	n, L := s.N, s.Len
-	if cap(scores) < n*L {
-		scores = make([]float32, n*L)
-	}
-	scores = scores[:n*L]
-	qp := unsafe.Pointer(&q[s.Row*qw+h*hd])
-	kp := unsafe.Pointer(&k[kh*hd])
-	vp := unsafe.Pointer(&v[kh*hd])
-	// scores[n, L] = scale · Q_h[n, hd] · K_h[L, hd]ᵀ
-	C.cblas_sgemm(C.CblasRowMajor, C.CblasNoTrans, C.CblasTrans, C.blasint(n), C.blasint(L), C.blasint(hd), C.float(a.Scale),
-		(*C.float)(qp), C.blasint(qw), (*C.float)(kp), C.blasint(kvw), 0,
-		(*C.float)(unsafe.Pointer(&scores[0])), C.blasint(L))
-	for i := 0; i < n; i++ {
-		pos := L - n + i // absolute position of query i
-		lo := 0
-		if a.Window > 0 && pos-a.Window+1 > lo {
-			lo = pos - a.Window + 1
-		}
-		row := scores[i*L : (i+1)*L]
-		mx := float32(math.Inf(-1))
-		for j := lo; j <= pos; j++ {
-			mx = max(mx, row[j])
-		}
-		var sum float64
-		for j := lo; j <= pos; j++ {
-			e := math.Exp(float64(row[j] - mx))
-			row[j] = float32(e)
-			sum += e
-		}
-		inv := float32(1 / sum)
-		for j := range row {
-			if j < lo || j > pos {
-				row[j] = 0
-			} else {
-				row[j] *= inv
-			}
-		}
-	}
-	// out_h[n, hd] = P[n, L] · V_h[L, hd]
-	C.cblas_sgemm(C.CblasRowMajor, C.CblasNoTrans, C.CblasNoTrans, C.blasint(n), C.blasint(hd), C.blasint(L), 1,
-		(*C.float)(unsafe.Pointer(&scores[0])), C.blasint(L), (*C.float)(vp), C.blasint(kvw), 0,
-		(*C.float)(unsafe.Pointer(&out[s.Row*qw+h*hd])), C.blasint(qw))
+	C.db_attend_head((*C.float)(unsafe.Pointer(&q[s.Row*qw+h*hd])), C.int(qw),
+		(*C.float)(unsafe.Pointer(&k[kh*hd])), (*C.float)(unsafe.Pointer(&v[kh*hd])), C.int(kvw),
+		(*C.float)(unsafe.Pointer(&out[s.Row*qw+h*hd])), C.int(qw),
+		C.int(s.N), C.int(s.Len), C.int(hd), C.float(a.Scale), C.int(a.Window), (*C.float)(unsafe.Pointer(&scores[0])))
 	return scores
 }

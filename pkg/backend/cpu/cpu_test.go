@@ -48,8 +48,8 @@ func bf16Weights(t *testing.T, b *Backend, w []float32, n, k int) (backend.Tenso
 }
 
 // TestMatMul covers f32 weights (OpenBLAS) and bf16 weights with every kernel
-// this CPU has (AVX-512, AVX2, portable C), tails included, and both paths of
-// the bf16 product (streamed for few rows, widened blocks + sgemm for many).
+// this CPU has (AVX-512, AVX2, portable C), tails included, for few and many
+// rows.
 func TestMatMul(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	b := New(2)
