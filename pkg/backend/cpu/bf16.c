@@ -74,21 +74,62 @@ static void gemv_avx2(const uint16_t *w, const float *x, float *y, int K, int T,
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline __m512 widen16(const uint16_t *p) {
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline __m512 widen16_masked(__mmask16 m, const uint16_t *p) {
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+// Two weight rows per pass share every load of x: for several vectors (a
+// verify step, a prefill) the loads of x, not the FMAs, are the limit. Each
+// output is the same single accumulator either way, so results are equal.
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 static inline void rows_avx512(const int TN, const uint16_t *w, const float *x, float *y, int K, int ldy, int n0, int n1) {
-	for (int n = n0; n < n1; n++) {
+	int n = n0;
+	// Only full chunks of MAXT vectors (a prefill) take two rows at a time:
+	// for a decode or a verify step one row at a time measured faster.
+	for (; TN == MAXT && n + 2 <= n1; n += 2) {
+		const uint16_t *r0 = w + (long)n * K, *r1 = r0 + K;
+		__m512 a0[MAXT], a1[MAXT];
+		for (int t = 0; t < TN; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+		int k = 0;
+		for (; k + 16 <= K; k += 16) {
+			__m512 w0 = widen16(r0 + k), w1 = widen16(r1 + k);
+			for (int t = 0; t < TN; t++) {
+				__m512 xv = _mm512_loadu_ps(x + (long)t * K + k);
+				a0[t] = _mm512_fmadd_ps(w0, xv, a0[t]);
+				a1[t] = _mm512_fmadd_ps(w1, xv, a1[t]);
+			}
+		}
+		if (k < K) {
+			__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+			__m512 w0 = widen16_masked(m, r0 + k), w1 = widen16_masked(m, r1 + k);
+			for (int t = 0; t < TN; t++) {
+				__m512 xv = _mm512_maskz_loadu_ps(m, x + (long)t * K + k);
+				a0[t] = _mm512_fmadd_ps(w0, xv, a0[t]);
+				a1[t] = _mm512_fmadd_ps(w1, xv, a1[t]);
+			}
+		}
+		for (int t = 0; t < TN; t++) {
+			y[(long)t * ldy + n] = _mm512_reduce_add_ps(a0[t]);
+			y[(long)t * ldy + n + 1] = _mm512_reduce_add_ps(a1[t]);
+		}
+	}
+	for (; n < n1; n++) {
 		const uint16_t *row = w + (long)n * K;
 		__m512 acc[MAXT];
 		for (int t = 0; t < TN; t++) acc[t] = _mm512_setzero_ps();
 		int k = 0;
 		for (; k + 16 <= K; k += 16) {
-			__m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
-			__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+			__m512 wv = widen16(row + k);
 			for (int t = 0; t < TN; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (long)t * K + k), acc[t]);
 		}
 		if (k < K) {
 			__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
-			__m256i h = _mm256_maskz_loadu_epi16(m, row + k);
-			__m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+			__m512 wv = widen16_masked(m, row + k);
 			for (int t = 0; t < TN; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (long)t * K + k), acc[t]);
 		}
 		for (int t = 0; t < TN; t++) y[(long)t * ldy + n] = _mm512_reduce_add_ps(acc[t]);
