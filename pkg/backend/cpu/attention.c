@@ -45,3 +45,12 @@ void db_attend_head(const float *q, int qs, const float *k, const float *v, int 
 		}
 	}
 }
+
+// db_swiglu: dst = silu(gate) · up = gate / (1 + e^-gate) · up, elementwise.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void db_swiglu(const float *gate, const float *up, float *dst, long n) {
+	for (long i = 0; i < n; i++) {
+		float x = gate[i];
+		dst[i] = x / (1.0f + expf(-x)) * up[i];
+	}
+}

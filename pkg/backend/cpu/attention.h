@@ -5,4 +5,6 @@
 // out (stride os); scores is scratch of at least L floats. window 0 = none.
 void db_attend_head(const float *q, int qs, const float *k, const float *v, int ks, float *out, int os,
                     int n, int L, int hd, float scale, int window, float *scores);
+// db_swiglu: dst = silu(gate) · up, elementwise over n values.
+void db_swiglu(const float *gate, const float *up, float *dst, long n);
 #endif

@@ -311,11 +311,12 @@ func (b *Backend) SwiGLU(dst, gate, up backend.Tensor) error {
 	if len(g.data) != len(u.data) || len(d.data) != len(g.data) {
 		return fmt.Errorf("cpu: swiglu %v · %v into %v", g.shape, u.shape, d.shape)
 	}
+	if len(g.data) == 0 {
+		return nil
+	}
 	parallel(b.threads, len(g.data), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			x := g.data[i]
-			d.data[i] = x / (1 + float32(math.Exp(float64(-x)))) * u.data[i]
-		}
+		C.db_swiglu((*C.float)(unsafe.Pointer(&g.data[lo])), (*C.float)(unsafe.Pointer(&u.data[lo])),
+			(*C.float)(unsafe.Pointer(&d.data[lo])), C.long(hi-lo))
 	})
 	return nil
 }
