@@ -182,7 +182,7 @@ func (d *Deployment) Watch(reg *Registry, fail func(error)) error {
 			once.Do(func() { fail(fmt.Errorf("worker %s on host %s stopped sending heartbeats", w.ID[:8], w.Host)) })
 		}
 	})
-	sub, err := d.nc.Subscribe(d.subj.Prefix()+".workers.*.stages", func(m *nats.Msg) {
+	sub, err := d.nc.Subscribe(d.subj.AllWorkerStages(), func(m *nats.Msg) {
 		var st protocol.StageStatus
 		if protocol.Decode(m.Data, &st) != nil || !instances[st.Instance] {
 			return

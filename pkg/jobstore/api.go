@@ -28,10 +28,10 @@ func nameBase(subj protocol.Subjects) string {
 }
 
 // JobsList is the request subject that lists the jobs (any body → JobList).
-func JobsList(subj protocol.Subjects) string { return subj.Prefix() + ".jobs.list" }
+func JobsList(subj protocol.Subjects) string { return subj.JobsList() }
 
 // WorkersList is the request subject that lists the workers (any body → WorkerList).
-func WorkersList(subj protocol.Subjects) string { return subj.Prefix() + ".workers.list" }
+func WorkersList(subj protocol.Subjects) string { return subj.WorkersList() }
 
 // listVersion is the "v" of JobList and WorkerList, protocol.Version's twin.
 const listVersion = protocol.Version

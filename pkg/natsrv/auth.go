@@ -50,21 +50,20 @@ func Permissions(role Role, subj protocol.Subjects) (*server.Permissions, error)
 	case RoleController:
 		return nil, nil
 	case RoleWorker:
-		p := subj.Prefix()
 		return &server.Permissions{
 			Publish: &server.SubjectPermission{Allow: []string{
 				subj.WorkersRegister(),
 				subj.WorkerHeartbeats(),
-				p + ".workers.*.stages",
-				p + ".stage.>",
+				subj.AllWorkerStages(),
+				subj.AllStages(),
 				subj.AllGPU(),
 				inboxPrefix,
 			}},
 			Subscribe: &server.SubjectPermission{Allow: []string{
-				p + ".workers.*.assign",
-				p + ".workers.*.release",
-				p + ".workers.*.stages",
-				p + ".stage.>",
+				subj.AllWorkerAssigns(),
+				subj.AllWorkerReleases(),
+				subj.AllWorkerStages(),
+				subj.AllStages(),
 				inboxPrefix,
 			}},
 		}, nil

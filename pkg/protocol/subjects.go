@@ -126,6 +126,25 @@ func (s Subjects) GPU(host string, device int) string {
 // AllGPU matches every host's monitor samples (the GPU stream).
 func (s Subjects) AllGPU() string { return s.join("gpu", ">") }
 
+// AllWorkerStages matches every worker's stage events (WorkerStages).
+func (s Subjects) AllWorkerStages() string { return s.join("workers", "*", "stages") }
+
+// AllWorkerAssigns and AllWorkerReleases match every worker's assign and
+// release subjects (for permissions).
+func (s Subjects) AllWorkerAssigns() string { return s.join("workers", "*", "assign") }
+
+// AllWorkerReleases matches every worker's release subject.
+func (s Subjects) AllWorkerReleases() string { return s.join("workers", "*", "release") }
+
+// AllStages matches every stage subject of every model instance.
+func (s Subjects) AllStages() string { return s.join("stage", ">") }
+
+// JobsList is the request subject that lists the jobs a controller knows.
+func (s Subjects) JobsList() string { return s.join("jobs", "list") }
+
+// WorkersList is the request subject that lists a controller's workers.
+func (s Subjects) WorkersList() string { return s.join("workers", "list") }
+
 // Sanitize makes any string one safe subject token: ASCII letters, digits,
 // '-' and '_' are kept, every other character (including '.', '*', '>',
 // spaces and control characters) becomes '_', an empty string becomes "_",
