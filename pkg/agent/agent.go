@@ -22,10 +22,14 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultHeartbeat      = time.Second
-	DefaultStopGrace      = 10 * time.Second
-	DefaultStartTimeout   = 10 * time.Minute
-	DefaultRequestTimeout = 5 * time.Second
+	DefaultHeartbeat    = time.Second
+	DefaultStopGrace    = 10 * time.Second
+	DefaultStartTimeout = 10 * time.Minute
+	// DefaultRequestTimeout bounds one registration request. It is short: a
+	// request sent just as the connection fails over to another server can
+	// lose its reply, and no heartbeat goes out until registration succeeds, so
+	// retrying soon keeps the gap under the three intervals that mean lost.
+	DefaultRequestTimeout = time.Second
 )
 
 // Registration retries back off from registerBackoffMin, doubling up to

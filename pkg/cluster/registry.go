@@ -40,6 +40,11 @@ type Options struct {
 	Heartbeat time.Duration // interval asked of workers (default 1s)
 	Now       func() time.Time
 	Log       hclog.Logger
+	// Connected says whether the controller's own NATS connection is up
+	// (default: the connection's status). While it is down no heartbeat can
+	// arrive, so no worker is declared lost; after it comes back every
+	// worker gets three fresh intervals.
+	Connected func() bool
 }
 
 // Registry tracks workers through their registrations and heartbeats.
@@ -53,6 +58,7 @@ type Registry struct {
 	lostFns map[int]func(Worker)
 	nextFn  int
 	subs    []*nats.Subscription
+	down    bool // the controller's connection was down at the last Check
 }
 
 // NewRegistry starts answering registrations and reading heartbeats.
@@ -65,6 +71,9 @@ func NewRegistry(nc *nats.Conn, subj protocol.Subjects, opt Options) (*Registry,
 	}
 	if opt.Log == nil {
 		opt.Log = hclog.NewNullLogger()
+	}
+	if opt.Connected == nil {
+		opt.Connected = nc.IsConnected
 	}
 	r := &Registry{nc: nc, subj: subj, opt: opt, workers: map[string]*Worker{}, changed: make(chan struct{}),
 		lostFns: map[int]func(Worker){}}
@@ -173,6 +182,21 @@ func (r *Registry) Check() {
 	now := r.opt.Now()
 	var lost []Worker
 	r.mu.Lock()
+	if !r.opt.Connected() {
+		if !r.down {
+			r.opt.Log.Warn("controller disconnected from NATS: worker liveness paused")
+		}
+		r.down = true
+		r.mu.Unlock()
+		return
+	}
+	if r.down {
+		r.down = false
+		for _, w := range r.workers {
+			w.LastSeen = now
+		}
+		r.opt.Log.Info("controller reconnected to NATS: worker liveness resumed")
+	}
 	for _, w := range r.workers {
 		if !w.Lost && now.Sub(w.LastSeen) > 3*r.opt.Heartbeat {
 			w.Lost = true

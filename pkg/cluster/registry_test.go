@@ -102,3 +102,51 @@ func TestRegistryLiveness(t *testing.T) {
 	nc.Publish(subj.WorkerHeartbeat(id), []byte(`{"v":99}`))
 	nc.Flush()
 }
+
+// TestNoLossWhileTheControllerIsDisconnected: when the controller's own NATS
+// connection drops (a cluster node dies), heartbeats cannot reach it; that
+// must not count against the workers.
+func TestNoLossWhileTheControllerIsDisconnected(t *testing.T) {
+	srv, err := natsrv.Start(natsrv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var subj protocol.Subjects
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	connected := true
+	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now, Connected: func() bool { return connected }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	id := uuid.NewString()
+	data, _ := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a",
+		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1, Kind: protocol.DeviceCPU}}})
+	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	connected = false
+	clock.Add(10 * time.Second)
+	reg.Check()
+	connected = true
+	reg.Check()
+	if len(reg.Alive()) != 1 {
+		t.Fatal("a worker was lost while the controller itself was disconnected")
+	}
+	clock.Add(2 * time.Second)
+	reg.Check()
+	if len(reg.Alive()) != 1 {
+		t.Fatal("lost within three intervals of the controller's reconnect")
+	}
+	clock.Add(1500 * time.Millisecond)
+	reg.Check()
+	if len(reg.Alive()) != 0 {
+		t.Fatal("a worker silent for 3.5 intervals after the reconnect must be lost")
+	}
+}

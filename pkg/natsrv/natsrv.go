@@ -328,6 +328,14 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 	if opts.Timeout > 0 {
 		nopts = append(nopts, nats.Timeout(opts.Timeout))
 	}
+	if strings.Contains(url, ",") {
+		// The caller named the cluster's servers: failing over must not try
+		// the addresses the servers advertise, which may not be reachable
+		// from this host (another network namespace, a private interface)
+		// and would each cost a dial timeout, longer than three missed
+		// heartbeats.
+		nopts = append(nopts, nats.IgnoreDiscoveredServers())
+	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsrv: connecting to %s as %q: %w", Redact(url), opts.Name, err)
