@@ -8,7 +8,7 @@
 #define LANES 16
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void db_attend_head(const float *q, int qs, const float *k, const float *v, int ks, float *out, int os,
+void dbcpu_attend_head(const float *q, int qs, const float *k, const float *v, int ks, float *out, int os,
                     int n, int L, int hd, float scale, int window, float *scores) {
 	for (int i = 0; i < n; i++) {
 		const float *qi = q + (long)i * qs;
@@ -46,9 +46,9 @@ void db_attend_head(const float *q, int qs, const float *k, const float *v, int 
 	}
 }
 
-// db_swiglu: dst = silu(gate) · up = gate / (1 + e^-gate) · up, elementwise.
+// dbcpu_swiglu: dst = silu(gate) · up = gate / (1 + e^-gate) · up, elementwise.
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void db_swiglu(const float *gate, const float *up, float *dst, long n) {
+void dbcpu_swiglu(const float *gate, const float *up, float *dst, long n) {
 	for (long i = 0; i < n; i++) {
 		float x = gate[i];
 		dst[i] = x / (1.0f + expf(-x)) * up[i];

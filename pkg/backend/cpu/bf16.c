@@ -155,14 +155,14 @@ static void gemv_avx512(const uint16_t *w, const float *x, float *y, int K, int 
 	}
 }
 
-int db_bf16_kernel(void) {
+int dbcpu_bf16_kernel(void) {
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return 2;
 	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 	return 0;
 }
 
-void db_gemv_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+void dbcpu_gemv_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
 	switch (kernel) {
 	case 2: gemv_avx512(w, x, y, K, T, ldy, n0, n1); break;
 	case 1: gemv_avx2(w, x, y, K, T, ldy, n0, n1); break;
@@ -176,13 +176,13 @@ void db_gemv_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K
 // for a single vector, so results do not depend on how rows are batched.
 #define NB 16
 
-void db_gemm_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
+void dbcpu_gemm_bf16(int kernel, const uint16_t *w, const float *x, float *y, int K, int T, int ldy, int n0, int n1) {
 	for (int b0 = n0; b0 < n1; b0 += NB) {
 		int b1 = b0 + NB < n1 ? b0 + NB : n1;
-		db_gemv_bf16(kernel, w, x, y, K, T, ldy, b0, b1);
+		dbcpu_gemv_bf16(kernel, w, x, y, K, T, ldy, b0, b1);
 	}
 }
 
-void db_bf16_to_f32(const uint16_t *src, float *dst, long n) {
+void dbcpu_bf16_to_f32(const uint16_t *src, float *dst, long n) {
 	for (long i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }

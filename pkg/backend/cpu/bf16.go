@@ -13,7 +13,7 @@ import (
 )
 
 // bf16Kernel is the widest bf16 kernel this CPU runs (2 AVX-512, 1 AVX2, 0 C).
-var bf16Kernel = C.db_bf16_kernel()
+var bf16Kernel = C.dbcpu_bf16_kernel()
 
 // Kernel names the bf16 matrix-vector kernel in use, for logs and benchmarks.
 func Kernel() string {
@@ -27,7 +27,7 @@ func Kernel() string {
 // check compares speculative and AR outputs computed the same way.
 func matmulBF16(workers int, d, x []float32, w []uint16, m, n, k int) {
 	parallel(workers, n, 64, func(n0, n1 int) {
-		C.db_gemm_bf16(bf16Kernel, (*C.uint16_t)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&x[0])),
+		C.dbcpu_gemm_bf16(bf16Kernel, (*C.uint16_t)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&x[0])),
 			(*C.float)(unsafe.Pointer(&d[0])), C.int(k), C.int(m), C.int(n), C.int(n0), C.int(n1))
 	})
 }
@@ -35,7 +35,7 @@ func matmulBF16(workers int, d, x []float32, w []uint16, m, n, k int) {
 // embedBF16 gathers rows of a bf16 table into f32.
 func embedBF16(d []float32, table []uint16, h int, ids []int32) {
 	for i, id := range ids {
-		C.db_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&table[int(id)*h])), (*C.float)(unsafe.Pointer(&d[i*h])), C.long(h))
+		C.dbcpu_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&table[int(id)*h])), (*C.float)(unsafe.Pointer(&d[i*h])), C.long(h))
 	}
 }
 

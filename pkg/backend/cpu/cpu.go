@@ -160,7 +160,7 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 			return fmt.Errorf("cpu: reading a tensor of %d values into %d", len(ct.bf), len(dst))
 		}
 		if len(dst) > 0 {
-			C.db_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&ct.bf[0])), (*C.float)(unsafe.Pointer(&dst[0])), C.long(len(dst)))
+			C.dbcpu_bf16_to_f32((*C.uint16_t)(unsafe.Pointer(&ct.bf[0])), (*C.float)(unsafe.Pointer(&dst[0])), C.long(len(dst)))
 		}
 		return nil
 	}
@@ -315,7 +315,7 @@ func (b *Backend) SwiGLU(dst, gate, up backend.Tensor) error {
 		return nil
 	}
 	parallel(b.threads, len(g.data), 1<<14, func(lo, hi int) {
-		C.db_swiglu((*C.float)(unsafe.Pointer(&g.data[lo])), (*C.float)(unsafe.Pointer(&u.data[lo])),
+		C.dbcpu_swiglu((*C.float)(unsafe.Pointer(&g.data[lo])), (*C.float)(unsafe.Pointer(&u.data[lo])),
 			(*C.float)(unsafe.Pointer(&d.data[lo])), C.long(hi-lo))
 	})
 	return nil
@@ -459,7 +459,7 @@ func attendHead(out, q, k, v []float32, s backend.AttnSeq, h, kh int, a backend.
 	}
 	scores = scores[:s.Len]
 	hd := a.HeadDim
-	C.db_attend_head((*C.float)(unsafe.Pointer(&q[s.Row*qw+h*hd])), C.int(qw),
+	C.dbcpu_attend_head((*C.float)(unsafe.Pointer(&q[s.Row*qw+h*hd])), C.int(qw),
 		(*C.float)(unsafe.Pointer(&k[kh*hd])), (*C.float)(unsafe.Pointer(&v[kh*hd])), C.int(kvw),
 		(*C.float)(unsafe.Pointer(&out[s.Row*qw+h*hd])), C.int(qw),
 		C.int(s.N), C.int(s.Len), C.int(hd), C.float(a.Scale), C.int(a.Window), (*C.float)(unsafe.Pointer(&scores[0])))
