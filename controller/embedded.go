@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/draftbench/draftbench/pkg/agent"
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/controller"
@@ -89,12 +90,26 @@ func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*ex
 			return nil, errors.New("no worker binary beside the controller nor on $PATH: run `make build`, or pass --worker-bin")
 		}
 	}
-	n := o.cpuDevices
-	if n <= 0 {
-		n = devicesNeeded(spec)
+	args := []string{"--nats", url, "--name", "local", "--log-level", env.Logger.GetLevel().String()}
+	gpus := 0
+	if o.cpuDevices <= 0 {
+		// The GPUs NVML reports (narrowed by CUDA_VISIBLE_DEVICES), when there
+		// are any: the worker finds the same ones itself.
+		if devs, err := agent.Discover(agent.DeviceOptions{CUDAVisibleDevices: env.Getenv("CUDA_VISIBLE_DEVICES")}); err == nil {
+			for _, d := range devs {
+				if d.Kind == protocol.DeviceGPU {
+					gpus++
+				}
+			}
+		}
 	}
-	args := []string{"--nats", url, "--cpu-devices", strconv.Itoa(n), "--name", "local",
-		"--log-level", env.Logger.GetLevel().String()}
+	if gpus == 0 {
+		n := o.cpuDevices
+		if n <= 0 {
+			n = devicesNeeded(spec)
+		}
+		args = append(args, "--cpu-devices", strconv.Itoa(n))
+	}
 	if o.threads > 0 {
 		args = append(args, "--threads", strconv.Itoa(o.threads))
 	}
@@ -104,7 +119,7 @@ func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*ex
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	env.Logger.Named("run").Debug("worker started", "bin", bin, "pid", cmd.Process.Pid, "cpu_devices", n)
+	env.Logger.Named("run").Debug("worker started", "bin", bin, "pid", cmd.Process.Pid, "gpus", gpus, "args", args)
 	return cmd, nil
 }
 

@@ -35,7 +35,7 @@ func runCmd() *cli.Command {
 			fs.StringVar(&o.out, "out", "", "output folder (default: the job's output_dir, else results/<job>-<id>)")
 			fs.IntVar(&o.threads, "threads", 0, "CPU threads per stage (0 = all cores)")
 			fs.StringVar(&o.workerBin, "worker-bin", "", "the worker binary to start (default: bin/worker beside this binary, else $PATH)")
-			fs.IntVar(&o.cpuDevices, "cpu-devices", 0, "CPU devices the local worker offers (0 = as many as the job's placement needs)")
+			fs.IntVar(&o.cpuDevices, "cpu-devices", 0, "run on N CPU devices even when NVML reports GPUs (0 = the GPUs when there are any, else as many CPU devices as the job's placement needs)")
 			fs.BoolVar(&o.inProcess, "in-process", false, "no NATS and no worker: load both models in this process (a quick single-process check)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
