@@ -40,6 +40,7 @@ type serveOptions struct {
 	token, creds           string
 	serverCert, serverKey  string
 	clientCA               string
+	users, nkey            string
 	tls                    natsrv.TLSFlags
 	workerWait             time.Duration
 	replicas               int
@@ -73,6 +74,8 @@ a submitted job are read on this machine, relative to this folder.`,
 			fs.StringVar(&o.serverCert, "server-cert", "", "TLS certificate of the embedded server (with --server-key: clients connect over TLS)")
 			fs.StringVar(&o.serverKey, "server-key", "", "TLS key of the embedded server")
 			fs.StringVar(&o.clientCA, "client-ca", "", "the embedded server requires client certificates signed by this CA")
+			fs.StringVar(&o.users, "users", "", "JSON file of the embedded server's users (NKeys or passwords, role controller|worker) instead of --token")
+			fs.StringVar(&o.nkey, "nkey", "", "NKey seed file of this controller's own connection (a controller-role user)")
 			o.tls.Add(fs)
 			fs.DurationVar(&o.workerWait, "worker-wait", 5*time.Minute, "how long a job waits for a first worker before it fails")
 			fs.IntVar(&o.replicas, "replicas", 1, "copies JetStream keeps of the jobs and results when it creates them: 3 on a NATS cluster of three or more servers")
@@ -123,6 +126,13 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 			return fmt.Errorf("creating the store folder: %w", err)
 		}
 		sopts := natsrv.Options{Host: host, Port: port, StoreDir: dir, Token: token, Logger: env.Logger}
+		if o.users != "" {
+			users, err := natsrv.ReadUsers(o.users)
+			if err != nil {
+				return err
+			}
+			sopts.Users, sopts.Token, token = users, "", ""
+		}
 		if o.serverCert != "" || o.serverKey != "" || o.clientCA != "" {
 			sopts.TLS = &natsrv.TLS{CertFile: o.serverCert, KeyFile: o.serverKey, CAFile: o.clientCA}
 		}
@@ -135,7 +145,10 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		log.Info("embedded NATS server with JetStream", "url", url, "store", dir)
 	}
 	// A daemon keeps trying to reach its server rather than exit.
-	copts := natsrv.ConnectOptions{Name: "controller", Token: token, CredsFile: o.creds, MaxReconnects: -1, Logger: env.Logger}
+	copts := natsrv.ConnectOptions{Name: "controller", Token: token, CredsFile: o.creds, NKeySeedFile: o.nkey, MaxReconnects: -1, Logger: env.Logger}
+	if o.nkey != "" {
+		copts.Token = ""
+	}
 	o.tls.Apply(&copts)
 	nc, err := natsrv.Connect(url, copts)
 	if err != nil {

@@ -533,7 +533,7 @@ func TestServeOnExternalNATS(t *testing.T) {
 		want string
 	}{
 		{"with the token", []string{"--token", "s3cret"}, 0, "no jobs yet: submit one with `controller submit JOB.hcl`\n"},
-		{"without it", nil, 1, "controller status: error: the NATS server at " + s.url + " refused this client: give its --token (or $DRAFTBENCH_NATS_TOKEN) or --creds (nats: Authorization Violation)\n"},
+		{"without it", nil, 1, "controller status: error: the NATS server at " + s.url + " refused this client: give its --token (or $DRAFTBENCH_NATS_TOKEN), --nkey or --creds (nats: Authorization Violation)\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := invoke(append([]string{"status", "--nats", s.url}, tc.args...)...)

@@ -82,6 +82,7 @@ ends and exits non-zero unless it succeeded.`,
 // natsFlags are the connection flags of every client command.
 type natsFlags struct {
 	url, token, creds string
+	nkey              string
 	tls               natsrv.TLSFlags
 }
 
@@ -89,6 +90,7 @@ func (f *natsFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&f.url, "nats", defaultNATS, "NATS URL of the controller")
 	fs.StringVar(&f.token, "token", "", "NATS token (default $"+tokenEnv+")")
 	fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&f.nkey, "nkey", "", "NKey seed file (servers with NKey users)")
 	f.tls.Add(fs)
 }
 
@@ -101,7 +103,10 @@ func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
 	if token == "" && f.creds == "" {
 		token = env.Getenv(tokenEnv)
 	}
-	opts := natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, Logger: env.Logger}
+	if f.nkey != "" {
+		token = ""
+	}
+	opts := natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, NKeySeedFile: f.nkey, Logger: env.Logger}
 	f.tls.Apply(&opts)
 	nc, err := natsrv.Connect(f.url, opts)
 	if err != nil {
@@ -110,7 +115,7 @@ func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
 		}
 		// nats.go reports a refused token as the server's text, not always as ErrAuthorization.
 		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
-			return nil, nil, fmt.Errorf("the NATS server at %s refused this client: give its --token (or $%s) or --creds (%w)", f.url, tokenEnv, err)
+			return nil, nil, fmt.Errorf("the NATS server at %s refused this client: give its --token (or $%s), --nkey or --creds (%w)", f.url, tokenEnv, err)
 		}
 		return nil, nil, fmt.Errorf("no NATS server answered at %s: is `controller serve` running? (%w)", f.url, err)
 	}

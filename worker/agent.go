@@ -23,6 +23,7 @@ type agentFlags struct {
 	cpuDevices, threads                       int
 	heartbeat, gpuInterval                    time.Duration
 	tls                                       natsrv.TLSFlags
+	nkey                                      string
 }
 
 // connectRetry is the pause between attempts to reach NATS at start-up: a
@@ -46,6 +47,7 @@ func agentCmd() *cli.Command {
 			fs.StringVar(&f.token, "token", "", "NATS token (default: $"+agent.TokenEnv+")")
 			fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
 			f.tls.Add(fs)
+			fs.StringVar(&f.nkey, "nkey", "", "NKey seed file (a worker-role user of the controller's NATS)")
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads the CPU devices share (0 = all cores)")
 			fs.DurationVar(&f.gpuInterval, "gpu-interval", time.Second, "GPU monitor sampling interval (NVML)")
 		},
@@ -104,19 +106,20 @@ func runAgent(env *cli.Env, f agentFlags) error {
 		log.Info("no GPU monitor", "reason", gpuReason)
 	}
 	ag, err := agent.New(agent.Config{
-		GPUMonitor: gpuReason,
-		CPUThreads: f.threads,
-		Conn:       nc,
-		Subjects:   subjects,
-		Name:       f.name,
-		Devices:    devices,
-		Heartbeat:  f.heartbeat,
-		Version:    cli.Version,
-		StageURL:   f.nats,
-		Token:      f.token,
-		CredsFile:  f.creds,
-		TLS:        f.tls,
-		Logger:     log,
+		GPUMonitor:   gpuReason,
+		CPUThreads:   f.threads,
+		Conn:         nc,
+		Subjects:     subjects,
+		Name:         f.name,
+		Devices:      devices,
+		Heartbeat:    f.heartbeat,
+		Version:      cli.Version,
+		StageURL:     f.nats,
+		Token:        f.token,
+		CredsFile:    f.creds,
+		TLS:          f.tls,
+		NKeySeedFile: f.nkey,
+		Logger:       log,
 	})
 	if err != nil {
 		return err
@@ -130,6 +133,9 @@ func runAgent(env *cli.Env, f agentFlags) error {
 func connectAgent(ctx context.Context, f agentFlags, log hclog.Logger) (*nats.Conn, error) {
 	opts := natsrv.ConnectOptions{Name: "worker " + f.name, Token: f.token, CredsFile: f.creds, MaxReconnects: -1}
 	f.tls.Apply(&opts)
+	if f.nkey != "" {
+		opts.NKeySeedFile, opts.Token = f.nkey, ""
+	}
 	for attempt := 1; ; attempt++ {
 		nc, err := natsrv.Connect(f.nats, opts)
 		if err == nil {

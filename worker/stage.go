@@ -17,6 +17,7 @@ import (
 type stageFlags struct {
 	nats, assignment, worker, prefix, kind, creds string
 	tls                                           natsrv.TLSFlags
+	nkey                                          string
 	threads                                       int
 }
 
@@ -38,6 +39,7 @@ func stageCmd() *cli.Command {
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
 			fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
 			f.tls.Add(fs)
+			fs.StringVar(&f.nkey, "nkey", "", "NKey seed file")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runStage(env, f) },
 	}
@@ -66,6 +68,9 @@ func runStage(env *cli.Env, f stageFlags) error {
 		Logger:    env.Logger,
 	}
 	f.tls.Apply(&copts)
+	if f.nkey != "" {
+		copts.NKeySeedFile, copts.Token = f.nkey, ""
+	}
 	nc, err := natsrv.Connect(f.nats, copts)
 	if err != nil {
 		return err

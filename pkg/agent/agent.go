@@ -92,6 +92,8 @@ type Config struct {
 	Token, CredsFile string
 	// TLS holds the client TLS files, passed on to stage processes.
 	TLS natsrv.TLSFlags
+	// NKeySeedFile authenticates with an NKey (passed on as --nkey).
+	NKeySeedFile string
 	// Environ is the environment stages start from, before
 	// CUDA_VISIBLE_DEVICES is narrowed (nil: os.Environ()).
 	Environ []string

@@ -183,6 +183,9 @@ func (a *Agent) stageArgs(as *protocol.Assignment, file string, kind protocol.De
 		args = append(args, "--threads", strconv.Itoa(a.cpuShare*len(as.Devices)))
 	}
 	args = append(args, a.cfg.TLS.Args()...)
+	if a.cfg.NKeySeedFile != "" {
+		args = append(args, "--nkey", a.cfg.NKeySeedFile)
+	}
 	if a.cfg.CredsFile != "" {
 		args = append(args, "--creds", a.cfg.CredsFile)
 	}

@@ -1,8 +1,11 @@
 package natsrv
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -144,4 +147,41 @@ func (o *Options) describeAuth() string {
 		parts = append(parts, "TLS")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// usersFile is the JSON of `controller serve --users FILE`.
+type usersFile struct {
+	Users []struct {
+		NKey     string `json:"nkey"`
+		Name     string `json:"name"`
+		Password string `json:"password"`
+		Role     Role   `json:"role"`
+	} `json:"users"`
+}
+
+// ReadUsers reads a users file: {"users": [{"nkey": "U...", "role":
+// "worker"}, {"name": "ctl", "password": "...", "role": "controller"}]}.
+// Start checks the users themselves (NKey shape, duplicates, roles).
+func ReadUsers(path string) ([]User, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("users file: %w", err)
+	}
+	var f usersFile
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("users file %s: %w", path, err)
+	}
+	if len(f.Users) == 0 {
+		return nil, fmt.Errorf("users file %s lists no users", path)
+	}
+	out := make([]User, 0, len(f.Users))
+	for i, u := range f.Users {
+		if u.Role != RoleController && u.Role != RoleWorker {
+			return nil, fmt.Errorf("users file %s: user %d: role %q is not one of %s, %s", path, i+1, u.Role, RoleController, RoleWorker)
+		}
+		out = append(out, User{NKey: u.NKey, Name: u.Name, Password: u.Password, Role: u.Role})
+	}
+	return out, nil
 }
