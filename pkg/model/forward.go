@@ -113,49 +113,10 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 	att := alloc(T, qw)
 	gate, up := alloc(T, c.IntermediateSize), alloc(T, c.IntermediateSize)
 	eps := float32(c.RMSNormEps)
+	bufs := &layerBufs{x: x, h: h, q: q, k: k, v: v, att: att, gate: gate, up: up}
 	for li, ly := range m.layers {
-		steps := []func() error{
-			func() error { return b.RMSNorm(h, x, ly.attnNorm, eps) },
-			func() error { return linear(b, q, h, ly.q, ly.qBias) },
-			func() error { return linear(b, k, h, ly.k, ly.kBias) },
-			func() error { return linear(b, v, h, ly.v, ly.vBias) },
-			func() error {
-				if ly.qNorm == nil {
-					return nil
-				}
-				if err := b.RMSNorm(q, q, ly.qNorm, eps); err != nil {
-					return err
-				}
-				return b.RMSNorm(k, k, ly.kNorm, eps)
-			},
-			func() error { return b.ApplyRoPE(q, positions, m.rope) },
-			func() error { return b.ApplyRoPE(k, positions, m.rope) },
-			func() error {
-				for i, s := range seqs {
-					kc, vc := s.Cache.Layer(li)
-					if err := b.CopyRows(kc, s.Cache.Len(), k, attn[i].Row, counts[i]); err != nil {
-						return err
-					}
-					if err := b.CopyRows(vc, s.Cache.Len(), v, attn[i].Row, counts[i]); err != nil {
-						return err
-					}
-					attn[i].K, attn[i].V = kc, vc
-				}
-				return b.Attention(att, q, attn, a)
-			},
-			func() error { return linear(b, h, att, ly.o, ly.oBias) },
-			func() error { return b.Add(x, x, h) },
-			func() error { return b.RMSNorm(h, x, ly.mlpNorm, eps) },
-			func() error { return linear(b, gate, h, ly.gate, ly.gateB) },
-			func() error { return linear(b, up, h, ly.up, ly.upB) },
-			func() error { return b.SwiGLU(gate, gate, up) },
-			func() error { return linear(b, h, gate, ly.down, ly.downB) },
-			func() error { return b.Add(x, x, h) },
-		}
-		for _, step := range steps {
-			if err := step(); err != nil {
-				return nil, fmt.Errorf("layer %d: %w", m.First+li, err)
-			}
+		if err := m.layer(li, ly, bufs, seqs, counts, attn, positions, a, eps); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", m.First+li, err)
 		}
 	}
 	for i, s := range seqs {
@@ -215,6 +176,80 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// layerBufs are the activations one forward step reuses across layers.
+type layerBufs struct {
+	x, h, q, k, v, att, gate, up backend.Tensor
+}
+
+// layer runs decoder layer li in place on bufs.x: pre-norm attention over
+// each sequence's cache (the new K/V rows appended first), then the SwiGLU
+// MLP, each added to the residual stream.
+func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int, attn []backend.AttnSeq,
+	positions []int32, a backend.Attn, eps float32) error {
+	b := m.b
+	if err := b.RMSNorm(t.h, t.x, ly.attnNorm, eps); err != nil {
+		return err
+	}
+	if err := linear(b, t.q, t.h, ly.q, ly.qBias); err != nil {
+		return err
+	}
+	if err := linear(b, t.k, t.h, ly.k, ly.kBias); err != nil {
+		return err
+	}
+	if err := linear(b, t.v, t.h, ly.v, ly.vBias); err != nil {
+		return err
+	}
+	if ly.qNorm != nil {
+		if err := b.RMSNorm(t.q, t.q, ly.qNorm, eps); err != nil {
+			return err
+		}
+		if err := b.RMSNorm(t.k, t.k, ly.kNorm, eps); err != nil {
+			return err
+		}
+	}
+	if err := b.ApplyRoPE(t.q, positions, m.rope); err != nil {
+		return err
+	}
+	if err := b.ApplyRoPE(t.k, positions, m.rope); err != nil {
+		return err
+	}
+	for i, s := range seqs {
+		kc, vc := s.Cache.Layer(li)
+		if err := b.CopyRows(kc, s.Cache.Len(), t.k, attn[i].Row, counts[i]); err != nil {
+			return err
+		}
+		if err := b.CopyRows(vc, s.Cache.Len(), t.v, attn[i].Row, counts[i]); err != nil {
+			return err
+		}
+		attn[i].K, attn[i].V = kc, vc
+	}
+	if err := b.Attention(t.att, t.q, attn, a); err != nil {
+		return err
+	}
+	if err := linear(b, t.h, t.att, ly.o, ly.oBias); err != nil {
+		return err
+	}
+	if err := b.Add(t.x, t.x, t.h); err != nil {
+		return err
+	}
+	if err := b.RMSNorm(t.h, t.x, ly.mlpNorm, eps); err != nil {
+		return err
+	}
+	if err := linear(b, t.gate, t.h, ly.gate, ly.gateB); err != nil {
+		return err
+	}
+	if err := linear(b, t.up, t.h, ly.up, ly.upB); err != nil {
+		return err
+	}
+	if err := b.SwiGLU(t.gate, t.gate, t.up); err != nil {
+		return err
+	}
+	if err := linear(b, t.h, t.gate, ly.down, ly.downB); err != nil {
+		return err
+	}
+	return b.Add(t.x, t.x, t.h)
 }
 
 // linear is a Hugging Face Linear layer: dst = x·wᵀ (+ bias).

@@ -2,7 +2,6 @@ package cpu
 
 /*
 #cgo CFLAGS: -O3
-#include <cblas.h>
 #include "bf16.h"
 */
 import "C"
