@@ -7,22 +7,14 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/natstest"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
 // TestOnLostStops: a job that has ended stops hearing of lost workers (a
 // long-running controller registers one watcher per job).
 func TestOnLostStops(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})

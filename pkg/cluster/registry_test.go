@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/natstest"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
@@ -25,16 +26,7 @@ func (c *fakeClock) Add(d time.Duration) {
 }
 
 func TestRegistryLiveness(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
@@ -107,16 +99,7 @@ func TestRegistryLiveness(t *testing.T) {
 // connection drops (a cluster node dies), heartbeats cannot reach it; that
 // must not count against the workers.
 func TestNoLossWhileTheControllerIsDisconnected(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	connected := true

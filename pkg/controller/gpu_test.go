@@ -11,6 +11,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/natstest"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
@@ -20,16 +21,7 @@ import (
 // (multi_gpu_ratio 2:1 → target, target, drafter) and the phase of the
 // mode timeline, and a worker without NVML is reported with its reason.
 func TestGPUMonitorOverNATS(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(time.Second)}}
 	plan := &placement.Plan{
@@ -98,16 +90,7 @@ func TestGPUMonitorOverNATS(t *testing.T) {
 // waits before a mode until the GPUs' latest temperature is below it, and
 // records the wait.
 func TestCoolDownWaitsForCoolGPUs(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(50 * time.Millisecond),
 		CooldownBelowC: 60, CooldownTimeout: jobspec.Duration(5 * time.Second)}}

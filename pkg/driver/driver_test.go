@@ -12,6 +12,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/model"
 	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/natstest"
 	"github.com/draftbench/draftbench/pkg/protocol"
 	"github.com/draftbench/draftbench/pkg/sampling"
 	"github.com/draftbench/draftbench/pkg/stage"
@@ -75,21 +76,13 @@ func newCluster(t *testing.T, targetSplits, drafterSplits [][2]int) *cluster {
 
 func newClusterFrom(t testing.TB, target, drafter string, targetSplits, drafterSplits [][2]int) *cluster {
 	t.Helper()
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv, nc := natstest.Start(t, natsrv.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c := &cluster{}
 	c.target = serve(t, ctx, srv, target, "target", targetSplits)
 	c.draft = serve(t, ctx, srv, drafter, "drafter", drafterSplits)
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{Name: "driver"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	var err error
 	if c.client, err = protocol.NewStepClient(nc); err != nil {
 		t.Fatal(err)
 	}
@@ -187,16 +180,7 @@ func testSampledIsReproducible(t *testing.T, drafter [][2]int) {
 }
 
 func TestDeadPipelineFailsFast(t *testing.T) {
-	srv, err := natsrv.Start(natsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := natsrv.Connect(srv.ClientURL(), natsrv.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := natstest.Start(t, natsrv.Options{})
 	client, err := protocol.NewStepClient(nc)
 	if err != nil {
 		t.Fatal(err)
