@@ -89,9 +89,11 @@ func (s *Seq) Reserve(n int) error {
 	if s.limit > 0 {
 		newCap = min(newCap, s.limit)
 	}
-	probe := s.b.New(1, s.width)
-	s.elem = probe.DType().Size()
-	s.b.Free(probe)
+	if s.elem == 0 { // the backend's activation dtype, learnt once
+		probe := s.b.New(1, s.width)
+		s.elem = probe.DType().Size()
+		s.b.Free(probe)
+	}
 	extra := int64(newCap-s.cap) * int64(s.width) * int64(s.elem) * 2 * int64(len(s.k))
 	if err := s.budget.take(extra); err != nil {
 		return err
