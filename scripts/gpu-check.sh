@@ -30,6 +30,7 @@ pack() {
 	make build-cuda
 	rm -rf "$PACK" && mkdir -p "$PACK/lib"
 	gzip -c bin/worker >"$PACK/worker.gz"
+	gzip -c bin/controller >"$PACK/controller.gz"
 	# The libraries bin/worker needs besides the CUDA ones the GPU image has.
 	for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libcudart.so.13; do
 		path=$(ldd bin/worker | awk -v l="$lib" '$1 == l {print $3}')
@@ -60,10 +61,13 @@ PY
 }
 
 run() {
-	local out="${OUT:-/tmp/gpu-check}" tmp=/tmp/gpu-check-bin
-	mkdir -p "$out" "$tmp/lib"
+	# Everything is written to $out and, at the end, packed into one file under
+	# $OUT (the device tool brings back at most 8 files).
+	local out=/tmp/gpu-check-out tmp=/tmp/gpu-check-bin
+	rm -rf "$out" && mkdir -p "$out" "$tmp/lib"
 	[[ -f $PACK/worker.gz ]] || { echo "no $PACK/worker.gz: run scripts/gpu-check.sh pack here first and carry $PACK" >&2; exit 1; }
 	gunzip -c "$PACK/worker.gz" >"$tmp/worker" && chmod +x "$tmp/worker"
+	gunzip -c "$PACK/controller.gz" >"$tmp/controller" && chmod +x "$tmp/controller"
 	for f in "$PACK"/lib/*.gz; do gunzip -c "$f" >"$tmp/lib/$(basename "$f" .gz)"; done
 	local dirs
 	dirs=$(cuda_libs | paste -sd:)
@@ -81,8 +85,8 @@ run() {
 		exit 1
 	fi
 	local rc=0
-	echo "== selftest"
-	"$tmp/worker" selftest --backend cuda 2>&1 | tee "$out/selftest.txt"
+	echo "== selftest (kernels, then the transformers goldens)"
+	"$tmp/worker" selftest --backend cuda --goldens testdata/golden 2>&1 | tee "$out/selftest.txt"
 	[[ ${PIPESTATUS[0]} == 0 ]] || rc=1
 	echo "== draftbench bench (cuda, bf16, random weights)"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
@@ -110,6 +114,13 @@ PY
 		--batch "$BATCH" --prompt-len "$PROMPT" --new-tokens "$NEW" >"$out/bench_hf.json" 2>"$out/bench_hf.log" || {
 		rc=1
 		tail -20 "$out/bench_hf.log"
+	}
+	echo "== quickstart end to end on the GPU (controller, NATS, worker stages on CUDA, NVML monitor)"
+	"$tmp/worker" tinymodel --out "$tmp/models/tiny-target" --drafter-out "$tmp/models/tiny-drafter" --drafter-layers 2 >"$out/quickstart.log" 2>&1 &&
+		TARGET_MODEL="$tmp/models/tiny-target" DRAFTER_MODEL="$tmp/models/tiny-drafter" \
+			timeout 180 "$tmp/controller" run hcl/quickstart.hcl --out "$out/quickstart" >>"$out/quickstart.log" 2>&1 || {
+		rc=1
+		tail -30 "$out/quickstart.log"
 	}
 	python3 - "$out" <<'PY' | tee "$out/table.txt"
 import json, os, sys
@@ -139,8 +150,18 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
           f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f}")
+q = load("quickstart/benchmark_results.json")
+if q:
+    c, g = q.get("comparison", {}), q.get("gpu", {})
+    print(f"quickstart on {q.get('environment', {}).get('backend', '?')}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
+          f"lossless {c.get('lossless')}")
+    print("quickstart gpu: " + json.dumps(g)[:700])
 PY
-	grep -E "^selftest cuda" "$out/selftest.txt"
+	grep -E "^selftest cuda|^goldens cuda" "$out/selftest.txt"
+	if [[ -n ${OUT:-} ]]; then
+		cp "$out/table.txt" "$OUT/" 2>/dev/null
+		tar czf "$OUT/gpu-check.tgz" -C "$(dirname "$out")" "$(basename "$out")"
+	fi
 	return $rc
 }
 

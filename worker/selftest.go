@@ -13,6 +13,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/backend/cuda"
 	"github.com/draftbench/draftbench/pkg/backend/selftest"
 	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/golden"
 )
 
 // engine is a backend opened by name, with what the benchmarks need beside it.
@@ -57,13 +58,13 @@ func openBackend(name string, threads int, f32 bool, devices []int) (*engine, er
 }
 
 func selftestCmd() *cli.Command {
-	var name, dtypes, devices, only string
+	var name, dtypes, devices, only, goldens string
 	var seed uint64
 	var threads int
 	return &cli.Command{
 		Name:     "selftest",
 		Synopsis: "check every backend operation against float64 references on fresh random inputs (a table)",
-		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--threads N]",
+		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--goldens DIR] [--threads N]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&name, "backend", "cpu", "backend to check: cpu or cuda")
 			fs.StringVar(&dtypes, "dtype", "bf16,f32", "storage to check: bf16 (bf16 weights), f32 (all f32), or both")
@@ -71,6 +72,7 @@ func selftestCmd() *cli.Command {
 			fs.Uint64Var(&seed, "seed", 0, "seed of the inputs (0: a new one, printed)")
 			fs.StringVar(&only, "only", "", "comma-separated ops to check (default: all)")
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
+			fs.StringVar(&goldens, "goldens", "", "also run the transformers goldens in DIR (testdata/golden) on the backend: logits within 1e-2 (bf16) or 1e-3 (f32) relative error, greedy tokens compared")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			devs, err := parseInts(devices)
@@ -102,6 +104,21 @@ func selftestCmd() *cli.Command {
 				failed += selftest.Failed(rs)
 				if err := selftest.WriteTable(env.Stdout, name+"/"+dt, rs); err != nil {
 					return err
+				}
+				if goldens != "" {
+					tol := 1e-2
+					if dt == "f32" {
+						tol = 1e-3
+					}
+					grs, err := golden.Check(goldens, e, tol)
+					if err != nil {
+						return err
+					}
+					failed += golden.Failed(grs)
+					fmt.Fprintln(env.Stdout)
+					if err := golden.WriteTable(env.Stdout, name+"/"+dt, grs); err != nil {
+						return err
+					}
 				}
 				if err := e.close(); err != nil {
 					return err

@@ -269,3 +269,16 @@ func (m *Model) eachTensor(f func(backend.Tensor)) {
 		}
 	}
 }
+
+// Free gives the shard's weights back to its backend (device memory on a GPU).
+// The model must not be used afterwards.
+func (m *Model) Free() {
+	seen := map[backend.Tensor]bool{}
+	m.eachTensor(func(t backend.Tensor) {
+		if !seen[t] {
+			seen[t] = true
+			m.b.Free(t)
+		}
+	})
+	m.embed, m.norm, m.head, m.layers = nil, nil, nil, nil
+}

@@ -1,0 +1,262 @@
+// Package golden checks a backend against the goldens that Hugging Face
+// transformers wrote (testdata/golden, `make golden`): tiny models of each
+// architecture, the logits of every prompt position and the greedy tokens
+// transformers generated. `worker selftest --goldens DIR` runs it on any
+// backend (the CUDA one on a GPU machine); pkg/model's own tests hold the CPU
+// backend to tighter limits.
+//
+// Logits are compared by relative error ‖got − want‖₂ / ‖want‖₂ per row (the
+// worst row is reported), teacher-forced along the golden tokens so one early
+// difference does not move every later row. Greedy decoding runs free and its
+// tokens are compared with transformers' as a second, separate verdict: with
+// bf16 weights a near-tie between two logits may flip a token while every
+// logit is well within the tolerance, and the table says which happened.
+package golden
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/kvcache"
+	"github.com/draftbench/draftbench/pkg/model"
+)
+
+// File is one golden: <dir>/<name>.json beside the model in <dir>/models/<name>.
+type File struct {
+	Model     string `json:"model"`
+	DiskDType string `json:"disk_dtype"`
+	Prompts   []struct {
+		Tokens        []int       `json:"tokens"`
+		PrefillLogits [][]float32 `json:"prefill_logits"`
+		Greedy        []int       `json:"greedy"`
+		StepLogits    [][]float32 `json:"step_logits"`
+	} `json:"prompts"`
+}
+
+// Result is one model's verdict.
+type Result struct {
+	Name      string
+	DiskDType string
+	Rows      int     // logit rows compared
+	MaxRel    float64 // worst row's ‖got − want‖ / ‖want‖
+	Tol       float64
+	Tokens    int // greedy tokens generated
+	Mismatch  int // greedy tokens that differ from transformers' (free-running, after the first difference all count)
+	// TieGap is, at the first greedy mismatch, transformers' logit margin
+	// between its token and ours (small: a near-tie that rounding flipped).
+	TieGap float64
+	Err    error
+}
+
+// LogitsOK says whether every logit row is within the tolerance.
+func (r Result) LogitsOK() bool { return r.Err == nil && r.MaxRel <= r.Tol && !math.IsNaN(r.MaxRel) }
+
+// Names lists the goldens in dir (the *.json files with a model folder).
+func Names(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".json")
+		if st, err := os.Stat(filepath.Join(dir, "models", name)); err == nil && st.IsDir() {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no goldens (<name>.json with models/<name>/); make golden writes them", dir)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Read parses one golden file.
+func Read(dir, name string) (*File, error) {
+	path := filepath.Join(dir, name+".json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var g File
+	if err := json.Unmarshal(data, &g); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(g.Prompts) == 0 {
+		return nil, fmt.Errorf("%s: no prompts", path)
+	}
+	for i, p := range g.Prompts {
+		if len(p.Tokens) == 0 || len(p.PrefillLogits) != len(p.Tokens) || len(p.StepLogits) != len(p.Greedy) {
+			return nil, fmt.Errorf("%s: prompt %d: %d tokens, %d prefill rows, %d greedy tokens, %d step rows",
+				path, i, len(p.Tokens), len(p.PrefillLogits), len(p.Greedy), len(p.StepLogits))
+		}
+	}
+	return &g, nil
+}
+
+// RelErr is ‖got − want‖₂ / ‖want‖₂ in float64 (NaN anywhere gives NaN; a
+// length mismatch gives +Inf).
+func RelErr(got, want []float32) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
+	var num, den float64
+	for i := range want {
+		d := float64(got[i]) - float64(want[i])
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// Check loads each golden model in dir onto be and compares it. tol is the
+// relative-error limit on logits.
+func Check(dir string, be backend.Backend, tol float64) ([]Result, error) {
+	names, err := Names(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Result, 0, len(names))
+	for _, name := range names {
+		out = append(out, checkOne(dir, name, be, tol))
+	}
+	return out, nil
+}
+
+func checkOne(dir, name string, be backend.Backend, tol float64) (r Result) {
+	r = Result{Name: name, Tol: tol}
+	g, err := Read(dir, name)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	r.DiskDType = g.DiskDType
+	m, err := model.Load(filepath.Join(dir, "models", name), be, model.Options{})
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer m.Free()
+	worse := func(got, want []float32) {
+		r.Rows++
+		e := RelErr(got, want)
+		if math.IsNaN(e) || e > r.MaxRel {
+			r.MaxRel = e
+		}
+	}
+	r.TieGap = math.NaN()
+	for pi, p := range g.Prompts {
+		// Teacher-forced: prompt (every position), then the golden tokens one step at a time.
+		cache := m.NewCache(kvcache.Options{})
+		res, err := m.Forward([]model.Seq{{Cache: cache, Tokens: p.Tokens, AllLogits: true}}, nil)
+		if err != nil {
+			r.Err = fmt.Errorf("prompt %d prefill: %w", pi, err)
+			return r
+		}
+		for i, row := range res.Logits[0] {
+			worse(row, p.PrefillLogits[i])
+		}
+		in := []int{p.Greedy[0]}
+		for s := 1; s < len(p.Greedy); s++ {
+			res, err := m.Forward([]model.Seq{{Cache: cache, Tokens: in}}, nil)
+			if err != nil {
+				r.Err = fmt.Errorf("prompt %d step %d: %w", pi, s, err)
+				return r
+			}
+			worse(res.Logits[0][0], p.StepLogits[s])
+			in = []int{p.Greedy[s]}
+		}
+		cache.Free()
+		// Free-running greedy decode.
+		cache = m.NewCache(kvcache.Options{})
+		in = p.Tokens
+		diverged := false
+		for s := range p.Greedy {
+			res, err := m.Forward([]model.Seq{{Cache: cache, Tokens: in}}, nil)
+			if err != nil {
+				r.Err = fmt.Errorf("prompt %d greedy step %d: %w", pi, s, err)
+				return r
+			}
+			tok := argmax(res.Logits[0][0])
+			r.Tokens++
+			if tok != p.Greedy[s] || diverged {
+				if !diverged && math.IsNaN(r.TieGap) {
+					want := p.StepLogits[s]
+					r.TieGap = float64(want[p.Greedy[s]]) - float64(want[tok])
+				}
+				diverged = true
+				r.Mismatch++
+			}
+			in = []int{tok}
+		}
+		cache.Free()
+	}
+	return r
+}
+
+// Failed counts results whose logits are off or that could not run.
+func Failed(rs []Result) int {
+	n := 0
+	for _, r := range rs {
+		if !r.LogitsOK() {
+			n++
+		}
+	}
+	return n
+}
+
+// WriteTable prints one line per model and a summary line starting
+// "goldens <label>:".
+func WriteTable(w io.Writer, label string, rs []Result) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-12s %-9s %5s %11s %7s  %-14s %s\n", "golden", "disk", "rows", "max rel err", "limit", "greedy tokens", "verdict")
+	tokOK := 0
+	for _, r := range rs {
+		if r.Err != nil {
+			fmt.Fprintf(&b, "%-12s %-9s %5s %11s %7.0e  %-14s FAIL: %v\n", r.Name, r.DiskDType, "-", "-", r.Tol, "-", r.Err)
+			continue
+		}
+		greedy := fmt.Sprintf("%d/%d equal", r.Tokens-r.Mismatch, r.Tokens)
+		verdict := "ok"
+		if !r.LogitsOK() {
+			verdict = "FAIL: logits"
+		}
+		if r.Mismatch > 0 {
+			verdict += fmt.Sprintf(" (greedy diverged at a logit margin of %.2g in transformers)", r.TieGap)
+		} else {
+			tokOK++
+		}
+		fmt.Fprintf(&b, "%-12s %-9s %5d %11.2e %7.0e  %-14s %s\n", r.Name, r.DiskDType, r.Rows, r.MaxRel, r.Tol, greedy, verdict)
+	}
+	fmt.Fprintf(&b, "goldens %s: %d of %d within %.0e, greedy tokens equal on %d of %d\n",
+		label, len(rs)-Failed(rs), len(rs), tolOf(rs), tokOK, len(rs))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func tolOf(rs []Result) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	return rs[0].Tol
+}

@@ -1,0 +1,140 @@
+package golden
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+)
+
+const dir = "../../testdata/golden"
+
+func TestCPUPassesGoldens(t *testing.T) {
+	rs, err := Check(dir, cpu.New(0), 1e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 5 {
+		t.Fatalf("%d goldens, want 5", len(rs))
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, "cpu", rs); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + buf.String())
+	for _, r := range rs {
+		if !r.LogitsOK() || r.Mismatch != 0 || r.Rows == 0 || r.Tokens == 0 {
+			t.Errorf("%s: %+v", r.Name, r)
+		}
+	}
+	if !strings.Contains(buf.String(), "goldens cpu: 5 of 5 within 1e-03, greedy tokens equal on 5 of 5") {
+		t.Errorf("summary line missing:\n%s", buf.String())
+	}
+}
+
+// copyGolden writes a modified copy of one golden into a fresh folder that
+// links to the real model.
+func copyGolden(t *testing.T, name string, edit func(*File)) string {
+	t.Helper()
+	g, err := Read(dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(g)
+	out := t.TempDir()
+	data, err := json.Marshal(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, name+".json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(filepath.Join(dir, "models", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(out, "models"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(abs, filepath.Join(out, "models", name)); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestWrongLogitsFail(t *testing.T) {
+	d := copyGolden(t, "qwen3", func(g *File) {
+		row := g.Prompts[0].StepLogits[2]
+		for i := range row {
+			row[i] *= 1.05
+		}
+	})
+	rs, err := Check(d, cpu.New(0), 1e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs[0].LogitsOK() || Failed(rs) != 1 {
+		t.Fatalf("logits 5%% off passed: %+v", rs[0])
+	}
+	if rs[0].MaxRel < 0.04 || rs[0].MaxRel > 0.06 {
+		t.Errorf("max rel err %.3g, want about 0.05", rs[0].MaxRel)
+	}
+}
+
+func TestGreedyMismatchCounted(t *testing.T) {
+	d := copyGolden(t, "llama", func(g *File) {
+		p := &g.Prompts[0]
+		p.Greedy[1] = (p.Greedy[1] + 1) % len(p.StepLogits[1])
+	})
+	rs, err := Check(d, cpu.New(0), 1e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rs[0]
+	// The teacher-forced logits now follow a different token at step 1, so
+	// step 2's golden row no longer matches: that fails too.
+	if r.Mismatch != len(dataOf(t, "llama").Prompts[0].Greedy)-1 {
+		t.Errorf("mismatch %d, want every token from step 1 on", r.Mismatch)
+	}
+	if r.TieGap >= 0 {
+		t.Errorf("tie gap %.3g: transformers' (edited) token should score below ours", r.TieGap)
+	}
+}
+
+func dataOf(t *testing.T, name string) *File {
+	g, err := Read(dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestBrokenInputsNamed(t *testing.T) {
+	if _, err := Check(t.TempDir(), cpu.New(0), 1e-3); err == nil || !strings.Contains(err.Error(), "no goldens") {
+		t.Errorf("empty dir: %v", err)
+	}
+	d := copyGolden(t, "qwen2", func(g *File) { g.Prompts[0].PrefillLogits = g.Prompts[0].PrefillLogits[1:] })
+	rs, err := Check(d, cpu.New(0), 1e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs[0].Err == nil || !strings.Contains(rs[0].Err.Error(), "qwen2.json: prompt 0") {
+		t.Errorf("short prefill rows: %v", rs[0].Err)
+	}
+}
+
+func TestRelErr(t *testing.T) {
+	if e := RelErr([]float32{3, 4}, []float32{3, 4}); e != 0 {
+		t.Error(e)
+	}
+	if e := RelErr([]float32{3, 4.5}, []float32{3, 4}); e < 0.0999 || e > 0.1001 {
+		t.Error(e)
+	}
+	if e := RelErr([]float32{1}, []float32{1, 2}); e < 1e300 {
+		t.Error(e)
+	}
+}
