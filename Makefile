@@ -106,6 +106,7 @@ fuzz: test-deps
 
 golden: $(VENV)/bin/python
 	$(VENV)/bin/python scripts/golden/make_golden.py testdata/golden
+	$(VENV)/bin/python scripts/golden/bf16_yardstick.py testdata/golden
 
 bench: build $(VENV)/bin/python
 	scripts/bench-engine.sh

@@ -8,8 +8,12 @@
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "draftbench.h"
+
+#define DB_PIN_SEGS 16
+#define DB_PIN_SEG_BYTES (256u << 10)
 
 struct db_device {
 	int ordinal;
@@ -23,6 +27,16 @@ struct db_device {
 	size_t work_cap;
 	cudaEvent_t ev;       // ordering of copies between devices
 	int sms;
+	// Pinned staging ring for the small uploads: a copy from pageable host
+	// memory may wait for the stream to drain, which would stall the host
+	// once per kernel and serialise launching with running. DB_PIN_SEGS
+	// segments of pin_seg bytes; leaving a segment records pin_ev[seg], and
+	// coming back to it waits for that event (the GPU has long consumed it).
+	char *pin;
+	size_t pin_seg, pin_off;
+	int pin_cur;
+	cudaEvent_t pin_ev[DB_PIN_SEGS];
+	int pin_pending[DB_PIN_SEGS];
 };
 
 static inline db_status db_ok() {
@@ -95,13 +109,39 @@ static inline db_status db_args_reserve(db_device *d, size_t bytes) {
 	return db_ok();
 }
 
+// db_stage copies host bytes into the pinned ring and points *src at them
+// (left as host when they do not fit a segment: a rare large upload then
+// goes from pageable memory).
+static inline db_status db_stage(db_device *d, const void *host, size_t bytes, const void **src) {
+	if (d->pin == NULL || bytes > d->pin_seg) return db_ok();
+	if (d->pin_off + bytes > d->pin_seg) {
+		CK(cudaEventRecord(d->pin_ev[d->pin_cur], d->stream));
+		d->pin_pending[d->pin_cur] = 1;
+		d->pin_cur = (d->pin_cur + 1) % DB_PIN_SEGS;
+		if (d->pin_pending[d->pin_cur]) {
+			CK(cudaEventSynchronize(d->pin_ev[d->pin_cur]));
+			d->pin_pending[d->pin_cur] = 0;
+		}
+		d->pin_off = 0;
+	}
+	char *p = d->pin + (size_t)d->pin_cur * d->pin_seg + d->pin_off;
+	memcpy(p, host, bytes);
+	d->pin_off += (bytes + 15) & ~(size_t)15;
+	*src = p;
+	return db_ok();
+}
+
 // db_args_push copies host bytes into the argument buffer (after
 // db_args_reserve covered them) and returns their device address.
 static inline db_status db_args_push(db_device *d, const void *host, size_t bytes, void **dev) {
 	size_t off = (d->args_used + 255) & ~(size_t)255;
 	ARG(off + bytes <= d->args_cap, "argument buffer too small (db_args_reserve first)");
 	*dev = (char *)d->args + off;
-	if (bytes) CK(cudaMemcpyAsync(*dev, host, bytes, cudaMemcpyHostToDevice, d->stream));
+	if (bytes) {
+		const void *src = host;
+		CKS(db_stage(d, host, bytes, &src));
+		CK(cudaMemcpyAsync(*dev, src, bytes, cudaMemcpyHostToDevice, d->stream));
+	}
 	d->args_used = off + bytes;
 	return db_ok();
 }

@@ -48,6 +48,9 @@ extern "C" db_status db_open(int ordinal, db_device **out) {
 		d->blas_ws_bytes = 32u << 20;
 		TRY(cudaMalloc(&d->blas_ws, d->blas_ws_bytes));
 		TRYB(cublasSetWorkspace(d->blas, d->blas_ws, d->blas_ws_bytes));
+		d->pin_seg = DB_PIN_SEG_BYTES;
+		TRY(cudaHostAlloc((void **)&d->pin, DB_PIN_SEGS * d->pin_seg, cudaHostAllocDefault));
+		for (int i = 0; i < DB_PIN_SEGS; i++) TRY(cudaEventCreateWithFlags(&d->pin_ev[i], cudaEventDisableTiming));
 		*out = d;
 		return db_ok();
 	}
@@ -75,6 +78,9 @@ extern "C" db_status db_close(db_device *d) {
 	}
 	if (d->blas_ws) KEEP(cudaFree(d->blas_ws));
 	if (d->args) KEEP(cudaFree(d->args));
+	if (d->pin) KEEP(cudaFreeHost(d->pin));
+	for (int i = 0; i < DB_PIN_SEGS; i++)
+		if (d->pin_ev[i]) KEEP(cudaEventDestroy(d->pin_ev[i]));
 	if (d->work) KEEP(cudaFree(d->work));
 	if (d->ev) KEEP(cudaEventDestroy(d->ev));
 	if (d->stream) KEEP(cudaStreamDestroy(d->stream));

@@ -94,6 +94,9 @@ run() {
 		rc=1
 		cat "$out/bench_draftbench.log"
 	}
+	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 --prompt-len "$PROMPT" \
+		--new-tokens 8 --profile-ops --bandwidth=false --json >"$out/profile.json" 2>"$out/profile.txt" || rc=1
 	echo "== PyTorch device-to-device copy"
 	PYTHONUNBUFFERED=1 python3 - >"$out/copy_torch.json" <<'PY' || rc=1
 import json, torch
@@ -109,12 +112,14 @@ for _ in range(10):
 ms.sort()
 print(json.dumps({"bytes": n, "median_ms": ms[5], "gb_per_s": 2 * n / (ms[5] * 1e-3) / 1e9}))
 PY
-	echo "== transformers (cuda, bf16, sdpa, random weights)"
-	PYTHONUNBUFFERED=1 python3 scripts/golden/bench_hf.py "$MODEL" --device cuda --dtype bf16 --random-weights \
-		--batch "$BATCH" --prompt-len "$PROMPT" --new-tokens "$NEW" >"$out/bench_hf.json" 2>"$out/bench_hf.log" || {
-		rc=1
-		tail -20 "$out/bench_hf.log"
-	}
+	if [[ -z ${SKIP_HF:-} ]]; then
+		echo "== transformers (cuda, bf16, sdpa, random weights)"
+		PYTHONUNBUFFERED=1 python3 scripts/golden/bench_hf.py "$MODEL" --device cuda --dtype bf16 --random-weights \
+			--batch "$BATCH" --prompt-len "$PROMPT" --new-tokens "$NEW" >"$out/bench_hf.json" 2>"$out/bench_hf.log" || {
+			rc=1
+			tail -20 "$out/bench_hf.log"
+		}
+	fi
 	echo "== quickstart end to end on the GPU (controller, NATS, worker stages on CUDA, NVML monitor)"
 	"$tmp/worker" tinymodel --out "$tmp/models/tiny-target" --drafter-out "$tmp/models/tiny-drafter" --drafter-layers 2 >"$out/quickstart.log" 2>&1 &&
 		TARGET_MODEL="$tmp/models/tiny-target" DRAFTER_MODEL="$tmp/models/tiny-drafter" \
@@ -122,6 +127,7 @@ PY
 		rc=1
 		tail -30 "$out/quickstart.log"
 	}
+	cat "$out/profile.txt"
 	python3 - "$out" <<'PY' | tee "$out/table.txt"
 import json, os, sys
 out = sys.argv[1]
@@ -140,7 +146,7 @@ if theirs:
 if copy:
     print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
-      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6}")
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7}")
 for i, o in enumerate((ours or {}).get("rows", [])):
     t = (theirs or {}).get("rows", [])
     t = t[i] if i < len(t) else {}
@@ -149,7 +155,7 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{r(o['prefill_tok_per_s'], t.get('prefill_tok_per_s')):>6.2f} | {o['decode_tok_per_s']:>12.1f} "
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
-          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f}")
+          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f}")
 q = load("quickstart/benchmark_results.json")
 if q:
     c, g = q.get("comparison", {}), q.get("gpu", {})

@@ -28,10 +28,15 @@ type benchRow struct {
 	WeightBytes     int64   `json:"weight_bytes_in_memory"`
 	FloorStepMs     float64 `json:"bandwidth_floor_step_ms,omitempty"`
 	BandwidthGBPerS float64 `json:"measured_bandwidth_gb_per_s,omitempty"`
+	// ReadWaitMs is, per decode step, the time spent waiting for the GPU to
+	// finish and copying the logits back (CUDA only): the step less the host's
+	// own work. Near zero means the host, not the GPU, sets the pace.
+	ReadWaitMs float64 `json:"decode_read_wait_ms,omitempty"`
 }
 
 func benchCmd() *cli.Command {
 	var dir, batches string
+	var profileOps bool
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile, backendName string
@@ -54,6 +59,7 @@ func benchCmd() *cli.Command {
 			fs.Uint64Var(&seed, "seed", 1, "seed of --random-weights")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 			fs.StringVar(&backendName, "backend", "cpu", "backend: cpu or cuda")
+			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			if dir == "" {
@@ -70,7 +76,10 @@ func benchCmd() *cli.Command {
 			if threads > 0 {
 				runtime.GOMAXPROCS(threads)
 			}
-			eng, err := openBackend(backendName, threads, false, nil)
+			if profileOps && backendName != "cuda" {
+				return cli.Usagef("--profile-ops needs --backend cuda")
+			}
+			eng, err := openBackend(backendName, threads, false, nil, profileOps)
 			if err != nil {
 				return err
 			}
@@ -98,17 +107,49 @@ func benchCmd() *cli.Command {
 				defer pprof.StopCPUProfile()
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
+			randomPrompt := func() []int {
+				prompt := make([]int, promptLen)
+				for j := range prompt {
+					prompt[j] = rng.IntN(m.Config.VocabSize)
+				}
+				return prompt
+			}
+			// One untimed prefill first: the first call of each kind loads
+			// kernels, picks GEMM algorithms and fills the memory pools.
+			{
+				c := m.NewCache(kvcache.Options{})
+				if _, err := m.Forward([]model.Seq{{Cache: c, Tokens: randomPrompt()}}, nil); err != nil {
+					return err
+				}
+				c.Free()
+			}
+			printProfile := func(what string, steps int) {
+				if !profileOps || eng.profile == nil {
+					return
+				}
+				p := eng.profile()
+				var total time.Duration
+				for _, o := range p.Ops {
+					total += o.Total
+				}
+				fmt.Fprintf(env.Stderr, "profile (synchronized after every op): %s, per step\n", what)
+				fmt.Fprintf(env.Stderr, "  %-12s %8s %10s %6s\n", "op", "calls", "ms", "share")
+				for _, o := range p.Ops {
+					fmt.Fprintf(env.Stderr, "  %-12s %8.1f %10.3f %5.1f%%\n", o.Op, float64(o.Calls)/float64(steps),
+						o.Total.Seconds()*1000/float64(steps), 100*o.Total.Seconds()/total.Seconds())
+				}
+				fmt.Fprintf(env.Stderr, "  %-12s %8s %10.3f\n", "all ops", "", total.Seconds()*1000/float64(steps))
+			}
 			var rows []benchRow
 			for _, b := range sizes {
 				row := benchRow{Batch: b, PromptLen: promptLen, WeightBytes: weights}
 				seqs := make([]model.Seq, b)
 				var prefill time.Duration
+				if eng.resetProfile != nil {
+					eng.resetProfile()
+				}
 				for i := range seqs {
-					prompt := make([]int, promptLen)
-					for j := range prompt {
-						prompt[j] = rng.IntN(m.Config.VocabSize)
-					}
-					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: prompt}
+					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt()}
 					start := time.Now()
 					if _, err := m.Forward(seqs[i:i+1], nil); err != nil {
 						return err
@@ -116,10 +157,14 @@ func benchCmd() *cli.Command {
 					prefill += time.Since(start)
 				}
 				row.PrefillTokPerS = float64(b*promptLen) / prefill.Seconds()
+				printProfile(fmt.Sprintf("prefill of %d tokens, batch %d (one sequence at a time)", promptLen, b), b)
 				var elapsed time.Duration
 				for step := 0; step < warmup+newTokens; step++ {
 					for i := range seqs {
 						seqs[i].Tokens = []int{rng.IntN(m.Config.VocabSize)}
+					}
+					if step == warmup && eng.resetProfile != nil {
+						eng.resetProfile()
 					}
 					start := time.Now()
 					if _, err := m.Forward(seqs, nil); err != nil {
@@ -131,6 +176,10 @@ func benchCmd() *cli.Command {
 				}
 				row.DecodeStepMs = elapsed.Seconds() * 1000 / float64(newTokens)
 				row.DecodeTokPerS = float64(b*newTokens) / elapsed.Seconds()
+				if eng.profile != nil {
+					row.ReadWaitMs = eng.profile().ReadWait.Seconds() * 1000 / float64(newTokens)
+				}
+				printProfile(fmt.Sprintf("decode, batch %d", b), newTokens)
 				if bw > 0 {
 					row.BandwidthGBPerS = bw / 1e9
 					row.FloorStepMs = float64(weights) / bw * 1000

@@ -14,7 +14,7 @@ import (
 const dir = "../../testdata/golden"
 
 func TestCPUPassesGoldens(t *testing.T) {
-	rs, err := Check(dir, cpu.New(0), 1e-3)
+	rs, err := Check(dir, cpu.New(0), F32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestCPUPassesGoldens(t *testing.T) {
 			t.Errorf("%s: %+v", r.Name, r)
 		}
 	}
-	if !strings.Contains(buf.String(), "goldens cpu: 5 of 5 within 1e-03, greedy tokens equal on 5 of 5") {
+	if !strings.Contains(buf.String(), "goldens cpu: 5 of 5 within their limits, greedy tokens equal on 5 of 5") {
 		t.Errorf("summary line missing:\n%s", buf.String())
 	}
 }
@@ -73,7 +73,7 @@ func TestWrongLogitsFail(t *testing.T) {
 			row[i] *= 1.05
 		}
 	})
-	rs, err := Check(d, cpu.New(0), 1e-3)
+	rs, err := Check(d, cpu.New(0), F32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestGreedyMismatchCounted(t *testing.T) {
 		p := &g.Prompts[0]
 		p.Greedy[1] = (p.Greedy[1] + 1) % len(p.StepLogits[1])
 	})
-	rs, err := Check(d, cpu.New(0), 1e-3)
+	rs, err := Check(d, cpu.New(0), F32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,11 +114,11 @@ func dataOf(t *testing.T, name string) *File {
 }
 
 func TestBrokenInputsNamed(t *testing.T) {
-	if _, err := Check(t.TempDir(), cpu.New(0), 1e-3); err == nil || !strings.Contains(err.Error(), "no goldens") {
+	if _, err := Check(t.TempDir(), cpu.New(0), F32); err == nil || !strings.Contains(err.Error(), "no goldens") {
 		t.Errorf("empty dir: %v", err)
 	}
 	d := copyGolden(t, "qwen2", func(g *File) { g.Prompts[0].PrefillLogits = g.Prompts[0].PrefillLogits[1:] })
-	rs, err := Check(d, cpu.New(0), 1e-3)
+	rs, err := Check(d, cpu.New(0), F32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +136,26 @@ func TestRelErr(t *testing.T) {
 	}
 	if e := RelErr([]float32{1}, []float32{1, 2}); e < 1e300 {
 		t.Error(e)
+	}
+}
+
+func TestBF16LimitFollowsYardstick(t *testing.T) {
+	rs, err := Check(dir, cpu.New(0), BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ys, err := Yardsticks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		y := ys[r.Name]
+		if y <= 0 {
+			t.Errorf("%s: no yardstick in bf16_yardstick.json", r.Name)
+			continue
+		}
+		if want := max(1e-2, 2*y); r.Tol != want || r.Yardstick != y {
+			t.Errorf("%s: limit %.3g, yardstick %.3g; want %.3g from %.3g", r.Name, r.Tol, r.Yardstick, want, y)
+		}
 	}
 }

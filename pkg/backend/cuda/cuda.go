@@ -13,7 +13,9 @@ import "C"
 import (
 	"fmt"
 	"path/filepath"
+	"sort"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/draftbench/draftbench/pkg/backend"
@@ -103,6 +105,64 @@ type Backend struct {
 	place  *placer
 	ropes  map[*backend.RoPE][]unsafe.Pointer // InvFreq uploaded, per device
 	closed bool
+	prof   *profiler // per-op times (Options.Profile)
+	wait   time.Duration
+	reads  int
+}
+
+type profiler struct {
+	last time.Time
+	ops  map[string]*OpTime
+}
+
+// done checks an operation's status and, when profiling, waits for it and
+// charges it the time since the previous operation.
+func (b *Backend) done(op string, dev *device, st C.db_status) error {
+	if err := check(op, dev.info.Ordinal, st); err != nil {
+		return err
+	}
+	if b.prof == nil {
+		return nil
+	}
+	if err := check(op, dev.info.Ordinal, C.db_sync(dev.h)); err != nil {
+		return err
+	}
+	now := time.Now()
+	t := b.prof.ops[op]
+	if t == nil {
+		t = &OpTime{Op: op}
+		b.prof.ops[op] = t
+	}
+	t.Calls++
+	t.Total += now.Sub(b.prof.last)
+	b.prof.last = now
+	return nil
+}
+
+// Profile returns what was measured since the backend opened or since
+// ResetProfile (see Options.Profile).
+func (b *Backend) Profile() Profile {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := Profile{ReadWait: b.wait, Reads: b.reads}
+	if b.prof != nil {
+		for _, t := range b.prof.ops {
+			p.Ops = append(p.Ops, *t)
+		}
+		sort.Slice(p.Ops, func(i, j int) bool { return p.Ops[i].Total > p.Ops[j].Total })
+	}
+	return p
+}
+
+// ResetProfile starts the measurements again.
+func (b *Backend) ResetProfile() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wait, b.reads = 0, 0
+	if b.prof != nil {
+		b.prof.ops = map[string]*OpTime{}
+		b.prof.last = time.Now()
+	}
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -132,6 +192,9 @@ func New(opts Options) (*Backend, error) {
 		}
 	}
 	b := &Backend{dtype: backend.BF16, ropes: map[*backend.RoPE][]unsafe.Pointer{}}
+	if opts.Profile {
+		b.prof = &profiler{last: time.Now(), ops: map[string]*OpTime{}}
+	}
 	if opts.F32 {
 		b.dtype = backend.F32
 	}
@@ -448,6 +511,14 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 		return nil
 	}
 	d := ct.dev
+	start := time.Now()
+	defer func() {
+		b.wait += time.Since(start)
+		b.reads++
+		if b.prof != nil {
+			b.prof.last = time.Now()
+		}
+	}()
 	switch ct.dtype {
 	case backend.F32:
 		return check("read", d.info.Ordinal, C.db_d2h(d.h, unsafe.Pointer(&dst[0]), ct.ptr, C.size_t(4*len(dst))))

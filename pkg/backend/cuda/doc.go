@@ -27,6 +27,8 @@
 // speculative decoding), with pkg/sampling's and pkg/spec's semantics.
 package cuda
 
+import "time"
+
 import "errors"
 
 // ErrNotBuilt is what New returns in a binary built without -tags cuda.
@@ -52,6 +54,29 @@ type Options struct {
 	// Reserve is the memory per device kept free of weights for the KV
 	// caches and activations; 0 means a tenth of the device, at least 1 GiB.
 	Reserve int64
+	// Profile synchronizes after every operation and charges each one the
+	// time since the previous one (its launch, its run and the Go work
+	// before it): Backend.Profile reads the totals. It serialises the host
+	// and the GPU, so it shows where the time goes, not how fast a step is.
+	Profile bool
+}
+
+// OpTime is one operation's share of a profile.
+type OpTime struct {
+	Op    string
+	Calls int
+	Total time.Duration
+}
+
+// Profile is what a backend measured since it opened or since ResetProfile.
+type Profile struct {
+	// Ops, largest total first; empty unless Options.Profile was set.
+	Ops []OpTime
+	// ReadWait is the time Read spent waiting for the GPU and copying back
+	// (always measured): in a decode step, the part of the step the host
+	// was not busy issuing work.
+	ReadWait time.Duration
+	Reads    int
 }
 
 // DeviceInfo describes one device of a backend.

@@ -146,7 +146,7 @@ func (b *Backend) Embed(dst, table backend.Tensor, ids []int32) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return check("embed", dev.info.Ordinal, C.db_embed(dev.h, dtypeC(b.dtype), d.ptr, tb.ptr,
+	return b.done("embed", dev, C.db_embed(dev.h, dtypeC(b.dtype), d.ptr, tb.ptr,
 		(*C.int32_t)(unsafe.Pointer(&ids[0])), C.int(len(ids)), C.int(h)))
 }
 
@@ -183,7 +183,7 @@ func (b *Backend) MatMul(dst, x, w backend.Tensor) error {
 	if err := b.claim(d, dev, "matmul"); err != nil {
 		return err
 	}
-	return check("matmul", dev.info.Ordinal, C.db_gemm(dev.h, dtypeC(b.dtype), d.ptr, xt.ptr, wt.ptr, C.int(m), C.int(n), C.int(k)))
+	return b.done("matmul", dev, C.db_gemm(dev.h, dtypeC(b.dtype), d.ptr, xt.ptr, wt.ptr, C.int(m), C.int(n), C.int(k)))
 }
 
 // AddBias implements backend.Backend.
@@ -206,7 +206,7 @@ func (b *Backend) AddBias(dst, bias backend.Tensor) error {
 	if err := b.bring(d, dev, "add bias"); err != nil {
 		return err
 	}
-	return check("add bias", dev.info.Ordinal, C.db_add_bias(dev.h, dtypeC(b.dtype), d.ptr, bt.ptr, C.size_t(backend.Rows(d)), C.int(n)))
+	return b.done("add bias", dev, C.db_add_bias(dev.h, dtypeC(b.dtype), d.ptr, bt.ptr, C.size_t(backend.Rows(d)), C.int(n)))
 }
 
 // Add implements backend.Backend.
@@ -236,7 +236,7 @@ func (b *Backend) Add(dst, x, y backend.Tensor) error {
 	if err := b.output(d, dev, "add", a, c); err != nil {
 		return err
 	}
-	return check("add", dev.info.Ordinal, C.db_add(dev.h, dtypeC(b.dtype), d.ptr, a.ptr, c.ptr, C.size_t(n)))
+	return b.done("add", dev, C.db_add(dev.h, dtypeC(b.dtype), d.ptr, a.ptr, c.ptr, C.size_t(n)))
 }
 
 // inputs brings every input to dev.
@@ -286,7 +286,7 @@ func (b *Backend) RMSNorm(dst, x, w backend.Tensor, eps float32) error {
 	if err := b.output(d, dev, "rmsnorm", xt); err != nil {
 		return err
 	}
-	return check("rmsnorm", dev.info.Ordinal, C.db_rmsnorm(dev.h, dtypeC(b.dtype), d.ptr, xt.ptr, wt.ptr, C.size_t(n/g), C.int(g), C.float(eps)))
+	return b.done("rmsnorm", dev, C.db_rmsnorm(dev.h, dtypeC(b.dtype), d.ptr, xt.ptr, wt.ptr, C.size_t(n/g), C.int(g), C.float(eps)))
 }
 
 // AddRMSNorm adds h into the residual stream x and normalises the result:
@@ -325,7 +325,7 @@ func (b *Backend) AddRMSNorm(dst, x, h, w backend.Tensor, eps float32) error {
 	if err := b.claim(d, dev, "add+rmsnorm"); err != nil {
 		return err
 	}
-	return check("add+rmsnorm", dev.info.Ordinal, C.db_add_rmsnorm(dev.h, dtypeC(b.dtype), d.ptr, xt.ptr, ht.ptr, wt.ptr,
+	return b.done("add+rmsnorm", dev, C.db_add_rmsnorm(dev.h, dtypeC(b.dtype), d.ptr, xt.ptr, ht.ptr, wt.ptr,
 		C.size_t(n/g), C.int(g), C.float(eps)))
 }
 
@@ -379,7 +379,7 @@ func (b *Backend) ApplyRoPE(x backend.Tensor, positions []int32, r *backend.RoPE
 	if err != nil {
 		return err
 	}
-	return check("rope", dev.info.Ordinal, C.db_rope(dev.h, dtypeC(b.dtype), xt.ptr, (*C.int32_t)(unsafe.Pointer(&positions[0])),
+	return b.done("rope", dev, C.db_rope(dev.h, dtypeC(b.dtype), xt.ptr, (*C.int32_t)(unsafe.Pointer(&positions[0])),
 		C.int(rows), C.int(width), C.int(hd), (*C.float)(inv), C.float(r.Scale)))
 }
 
@@ -410,7 +410,7 @@ func (b *Backend) SwiGLU(dst, gate, up backend.Tensor) error {
 	if err := b.output(d, dev, "swiglu", g, u); err != nil {
 		return err
 	}
-	return check("swiglu", dev.info.Ordinal, C.db_swiglu(dev.h, dtypeC(b.dtype), d.ptr, g.ptr, u.ptr, C.size_t(n)))
+	return b.done("swiglu", dev, C.db_swiglu(dev.h, dtypeC(b.dtype), d.ptr, g.ptr, u.ptr, C.size_t(n)))
 }
 
 // CopyRows implements backend.Backend. It runs where src lives; dst (which
@@ -438,7 +438,7 @@ func (b *Backend) CopyRows(dst backend.Tensor, dstRow int, src backend.Tensor, s
 		return err
 	}
 	es := int64(b.dtype.Size())
-	return check("copy rows", dev.info.Ordinal, C.db_d2d(dev.h, unsafe.Add(d.ptr, int64(dstRow*w)*es),
+	return b.done("copy rows", dev, C.db_d2d(dev.h, unsafe.Add(d.ptr, int64(dstRow*w)*es),
 		unsafe.Add(s.ptr, int64(srcRow*w)*es), C.size_t(int64(n*w)*es)))
 }
 
@@ -491,7 +491,7 @@ func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a bac
 	if len(cs) == 0 {
 		return nil
 	}
-	return check("attention", dev.info.Ordinal, C.db_attention(dev.h, dtypeC(b.dtype), d.ptr, qt.ptr, &cs[0], C.int(len(cs)),
+	return b.done("attention", dev, C.db_attention(dev.h, dtypeC(b.dtype), d.ptr, qt.ptr, &cs[0], C.int(len(cs)),
 		C.int(a.Heads), C.int(a.KVHeads), C.int(hd), C.float(a.Scale), C.int(a.Window)))
 }
 
@@ -512,7 +512,7 @@ func (b *Backend) MaskLogits(logits backend.Tensor, limit int) error {
 	if err := b.bring(lt, dev, "mask logits"); err != nil {
 		return err
 	}
-	return check("mask logits", dev.info.Ordinal, C.db_mask_logits(dev.h, dtypeC(b.dtype), lt.ptr, C.int(backend.Rows(lt)), C.int(v), C.int(limit)))
+	return b.done("mask logits", dev, C.db_mask_logits(dev.h, dtypeC(b.dtype), lt.ptr, C.int(backend.Rows(lt)), C.int(v), C.int(limit)))
 }
 
 // Argmax is sampling.Argmax for every row of logits [rows, vocab] (limit 0:

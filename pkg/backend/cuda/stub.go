@@ -25,3 +25,9 @@ func (b *Backend) CopyBandwidth(bytes int) (float64, error) { return 0, ErrNotBu
 
 // DeviceCount reports that this binary has no CUDA.
 func DeviceCount() (int, error) { return 0, ErrNotBuilt }
+
+// Profile is empty.
+func (b *Backend) Profile() Profile { return Profile{} }
+
+// ResetProfile does nothing.
+func (b *Backend) ResetProfile() {}
