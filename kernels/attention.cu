@@ -11,6 +11,7 @@
 // flash-decoding scheme (Dao, Haziza, Massa & Sizov 2023).
 #include <algorithm>
 #include <vector>
+#include <stdint.h>
 
 #include "common.cuh"
 
@@ -21,6 +22,70 @@ struct attn_item {
 	int seq; // index into the call's sequences
 	int v0;  // first query vector: v = row * group + head within group
 };
+
+// VecOf<T>::N elements of T make one 16-byte load; unpack widens them to f32.
+template <typename T> struct VecOf;
+template <> struct VecOf<float> {
+	static constexpr int N = 4;
+	__device__ static void unpack(const uint4 &u, float *out) {
+		out[0] = __uint_as_float(u.x);
+		out[1] = __uint_as_float(u.y);
+		out[2] = __uint_as_float(u.z);
+		out[3] = __uint_as_float(u.w);
+	}
+};
+template <> struct VecOf<__nv_bfloat16> {
+	static constexpr int N = 8;
+	__device__ static void unpack(const uint4 &u, float *out) {
+		const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			out[2 * i] = __uint_as_float(w[i] << 16);             // low half: the element at the lower address
+			out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u); // high half
+		}
+	}
+};
+
+// load_tile_vec stages keys [t0, min(t0+KT, k1)) of KV head g into Ks and Vs
+// (f32, rows of stride floats; keys past k1 as zeros) with 16-byte loads,
+// UNROLL of them per thread and matrix in flight before the first store: with
+// one block per multiprocessor (decode) the tile costs about one memory
+// latency instead of one per element.
+#define UNROLL 4
+template <typename T>
+__device__ __forceinline__ void load_tile_vec(float *Ks, float *Vs, const T *K, const T *V, int t0, int k1, int kvw,
+                                              int g, int hd, int stride) {
+	constexpr int N = VecOf<T>::N;
+	const int per_row = hd / N, nvec = KT * per_row;
+	for (int base = threadIdx.x; base < nvec; base += blockDim.x * UNROLL) {
+		uint4 kb[UNROLL], vb[UNROLL];
+#pragma unroll
+		for (int u = 0; u < UNROLL; u++) {
+			const int e = base + u * blockDim.x, key = t0 + e / per_row;
+			kb[u] = make_uint4(0, 0, 0, 0);
+			vb[u] = make_uint4(0, 0, 0, 0);
+			if (e < nvec && key < k1) {
+				const size_t off = (size_t)key * kvw + (size_t)g * hd + (size_t)(e % per_row) * N;
+				kb[u] = *reinterpret_cast<const uint4 *>(K + off);
+				vb[u] = *reinterpret_cast<const uint4 *>(V + off);
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < UNROLL; u++) {
+			const int e = base + u * blockDim.x;
+			if (e >= nvec) break;
+			const int j = e / per_row, d = (e % per_row) * N;
+			float kf[N], vf[N];
+			VecOf<T>::unpack(kb[u], kf);
+			VecOf<T>::unpack(vb[u], vf);
+#pragma unroll
+			for (int i = 0; i < N; i++) {
+				Ks[j * stride + d + i] = kf[i];
+				Vs[j * stride + d + i] = vf[i];
+			}
+		}
+	}
+}
 
 // Query vector v of an item is row v / group, head g * group + v % group.
 // Partials are [item][g][warp][split][hd + 2] floats: acc, then max and sum.
@@ -37,6 +102,8 @@ attn_partial(T *dst, const T *q, const db_attn_seq *seqs, const attn_item *items
 	const int g = blockIdx.y, split = blockIdx.z, group = heads / kvh;
 	const int qw = heads * hd, kvw = kvh * hd;
 	const T *K = (const T *)s.k, *V = (const T *)s.v;
+	// 16-byte loads when every key row of this KV head starts 16-byte aligned.
+	const bool vec = hd % VecOf<T>::N == 0 && kvw % VecOf<T>::N == 0 && ((uintptr_t)K & 15) == 0 && ((uintptr_t)V & 15) == 0;
 
 	const int v = it.v0 + w;
 	const bool live = v < s.n * group;
@@ -60,16 +127,19 @@ attn_partial(T *dst, const T *q, const db_attn_seq *seqs, const attn_item *items
 
 	for (int t0 = k0; t0 < k1; t0 += KT) {
 		__syncthreads(); // the previous tile is consumed (and Qs is written)
-		for (int e = threadIdx.x; e < KT * hd; e += blockDim.x) {
-			int j = e / hd, d = e % hd, key = t0 + j;
-			float kv = 0.f, vv = 0.f;
-			if (key < k1) {
-				kv = ld(K, (size_t)key * kvw + (size_t)g * hd + d);
-				vv = ld(V, (size_t)key * kvw + (size_t)g * hd + d);
+		if (vec)
+			load_tile_vec(Ks, Vs, K, V, t0, k1, kvw, g, hd, stride);
+		else
+			for (int e = threadIdx.x; e < KT * hd; e += blockDim.x) {
+				int j = e / hd, d = e % hd, key = t0 + j;
+				float kv = 0.f, vv = 0.f;
+				if (key < k1) {
+					kv = ld(K, (size_t)key * kvw + (size_t)g * hd + d);
+					vv = ld(V, (size_t)key * kvw + (size_t)g * hd + d);
+				}
+				Ks[j * stride + d] = kv;
+				Vs[j * stride + d] = vv;
 			}
-			Ks[j * stride + d] = kv;
-			Vs[j * stride + d] = vv;
-		}
 		__syncthreads();
 		if (!live) continue;
 		int key = t0 + lane;
@@ -204,13 +274,13 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	const int nitems = (int)items.size();
 
 	// Split the keys only when the blocks would not fill the GPU twice over,
-	// and never below 8 tiles of keys per split.
+	// and never below 2 tiles of keys per split.
 	long blocks = (long)nitems * kv_heads;
 	int nsplit = 1;
 	long want = 2L * d->sms;
 	if (blocks < want) {
 		nsplit = (int)((want + blocks - 1) / blocks);
-		nsplit = std::min(nsplit, std::max(1, maxlen / (8 * KT)));
+		nsplit = std::min(nsplit, std::max(1, maxlen / (2 * KT)));
 		nsplit = std::min(nsplit, 64);
 	}
 	float *part = NULL;
@@ -226,5 +296,59 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	DISPATCH(dtype, return attention_t<T>(d, (T *)dst, (const T *)q, (const db_attn_seq *)dseqs,
 	                                      (const attn_item *)ditems, nitems, nw, heads, kv_heads, head_dim, scale, window,
 	                                      nsplit, part));
+	return db_ok();
+}
+
+// ---- appending a step's keys and values to the caches ----
+
+struct kv_item {
+	int seq, j; // row j of sequence seq's new rows
+};
+
+// One block per new row; W is the word copied per thread (uint4 when every
+// row is 16-byte aligned, else the element itself).
+template <typename W>
+__global__ void append_kv_kernel(const char *k, const char *v, const db_attn_seq *seqs, const kv_item *items,
+                                 size_t row_bytes) {
+	const kv_item it = items[blockIdx.x];
+	const db_attn_seq s = seqs[it.seq];
+	const size_t src = (size_t)(s.row + it.j) * row_bytes, dst = (size_t)(s.len - s.n + it.j) * row_bytes;
+	const W *ks = (const W *)(k + src), *vs = (const W *)(v + src);
+	W *kd = (W *)((char *)s.k + dst), *vd = (W *)((char *)s.v + dst);
+	const size_t n = row_bytes / sizeof(W);
+	for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
+		kd[i] = ks[i];
+		vd[i] = vs[i];
+	}
+}
+
+extern "C" db_status db_append_kv(db_device *d, const void *k, const void *v, const db_attn_seq *seqs, int nseq, int width,
+                                  int elem_bytes) {
+	ENTER(d);
+	ARG(elem_bytes == 2 || elem_bytes == 4, "append_kv: elements are 2 or 4 bytes");
+	std::vector<kv_item> items;
+	bool aligned = ((uintptr_t)k & 15) == 0 && ((uintptr_t)v & 15) == 0 && ((size_t)width * elem_bytes) % 16 == 0;
+	for (int i = 0; i < nseq; i++) {
+		ARG(seqs[i].n >= 0 && seqs[i].n <= seqs[i].len, "append_kv: a sequence has more new rows than positions");
+		aligned = aligned && ((uintptr_t)seqs[i].k & 15) == 0 && ((uintptr_t)seqs[i].v & 15) == 0;
+		for (int j = 0; j < seqs[i].n; j++) items.push_back(kv_item{i, j});
+	}
+	if (items.empty()) return db_ok();
+	ARG(items.size() < 0x7fffffffu, "append_kv: too many rows for one launch");
+	void *dseqs, *ditems;
+	CKS(db_args_reserve(d, db_args_size(nseq * sizeof(db_attn_seq), items.size() * sizeof(kv_item))));
+	CKS(db_args_push(d, seqs, nseq * sizeof(db_attn_seq), &dseqs));
+	CKS(db_args_push(d, items.data(), items.size() * sizeof(kv_item), &ditems));
+	const size_t row_bytes = (size_t)width * elem_bytes;
+	const unsigned blocks = (unsigned)items.size();
+	const auto *ds = (const db_attn_seq *)dseqs;
+	const auto *di = (const kv_item *)ditems;
+	if (aligned)
+		append_kv_kernel<uint4><<<blocks, 128, 0, d->stream>>>((const char *)k, (const char *)v, ds, di, row_bytes);
+	else if (elem_bytes == 4)
+		append_kv_kernel<uint32_t><<<blocks, 128, 0, d->stream>>>((const char *)k, (const char *)v, ds, di, row_bytes);
+	else
+		append_kv_kernel<uint16_t><<<blocks, 128, 0, d->stream>>>((const char *)k, (const char *)v, ds, di, row_bytes);
+	LAUNCHED();
 	return db_ok();
 }

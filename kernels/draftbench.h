@@ -91,6 +91,10 @@ db_status db_rope(db_device *d, int dtype, void *x, const int32_t *positions, in
 db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, const void *w, int m, int n, int k);
 
 /* ---- attention (attention.cu) ---- */
+/* For each sequence s: rows [s.row, s.row+s.n) of k and v (each [*, width] of elem_bytes elements)
+   are copied to rows [s.len-s.n, s.len) of s.k and s.v: a step's new keys and values, one launch. */
+db_status db_append_kv(db_device *d, const void *k, const void *v, const db_attn_seq *seqs, int nseq, int width,
+                       int elem_bytes);
 db_status db_attention(db_device *d, int dtype, void *dst, const void *q, const db_attn_seq *seqs, int nseq,
                        int heads, int kv_heads, int head_dim, float scale, int window);
 

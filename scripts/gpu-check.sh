@@ -8,15 +8,21 @@
 #                               gzipped to travel in the device tool's carry.
 #   scripts/gpu-check.sh [run]  there: builds nothing; unpacks, finds the
 #                               machine's CUDA 13 libcublas/libcudart, then
-#                               1. worker selftest --backend cuda (bf16 and f32),
+#                               1. worker selftest --backend cuda (bf16 and f32,
+#                                  every kernel, then the transformers goldens),
 #                               2. worker bench --backend cuda on a Qwen3-8B-shaped
 #                                  model with random bf16 weights at batch 1,8,32
 #                                  (its bandwidth column is a 1 GiB device-to-device
 #                                  copy: the ceiling a decode step can approach),
-#                               3. the same copy through PyTorch, as a cross-check,
-#                               4. transformers (bf16, SDPA) on the same shape and card,
-#                               and prints a table last. Everything lands in $OUT
-#                               (or /tmp/gpu-check) too.
+#                               3. the same at batch 1 and 32 with --profile-ops
+#                                  (where prefill and decode spend their time),
+#                               4. the copy through PyTorch, as a cross-check,
+#                               5. transformers (bf16, SDPA) on the same shape and
+#                                  card (SKIP_HF=1 leaves it out),
+#                               6. the quickstart job end to end (controller, NATS,
+#                                  worker stages on CUDA, the NVML monitor),
+#                               and prints a table last. Everything is packed into
+#                               $OUT/gpu-check.tgz, the table beside it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PACK=build/gpu-check

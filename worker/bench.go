@@ -84,7 +84,7 @@ func benchCmd() *cli.Command {
 				return err
 			}
 			defer eng.close()
-			m, err := model.Load(dir, eng, model.Options{RandomWeights: random, Seed: seed})
+			m, err := model.Load(dir, eng.Backend, model.Options{RandomWeights: random, Seed: seed}) // the backend itself: its RandomLoader draws on the device
 			if err != nil {
 				return err
 			}

@@ -142,3 +142,28 @@ type Backend interface {
 	// writing dst [T, Heads*HeadDim].
 	Attention(dst, q Tensor, seqs []AttnSeq, a Attn) error
 }
+
+// KVAppender is an optional Backend operation: the new key and value rows of
+// every sequence of a step written into their caches in one call (one launch
+// on a GPU instead of two copies per sequence). For each s, rows
+// [s.Row, s.Row+s.N) of k and v go to rows [s.Len-s.N, s.Len) of s.K and s.V.
+type KVAppender interface {
+	AppendKV(k, v Tensor, seqs []AttnSeq) error
+}
+
+// AppendKV writes the new K and V rows of seqs into their caches, through
+// the backend's KVAppender when it has one, else with CopyRows.
+func AppendKV(b Backend, k, v Tensor, seqs []AttnSeq) error {
+	if a, ok := b.(KVAppender); ok {
+		return a.AppendKV(k, v, seqs)
+	}
+	for _, s := range seqs {
+		if err := b.CopyRows(s.K, s.Len-s.N, k, s.Row, s.N); err != nil {
+			return err
+		}
+		if err := b.CopyRows(s.V, s.Len-s.N, v, s.Row, s.N); err != nil {
+			return err
+		}
+	}
+	return nil
+}

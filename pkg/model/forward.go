@@ -108,14 +108,23 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 	if m.Arch.Window {
 		a.Window = c.Window()
 	}
-	h := alloc(T, H)
+	h, o := alloc(T, H), alloc(T, H)
 	q, k, v := alloc(T, qw), alloc(T, kvw), alloc(T, kvw)
 	att := alloc(T, qw)
 	gate, up := alloc(T, c.IntermediateSize), alloc(T, c.IntermediateSize)
 	eps := float32(c.RMSNormEps)
-	bufs := &layerBufs{x: x, h: h, q: q, k: k, v: v, att: att, gate: gate, up: up}
+	bufs := &layerBufs{x: x, h: h, o: o, q: q, k: k, v: v, att: att, gate: gate, up: up}
+	if len(m.layers) > 0 {
+		if err := b.RMSNorm(h, x, m.layers[0].attnNorm, eps); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", m.First, err)
+		}
+	}
 	for li, ly := range m.layers {
-		if err := m.layer(li, ly, bufs, seqs, counts, attn, positions, a, eps); err != nil {
+		var next backend.Tensor // the next layer's attention norm, fused with this layer's last residual add
+		if li+1 < len(m.layers) {
+			next = m.layers[li+1].attnNorm
+		}
+		if err := m.layer(li, ly, bufs, seqs, counts, attn, positions, a, eps, next); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", m.First+li, err)
 		}
 	}
@@ -178,20 +187,44 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 	return res, nil
 }
 
-// layerBufs are the activations one forward step reuses across layers.
+// layerBufs are the activations one forward step reuses across layers: x is
+// the residual stream, h a normed copy of it, o a projection's output.
 type layerBufs struct {
-	x, h, q, k, v, att, gate, up backend.Tensor
+	x, h, o, q, k, v, att, gate, up backend.Tensor
 }
 
-// layer runs decoder layer li in place on bufs.x: pre-norm attention over
-// each sequence's cache (the new K/V rows appended first), then the SwiGLU
-// MLP, each added to the residual stream.
-func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int, attn []backend.AttnSeq,
-	positions []int32, a backend.Attn, eps float32) error {
-	b := m.b
-	if err := b.RMSNorm(t.h, t.x, ly.attnNorm, eps); err != nil {
+// addNorm adds o to the residual stream x and writes the normed result to h,
+// in one operation where the backend fuses the two (same results: the norm
+// reads the sum as stored). A nil w only adds.
+func addNorm(b backend.Backend, t *layerBufs, w backend.Tensor, eps float32) error {
+	if w != nil {
+		if f, ok := b.(residualNormer); ok {
+			return f.AddRMSNorm(t.h, t.x, t.o, w, eps)
+		}
+	}
+	if err := b.Add(t.x, t.x, t.o); err != nil {
 		return err
 	}
+	if w == nil {
+		return nil
+	}
+	return b.RMSNorm(t.h, t.x, w, eps)
+}
+
+// residualNormer is a backend that fuses the residual add with the next norm
+// (x += o; h = rmsnorm(x)·w), as the CUDA backend does.
+type residualNormer interface {
+	AddRMSNorm(dst, x, h, w backend.Tensor, eps float32) error
+}
+
+// layer runs decoder layer li in place on bufs.x, whose attention-normed copy
+// is already in bufs.h: attention over each sequence's cache (the new K/V
+// rows appended first), then the SwiGLU MLP, each added to the residual
+// stream. The last add is fused with next, the following layer's attention
+// norm (nil for the shard's last layer).
+func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int, attn []backend.AttnSeq,
+	positions []int32, a backend.Attn, eps float32, next backend.Tensor) error {
+	b := m.b
 	if err := linear(b, t.q, t.h, ly.q, ly.qBias); err != nil {
 		return err
 	}
@@ -216,25 +249,18 @@ func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int,
 		return err
 	}
 	for i, s := range seqs {
-		kc, vc := s.Cache.Layer(li)
-		if err := b.CopyRows(kc, s.Cache.Len(), t.k, attn[i].Row, counts[i]); err != nil {
-			return err
-		}
-		if err := b.CopyRows(vc, s.Cache.Len(), t.v, attn[i].Row, counts[i]); err != nil {
-			return err
-		}
-		attn[i].K, attn[i].V = kc, vc
+		attn[i].K, attn[i].V = s.Cache.Layer(li)
+	}
+	if err := backend.AppendKV(b, t.k, t.v, attn); err != nil {
+		return err
 	}
 	if err := b.Attention(t.att, t.q, attn, a); err != nil {
 		return err
 	}
-	if err := linear(b, t.h, t.att, ly.o, ly.oBias); err != nil {
+	if err := linear(b, t.o, t.att, ly.o, ly.oBias); err != nil {
 		return err
 	}
-	if err := b.Add(t.x, t.x, t.h); err != nil {
-		return err
-	}
-	if err := b.RMSNorm(t.h, t.x, ly.mlpNorm, eps); err != nil {
+	if err := addNorm(b, t, ly.mlpNorm, eps); err != nil {
 		return err
 	}
 	if err := linear(b, t.gate, t.h, ly.gate, ly.gateB); err != nil {
@@ -246,10 +272,10 @@ func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int,
 	if err := b.SwiGLU(t.gate, t.gate, t.up); err != nil {
 		return err
 	}
-	if err := linear(b, t.h, t.gate, ly.down, ly.downB); err != nil {
+	if err := linear(b, t.o, t.gate, ly.down, ly.downB); err != nil {
 		return err
 	}
-	return b.Add(t.x, t.x, t.h)
+	return addNorm(b, t, next, eps)
 }
 
 // linear is a Hugging Face Linear layer: dst = x·wᵀ (+ bias).

@@ -165,7 +165,10 @@ func (b *Backend) ResetProfile() {
 	}
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend    = (*Backend)(nil)
+	_ backend.KVAppender = (*Backend)(nil)
+)
 
 // DeviceCount is the number of CUDA devices this process sees.
 func DeviceCount() (int, error) {

@@ -442,6 +442,61 @@ func (b *Backend) CopyRows(dst backend.Tensor, dstRow int, src backend.Tensor, s
 		unsafe.Add(s.ptr, int64(srcRow*w)*es), C.size_t(int64(n*w)*es)))
 }
 
+// AppendKV implements backend.KVAppender: every sequence's new key and value
+// rows into its caches in one launch. It runs where k lives; caches living
+// elsewhere move there (as for Attention, which reads them next).
+func (b *Backend) AppendKV(k, v backend.Tensor, seqs []backend.AttnSeq) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kt, err := b.act(k, "append kv", "k")
+	if err != nil {
+		return err
+	}
+	vt, err := b.act(v, "append kv", "v")
+	if err != nil {
+		return err
+	}
+	w := backend.Cols(kt)
+	if backend.Cols(vt) != w || backend.Rows(vt) != backend.Rows(kt) {
+		return fmt.Errorf("cuda: append kv: k %v and v %v differ", kt.shape, vt.shape)
+	}
+	dev := b.home(kt)
+	if err := b.inputs(dev, "append kv", kt, vt); err != nil {
+		return err
+	}
+	cs := make([]C.db_attn_seq, len(seqs))
+	for i, s := range seqs {
+		kc, err := b.act(s.K, "append kv", "a K cache")
+		if err != nil {
+			return err
+		}
+		vc, err := b.act(s.V, "append kv", "a V cache")
+		if err != nil {
+			return err
+		}
+		if backend.Cols(kc) != w || backend.Cols(vc) != w || s.N < 0 || s.N > s.Len || s.Len > backend.Rows(kc) ||
+			s.Len > backend.Rows(vc) || s.Row < 0 || s.Row+s.N > backend.Rows(kt) {
+			return fmt.Errorf("cuda: append kv sequence %d: rows [%d,%d) of %v to [%d,%d) of %v", i, s.Row, s.Row+s.N,
+				kt.shape, s.Len-s.N, s.Len, kc.shape)
+		}
+		if kc.dtype != kt.dtype || vc.dtype != kt.dtype || vt.dtype != kt.dtype {
+			return fmt.Errorf("cuda: append kv: caches of %s and %s for k of %s", kc.dtype, vc.dtype, kt.dtype)
+		}
+		if kc == kt || kc == vt || vc == kt || vc == vt {
+			return fmt.Errorf("cuda: append kv: a cache may not alias k or v")
+		}
+		if err := b.inputs(dev, "append kv", kc, vc); err != nil {
+			return err
+		}
+		cs[i] = C.db_attn_seq{row: C.int(s.Row), n: C.int(s.N), len: C.int(s.Len), k: kc.ptr, v: vc.ptr}
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	return b.done("append kv", dev, C.db_append_kv(dev.h, kt.ptr, vt.ptr, &cs[0], C.int(len(cs)), C.int(w),
+		C.int(kt.dtype.Size())))
+}
+
 // Attention implements backend.Backend (see kernels/attention.cu).
 func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a backend.Attn) error {
 	b.mu.Lock()

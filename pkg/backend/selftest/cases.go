@@ -37,6 +37,7 @@ func cases(cfg Config) []kase {
 	}
 	cs = append(cs, swigluCase(g, 4096, true))
 	cs = append(cs, copyRowsCase(g, 10, 12, 48, 3, 5, 4), copyRowsCase(g, 64, 64, 256, 0, 0, 64))
+	cs = append(cs, appendKVCase(g, 256), appendKVCase(g, 15))
 	cs = append(cs, attentionCases(g)...)
 	cs = append(cs, loadCases(g)...)
 	cs = append(cs, randomCase(cfg.Seed))

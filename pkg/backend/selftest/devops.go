@@ -328,3 +328,57 @@ func verifyRef(p []float32, vocab int, drafts []int32, q []sampling.Sparse, gree
 	}
 	return len(drafts), sampling.Sample(last, float64(uBonus))
 }
+
+// appendKVCase writes the new rows of three sequences (one decode row, a
+// fresh prefill, a verify step) into caches with spare rows; every cache row
+// the step does not own must keep its contents.
+func appendKVCase(g gen, width int) kase {
+	type sq struct{ row, n, len, capacity int }
+	seqs := []sq{{0, 1, 5, 8}, {1, 4, 4, 6}, {5, 3, 9, 12}}
+	T := 8 // one spare row of k and v that no sequence takes
+	ins := []input{g.act(1, T, width), g.act(1, T, width)}
+	for _, s := range seqs {
+		ins = append(ins, g.act(1, s.capacity, width), g.act(1, s.capacity, width))
+	}
+	return kase{
+		op: "append_kv", name: fmt.Sprintf("3 sequences, rows of %d", width), inputs: ins,
+		needs: lacks[backend.KVAppender]("batched KV append"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			as := make([]backend.AttnSeq, len(seqs))
+			for i, q := range seqs {
+				as[i] = backend.AttnSeq{Row: q.row, N: q.n, Len: q.len, K: in[2+2*i], V: in[3+2*i]}
+			}
+			if err := s.b.(backend.KVAppender).AppendKV(in[0], in[1], as); err != nil {
+				return nil, err
+			}
+			var out []float32
+			for _, t := range in[2:] {
+				v, err := s.read(t)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, v...)
+			}
+			return out, nil
+		},
+		ref: func(in [][]float32) []float64 {
+			var out []float64
+			for i, q := range seqs {
+				for m, src := range []int{0, 1} { // K, then V
+					c := in[2+2*i+m]
+					got := make([]float64, len(c))
+					for j, v := range c {
+						got[j] = float64(v)
+					}
+					for j := 0; j < q.n; j++ {
+						for d := 0; d < width; d++ {
+							got[(q.len-q.n+j)*width+d] = float64(in[src][(q.row+j)*width+d])
+						}
+					}
+					out = append(out, got...)
+				}
+			}
+			return out
+		},
+	}
+}

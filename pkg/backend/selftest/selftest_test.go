@@ -71,6 +71,25 @@ type hostOps struct {
 	breakAttnWindow   bool
 	breakNormScale    float32
 	breakSampleOffset bool
+	breakAppendLast   bool
+}
+
+// AppendKV is backend.AppendKV's CopyRows path; breakAppendLast drops the
+// last row of the last sequence.
+func (h *hostOps) AppendKV(k, v backend.Tensor, seqs []backend.AttnSeq) error {
+	for i, s := range seqs {
+		n := s.N
+		if h.breakAppendLast && i == len(seqs)-1 {
+			n--
+		}
+		if err := h.CopyRows(s.K, s.Len-s.N, k, s.Row, n); err != nil {
+			return err
+		}
+		if err := h.CopyRows(s.V, s.Len-s.N, v, s.Row, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h *hostOps) read(t backend.Tensor) []float32 {
@@ -234,6 +253,7 @@ func TestDeviceOps(t *testing.T) {
 		}},
 		{"rmsnorm 1% off", hostOps{breakNormScale: 1.01}, op("rmsnorm", "add_rmsnorm")},
 		{"sampling at the wrong uniform", hostOps{breakSampleOffset: true}, op("sample")},
+		{"append kv drops a row", hostOps{breakAppendLast: true}, op("append_kv")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
