@@ -95,6 +95,14 @@ db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, const void 
    are copied to rows [s.len-s.n, s.len) of s.k and s.v: a step's new keys and values, one launch. */
 db_status db_append_kv(db_device *d, const void *k, const void *v, const db_attn_seq *seqs, int nseq, int width,
                        int elem_bytes);
+/* After qkv = x·[Wq; Wk; Wv]ᵀ ([rows, (heads + 2·kv_heads)·head_dim]): per-head RMSNorm of q and k
+   (qnorm/knorm, both or neither), RoPE at positions on q and k, q into q_out [rows, heads·head_dim],
+   k and v appended to each sequence's caches as db_append_kv does. Every row belongs to one sequence. */
+db_status db_finish_qkv(db_device *d, int dtype, void *q_out, const void *qkv, const void *qnorm, const void *knorm,
+                        float eps, const int32_t *positions, int rows, const float *inv_freq, float scale,
+                        const db_attn_seq *seqs, int nseq, int heads, int kv_heads, int head_dim);
+/* dst[r, i] = silu(gu[r, i]) · gu[r, inter + i]: SwiGLU over the stacked gate | up product. */
+db_status db_swiglu_pair(db_device *d, int dtype, void *dst, const void *gu, size_t rows, size_t inter);
 db_status db_attention(db_device *d, int dtype, void *dst, const void *q, const db_attn_seq *seqs, int nseq,
                        int heads, int kv_heads, int head_dim, float scale, int window);
 

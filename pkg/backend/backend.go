@@ -167,3 +167,21 @@ func AppendKV(b Backend, k, v Tensor, seqs []AttnSeq) error {
 	}
 	return nil
 }
+
+// QKVFinisher is an optional Backend operation for a model whose q, k and v
+// weights are stacked into one matrix ([q; k; v] rows, so one product gives
+// qkv = [T, qw + 2·kvw], each row q | k | v). FinishQKV applies the per-head
+// RMSNorm of q and k when qNorm and kNorm are given (Qwen3; both or neither),
+// RoPE r at positions (one per row of qkv) to q and k, writes q into q
+// ([T, qw]) and appends k and v to the caches of seqs as AppendKV does. Every
+// row of qkv belongs to one of seqs.
+type QKVFinisher interface {
+	FinishQKV(q, qkv, qNorm, kNorm Tensor, eps float32, positions []int32, r *RoPE, a Attn, seqs []AttnSeq) error
+}
+
+// PairSwiGLU is an optional Backend operation for a model whose gate and up
+// weights are stacked into one matrix: gu = [T, 2I], each row gate | up, and
+// dst[t, i] = silu(gu[t, i]) · gu[t, I+i] into dst = [T, I].
+type PairSwiGLU interface {
+	SwiGLUPair(dst, gu Tensor) error
+}

@@ -109,11 +109,23 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		a.Window = c.Window()
 	}
 	h, o := alloc(T, H), alloc(T, H)
-	q, k, v := alloc(T, qw), alloc(T, kvw), alloc(T, kvw)
-	att := alloc(T, qw)
-	gate, up := alloc(T, c.IntermediateSize), alloc(T, c.IntermediateSize)
+	bufs := &layerBufs{x: x, h: h, o: o, q: alloc(T, qw), att: alloc(T, qw), gate: alloc(T, c.IntermediateSize)}
+	// Buffers for the layers' form: stacked weights (one product each) or apart.
+	for _, ly := range m.layers {
+		switch {
+		case ly.qkv != nil && bufs.qkv == nil:
+			bufs.qkv = alloc(T, qw+2*kvw)
+		case ly.qkv == nil && bufs.k == nil:
+			bufs.k, bufs.v = alloc(T, kvw), alloc(T, kvw)
+		}
+		switch {
+		case ly.gateUp != nil && bufs.gu == nil:
+			bufs.gu = alloc(T, 2*c.IntermediateSize)
+		case ly.gateUp == nil && bufs.up == nil:
+			bufs.up = alloc(T, c.IntermediateSize)
+		}
+	}
 	eps := float32(c.RMSNormEps)
-	bufs := &layerBufs{x: x, h: h, o: o, q: q, k: k, v: v, att: att, gate: gate, up: up}
 	if len(m.layers) > 0 {
 		if err := b.RMSNorm(h, x, m.layers[0].attnNorm, eps); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", m.First, err)
@@ -124,7 +136,7 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		if li+1 < len(m.layers) {
 			next = m.layers[li+1].attnNorm
 		}
-		if err := m.layer(li, ly, bufs, seqs, counts, attn, positions, a, eps, next); err != nil {
+		if err := m.layer(li, ly, bufs, seqs, attn, positions, a, eps, next); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", m.First+li, err)
 		}
 	}
@@ -191,6 +203,7 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 // the residual stream, h a normed copy of it, o a projection's output.
 type layerBufs struct {
 	x, h, o, q, k, v, att, gate, up backend.Tensor
+	qkv, gu                         backend.Tensor // the stacked products' outputs (fused layers)
 }
 
 // addNorm adds o to the residual stream x and writes the normed result to h,
@@ -222,9 +235,22 @@ type residualNormer interface {
 // rows appended first), then the SwiGLU MLP, each added to the residual
 // stream. The last add is fused with next, the following layer's attention
 // norm (nil for the shard's last layer).
-func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int, attn []backend.AttnSeq,
+func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, attn []backend.AttnSeq,
 	positions []int32, a backend.Attn, eps float32, next backend.Tensor) error {
 	b := m.b
+	for i, s := range seqs {
+		attn[i].K, attn[i].V = s.Cache.Layer(li)
+	}
+	if ly.qkv != nil {
+		// One product, then norms, RoPE and the cache write in one launch.
+		if err := linear(b, t.qkv, t.h, ly.qkv, ly.qkvBias); err != nil {
+			return err
+		}
+		if err := b.(backend.QKVFinisher).FinishQKV(t.q, t.qkv, ly.qNorm, ly.kNorm, eps, positions, m.rope, a, attn); err != nil {
+			return err
+		}
+		return m.attendAndMLP(ly, t, attn, a, eps, next)
+	}
 	if err := linear(b, t.q, t.h, ly.q, ly.qBias); err != nil {
 		return err
 	}
@@ -248,12 +274,16 @@ func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int,
 	if err := b.ApplyRoPE(t.k, positions, m.rope); err != nil {
 		return err
 	}
-	for i, s := range seqs {
-		attn[i].K, attn[i].V = s.Cache.Layer(li)
-	}
 	if err := backend.AppendKV(b, t.k, t.v, attn); err != nil {
 		return err
 	}
+	return m.attendAndMLP(ly, t, attn, a, eps, next)
+}
+
+// attendAndMLP is the rest of a layer once q is ready and the caches hold the
+// step's keys and values.
+func (m *Model) attendAndMLP(ly *layer, t *layerBufs, attn []backend.AttnSeq, a backend.Attn, eps float32, next backend.Tensor) error {
+	b := m.b
 	if err := b.Attention(t.att, t.q, attn, a); err != nil {
 		return err
 	}
@@ -263,14 +293,23 @@ func (m *Model) layer(li int, ly *layer, t *layerBufs, seqs []Seq, counts []int,
 	if err := addNorm(b, t, ly.mlpNorm, eps); err != nil {
 		return err
 	}
-	if err := linear(b, t.gate, t.h, ly.gate, ly.gateB); err != nil {
-		return err
-	}
-	if err := linear(b, t.up, t.h, ly.up, ly.upB); err != nil {
-		return err
-	}
-	if err := b.SwiGLU(t.gate, t.gate, t.up); err != nil {
-		return err
+	if ly.gateUp != nil {
+		if err := linear(b, t.gu, t.h, ly.gateUp, ly.gateUpBias); err != nil {
+			return err
+		}
+		if err := b.(backend.PairSwiGLU).SwiGLUPair(t.gate, t.gu); err != nil {
+			return err
+		}
+	} else {
+		if err := linear(b, t.gate, t.h, ly.gate, ly.gateB); err != nil {
+			return err
+		}
+		if err := linear(b, t.up, t.h, ly.up, ly.upB); err != nil {
+			return err
+		}
+		if err := b.SwiGLU(t.gate, t.gate, t.up); err != nil {
+			return err
+		}
 	}
 	if err := linear(b, t.o, t.gate, ly.down, ly.downB); err != nil {
 		return err

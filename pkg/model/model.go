@@ -8,6 +8,7 @@ package model
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/kvcache"
@@ -39,6 +40,12 @@ type layer struct {
 	qNorm, kNorm        backend.Tensor // Qwen3
 	gate, up, down      backend.Tensor
 	gateB, upB, downB   backend.Tensor // optional (Llama mlp_bias)
+
+	// On a backend with the fused operations (backend.QKVFinisher,
+	// backend.PairSwiGLU), q, k and v are one stacked matrix and gate and
+	// up another, so each takes one product; the separate fields are nil.
+	qkv, qkvBias       backend.Tensor // [qw+2·kvw, H], [qw+2·kvw]
+	gateUp, gateUpBias backend.Tensor // [2I, H], [2I]
 }
 
 // Options select what to load.
@@ -131,16 +138,9 @@ func (l *loader) get(name string, shape ...int) backend.Tensor {
 		l.err = fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", filepath.Base(info.File), name, info.Shape, shape)
 		return nil
 	}
-	var dt backend.DType
-	switch info.DType {
-	case safetensors.F32:
-		dt = backend.F32
-	case safetensors.BF16:
-		dt = backend.BF16
-	case safetensors.F16:
-		dt = backend.F16
-	default:
-		l.err = fmt.Errorf("%s: tensor %s has dtype %s; only F32, BF16 and F16 are supported", filepath.Base(info.File), name, info.DType)
+	dt, err := dtypeOf(info)
+	if err != nil {
+		l.err = err
 		return nil
 	}
 	raw, err := l.st.Raw(name)
@@ -165,25 +165,44 @@ func (l *loader) layer(i int) *layer {
 	ly := &layer{
 		attnNorm: l.get(p+"input_layernorm.weight", H),
 		mlpNorm:  l.get(p+"post_attention_layernorm.weight", H),
-		q:        l.get(p+"self_attn.q_proj.weight", qw, H),
-		k:        l.get(p+"self_attn.k_proj.weight", kvw, H),
-		v:        l.get(p+"self_attn.v_proj.weight", kvw, H),
-		o:        l.get(p+"self_attn.o_proj.weight", H, qw),
-		gate:     l.get(p+"mlp.gate_proj.weight", I, H),
-		up:       l.get(p+"mlp.up_proj.weight", I, H),
-		down:     l.get(p+"mlp.down_proj.weight", H, I),
 	}
-	if l.m.Arch.QKVBias || c.AttentionBias {
-		ly.qBias = l.get(p+"self_attn.q_proj.bias", qw)
-		ly.kBias = l.get(p+"self_attn.k_proj.bias", kvw)
-		ly.vBias = l.get(p+"self_attn.v_proj.bias", kvw)
+	qkvBias := l.m.Arch.QKVBias || c.AttentionBias
+	qkv := []string{p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"}
+	if _, ok := l.m.b.(backend.QKVFinisher); ok && l.stackable(qkv, qkvBias) {
+		ly.qkv = l.stack(qkv, ".weight", []int{qw, kvw, kvw}, H)
+		if qkvBias {
+			ly.qkvBias = l.stack(qkv, ".bias", []int{qw, kvw, kvw}, 0)
+		}
+	} else {
+		ly.q = l.get(qkv[0]+".weight", qw, H)
+		ly.k = l.get(qkv[1]+".weight", kvw, H)
+		ly.v = l.get(qkv[2]+".weight", kvw, H)
+		if qkvBias {
+			ly.qBias = l.get(qkv[0]+".bias", qw)
+			ly.kBias = l.get(qkv[1]+".bias", kvw)
+			ly.vBias = l.get(qkv[2]+".bias", kvw)
+		}
 	}
+	ly.o = l.get(p+"self_attn.o_proj.weight", H, qw)
 	if c.AttentionBias {
 		ly.oBias = l.get(p+"self_attn.o_proj.bias", H)
 	}
+	gu := []string{p + "mlp.gate_proj", p + "mlp.up_proj"}
+	if _, ok := l.m.b.(backend.PairSwiGLU); ok && l.stackable(gu, c.MLPBias) {
+		ly.gateUp = l.stack(gu, ".weight", []int{I, I}, H)
+		if c.MLPBias {
+			ly.gateUpBias = l.stack(gu, ".bias", []int{I, I}, 0)
+		}
+	} else {
+		ly.gate = l.get(gu[0]+".weight", I, H)
+		ly.up = l.get(gu[1]+".weight", I, H)
+		if c.MLPBias {
+			ly.gateB = l.get(gu[0]+".bias", I)
+			ly.upB = l.get(gu[1]+".bias", I)
+		}
+	}
+	ly.down = l.get(p+"mlp.down_proj.weight", H, I)
 	if c.MLPBias {
-		ly.gateB = l.get(p+"mlp.gate_proj.bias", I)
-		ly.upB = l.get(p+"mlp.up_proj.bias", I)
 		ly.downB = l.get(p+"mlp.down_proj.bias", H)
 	}
 	if l.m.Arch.QKNorm {
@@ -194,6 +213,103 @@ func (l *loader) layer(i int) *layer {
 		l.err = fmt.Errorf("layer %d: %w", i, l.err)
 	}
 	return ly
+}
+
+// stackable says whether the weights (and biases) of modules can be stacked
+// into one tensor: random weights always can; from files, when every part
+// has one dtype (a mixed checkpoint loads them apart).
+func (l *loader) stackable(modules []string, bias bool) bool {
+	if l.err != nil || l.random != nil {
+		return l.err == nil
+	}
+	var dt safetensors.DType
+	for i, m := range modules {
+		for _, suffix := range []string{".weight", ".bias"} {
+			if suffix == ".bias" && !bias {
+				continue
+			}
+			info, ok := l.st.Info(m + suffix)
+			if !ok {
+				return false // get reports the missing tensor
+			}
+			if i == 0 && suffix == ".weight" {
+				dt = info.DType
+			} else if info.DType != dt {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// stack loads modules[i]+suffix, each of rows[i] rows (of cols columns; 0
+// for vectors), as one tensor with the parts one after another.
+func (l *loader) stack(modules []string, suffix string, rows []int, cols int) backend.Tensor {
+	if l.err != nil {
+		return nil
+	}
+	total := 0
+	for _, r := range rows {
+		total += r
+	}
+	shape := []int{total}
+	if cols > 0 {
+		shape = append(shape, cols)
+	}
+	if l.random != nil {
+		// Drawn as one tensor (the seed follows the joined name), with the
+		// spread each part would have had.
+		return l.get(strings.Join(modules, "+")+suffix, shape...)
+	}
+	var raw []byte
+	var dt backend.DType
+	for i, m := range modules {
+		name := m + suffix
+		want := []int{rows[i]}
+		if cols > 0 {
+			want = append(want, cols)
+		}
+		info, ok := l.st.Info(name)
+		if !ok {
+			l.err = fmt.Errorf("tensor %s is missing", name)
+			return nil
+		}
+		if !sameShape(info.Shape, want) {
+			l.err = fmt.Errorf("%s: tensor %s has shape %v, config.json implies %v", filepath.Base(info.File), name, info.Shape, want)
+			return nil
+		}
+		d, err := dtypeOf(info)
+		if err != nil {
+			l.err = err
+			return nil
+		}
+		dt = d
+		part, err := l.st.Raw(name)
+		if err != nil {
+			l.err = err
+			return nil
+		}
+		raw = append(raw, part...)
+	}
+	t, err := l.m.b.Load(shape, dt, raw)
+	if err != nil {
+		l.err = fmt.Errorf("tensors %s%s stacked: %w", strings.Join(modules, ", "), suffix, err)
+		return nil
+	}
+	l.m.bytes += int64(len(raw))
+	return t
+}
+
+func dtypeOf(info safetensors.TensorInfo) (backend.DType, error) {
+	switch info.DType {
+	case safetensors.F32:
+		return backend.F32, nil
+	case safetensors.BF16:
+		return backend.BF16, nil
+	case safetensors.F16:
+		return backend.F16, nil
+	}
+	return 0, fmt.Errorf("%s: tensor %s has dtype %s; only F32, BF16 and F16 are supported", filepath.Base(info.File), info.Name, info.DType)
 }
 
 func sameShape(a, b []int) bool {
@@ -262,7 +378,7 @@ func (m *Model) eachTensor(f func(backend.Tensor)) {
 	}
 	for _, l := range m.layers {
 		for _, t := range []backend.Tensor{l.attnNorm, l.mlpNorm, l.q, l.k, l.v, l.o, l.qBias, l.kBias, l.vBias, l.oBias,
-			l.qNorm, l.kNorm, l.gate, l.up, l.down, l.gateB, l.upB, l.downB} {
+			l.qNorm, l.kNorm, l.gate, l.up, l.down, l.gateB, l.upB, l.downB, l.qkv, l.qkvBias, l.gateUp, l.gateUpBias} {
 			if t != nil {
 				f(t)
 			}

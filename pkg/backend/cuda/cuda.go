@@ -166,8 +166,10 @@ func (b *Backend) ResetProfile() {
 }
 
 var (
-	_ backend.Backend    = (*Backend)(nil)
-	_ backend.KVAppender = (*Backend)(nil)
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.KVAppender  = (*Backend)(nil)
+	_ backend.QKVFinisher = (*Backend)(nil)
+	_ backend.PairSwiGLU  = (*Backend)(nil)
 )
 
 // DeviceCount is the number of CUDA devices this process sees.

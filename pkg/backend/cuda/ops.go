@@ -497,6 +497,130 @@ func (b *Backend) AppendKV(k, v backend.Tensor, seqs []backend.AttnSeq) error {
 		C.int(kt.dtype.Size())))
 }
 
+// FinishQKV implements backend.QKVFinisher (kernels/fused.cu).
+func (b *Backend) FinishQKV(q, qkv, qNorm, kNorm backend.Tensor, eps float32, positions []int32, r *backend.RoPE,
+	a backend.Attn, seqs []backend.AttnSeq) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	qt, err := b.act(q, "finish qkv", "q")
+	if err != nil {
+		return err
+	}
+	xt, err := b.act(qkv, "finish qkv", "qkv")
+	if err != nil {
+		return err
+	}
+	hd := a.HeadDim
+	qw, kvw := a.Heads*hd, a.KVHeads*hd
+	rows := backend.Rows(xt)
+	if a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || hd <= 0 || hd%2 != 0 || backend.Cols(xt) != qw+2*kvw ||
+		backend.Cols(qt) != qw || backend.Rows(qt) != rows || rows != len(positions) || r == nil || r.HeadDim != hd ||
+		len(r.InvFreq) != hd/2 {
+		return fmt.Errorf("cuda: finish qkv of %v into q %v with %d heads, %d kv heads, head dim %d, %d positions",
+			xt.shape, qt.shape, a.Heads, a.KVHeads, hd, len(positions))
+	}
+	if (qNorm == nil) != (kNorm == nil) {
+		return fmt.Errorf("cuda: finish qkv: the q and k norms come together")
+	}
+	for _, p := range positions {
+		if p < 0 {
+			return fmt.Errorf("cuda: negative position %d", p)
+		}
+	}
+	dev := b.home(xt)
+	if err := b.bring(xt, dev, "finish qkv"); err != nil {
+		return err
+	}
+	var qn, kn unsafe.Pointer
+	if qNorm != nil {
+		qnt, err := b.act(qNorm, "finish qkv", "q norm")
+		if err != nil {
+			return err
+		}
+		knt, err := b.act(kNorm, "finish qkv", "k norm")
+		if err != nil {
+			return err
+		}
+		if backend.Elems(qnt) != hd || backend.Elems(knt) != hd {
+			return fmt.Errorf("cuda: finish qkv: norms of %v and %v for head dim %d", qnt.shape, knt.shape, hd)
+		}
+		if err := b.inputs(dev, "finish qkv", qnt, knt); err != nil {
+			return err
+		}
+		qn, kn = qnt.ptr, knt.ptr
+	}
+	covered := 0
+	cs := make([]C.db_attn_seq, len(seqs))
+	for i, s := range seqs {
+		kc, err := b.act(s.K, "finish qkv", "a K cache")
+		if err != nil {
+			return err
+		}
+		vc, err := b.act(s.V, "finish qkv", "a V cache")
+		if err != nil {
+			return err
+		}
+		if backend.Cols(kc) != kvw || backend.Cols(vc) != kvw || s.N < 0 || s.N > s.Len || s.Len > backend.Rows(kc) ||
+			s.Len > backend.Rows(vc) || s.Row < 0 || s.Row+s.N > rows || kc.dtype != xt.dtype || vc.dtype != xt.dtype {
+			return fmt.Errorf("cuda: finish qkv sequence %d: rows [%d,%d) of %v to [%d,%d) of %v", i, s.Row, s.Row+s.N,
+				xt.shape, s.Len-s.N, s.Len, kc.shape)
+		}
+		if err := b.inputs(dev, "finish qkv", kc, vc); err != nil {
+			return err
+		}
+		covered += s.N
+		cs[i] = C.db_attn_seq{row: C.int(s.Row), n: C.int(s.N), len: C.int(s.Len), k: kc.ptr, v: vc.ptr}
+	}
+	if covered != rows {
+		return fmt.Errorf("cuda: finish qkv: the sequences hold %d of the %d rows", covered, rows)
+	}
+	if rows == 0 {
+		return nil
+	}
+	if qt == xt {
+		return fmt.Errorf("cuda: finish qkv: q may not alias qkv")
+	}
+	if err := b.claim(qt, dev, "finish qkv"); err != nil {
+		return err
+	}
+	inv, err := b.ropeTable(r, dev)
+	if err != nil {
+		return err
+	}
+	return b.done("finish qkv", dev, C.db_finish_qkv(dev.h, dtypeC(b.dtype), qt.ptr, xt.ptr, qn, kn, C.float(eps),
+		(*C.int32_t)(unsafe.Pointer(&positions[0])), C.int(rows), (*C.float)(inv), C.float(r.Scale), &cs[0], C.int(len(cs)),
+		C.int(a.Heads), C.int(a.KVHeads), C.int(hd)))
+}
+
+// SwiGLUPair implements backend.PairSwiGLU (kernels/fused.cu).
+func (b *Backend) SwiGLUPair(dst, gu backend.Tensor) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, err := b.act(dst, "swiglu pair", "dst")
+	if err != nil {
+		return err
+	}
+	g, err := b.act(gu, "swiglu pair", "gu")
+	if err != nil {
+		return err
+	}
+	rows, inter := backend.Rows(g), backend.Cols(d)
+	if backend.Cols(g) != 2*inter || backend.Rows(d) != rows {
+		return fmt.Errorf("cuda: swiglu pair of %v into %v", g.shape, d.shape)
+	}
+	if d == g {
+		return fmt.Errorf("cuda: swiglu pair: dst may not alias gu")
+	}
+	dev := b.home(g)
+	if err := b.bring(g, dev, "swiglu pair"); err != nil {
+		return err
+	}
+	if err := b.claim(d, dev, "swiglu pair"); err != nil {
+		return err
+	}
+	return b.done("swiglu pair", dev, C.db_swiglu_pair(dev.h, dtypeC(b.dtype), d.ptr, g.ptr, C.size_t(rows), C.size_t(inter)))
+}
+
 // Attention implements backend.Backend (see kernels/attention.cu).
 func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a backend.Attn) error {
 	b.mu.Lock()

@@ -38,6 +38,8 @@ func cases(cfg Config) []kase {
 	cs = append(cs, swigluCase(g, 4096, true))
 	cs = append(cs, copyRowsCase(g, 10, 12, 48, 3, 5, 4), copyRowsCase(g, 64, 64, 256, 0, 0, 64))
 	cs = append(cs, appendKVCase(g, 256), appendKVCase(g, 15))
+	cs = append(cs, finishQKVCase(g, 4, 2, 64, true), finishQKVCase(g, 8, 2, 128, true), finishQKVCase(g, 2, 1, 16, false))
+	cs = append(cs, swigluPairCase(g, 3, 100), swigluPairCase(g, 17, 4096))
 	cs = append(cs, attentionCases(g)...)
 	cs = append(cs, loadCases(g)...)
 	cs = append(cs, randomCase(cfg.Seed))

@@ -382,3 +382,150 @@ func appendKVCase(g gen, width int) kase {
 		},
 	}
 }
+
+// finishQKVCase: one product's q|k|v rows for three sequences (decode,
+// prefill, verify) through the optional per-head norms and RoPE, q out and
+// k, v into caches with spare rows that must keep their contents.
+func finishQKVCase(g gen, heads, kvh, hd int, norms bool) kase {
+	type sq struct{ row, n, len, capacity int }
+	seqs := []sq{{0, 1, 5, 8}, {1, 4, 4, 6}, {5, 3, 9, 12}}
+	const T = 8
+	qw, kvw := heads*hd, kvh*hd
+	pos := make([]int32, T)
+	for _, s := range seqs {
+		for j := 0; j < s.n; j++ {
+			pos[s.row+j] = int32(s.len - s.n + j)
+		}
+	}
+	rope := &backend.RoPE{HeadDim: hd, InvFreq: ropeFreqs(hd), Scale: 1}
+	ins := []input{g.act(1, T, qw+2*kvw), g.weight(1, 0.1, hd), g.weight(1, 0.1, hd)}
+	for _, s := range seqs {
+		ins = append(ins, g.act(1, s.capacity, kvw), g.act(1, s.capacity, kvw))
+	}
+	name := fmt.Sprintf("%d:%d heads of %d", heads, kvh, hd)
+	if norms {
+		name += ", q/k norms"
+	}
+	a := backend.Attn{Heads: heads, KVHeads: kvh, HeadDim: hd}
+	return kase{
+		op: "finish_qkv", name: name, inputs: ins,
+		needs: lacks[backend.QKVFinisher]("fused q/k/v finish"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			q, err := s.out(T, qw)
+			if err != nil {
+				return nil, err
+			}
+			as := make([]backend.AttnSeq, len(seqs))
+			for i, x := range seqs {
+				as[i] = backend.AttnSeq{Row: x.row, N: x.n, Len: x.len, K: in[3+2*i], V: in[4+2*i]}
+			}
+			qn, kn := in[1], in[2]
+			if !norms {
+				qn, kn = nil, nil
+			}
+			if err := s.b.(backend.QKVFinisher).FinishQKV(q, in[0], qn, kn, eps, pos, rope, a, as); err != nil {
+				return nil, err
+			}
+			out, err := s.read(q)
+			if err != nil {
+				return nil, err
+			}
+			for _, t := range in[3:] {
+				v, err := s.read(t)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, v...)
+			}
+			return out, nil
+		},
+		ref: func(in [][]float32) []float64 {
+			qkv := in[0]
+			// head returns head slot h of row r: normed (q, k when norms) and rotated (q, k).
+			head := func(r, slot int, w []float32, rotate bool) []float64 {
+				x := qkv[r*(qw+2*kvw)+slot*hd : r*(qw+2*kvw)+(slot+1)*hd]
+				v := make([]float64, hd)
+				if w != nil {
+					v = rmsnorm64(x, w)
+				} else {
+					for i, e := range x {
+						v[i] = float64(e)
+					}
+				}
+				if !rotate {
+					return v
+				}
+				out := make([]float64, hd)
+				half := hd / 2
+				for i := 0; i < half; i++ {
+					ang := float64(float32(pos[r]) * rope.InvFreq[i])
+					c, sn := math.Cos(ang), math.Sin(ang)
+					out[i] = v[i]*c - v[i+half]*sn
+					out[i+half] = v[i+half]*c + v[i]*sn
+				}
+				return out
+			}
+			qn, kn := in[1], in[2]
+			if !norms {
+				qn, kn = nil, nil
+			}
+			out := make([]float64, 0, T*qw)
+			for r := 0; r < T; r++ {
+				for h := 0; h < heads; h++ {
+					out = append(out, head(r, h, qn, true)...)
+				}
+			}
+			for i, s := range seqs {
+				for m := 0; m < 2; m++ { // K cache, then V cache
+					c := in[3+2*i+m]
+					got := make([]float64, len(c))
+					for j, v := range c {
+						got[j] = float64(v)
+					}
+					for j := 0; j < s.n; j++ {
+						for kh := 0; kh < kvh; kh++ {
+							var v []float64
+							if m == 0 {
+								v = head(s.row+j, heads+kh, kn, true)
+							} else {
+								v = head(s.row+j, heads+kvh+kh, nil, false)
+							}
+							copy(got[(s.len-s.n+j)*kvw+kh*hd:], v)
+						}
+					}
+					out = append(out, got...)
+				}
+			}
+			return out
+		},
+	}
+}
+
+// swigluPairCase: SwiGLU over the stacked gate|up product.
+func swigluPairCase(g gen, rows, inter int) kase {
+	return kase{
+		op: "swiglu_pair", name: fmt.Sprintf("%dx(2x%d)", rows, inter),
+		inputs: []input{g.act(2, rows, 2*inter)},
+		needs:  lacks[backend.PairSwiGLU]("fused gate|up SwiGLU"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			d, err := s.out(rows, inter)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.b.(backend.PairSwiGLU).SwiGLUPair(d, in[0]); err != nil {
+				return nil, err
+			}
+			return s.read(d)
+		},
+		ref: func(in [][]float32) []float64 {
+			out := make([]float64, rows*inter)
+			for r := 0; r < rows; r++ {
+				for i := 0; i < inter; i++ {
+					gv, u := float64(in[0][r*2*inter+i]), float64(in[0][r*2*inter+inter+i])
+					out[r*inter+i] = gv / (1 + math.Exp(-gv)) * u
+				}
+			}
+			return out
+		},
+	}
+}

@@ -72,6 +72,48 @@ type hostOps struct {
 	breakNormScale    float32
 	breakSampleOffset bool
 	breakAppendLast   bool
+	breakQKNorm       bool // finish_qkv skips the k norm
+	breakPairHalves   bool // swiglu_pair swaps gate and up
+}
+
+func (h *hostOps) FinishQKV(q, qkv, qNorm, kNorm backend.Tensor, eps float32, positions []int32, r *backend.RoPE,
+	a backend.Attn, seqs []backend.AttnSeq) error {
+	if h.breakQKNorm && kNorm != nil {
+		kNorm = h.ones(backend.Elems(kNorm))
+	}
+	return backend.FinishQKVOnHost(h.Backend, q, qkv, qNorm, kNorm, eps, positions, r, a, seqs)
+}
+
+// ones is a weight of n ones (an RMSNorm that only normalises).
+func (h *hostOps) ones(n int) backend.Tensor {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = 1
+	}
+	t := h.New(n)
+	if err := h.Write(t, v); err != nil {
+		panic(err)
+	}
+	return t
+}
+
+func (h *hostOps) SwiGLUPair(dst, gu backend.Tensor) error {
+	if h.breakPairHalves {
+		rows, inter := backend.Rows(gu), backend.Cols(dst)
+		v := h.read(gu)
+		for r := 0; r < rows; r++ {
+			row := v[r*2*inter : (r+1)*2*inter]
+			for i := 0; i < inter; i++ {
+				row[i], row[inter+i] = row[inter+i], row[i]
+			}
+		}
+		sw := h.New(rows, 2*inter)
+		if err := h.Write(sw, v); err != nil {
+			return err
+		}
+		gu = sw
+	}
+	return backend.SwiGLUPairOnHost(h.Backend, dst, gu)
 }
 
 // AppendKV is backend.AppendKV's CopyRows path; breakAppendLast drops the
@@ -254,6 +296,10 @@ func TestDeviceOps(t *testing.T) {
 		{"rmsnorm 1% off", hostOps{breakNormScale: 1.01}, op("rmsnorm", "add_rmsnorm")},
 		{"sampling at the wrong uniform", hostOps{breakSampleOffset: true}, op("sample")},
 		{"append kv drops a row", hostOps{breakAppendLast: true}, op("append_kv")},
+		{"finish qkv skips the k norm", hostOps{breakQKNorm: true}, func(r Result) bool {
+			return r.Op == "finish_qkv" && strings.Contains(r.Case, "norms")
+		}},
+		{"swiglu pair swaps the halves", hostOps{breakPairHalves: true}, op("swiglu_pair")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
