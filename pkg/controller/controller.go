@@ -134,6 +134,7 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer gpu.stop()
 	gpu.log = log.Named("gpumon")
 	gpuSection, phases, power, before := gpu.Result, jobrun.Phases(gpu), gpu.Power, gpu.coolDown
 	if cfg.GPU != nil {

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -22,6 +23,8 @@ import (
 type gpuMonitor struct {
 	agg     *gpumon.Aggregator
 	sub     *nats.Subscription
+	edges   *gpumon.EdgeSampler // nil: no worker GPU is readable from this process
+	stopped sync.Once
 	enabled bool
 	reason  string
 	spec    *jobspec.Job
@@ -59,10 +62,25 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 	}
 	set(&plan.Target, gpumon.RoleTarget)
 	set(plan.Drafter, gpumon.RoleDrafter)
+	owners := map[string]gpumon.DeviceRef{}
 	for _, w := range workers {
 		if w.GPUMonitor != "" {
 			g.agg.NoteUnavailable(w.Host, w.GPUMonitor)
+			continue
 		}
+		for _, d := range w.Devices {
+			if d.Kind == protocol.DeviceGPU && d.UUID != "" {
+				owners[d.UUID] = gpumon.DeviceRef{Host: w.Host, Index: d.Index}
+			}
+		}
+	}
+	// The workers sample every interval, which leaves a mode shorter than that with one
+	// sample or none. The workers' GPUs that are on this machine too (controller run) are
+	// read here at each mode mark, so every mode starts and ends on an energy reading. Without
+	// them (no driver here, remote workers) the periodic samples are all there is.
+	if edges, err := gpumon.OpenEdgeSamplerNVML(owners); err == nil && edges != nil {
+		g.edges = edges
+		g.agg.SampleAtMarks(edges.Sample)
 	}
 	sub, err := nc.Subscribe(subj.AllGPU(), func(m *nats.Msg) {
 		var s gpumon.Sample
@@ -71,6 +89,7 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 		}
 	})
 	if err != nil {
+		g.stop()
 		return nil, err
 	}
 	g.sub = sub
@@ -102,12 +121,24 @@ func (g *gpuMonitor) Result(out map[metrics.Mode]int) any {
 	if !g.enabled {
 		return gpumon.Unavailable(g.reason)
 	}
-	_ = g.sub.Unsubscribe()
+	g.stop()
 	tokens := map[gpumon.Phase]int{}
 	for m, n := range out {
 		tokens[gpumon.Phase(m)] = n
 	}
 	return g.agg.Result(tokens)
+}
+
+// stop ends the subscription and closes NVML here; the job calls it when it ends, however.
+func (g *gpuMonitor) stop() {
+	g.stopped.Do(func() {
+		if g.sub != nil {
+			_ = g.sub.Unsubscribe()
+		}
+		if g.edges != nil {
+			_ = g.edges.Close()
+		}
+	})
 }
 
 // Power is the power-over-time series for the plots.

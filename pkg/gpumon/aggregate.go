@@ -41,6 +41,9 @@ type devKey struct {
 type mark struct {
 	phase Phase
 	t     time.Time
+	// at holds, per device, the time of the reading taken at this mark (SampleAtMarks): for
+	// that device the phase changes there, so the reading is the exact edge of both phases.
+	at map[devKey]time.Time
 }
 
 // Aggregator collects the samples of every host in the controller, with the role of each
@@ -56,6 +59,7 @@ type Aggregator struct {
 	marks       []mark
 	unavailable map[string]string
 	coolDowns   []CoolDownRecord
+	atMark      func() []Sample
 }
 
 // NewAggregator returns an empty aggregator for samples taken every interval.
@@ -94,12 +98,42 @@ func (a *Aggregator) NoteUnavailable(host, reason string) {
 	a.unavailable[host] = reason
 }
 
-// Mark starts phase p at t; it lasts until the next mark. Time before the first mark is idle.
-// Marks may be given in any order; of two marks at the same instant the later call wins.
-func (a *Aggregator) Mark(p Phase, t time.Time) {
+// SampleAtMarks makes every Mark take a reading through sample (EdgeSampler.Sample) and add
+// it, so that each phase, however short, begins and ends on a reading of the energy counter
+// (or of the power, where there is no counter) of the devices sample reads. Mark calls sample
+// without holding the aggregator's lock.
+func (a *Aggregator) SampleAtMarks(sample func() []Sample) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.marks = append(a.marks, mark{p, t})
+	a.atMark = sample
+}
+
+// Mark starts phase p at t; it lasts until the next mark. Time before the first mark is idle.
+// Marks may be given in any order; of two marks at the same instant the later call wins.
+// With SampleAtMarks, the phase changes for each device read at the mark at the time of that
+// reading instead of at t.
+func (a *Aggregator) Mark(p Phase, t time.Time) {
+	a.mu.Lock()
+	sample := a.atMark
+	a.mu.Unlock()
+	var edge []Sample
+	if sample != nil {
+		edge = sample()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := mark{phase: p, t: t}
+	for _, s := range edge {
+		k := devKey{s.Host, s.Device}
+		a.samples[k] = append(a.samples[k], s)
+		if s.EnergyMJ != nil || s.PowerW != nil {
+			if m.at == nil {
+				m.at = map[devKey]time.Time{}
+			}
+			m.at[k] = s.T
+		}
+	}
+	a.marks = append(a.marks, m)
 }
 
 // timeline answers which phase holds at a time.
@@ -109,6 +143,22 @@ func newTimeline(marks []mark) timeline {
 	tl := slices.Clone(marks)
 	slices.SortStableFunc(tl, func(x, y mark) int { return x.t.Compare(y.t) })
 	return tl
+}
+
+// forDevice is the timeline as device k lived it: a mark that read k moves to the time of
+// that reading. The order of the marks is kept (so that of two marks at one instant the later
+// call still wins); a mark that would fall before the one ahead of it is put at its time.
+func (tl timeline) forDevice(k devKey) timeline {
+	out := slices.Clone(tl)
+	for i := range out {
+		if at, ok := out[i].at[k]; ok {
+			out[i].t = at
+		}
+		if i > 0 && out[i].t.Before(out[i-1].t) {
+			out[i].t = out[i-1].t
+		}
+	}
+	return out
 }
 
 func (tl timeline) at(t time.Time) Phase {
@@ -181,7 +231,7 @@ func (a *Aggregator) Result(outputTokens map[Phase]int) Result {
 	for _, k := range a.sortedKeys() {
 		ss := dedupe(a.samples[k])
 		res.Samples += len(ss)
-		d, energy := a.device(k, ss, tl)
+		d, energy := a.device(k, ss, tl.forDevice(k))
 		for p, j := range energy {
 			phaseEnergy[p] += j
 			phaseMeasured[p] = true
@@ -344,6 +394,9 @@ func (a *Aggregator) device(k devKey, ss []Sample, tl timeline) (DeviceResult, m
 // trapezoid rule over the linear interpolation of the readings, cut at the phase marks, which
 // is exact for power that changes linearly between samples. An interval whose counter went
 // backwards (the driver was reloaded) is left out. nil means nothing could be measured.
+// With readings at the marks (SampleAtMarks, which tl.forDevice has placed the marks on), no
+// interval spans two phases: each phase gets exactly the counter's rise from its first
+// reading to its last, or the integral of the power over exactly its own span.
 func (a *Aggregator) energy(k devKey, ss []Sample, tl timeline) (map[Phase]float64, EnergyMethod) {
 	method := EnergyCounter
 	for _, s := range ss {

@@ -257,7 +257,7 @@ func TestEnergySplit(t *testing.T) {
 		{
 			name:       "counter shared by time at a mark inside an interval",
 			samples:    samples([]float64{0, 1}, []uint64{5000, 6000}, nil),
-			marks:      []mark{{PhaseSpeculative, sec(0.25)}},
+			marks:      []mark{{phase: PhaseSpeculative, t: sec(0.25)}},
 			wantEnergy: map[string]float64{"idle": 0.25, "speculative": 0.75, "total": 1},
 			wantMethod: EnergyCounter, wantCount: 2,
 		},
@@ -265,7 +265,7 @@ func TestEnergySplit(t *testing.T) {
 			// Power 100 → 200 W; at 0.5 s it is 150 W: (100+150)/2·0.5 and (150+200)/2·0.5.
 			name:       "power integral cut at a mark inside an interval",
 			samples:    samples([]float64{0, 1}, nil, []float64{100, 200}),
-			marks:      []mark{{PhaseSpeculative, sec(0.5)}},
+			marks:      []mark{{phase: PhaseSpeculative, t: sec(0.5)}},
 			wantEnergy: map[string]float64{"idle": 62.5, "speculative": 87.5, "total": 150},
 			wantMethod: EnergyPowerIntegral, wantCount: 2,
 		},
@@ -287,14 +287,14 @@ func TestEnergySplit(t *testing.T) {
 				ss := samples([]float64{0, 1, 2}, []uint64{0, 1000, 3000}, nil)
 				return []Sample{ss[2], ss[0], ss[1], ss[2]}
 			}(),
-			marks:      []mark{{PhaseTarget, sec(1)}},
+			marks:      []mark{{phase: PhaseTarget, t: sec(1)}},
 			wantEnergy: map[string]float64{"idle": 1, "target": 2, "total": 3},
 			wantMethod: EnergyCounter, wantCount: 3,
 		},
 		{
 			name:       "two marks at one instant: the later call wins",
 			samples:    samples([]float64{0, 2}, []uint64{0, 2000}, nil),
-			marks:      []mark{{PhaseSpeculative, sec(1)}, {PhaseTarget, sec(1)}},
+			marks:      []mark{{phase: PhaseSpeculative, t: sec(1)}, {phase: PhaseTarget, t: sec(1)}},
 			wantEnergy: map[string]float64{"idle": 1, "target": 1, "total": 2},
 			wantMethod: EnergyCounter, wantCount: 2,
 		},

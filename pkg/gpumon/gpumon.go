@@ -163,6 +163,12 @@ func OpenNVML(devices []int, opts ...Option) (*Monitor, error) {
 // Reason says why) and the error is nil: a host without a driver still runs the benchmark.
 // An error means a request that cannot be met, such as a device index the driver does not have.
 func Open(lib Library, devices []int, opts ...Option) (*Monitor, error) {
+	return open(lib, devices, nil, opts)
+}
+
+// open is Open; keep, when not nil, leaves out (before probing them) the devices whose UUID
+// it rejects.
+func open(lib Library, devices []int, keep func(uuid string) bool, opts []Option) (*Monitor, error) {
 	o := buildOptions(opts)
 	if o.host == "" {
 		h, err := os.Hostname()
@@ -181,7 +187,7 @@ func Open(lib Library, devices []int, opts ...Option) (*Monitor, error) {
 		m.log.Info("GPU monitor unavailable", "reason", m.reason)
 		return m, nil
 	}
-	if err := m.openDevices(devices); err != nil {
+	if err := m.openDevices(devices, keep); err != nil {
 		// Shutdown is best effort: the error that matters is the one being returned.
 		_ = lib.Shutdown()
 		return nil, err
@@ -205,7 +211,7 @@ func initFailure(ret nvml.Return, libName string) string {
 	}
 }
 
-func (m *Monitor) openDevices(indices []int) error {
+func (m *Monitor) openDevices(indices []int, keep func(uuid string) bool) error {
 	count, ret := m.lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		return fmt.Errorf("gpumon: counting the devices of %s: %w", m.host, ret)
@@ -238,6 +244,9 @@ func (m *Monitor) openDevices(indices []int) error {
 		if g.info.UUID, ret = h.GetUUID(); ret != nvml.SUCCESS {
 			return fmt.Errorf("gpumon: reading the UUID of device %d of %s: %w", idx, m.host, ret)
 		}
+		if keep != nil && !keep(g.info.UUID) {
+			continue
+		}
 		if g.info.Name, ret = h.GetName(); ret != nvml.SUCCESS {
 			m.log.Warn("cannot read the device name", "device", idx, "error", ret.Error())
 		}
@@ -250,7 +259,7 @@ func (m *Monitor) openDevices(indices []int) error {
 // probe reads every field once so that readings the device does not support are never asked
 // for again, and so the energy method is known before the first sample.
 func (m *Monitor) probe(g *gpu) {
-	m.read(g)
+	m.read(g, true)
 	g.info.EnergyMethod = EnergyCounter
 	if g.unsupported[fieldEnergy] {
 		g.info.EnergyMethod = EnergyPowerIntegral

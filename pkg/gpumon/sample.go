@@ -30,7 +30,14 @@ type Sample struct {
 }
 
 // Sweep reads every device once.
-func (m *Monitor) Sweep() ([]Sample, error) {
+func (m *Monitor) Sweep() ([]Sample, error) { return m.sweep(true) }
+
+// SweepEnergy reads only the energy counter and the power of every device: what the edge of a
+// phase needs, read close to its timestamp and without the calls that do not bear on energy.
+func (m *Monitor) SweepEnergy() ([]Sample, error) { return m.sweep(false) }
+
+// sweep reads every device; all false reads the energy counter and power only.
+func (m *Monitor) sweep(all bool) ([]Sample, error) {
 	if !m.Available() {
 		return nil, fmt.Errorf("gpumon: sampling %s: %w: %s", m.host, ErrUnavailable, m.reason)
 	}
@@ -41,7 +48,7 @@ func (m *Monitor) Sweep() ([]Sample, error) {
 	}
 	out := make([]Sample, len(m.gpus))
 	for i, g := range m.gpus {
-		out[i] = m.read(g)
+		out[i] = m.read(g, all)
 	}
 	return out, nil
 }
@@ -79,8 +86,9 @@ func (m *Monitor) Run(ctx context.Context, interval time.Duration, fn func(Sampl
 	}
 }
 
-// read takes one sample of g. The caller holds m.mu (or owns m, during Open).
-func (m *Monitor) read(g *gpu) Sample {
+// read takes one sample of g: every reading, or with all false the energy counter and power
+// only. The caller holds m.mu (or owns m, during Open).
+func (m *Monitor) read(g *gpu, all bool) Sample {
 	s := Sample{Host: m.host, Device: g.info.Index, UUID: g.info.UUID, Name: g.info.Name, T: m.clock.Now()}
 	// The energy counter goes first, nearest the timestamp, since energy deltas are what the
 	// results rest on.
@@ -96,6 +104,9 @@ func (m *Monitor) read(g *gpu) Sample {
 			w := float64(v) / 1000 // NVML reports milliwatts
 			s.PowerW = &w
 		}
+	}
+	if !all {
+		return s
 	}
 	if m.wants(g, fieldUtil) {
 		v, ret := g.h.GetUtilizationRates()
