@@ -255,7 +255,7 @@ static db_status attention_t(db_device *d, T *dst, const T *q, const db_attn_seq
 
 extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void *q, const db_attn_seq *seqs, int nseq,
                                   int heads, int kv_heads, int head_dim, float scale, int window) {
-	ENTER(d);
+	ENTER_ANY(d);
 	ARG(kv_heads > 0 && heads % kv_heads == 0, "attention: heads is not a multiple of kv heads");
 	ARG(head_dim > 0 && head_dim <= 256, "attention: head dim must be in [1, 256]");
 	ARG(kv_heads <= 65535, "attention: too many kv heads for one launch");
@@ -274,15 +274,16 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	const int nitems = (int)items.size();
 
 	// Split the keys only when the blocks would not fill the GPU twice over,
-	// and never below 2 tiles of keys per split.
+	// and never below one tile of keys per split.
 	long blocks = (long)nitems * kv_heads;
 	int nsplit = 1;
 	long want = 2L * d->sms;
 	if (blocks < want) {
 		nsplit = (int)((want + blocks - 1) / blocks);
-		nsplit = std::min(nsplit, std::max(1, maxlen / (2 * KT)));
+		nsplit = std::min(nsplit, std::max(1, maxlen / KT));
 		nsplit = std::min(nsplit, 64);
 	}
+	STEP_SIG(d, dtype, dst, q, nseq, heads, kv_heads, head_dim, scale, window, nitems, nw, nsplit);
 	float *part = NULL;
 	if (nsplit > 1) {
 		void *w;
@@ -293,6 +294,7 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	CKS(db_args_reserve(d, db_args_size(nseq * sizeof(db_attn_seq), items.size() * sizeof(attn_item))));
 	CKS(db_args_push(d, seqs, nseq * sizeof(db_attn_seq), &dseqs));
 	CKS(db_args_push(d, items.data(), items.size() * sizeof(attn_item), &ditems));
+	REPLAYED(d);
 	DISPATCH(dtype, return attention_t<T>(d, (T *)dst, (const T *)q, (const db_attn_seq *)dseqs,
 	                                      (const attn_item *)ditems, nitems, nw, heads, kv_heads, head_dim, scale, window,
 	                                      nsplit, part));
@@ -324,7 +326,7 @@ __global__ void append_kv_kernel(const char *k, const char *v, const db_attn_seq
 
 extern "C" db_status db_append_kv(db_device *d, const void *k, const void *v, const db_attn_seq *seqs, int nseq, int width,
                                   int elem_bytes) {
-	ENTER(d);
+	ENTER_ANY(d);
 	ARG(elem_bytes == 2 || elem_bytes == 4, "append_kv: elements are 2 or 4 bytes");
 	std::vector<kv_item> items;
 	bool aligned = ((uintptr_t)k & 15) == 0 && ((uintptr_t)v & 15) == 0 && ((size_t)width * elem_bytes) % 16 == 0;
@@ -335,6 +337,7 @@ extern "C" db_status db_append_kv(db_device *d, const void *k, const void *v, co
 	}
 	if (items.empty()) return db_ok();
 	ARG(items.size() < 0x7fffffffu, "append_kv: too many rows for one launch");
+	STEP_SIG(d, k, v, nseq, width, elem_bytes, items.size(), (int)aligned);
 	void *dseqs, *ditems;
 	CKS(db_args_reserve(d, db_args_size(nseq * sizeof(db_attn_seq), items.size() * sizeof(kv_item))));
 	CKS(db_args_push(d, seqs, nseq * sizeof(db_attn_seq), &dseqs));
@@ -343,6 +346,7 @@ extern "C" db_status db_append_kv(db_device *d, const void *k, const void *v, co
 	const unsigned blocks = (unsigned)items.size();
 	const auto *ds = (const db_attn_seq *)dseqs;
 	const auto *di = (const kv_item *)ditems;
+	REPLAYED(d);
 	if (aligned)
 		append_kv_kernel<uint4><<<blocks, 128, 0, d->stream>>>((const char *)k, (const char *)v, ds, di, row_bytes);
 	else if (elem_bytes == 4)

@@ -10,6 +10,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
 #include "draftbench.h"
 
 #define DB_PIN_SEGS 16
@@ -37,6 +41,33 @@ struct db_device {
 	int pin_cur;
 	cudaEvent_t pin_ev[DB_PIN_SEGS];
 	int pin_pending[DB_PIN_SEGS];
+	// Step graphs (graph.cu): while a step is captured or replayed, mode says
+	// which, graph is the step's graph and sig_i/slot_i count the calls and
+	// uploads seen so far in a replay.
+	int mode;
+	struct db_graph *graph;
+	size_t sig_i, slot_i;
+	// buf_gen counts reallocations of args and work: a graph captured before
+	// one holds their old addresses and must be captured anew.
+	uint64_t buf_gen;
+};
+
+enum { DB_EAGER = 0, DB_CAPTURE = 1, DB_REPLAY = 2 };
+
+// A captured step: its instantiated graph, the signature of every call that
+// made it (name and arguments, hashed), and the pinned host slots its upload
+// nodes copy from; a replay writes the step's new uploads into those slots
+// and launches the graph.
+struct db_graph {
+	cudaGraphExec_t exec;
+	cudaEvent_t done; // after the last launch: the slots may be rewritten once it completes
+	int launched;
+	int valid;
+	uint64_t buf_gen; // the device's buf_gen at capture
+	std::vector<uint64_t> sigs;
+	std::vector<std::pair<char *, size_t>> slots;
+	char *arena;
+	size_t arena_cap, arena_used;
 };
 
 static inline db_status db_ok() {
@@ -93,12 +124,76 @@ static inline db_status db_arg_fail(const char *file, int line, const char *msg)
 		ARG((d) != NULL, "no device");          \
 		CK(cudaSetDevice((d)->ordinal));        \
 		(d)->args_used = 0;                     \
+		if ((d)->mode != DB_EAGER) return db_replay_fail(__func__, "this call cannot be part of a step graph"); \
+	} while (0)
+
+// ---- step graphs: signatures of the calls ----
+
+static inline db_status db_replay_fail(const char *where, const char *msg) {
+	db_status s = {DB_ERR_REPLAY, 0, 0, where, "step graph", msg};
+	return s;
+}
+
+static inline uint64_t db_u64(const void *p) { return (uint64_t)(uintptr_t)p; }
+static inline uint64_t db_u64(int v) { return (uint64_t)(int64_t)v; }
+static inline uint64_t db_u64(unsigned v) { return v; }
+static inline uint64_t db_u64(long v) { return (uint64_t)v; }
+static inline uint64_t db_u64(unsigned long v) { return v; }
+static inline uint64_t db_u64(long long v) { return (uint64_t)v; }
+static inline uint64_t db_u64(unsigned long long v) { return v; }
+static inline uint64_t db_u64(float v) {
+	uint32_t u;
+	memcpy(&u, &v, 4);
+	return u;
+}
+
+template <typename... A>
+static inline uint64_t db_sig_hash(const char *name, A... a) {
+	uint64_t h = 1469598103934665603ull;
+	for (const char *c = name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+	for (uint64_t v : std::initializer_list<uint64_t>{db_u64(a)...}) h = (h ^ v) * 1099511628211ull + (h >> 29);
+	return h;
+}
+
+// db_step_sig records (capture) or checks (replay) one call of a step.
+static inline db_status db_step_sig(db_device *d, const char *name, uint64_t h) {
+	if (d->mode == DB_CAPTURE) {
+		d->graph->sigs.push_back(h);
+	} else if (d->mode == DB_REPLAY) {
+		const auto &sigs = d->graph->sigs;
+		if (d->sig_i >= sigs.size() || sigs[d->sig_i] != h) return db_replay_fail(name, "the step differs from the captured one");
+		d->sig_i++;
+	}
+	return db_ok();
+}
+
+// ENTER_STEP is ENTER for a call that may be captured into a step graph;
+// its arguments (after d) make the call's signature.
+#define ENTER_ANY(d)                            \
+	do {                                        \
+		ARG((d) != NULL, "no device");          \
+		CK(cudaSetDevice((d)->ordinal));        \
+		(d)->args_used = 0;                     \
+	} while (0)
+#define STEP_SIG(d, ...) CKS(db_step_sig((d), __func__, db_sig_hash(__func__, __VA_ARGS__)))
+#define ENTER_STEP(d, ...)          \
+	do {                            \
+		ENTER_ANY(d);               \
+		STEP_SIG((d), __VA_ARGS__); \
+	} while (0)
+
+// REPLAYED returns from a step-aware call once its uploads are written: in
+// a replay the graph, not this call, does the work.
+#define REPLAYED(d)                                  \
+	do {                                             \
+		if ((d)->mode == DB_REPLAY) return db_ok();  \
 	} while (0)
 
 // db_args_reserve makes room for bytes of uploads in this call. Growing frees
 // the old buffer, which cudaFree does only after queued work is done.
 static inline db_status db_args_reserve(db_device *d, size_t bytes) {
 	if (bytes <= d->args_cap) return db_ok();
+	if (d->mode != DB_EAGER) return db_replay_fail("db_args_reserve", "the argument buffer must grow (outside a step graph)");
 	if (d->args) CK(cudaFree(d->args));
 	d->args = NULL;
 	d->args_cap = 0;
@@ -106,6 +201,7 @@ static inline db_status db_args_reserve(db_device *d, size_t bytes) {
 	while (cap < bytes) cap *= 2;
 	CK(cudaMalloc(&d->args, cap));
 	d->args_cap = cap;
+	d->buf_gen++;
 	return db_ok();
 }
 
@@ -137,12 +233,34 @@ static inline db_status db_args_push(db_device *d, const void *host, size_t byte
 	size_t off = (d->args_used + 255) & ~(size_t)255;
 	ARG(off + bytes <= d->args_cap, "argument buffer too small (db_args_reserve first)");
 	*dev = (char *)d->args + off;
+	d->args_used = off + bytes;
+	if (d->mode == DB_REPLAY) {
+		// The graph's upload node copies from the slot the capture gave it.
+		db_graph *g = d->graph;
+		if (d->slot_i >= g->slots.size() || g->slots[d->slot_i].second != bytes)
+			return db_replay_fail("db_args_push", "the step's uploads differ from the captured ones");
+		if (bytes) memcpy(g->slots[d->slot_i].first, host, bytes);
+		d->slot_i++;
+		return db_ok();
+	}
+	if (d->mode == DB_CAPTURE) {
+		db_graph *g = d->graph;
+		size_t at = (g->arena_used + 15) & ~(size_t)15;
+		if (at + bytes > g->arena_cap) return db_replay_fail("db_args_push", "the step's uploads outgrow the graph's pinned arena");
+		char *slot = g->arena + at;
+		g->arena_used = at + bytes;
+		g->slots.push_back(std::make_pair(slot, bytes));
+		if (bytes) {
+			memcpy(slot, host, bytes);
+			CK(cudaMemcpyAsync(*dev, slot, bytes, cudaMemcpyHostToDevice, d->stream));
+		}
+		return db_ok();
+	}
 	if (bytes) {
 		const void *src = host;
 		CKS(db_stage(d, host, bytes, &src));
 		CK(cudaMemcpyAsync(*dev, src, bytes, cudaMemcpyHostToDevice, d->stream));
 	}
-	d->args_used = off + bytes;
 	return db_ok();
 }
 
@@ -155,6 +273,8 @@ static inline size_t db_args_size(size_t a, size_t b = 0, size_t c = 0, size_t e
 // db_work returns scratch device memory of at least bytes, valid until the
 // next call on this device (stream order keeps reuse safe).
 static inline db_status db_work(db_device *d, size_t bytes, void **out) {
+	if (bytes > d->work_cap && d->mode != DB_EAGER)
+		return db_replay_fail("db_work", "the scratch buffer must grow (outside a step graph)");
 	if (bytes > d->work_cap) {
 		if (d->work) CK(cudaFree(d->work));
 		d->work = NULL;
@@ -163,6 +283,7 @@ static inline db_status db_work(db_device *d, size_t bytes, void **out) {
 		while (cap < bytes) cap *= 2;
 		CK(cudaMalloc(&d->work, cap));
 		d->work_cap = cap;
+		d->buf_gen++;
 	}
 	*out = d->work;
 	return db_ok();

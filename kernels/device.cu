@@ -121,7 +121,7 @@ extern "C" db_status db_enable_peer(db_device *d, db_device *peer, int *enabled)
 
 extern "C" db_status db_malloc(db_device *d, size_t bytes, void **out) {
 	*out = NULL;
-	ENTER(d);
+	ENTER_ANY(d);
 	// Plain device memory only: managed memory can hang a shared GPU when oversubscribed.
 	CK(cudaMalloc(out, bytes ? bytes : 1));
 	return db_ok();
@@ -150,7 +150,8 @@ extern "C" db_status db_d2h(db_device *d, void *dst, const void *src, size_t byt
 }
 
 extern "C" db_status db_d2d(db_device *d, void *dst, const void *src, size_t bytes) {
-	ENTER(d);
+	ENTER_STEP(d, dst, src, bytes);
+	REPLAYED(d);
 	if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, d->stream));
 	return db_ok();
 }

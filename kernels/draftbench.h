@@ -23,7 +23,7 @@ extern "C" {
 enum { DB_F32 = 0, DB_BF16 = 1, DB_F16 = 2 };
 
 /* db_status.kind */
-enum { DB_OK = 0, DB_ERR_CUDA = 1, DB_ERR_CUBLAS = 2, DB_ERR_ARG = 3 };
+enum { DB_OK = 0, DB_ERR_CUDA = 1, DB_ERR_CUBLAS = 2, DB_ERR_ARG = 3, DB_ERR_REPLAY = 4 };
 
 typedef struct {
 	int kind;         /* DB_OK or one of DB_ERR_* */
@@ -49,6 +49,21 @@ typedef struct {
 	int row, n, len;
 	const void *k, *v; /* [capacity, kv_heads*head_dim] */
 } db_attn_seq;
+
+/* ---- step graphs (graph.cu) ----
+   A step (a decode step's layers and head) is captured into a CUDA graph the
+   first time, and replayed after: db_step_begin starts the capture (an
+   invalid graph) or the replay pass (a valid one: *replaying = 1), in which
+   the step-aware calls check that they are the captured calls (same names
+   and arguments, else DB_ERR_REPLAY) and only write their uploads; any other
+   call fails with DB_ERR_REPLAY. db_step_end launches the graph (*launched =
+   1) unless abort is set or the pass did not match; then the step must be
+   run again (the graph is invalid). One host thread per device at a time. */
+typedef struct db_graph db_graph;
+db_status db_graph_new(db_device *d, size_t arena_bytes, db_graph **out);
+db_status db_graph_free(db_device *d, db_graph *g);
+db_status db_step_begin(db_device *d, db_graph *g, int *replaying);
+db_status db_step_end(db_device *d, db_graph *g, int abort, int *launched);
 
 /* ---- devices and memory (device.cu) ---- */
 db_status db_device_count(int *n);

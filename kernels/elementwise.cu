@@ -72,11 +72,12 @@ __global__ void embed_kernel(T *dst, const T *table, const int32_t *ids, int n, 
 }
 
 extern "C" db_status db_embed(db_device *d, int dtype, void *dst, const void *table, const int32_t *ids, int n, int h) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, table, n, h);
 	if (n == 0) return db_ok();
 	void *dids;
 	CKS(db_args_reserve(d, db_args_size(n * sizeof(int32_t))));
 	CKS(db_args_push(d, ids, n * sizeof(int32_t), &dids));
+	REPLAYED(d);
 	DISPATCH(dtype, embed_kernel<<<db_blocks((size_t)n * h, 256), 256, 0, d->stream>>>((T *)dst, (const T *)table,
 	                                                                                     (const int32_t *)dids, n, h));
 	LAUNCHED();
@@ -90,8 +91,9 @@ __global__ void add_kernel(T *dst, const T *a, const T *b, size_t n) {
 }
 
 extern "C" db_status db_add(db_device *d, int dtype, void *dst, const void *a, const void *b, size_t n) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, a, b, n);
 	if (n == 0) return db_ok();
+	REPLAYED(d);
 	DISPATCH(dtype, add_kernel<<<db_blocks(n, 256), 256, 0, d->stream>>>((T *)dst, (const T *)a, (const T *)b, n));
 	LAUNCHED();
 	return db_ok();
@@ -105,8 +107,9 @@ __global__ void add_bias_kernel(T *dst, const T *bias, size_t rows, int n) {
 }
 
 extern "C" db_status db_add_bias(db_device *d, int dtype, void *dst, const void *bias, size_t rows, int n) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, bias, rows, n);
 	if (rows == 0 || n == 0) return db_ok();
+	REPLAYED(d);
 	DISPATCH(dtype, add_bias_kernel<<<db_blocks(rows * n, 256), 256, 0, d->stream>>>((T *)dst, (const T *)bias, rows, n));
 	LAUNCHED();
 	return db_ok();
@@ -122,8 +125,9 @@ __global__ void swiglu_kernel(T *dst, const T *gate, const T *up, size_t n) {
 }
 
 extern "C" db_status db_swiglu(db_device *d, int dtype, void *dst, const void *gate, const void *up, size_t n) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, gate, up, n);
 	if (n == 0) return db_ok();
+	REPLAYED(d);
 	DISPATCH(dtype, swiglu_kernel<<<db_blocks(n, 256), 256, 0, d->stream>>>((T *)dst, (const T *)gate, (const T *)up, n));
 	LAUNCHED();
 	return db_ok();

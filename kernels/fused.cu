@@ -83,7 +83,7 @@ extern "C" db_status db_finish_qkv(db_device *d, int dtype, void *q_out, const v
                                    const void *knorm, float eps, const int32_t *positions, int rows,
                                    const float *inv_freq, float scale, const db_attn_seq *seqs, int nseq, int heads,
                                    int kv_heads, int head_dim) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, q_out, qkv, qnorm, knorm, eps, rows, inv_freq, scale, nseq, heads, kv_heads, head_dim);
 	ARG(kv_heads > 0 && heads % kv_heads == 0, "finish_qkv: heads is not a multiple of kv heads");
 	ARG(head_dim > 0 && head_dim % 2 == 0 && head_dim <= 1024, "finish_qkv: head dim must be even, at most 1024");
 	ARG((qnorm == NULL) == (knorm == NULL), "finish_qkv: q and k norms come together");
@@ -103,6 +103,7 @@ extern "C" db_status db_finish_qkv(db_device *d, int dtype, void *q_out, const v
 	const int slots = heads + 2 * kv_heads;
 	dim3 grid((unsigned)rows, (unsigned)((slots + FQ_WARPS - 1) / FQ_WARPS));
 	const size_t smem = (size_t)FQ_WARPS * head_dim * sizeof(float);
+	REPLAYED(d);
 	DISPATCH(dtype, {
 		if (smem > 48 * 1024)
 			CK(cudaFuncSetAttribute(finish_qkv_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -125,8 +126,9 @@ __global__ void swiglu_pair_kernel(T *dst, const T *gu, size_t rows, size_t inte
 }
 
 extern "C" db_status db_swiglu_pair(db_device *d, int dtype, void *dst, const void *gu, size_t rows, size_t inter) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, gu, rows, inter);
 	if (rows == 0 || inter == 0) return db_ok();
+	REPLAYED(d);
 	DISPATCH(dtype, swiglu_pair_kernel<<<db_blocks(rows * inter, 256), 256, 0, d->stream>>>((T *)dst, (const T *)gu,
 	                                                                                           rows, inter));
 	LAUNCHED();

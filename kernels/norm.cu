@@ -25,10 +25,11 @@ __global__ void rmsnorm_kernel(T *dst, const T *x, const T *w, int g, float eps)
 
 extern "C" db_status db_rmsnorm(db_device *d, int dtype, void *dst, const void *x, const void *w, size_t groups, int g,
                                 float eps) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, x, w, groups, g, eps);
 	ARG(g > 0, "rmsnorm: empty group");
 	ARG(groups < 0x7fffffffu, "rmsnorm: too many groups for one launch");
 	if (groups == 0) return db_ok();
+	REPLAYED(d);
 	DISPATCH(dtype, rmsnorm_kernel<<<(unsigned)groups, norm_threads(g), 0, d->stream>>>((T *)dst, (const T *)x,
 	                                                                                     (const T *)w, g, eps));
 	LAUNCHED();
@@ -54,10 +55,11 @@ __global__ void add_rmsnorm_kernel(T *dst, T *x, const T *h, const T *w, int g, 
 
 extern "C" db_status db_add_rmsnorm(db_device *d, int dtype, void *dst, void *x, const void *h, const void *w,
                                     size_t rows, int g, float eps) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, dst, x, h, w, rows, g, eps);
 	ARG(g > 0, "add_rmsnorm: empty row");
 	ARG(rows < 0x7fffffffu, "add_rmsnorm: too many rows for one launch");
 	if (rows == 0) return db_ok();
+	REPLAYED(d);
 	DISPATCH(dtype, add_rmsnorm_kernel<<<(unsigned)rows, norm_threads(g), 0, d->stream>>>(
 	                    (T *)dst, (T *)x, (const T *)h, (const T *)w, g, eps));
 	LAUNCHED();
@@ -90,13 +92,14 @@ __global__ void rope_kernel(T *x, const int32_t *pos, int rows, int width, int h
 
 extern "C" db_status db_rope(db_device *d, int dtype, void *x, const int32_t *positions, int rows, int width,
                              int head_dim, const float *inv_freq, float scale) {
-	ENTER(d);
+	ENTER_STEP(d, dtype, x, rows, width, head_dim, inv_freq, scale);
 	ARG(head_dim > 0 && head_dim % 2 == 0 && width % head_dim == 0, "rope: width is not a multiple of an even head dim");
 	if (rows == 0) return db_ok();
 	void *dpos;
 	CKS(db_args_reserve(d, db_args_size(rows * sizeof(int32_t))));
 	CKS(db_args_push(d, positions, rows * sizeof(int32_t), &dpos));
 	size_t total = (size_t)rows * (width / 2);
+	REPLAYED(d);
 	DISPATCH(dtype, rope_kernel<<<db_blocks(total, 256), 256, 0, d->stream>>>((T *)x, (const int32_t *)dpos, rows, width,
 	                                                                            head_dim, inv_freq, scale));
 	LAUNCHED();

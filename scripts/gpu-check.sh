@@ -14,6 +14,7 @@
 #                                  model with random bf16 weights at batch 1,8,32
 #                                  (its bandwidth column is a 1 GiB device-to-device
 #                                  copy: the ceiling a decode step can approach),
+#                                  then again with step graphs (--graphs),
 #                               3. the same at batch 1 and 32 with --profile-ops
 #                                  (where prefill and decode spend their time),
 #                               4. the copy through PyTorch, as a cross-check,
@@ -100,6 +101,12 @@ run() {
 		rc=1
 		cat "$out/bench_draftbench.log"
 	}
+	echo "== draftbench bench with step graphs (--graphs)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --graphs --bandwidth=false --json >"$out/bench_graphs.json" 2>"$out/bench_graphs.log" || {
+		rc=1
+		cat "$out/bench_graphs.log"
+	}
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 --prompt-len "$PROMPT" \
 		--new-tokens 8 --profile-ops --bandwidth=false --json >"$out/profile.json" 2>"$out/profile.txt" || rc=1
@@ -145,6 +152,7 @@ def load(name):
         print(f"{name}: {e}")
         return None
 ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load("copy_torch.json")
+graphs = load("bench_graphs.json")
 if ours:
     print(f"draftbench: {ours.get('device', '?')}")
 if theirs:
@@ -152,7 +160,7 @@ if theirs:
 if copy:
     print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
-      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7}")
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8}")
 for i, o in enumerate((ours or {}).get("rows", [])):
     t = (theirs or {}).get("rows", [])
     t = t[i] if i < len(t) else {}
@@ -161,7 +169,10 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{r(o['prefill_tok_per_s'], t.get('prefill_tok_per_s')):>6.2f} | {o['decode_tok_per_s']:>12.1f} "
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
-          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f}")
+          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
+          f"{((graphs or {}).get('rows') or [{}] * (i + 1))[i].get('decode_step_ms', 0) if graphs and i < len(graphs.get('rows', [])) else 0:>8.2f}")
+if graphs:
+    print("step graphs: " + json.dumps(graphs.get("step_graphs")))
 q = load("quickstart/benchmark_results.json")
 if q:
     c, g = q.get("comparison", {}), q.get("gpu", {})
@@ -169,7 +180,7 @@ if q:
           f"lossless {c.get('lossless')}")
     print("quickstart gpu: " + json.dumps(g)[:700])
 PY
-	grep -E "^selftest cuda|^goldens cuda" "$out/selftest.txt"
+	grep -E "^selftest cuda|^goldens cuda|^step graphs|^FAIL" "$out/selftest.txt"
 	if [[ -n ${OUT:-} ]]; then
 		cp "$out/table.txt" "$OUT/" 2>/dev/null
 		tar czf "$OUT/gpu-check.tgz" -C "$(dirname "$out")" "$(basename "$out")"

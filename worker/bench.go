@@ -36,7 +36,7 @@ type benchRow struct {
 
 func benchCmd() *cli.Command {
 	var dir, batches string
-	var profileOps bool
+	var profileOps, graphs bool
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile, backendName string
@@ -59,6 +59,7 @@ func benchCmd() *cli.Command {
 			fs.Uint64Var(&seed, "seed", 1, "seed of --random-weights")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 			fs.StringVar(&backendName, "backend", "cpu", "backend: cpu or cuda")
+			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
@@ -79,7 +80,10 @@ func benchCmd() *cli.Command {
 			if profileOps && backendName != "cuda" {
 				return cli.Usagef("--profile-ops needs --backend cuda")
 			}
-			eng, err := openBackend(backendName, threads, false, nil, profileOps)
+			if graphs && backendName != "cuda" {
+				return cli.Usagef("--graphs needs --backend cuda")
+			}
+			eng, err := openBackend(backendName, threads, false, nil, profileOps, graphs)
 			if err != nil {
 				return err
 			}
@@ -192,7 +196,11 @@ func benchCmd() *cli.Command {
 			if asJSON {
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "rows": rows})
+				out := map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "rows": rows}
+				if graphs {
+					out["step_graphs"] = eng.graphStats()
+				}
+				return enc.Encode(out)
 			}
 			w := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(w, "batch\tprompt\tprefill tok/s\tdecode tok/s\tdecode step ms\tfloor step ms\tbandwidth GB/s\t\n")

@@ -26,12 +26,14 @@ type engine struct {
 	// profile and resetProfile read the CUDA backend's measurements (nil on the CPU).
 	profile      func() cuda.Profile
 	resetProfile func()
+	graphStats   func() cuda.GraphStats
 }
 
 // openBackend opens the backend --backend names: cpu, or cuda on the given
 // devices (nil: every visible one). f32 asks for f32 weights too; profile
-// asks the CUDA backend for per-operation times (cuda.Options.Profile).
-func openBackend(name string, threads int, f32 bool, devices []int, profile bool) (*engine, error) {
+// asks the CUDA backend for per-operation times (cuda.Options.Profile),
+// graphs for step graphs (cuda.Options.Graphs).
+func openBackend(name string, threads int, f32 bool, devices []int, profile, graphs bool) (*engine, error) {
 	switch name {
 	case "cpu":
 		b := cpu.New(threads)
@@ -42,7 +44,7 @@ func openBackend(name string, threads int, f32 bool, devices []int, profile bool
 			bandwidth: func() (float64, error) { return cpu.ReadBandwidth(512 << 20), nil },
 			about:     fmt.Sprintf("cpu, bf16 kernel %s", cpu.Kernel())}, nil
 	case "cuda":
-		b, err := cuda.New(cuda.Options{Devices: devices, F32: f32, Profile: profile})
+		b, err := cuda.New(cuda.Options{Devices: devices, F32: f32, Profile: profile, Graphs: graphs})
 		if errors.Is(err, cuda.ErrNotBuilt) {
 			return nil, fmt.Errorf("--backend cuda: %w", err)
 		}
@@ -57,7 +59,7 @@ func openBackend(name string, threads int, f32 bool, devices []int, profile bool
 		return &engine{Backend: b, close: b.Close,
 			bandwidth: func() (float64, error) { return b.CopyBandwidth(1 << 30) },
 			about:     strings.Join(about, "; ") + ", kernels " + cuda.KernelsID,
-			profile:   b.Profile, resetProfile: b.ResetProfile}, nil
+			profile:   b.Profile, resetProfile: b.ResetProfile, graphStats: b.GraphStats}, nil
 	}
 	return nil, cli.Usagef("--backend %q is not one of cpu, cuda", name)
 }
@@ -100,7 +102,7 @@ func selftestCmd() *cli.Command {
 				if dt != "bf16" && dt != "f32" {
 					return cli.Usagef("--dtype %q: each is bf16 or f32", dtypes)
 				}
-				e, err := openBackend(name, threads, dt == "f32", devs, false)
+				e, err := openBackend(name, threads, dt == "f32", devs, false, false)
 				if err != nil {
 					return err
 				}
@@ -123,6 +125,15 @@ func selftestCmd() *cli.Command {
 					fmt.Fprintln(env.Stdout)
 					if err := golden.WriteTable(env.Stdout, name+"/"+dt, grs); err != nil {
 						return err
+					}
+					if name == "cuda" {
+						// Again with step graphs: every decode step after the
+						// first of its shape is a replayed graph.
+						n, err := goldensWithGraphs(env, name, threads, dt, devs, goldens, lim, grs)
+						if err != nil {
+							return err
+						}
+						failed += n
 					}
 				}
 				if err := e.close(); err != nil {
@@ -152,4 +163,41 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// goldensWithGraphs runs the goldens on a CUDA backend with step graphs and
+// fails unless graphs were replayed, every golden is within its limit and
+// no error is above the eager run's.
+func goldensWithGraphs(env *cli.Env, name string, threads int, dt string, devs []int, dir string, lim golden.Limit,
+	eager []golden.Result) (int, error) {
+	e, err := openBackend(name, threads, dt == "f32", devs, false, true)
+	if err != nil {
+		return 0, err
+	}
+	defer e.close()
+	grs, err := golden.Check(dir, e.Backend, lim)
+	if err != nil {
+		return 0, err
+	}
+	failed := golden.Failed(grs)
+	fmt.Fprintln(env.Stdout)
+	if err := golden.WriteTable(env.Stdout, name+"/"+dt+"+graphs", grs); err != nil {
+		return 0, err
+	}
+	st := e.graphStats()
+	fmt.Fprintf(env.Stdout, "step graphs: %d replays, %d captures, %d mismatches, %d eager\n", st.Replays, st.Captures, st.Mismatches, st.Eager)
+	if st.Replays == 0 {
+		fmt.Fprintln(env.Stdout, "FAIL: no step was replayed from a graph")
+		failed++
+	}
+	// The same kernels on the same inputs: the errors should be the eager
+	// run's (cuBLAS may pick another algorithm inside a capture, so allow a
+	// tenth more).
+	for i, r := range grs {
+		if i < len(eager) && r.MaxRel > 1.1*eager[i].MaxRel+1e-6 {
+			fmt.Fprintf(env.Stdout, "FAIL: %s with graphs: max rel err %.3g, eager %.3g\n", r.Name, r.MaxRel, eager[i].MaxRel)
+			failed++
+		}
+	}
+	return failed, nil
 }

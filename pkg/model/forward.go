@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/kvcache"
@@ -59,8 +60,10 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		return t
 	}
 	defer func() {
-		for _, t := range frees {
-			b.Free(t)
+		// Last allocated, first freed: the next step of the same shape gets
+		// the same buffers back (a replayed step graph needs them).
+		for i := len(frees) - 1; i >= 0; i-- {
+			b.Free(frees[i])
 		}
 	}()
 
@@ -126,19 +129,63 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 	}
 	eps := float32(c.RMSNormEps)
-	if len(m.layers) > 0 {
-		if err := b.RMSNorm(h, x, m.layers[0].attnNorm, eps); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", m.First, err)
+	// Only the rows whose logits are wanted go through the norm and the head.
+	var rows []int
+	if m.IsLast() {
+		for i, s := range seqs {
+			end := attn[i].Row + counts[i]
+			if s.AllLogits {
+				for r := attn[i].Row; r < end; r++ {
+					rows = append(rows, r)
+				}
+			} else {
+				rows = append(rows, end-1)
+			}
 		}
 	}
-	for li, ly := range m.layers {
-		var next backend.Tensor // the next layer's attention norm, fused with this layer's last residual add
-		if li+1 < len(m.layers) {
-			next = m.layers[li+1].attnNorm
+	V := c.VocabSize
+	var logits backend.Tensor
+	// step is the device work of the step, layers and head: a backend with
+	// step graphs may capture it once and replay it for later steps of the
+	// same shape, so it has no effect but its operations.
+	step := func() error {
+		if len(m.layers) > 0 {
+			if err := b.RMSNorm(h, x, m.layers[0].attnNorm, eps); err != nil {
+				return fmt.Errorf("layer %d: %w", m.First, err)
+			}
 		}
-		if err := m.layer(li, ly, bufs, seqs, attn, positions, a, eps, next); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", m.First+li, err)
+		for li, ly := range m.layers {
+			var next backend.Tensor // the next layer's attention norm, fused with this layer's last residual add
+			if li+1 < len(m.layers) {
+				next = m.layers[li+1].attnNorm
+			}
+			if err := m.layer(li, ly, bufs, seqs, attn, positions, a, eps, next); err != nil {
+				return fmt.Errorf("layer %d: %w", m.First+li, err)
+			}
 		}
+		if !m.IsLast() {
+			return nil
+		}
+		sel := alloc(len(rows), H)
+		for j, r := range rows {
+			if err := b.CopyRows(sel, j, x, r, 1); err != nil {
+				return err
+			}
+		}
+		if err := b.RMSNorm(sel, sel, m.norm, eps); err != nil {
+			return err
+		}
+		logits = alloc(len(rows), V)
+		return b.MatMul(logits, sel, m.head)
+	}
+	var err error
+	if g, ok := b.(backend.StepGrapher); ok && graphable(counts) {
+		err = g.GraphStep(stepKey(m, counts, seqs), step)
+	} else {
+		err = step()
+	}
+	if err != nil {
+		return nil, err
 	}
 	for i, s := range seqs {
 		if err := s.Cache.Advance(counts[i]); err != nil {
@@ -153,32 +200,6 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 			return nil, err
 		}
 		return res, nil
-	}
-	// Only the rows whose logits are wanted go through the norm and the head.
-	var rows []int
-	for i, s := range seqs {
-		end := attn[i].Row + counts[i]
-		if s.AllLogits {
-			for r := attn[i].Row; r < end; r++ {
-				rows = append(rows, r)
-			}
-		} else {
-			rows = append(rows, end-1)
-		}
-	}
-	sel := alloc(len(rows), H)
-	for j, r := range rows {
-		if err := b.CopyRows(sel, j, x, r, 1); err != nil {
-			return nil, err
-		}
-	}
-	if err := b.RMSNorm(sel, sel, m.norm, eps); err != nil {
-		return nil, err
-	}
-	V := c.VocabSize
-	logits := alloc(len(rows), V)
-	if err := b.MatMul(logits, sel, m.head); err != nil {
-		return nil, err
 	}
 	flat := make([]float32, len(rows)*V)
 	if err := b.Read(logits, flat); err != nil {
@@ -326,4 +347,29 @@ func linear(b backend.Backend, dst, x, w, bias backend.Tensor) error {
 		return b.AddBias(dst, bias)
 	}
 	return nil
+}
+
+// graphable says whether a step may go through a step graph: decode and
+// verify steps (a few new rows per sequence) repeat in shape; prefills do not.
+func graphable(counts []int) bool {
+	for _, n := range counts {
+		if n > 32 {
+			return false
+		}
+	}
+	return len(counts) <= 512
+}
+
+// stepKey names a step's shape: the shard, and each sequence's new rows and
+// whether it wants every row's logits.
+func stepKey(m *Model, counts []int, seqs []Seq) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%p", m)
+	for i, n := range counts {
+		fmt.Fprintf(&sb, ",%d", n)
+		if seqs[i].AllLogits {
+			sb.WriteByte('a')
+		}
+	}
+	return sb.String()
 }

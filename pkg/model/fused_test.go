@@ -98,3 +98,50 @@ func TestStackedRandomWeights(t *testing.T) {
 		}
 	}
 }
+
+// graphCPU records the step keys the model hands a step grapher.
+type graphCPU struct {
+	fusedCPU
+	keys []string
+}
+
+func (g *graphCPU) GraphStep(key string, f func() error) error {
+	g.keys = append(g.keys, key)
+	return f()
+}
+
+// TestStepGraphKeys: decode steps of one shape share a key (so a graph is
+// replayed), another shape gets another, and long prefills go without.
+func TestStepGraphKeys(t *testing.T) {
+	g := &graphCPU{fusedCPU: fusedCPU{cpu.New(0)}}
+	m, err := Load(filepath.Join(goldenDir, "models", "qwen3"), g, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]int, 40)
+	for i := range prompt {
+		prompt[i] = i + 1
+	}
+	a, b := m.NewCache(kvcache.Options{}), m.NewCache(kvcache.Options{})
+	if _, err := m.Forward([]Seq{{Cache: a, Tokens: prompt}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.keys) != 0 {
+		t.Fatalf("a 40-token prefill went through the step grapher: %v", g.keys)
+	}
+	if _, err := m.Forward([]Seq{{Cache: b, Tokens: prompt[:5]}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := m.Forward([]Seq{{Cache: a, Tokens: []int{7}}, {Cache: b, Tokens: []int{8}}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Forward([]Seq{{Cache: a, Tokens: []int{1, 2, 3}, AllLogits: true}, {Cache: b, Tokens: []int{9}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	k := g.keys
+	if len(k) != 5 || k[1] != k[2] || k[2] != k[3] || k[0] == k[1] || k[4] == k[3] {
+		t.Errorf("keys %q: want a short prefill, three equal decode steps, then a verify step", k)
+	}
+}

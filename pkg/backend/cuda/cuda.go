@@ -37,6 +37,7 @@ type Error struct {
 	Code   int    // cudaError_t or cublasStatus_t
 	Msg    string
 	OOM    bool // the device is out of memory
+	Replay bool // a step graph's replay or capture refused the call
 }
 
 func (e *Error) Error() string {
@@ -63,6 +64,7 @@ func check(op string, ordinal int, st C.db_status) error {
 		e.Msg = C.GoString(st.msg)
 	}
 	e.OOM = st.kind == C.DB_ERR_CUDA && st.code == cudaErrorMemoryAllocation
+	e.Replay = st.kind == C.DB_ERR_REPLAY
 	return e
 }
 
@@ -106,8 +108,12 @@ type Backend struct {
 	ropes  map[*backend.RoPE][]unsafe.Pointer // InvFreq uploaded, per device
 	closed bool
 	prof   *profiler // per-op times (Options.Profile)
-	wait   time.Duration
-	reads  int
+	// Step graphs (graph.go, Options.Graphs).
+	useGraphs  bool
+	graphs     map[string]*stepGraph
+	graphStats GraphStats
+	wait       time.Duration
+	reads      int
 }
 
 type profiler struct {
@@ -170,6 +176,7 @@ var (
 	_ backend.KVAppender  = (*Backend)(nil)
 	_ backend.QKVFinisher = (*Backend)(nil)
 	_ backend.PairSwiGLU  = (*Backend)(nil)
+	_ backend.StepGrapher = (*Backend)(nil)
 )
 
 // DeviceCount is the number of CUDA devices this process sees.
@@ -200,6 +207,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.Profile {
 		b.prof = &profiler{last: time.Now(), ops: map[string]*OpTime{}}
 	}
+	b.useGraphs, b.graphs = opts.Graphs, map[string]*stepGraph{}
 	if opts.F32 {
 		b.dtype = backend.F32
 	}
@@ -275,6 +283,7 @@ func (b *Backend) Close() error {
 			first = err
 		}
 	}
+	keep(b.freeGraphs())
 	for _, tabs := range b.ropes {
 		for i, p := range tabs {
 			if p != nil {

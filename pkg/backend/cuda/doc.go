@@ -59,6 +59,10 @@ type Options struct {
 	// before it): Backend.Profile reads the totals. It serialises the host
 	// and the GPU, so it shows where the time goes, not how fast a step is.
 	Profile bool
+	// Graphs captures each decode step into a CUDA graph and replays it on
+	// the next steps of the same shape (GraphStep). One goroutine at a time
+	// may use a backend with graphs on.
+	Graphs bool
 }
 
 // OpTime is one operation's share of a profile.
@@ -89,4 +93,12 @@ type DeviceInfo struct {
 	FreeBytes    int64 // when the backend opened it
 	L2Bytes      int
 	Peers        []int // ordinals this device reads directly (peer access)
+}
+
+// GraphStats counts what the step graphs did since the backend opened.
+type GraphStats struct {
+	Replays    int `json:"replays"`    // steps run by replaying a graph
+	Captures   int `json:"captures"`   // steps captured into a new graph
+	Mismatches int `json:"mismatches"` // replays refused because the step differed (then captured anew)
+	Eager      int `json:"eager"`      // steps run without a graph (a failed capture, or given up)
 }

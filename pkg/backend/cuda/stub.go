@@ -31,3 +31,9 @@ func (b *Backend) Profile() Profile { return Profile{} }
 
 // ResetProfile does nothing.
 func (b *Backend) ResetProfile() {}
+
+// GraphStep runs f.
+func (b *Backend) GraphStep(key string, f func() error) error { return f() }
+
+// GraphStats is empty.
+func (b *Backend) GraphStats() GraphStats { return GraphStats{} }
