@@ -115,7 +115,8 @@ func (b *Backend) runStep(sg *stepGraph, f func() error) (replayed bool, err err
 	err = check("starting a step graph", d.info.Ordinal, C.db_step_begin(d.h, sg.g, &rep))
 	b.mu.Unlock()
 	if err != nil {
-		return false, err
+		// Nothing was captured or run: the step runs without a graph.
+		return false, fmt.Errorf("%w (%v)", errStepAborted, err)
 	}
 	replayed = rep != 0
 	ferr := f()
