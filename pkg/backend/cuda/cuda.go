@@ -73,7 +73,7 @@ type device struct {
 	idx  int // index in Backend.devs
 	h    *C.db_device
 	info DeviceInfo
-	pool map[int64][]unsafe.Pointer
+	pool map[int64]*freeList
 	held int64 // bytes waiting in the pool
 }
 
@@ -217,7 +217,7 @@ func New(opts Options) (*Backend, error) {
 			b.Close()
 			return nil, fmt.Errorf("cuda: device %d does not exist (%d visible)", o, n)
 		}
-		d := &device{idx: i, pool: map[int64][]unsafe.Pointer{}}
+		d := &device{idx: i, pool: map[int64]*freeList{}}
 		if err := check("opening", o, C.db_open(C.int(o), &d.h)); err != nil {
 			b.Close()
 			return nil, err
@@ -302,7 +302,7 @@ func (b *Backend) Close() error {
 func (b *Backend) drain(d *device) error {
 	var first error
 	for c, list := range d.pool {
-		for _, p := range list {
+		for _, p := range *list {
 			if err := check("freeing pooled memory", d.info.Ordinal, C.db_free(d.h, p)); err != nil && first == nil {
 				first = err
 			}
@@ -333,9 +333,8 @@ func (b *Backend) malloc(d *device, n int64, op string) (unsafe.Pointer, error) 
 // allocActivation gives t a buffer on d, from the pool when one is there.
 func (b *Backend) allocActivation(t *Tensor, d *device, op string) error {
 	c := sizeClass(t.bytes())
-	if list := d.pool[c]; len(list) > 0 {
-		t.ptr = list[len(list)-1]
-		d.pool[c] = list[:len(list)-1]
+	if list := d.pool[c]; list != nil && len(*list) > 0 {
+		t.ptr = list.take()
 		d.held -= c
 	} else {
 		p, err := b.malloc(d, c, op)
@@ -355,7 +354,12 @@ func (b *Backend) release(t *Tensor) {
 	if t.ptr == nil {
 		return
 	}
-	t.dev.pool[t.size] = append(t.dev.pool[t.size], t.ptr)
+	list := t.dev.pool[t.size]
+	if list == nil {
+		list = &freeList{}
+		t.dev.pool[t.size] = list
+	}
+	list.put(t.ptr)
 	t.dev.held += t.size
 	t.ptr, t.dev = nil, nil
 }

@@ -2,6 +2,8 @@ package cuda
 
 import (
 	"math"
+	"sort"
+	"unsafe"
 
 	"github.com/draftbench/draftbench/pkg/sampling"
 )
@@ -79,4 +81,31 @@ func packSparse(q []sampling.Sparse) (ids []int32, probs []float32, off []int32)
 		off[i+1] = int32(len(ids))
 	}
 	return ids, probs, off
+}
+
+// freeList holds the freed buffers of one size class, lowest address taken
+// first. The order buffers are freed in then does not matter: a step that
+// allocates in the same order as the last one gets the same buffers back,
+// which a replayed step graph (whose kernels hold the addresses) needs.
+type freeList []unsafe.Pointer
+
+// put adds p, keeping the list sorted by descending address.
+func (l *freeList) put(p unsafe.Pointer) {
+	s := *l
+	i := sort.Search(len(s), func(i int) bool { return uintptr(s[i]) < uintptr(p) })
+	s = append(s, nil)
+	copy(s[i+1:], s[i:])
+	s[i] = p
+	*l = s
+}
+
+// take removes and returns the lowest address (nil when empty).
+func (l *freeList) take() unsafe.Pointer {
+	s := *l
+	if len(s) == 0 {
+		return nil
+	}
+	p := s[len(s)-1]
+	*l = s[:len(s)-1]
+	return p
 }

@@ -3,6 +3,7 @@ package cuda
 import (
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/draftbench/draftbench/pkg/sampling"
 )
@@ -85,5 +86,38 @@ func TestPackSparse(t *testing.T) {
 	}
 	if want := []int32{0, 2, 2, 3}; !reflect.DeepEqual(off, want) {
 		t.Errorf("offsets %v, want %v", off, want)
+	}
+}
+
+// TestFreeListLowestFirst: whatever order buffers come back in, they are
+// handed out lowest address first, so two steps that allocate alike get
+// the same buffers (a replayed step graph relies on it).
+func TestFreeListLowestFirst(t *testing.T) {
+	buf := make([]byte, 64)
+	at := func(i int) unsafe.Pointer { return unsafe.Pointer(&buf[i*8]) }
+	var l freeList
+	for _, i := range []int{3, 0, 5, 1, 4, 2} {
+		l.put(at(i))
+	}
+	for want := 0; want < 6; want++ {
+		if got := l.take(); got != at(want) {
+			t.Fatalf("take %d: got buffer %v, want %v", want, got, at(want))
+		}
+	}
+	if l.take() != nil {
+		t.Fatal("an empty list gave a buffer")
+	}
+	// Two "steps": allocate three, free them in another order, allocate again.
+	for _, i := range []int{0, 1, 2} {
+		l.put(at(i))
+	}
+	first := []unsafe.Pointer{l.take(), l.take(), l.take()}
+	l.put(first[2])
+	l.put(first[0])
+	l.put(first[1])
+	for i := range first {
+		if got := l.take(); got != first[i] {
+			t.Fatalf("second step's allocation %d got %v, want %v", i, got, first[i])
+		}
 	}
 }
