@@ -157,6 +157,11 @@ func AppendKV(b Backend, k, v Tensor, seqs []AttnSeq) error {
 	if a, ok := b.(KVAppender); ok {
 		return a.AppendKV(k, v, seqs)
 	}
+	return copyKVRows(b, k, v, seqs)
+}
+
+// copyKVRows is AppendKV with two CopyRows per sequence.
+func copyKVRows(b Backend, k, v Tensor, seqs []AttnSeq) error {
 	for _, s := range seqs {
 		if err := b.CopyRows(s.K, s.Len-s.N, k, s.Row, s.N); err != nil {
 			return err

@@ -46,15 +46,7 @@ func FinishQKVOnHost(b Backend, q, qkv, qNorm, kNorm Tensor, eps float32, positi
 	if err := b.ApplyRoPE(k, positions, r); err != nil {
 		return err
 	}
-	for _, s := range seqs {
-		if err := b.CopyRows(s.K, s.Len-s.N, k, s.Row, s.N); err != nil {
-			return err
-		}
-		if err := b.CopyRows(s.V, s.Len-s.N, v, s.Row, s.N); err != nil {
-			return err
-		}
-	}
-	return nil
+	return copyKVRows(b, k, v, seqs)
 }
 
 // SwiGLUPairOnHost does what PairSwiGLU.SwiGLUPair does with b's SwiGLU and

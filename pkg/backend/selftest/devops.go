@@ -351,15 +351,7 @@ func appendKVCase(g gen, width int) kase {
 			if err := s.b.(backend.KVAppender).AppendKV(in[0], in[1], as); err != nil {
 				return nil, err
 			}
-			var out []float32
-			for _, t := range in[2:] {
-				v, err := s.read(t)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, v...)
-			}
-			return out, nil
+			return s.readAll(nil, in[2:])
 		},
 		ref: func(in [][]float32) []float64 {
 			var out []float64
@@ -426,18 +418,7 @@ func finishQKVCase(g gen, heads, kvh, hd int, norms bool) kase {
 			if err := s.b.(backend.QKVFinisher).FinishQKV(q, in[0], qn, kn, eps, pos, rope, a, as); err != nil {
 				return nil, err
 			}
-			out, err := s.read(q)
-			if err != nil {
-				return nil, err
-			}
-			for _, t := range in[3:] {
-				v, err := s.read(t)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, v...)
-			}
-			return out, nil
+			return s.readAll(nil, append([]backend.Tensor{q}, in[3:]...))
 		},
 		ref: func(in [][]float32) []float64 {
 			qkv := in[0]

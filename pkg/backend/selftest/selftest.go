@@ -359,6 +359,18 @@ func (s *side) read(t backend.Tensor) ([]float32, error) {
 	return v, err
 }
 
+// readAll appends the values of ts, one after another, to out.
+func (s *side) readAll(out []float32, ts []backend.Tensor) ([]float32, error) {
+	for _, t := range ts {
+		v, err := s.read(t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v...)
+	}
+	return out, nil
+}
+
 // gen draws the inputs of one run.
 type gen struct{ r *rand.Rand }
 
