@@ -146,6 +146,29 @@ func TestRunWritesEverything(t *testing.T) {
 	if !strings.Contains(stdout.String(), "Speculative vs Target") {
 		t.Errorf("no comparison in the console summary:\n%s", stdout.String())
 	}
+	// Greedy requests carry the margin of every output token (the lossless
+	// check's near-tie diagnosis needs it).
+	lines, err := os.ReadFile(filepath.Join(out, report.FileRequests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range bytes.Split(bytes.TrimSpace(lines), []byte("\n")) {
+		var r struct {
+			OutputTokens  int       `json:"output_tokens"`
+			OutputMargins []float32 `json:"output_margins"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.OutputTokens == 0 || len(r.OutputMargins) != r.OutputTokens {
+			t.Errorf("request with %d output tokens has %d margins", r.OutputTokens, len(r.OutputMargins))
+		}
+		n++
+	}
+	if n != 8 {
+		t.Errorf("%d requests in %s, want 8", n, report.FileRequests)
+	}
 }
 
 // TestKilledStageEndsTheJob: kill -9 a stage process mid-job; the job must

@@ -64,8 +64,12 @@ type session struct {
 	id     uuid.UUID
 	seq    []int // S: prompt then output
 	prompt int
-	steps  uint64
-	done   bool
+	// margins follow the output token for token while every reply brought
+	// them (greedy); nil once one did not.
+	margins  []float32
+	noMargin bool
+	steps    uint64
+	done     bool
 }
 
 // Generate implements jobrun.Engine.
@@ -82,7 +86,11 @@ func (e *Engine) Generate(ctx context.Context, mode metrics.Mode, g jobrun.Gen) 
 	} else {
 		rounds, err = s.speculative(ctx)
 	}
-	return jobrun.GenResult{Tokens: s.seq[s.prompt:], Rounds: rounds}, err
+	res := jobrun.GenResult{Tokens: s.seq[s.prompt:], Rounds: rounds}
+	if !s.noMargin && len(s.margins) == len(res.Tokens) {
+		res.Margins = s.margins
+	}
+	return res, err
 }
 
 func (s *session) sampling() protocol.Sampling {
@@ -195,11 +203,18 @@ func (e *Engine) observe(op protocol.Op, d time.Duration) {
 	e.slowest[op] = max(e.slowest[op], d)
 }
 
-// emit appends tokens to S, cut at MaxNewTokens and after a stop token, and
-// reports them; it marks the session done when generation is over.
-func (s *session) emit(tokens []int) {
+// emit appends a reply's tokens to S, cut at MaxNewTokens and after a stop
+// token, and reports them; it marks the session done when generation is over.
+func (s *session) emit(rep *protocol.StepReply) {
+	tokens := rep.Tokens
+	if len(rep.Margins) != len(tokens) {
+		s.noMargin = true
+	}
 	var out []int
-	for _, t := range tokens {
+	for i, t := range tokens {
+		if !s.noMargin && len(s.seq)-s.prompt < s.g.MaxNewTokens {
+			s.margins = append(s.margins, rep.Margins[i])
+		}
 		if len(s.seq)-s.prompt >= s.g.MaxNewTokens {
 			break
 		}
@@ -223,13 +238,13 @@ func (s *session) ar(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("prefill: %w", err)
 	}
-	s.emit(rep.Tokens)
+	s.emit(rep)
 	for !s.done {
 		rep, err := s.step(ctx, s.e.Target, &protocol.StepRequest{Op: protocol.OpDecode, CacheLen: len(s.seq) - 1, Tokens: s.seq[len(s.seq)-1:]})
 		if err != nil {
 			return fmt.Errorf("decode at %d tokens: %w", len(s.seq)-s.prompt, err)
 		}
-		s.emit(rep.Tokens)
+		s.emit(rep)
 	}
 	return nil
 }
@@ -242,7 +257,7 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
-	s.emit(rep.Tokens)
+	s.emit(rep)
 	var rounds []metrics.Round
 	dLen := 0
 	for round := 1; !s.done; round++ {
@@ -256,7 +271,7 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		if err != nil {
 			return rounds, fmt.Errorf("round %d: verify: %w", round, err)
 		}
-		s.emit(v.Tokens)
+		s.emit(v)
 		dLen = min(dCache, len(s.seq)-1)
 		wall := s.e.now().Sub(start)
 		rounds = append(rounds, metrics.Round{Gamma: s.g.Gamma, Drafted: len(drafts), Accepted: v.Accepted,

@@ -134,6 +134,11 @@ func TestGreedyOverNATSMatchesInProcess(t *testing.T) {
 						if !slices.Equal(res.Tokens, ref.Tokens) || !slices.Equal(emitted, ref.Tokens) {
 							t.Fatalf("%s gamma %d prompt %v:\n got %v\nwant %v", mode, gamma, p, res.Tokens, ref.Tokens)
 						}
+						// The stages report the margin of every greedy choice, the
+						// in-process loop's to the bit (same batch-invariant backend).
+						if len(ref.Margins) != len(ref.Tokens) || !slices.Equal(res.Margins, ref.Margins) {
+							t.Fatalf("%s gamma %d prompt %v: margins\n got %v\nwant %v", mode, gamma, p, res.Margins, ref.Margins)
+						}
 						if mode == metrics.ModeSpeculative {
 							acc := metrics.Acceptance(res.Rounds)
 							if acc.NumDrafts == 0 || acc.AcceptanceRate <= 0 {
@@ -176,6 +181,9 @@ func testSampledIsReproducible(t *testing.T, drafter [][2]int) {
 	}
 	if !slices.Equal(r1.Tokens, r2.Tokens) || len(r1.Tokens) != 24 {
 		t.Fatalf("same seed, different output: %v vs %v", r1.Tokens, r2.Tokens)
+	}
+	if r1.Margins != nil {
+		t.Errorf("sampled output came with greedy margins: %v", r1.Margins)
 	}
 }
 

@@ -50,6 +50,9 @@ type Gen struct {
 type GenResult struct {
 	Tokens []int
 	Rounds []metrics.Round // speculative only, with wall and worker compute time
+	// Margins, when the engine knows them (greedy), are sampling.Margin of
+	// the target logits each of Tokens was chosen from.
+	Margins []float32
 }
 
 // Engine produces tokens for one request in one mode.
@@ -239,7 +242,11 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		}
 		res.Comparison = &cmp
 		if cmp.Lossless.Mismatched > 0 {
-			warnings = append(warnings, fmt.Sprintf("lossless check: %d of %d requests differ between speculative and target (temperature 0)", cmp.Lossless.Mismatched, cmp.Lossless.Checked))
+			w := fmt.Sprintf("lossless check: %d of %d requests differ between speculative and target (temperature 0)", cmp.Lossless.Mismatched, cmp.Lossless.Checked)
+			if n := cmp.Lossless.NearTies; n > 0 {
+				w += fmt.Sprintf("; %d of them first differ at a near-tie (both runs' top two logits within %.3g of each other, relative): rounding that differs between verify and decode steps, not speculative decoding", n, metrics.NearTieMargin)
+			}
+			warnings = append(warnings, w)
 		}
 	}
 	var power []report.PowerSeries
@@ -302,6 +309,9 @@ func runOne(ctx context.Context, engine Engine, mode metrics.Mode, r loadgen.Req
 	}
 	if len(res.Tokens) != len(rec.OutputIDs) {
 		rec.Error = fmt.Sprintf("engine returned %d tokens but emitted %d", len(res.Tokens), len(rec.OutputIDs))
+	}
+	if len(res.Margins) == len(rec.OutputIDs) && rec.Error == "" {
+		rec.OutputMargins = res.Margins
 	}
 	return rec
 }

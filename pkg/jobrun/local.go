@@ -41,12 +41,12 @@ func (l *Local) Generate(ctx context.Context, mode metrics.Mode, g Gen) (GenResu
 	start := time.Now()
 	if mode == metrics.ModeTarget {
 		out, err := spec.GenerateAR(ts, g.Prompt, cfg, rng)
-		return GenResult{Tokens: out.Tokens}, err
+		return GenResult{Tokens: out.Tokens, Margins: out.Margins}, err
 	}
 	ds := l.Drafter.NewSession()
 	defer ds.Close()
 	out, err := spec.GenerateSpeculative(ts, ds, g.Prompt, cfg, rng)
-	res := GenResult{Tokens: out.Tokens}
+	res := GenResult{Tokens: out.Tokens, Margins: out.Margins}
 	// emits[0] is the prefill's token; emits[i] ends round i.
 	for i, r := range out.Rounds {
 		mr := ToMetricsRound(r)

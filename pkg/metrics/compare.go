@@ -22,6 +22,11 @@ type Lossless struct {
 	Checked    int        `json:"checked"`
 	Mismatched int        `json:"mismatched"`
 	Mismatches []Mismatch `json:"mismatches"`
+	// NearTies counts the mismatches where both runs chose between two
+	// logits closer than NearTieMargin: rounding that differs between a
+	// verify step and a decode step (a backend that is not batch-invariant)
+	// flips such a choice; a mismatch that is not a near-tie is a bug.
+	NearTies int `json:"near_ties"`
 	// Skipped says why nothing was checked (sampling at temperature > 0); empty when checked.
 	Skipped string `json:"skipped,omitempty"`
 }
@@ -31,6 +36,26 @@ type Lossless struct {
 type Mismatch struct {
 	Index    int `json:"index"`
 	Position int `json:"position"`
+	// SpeculativeMargin and TargetMargin are each run's sampling.Margin at
+	// Position (absent when that run has no token there or its engine did
+	// not report margins); NearTie says both are under NearTieMargin.
+	SpeculativeMargin *float32 `json:"speculative_margin,omitempty"`
+	TargetMargin      *float32 `json:"target_margin,omitempty"`
+	NearTie           bool     `json:"near_tie"`
+}
+
+// NearTieMargin is the relative logit gap under which a greedy choice is a
+// near-tie: four steps of bf16 (2⁻⁸ each), the rounding of one bf16 value
+// times a few operations.
+const NearTieMargin = 4.0 / 256
+
+// marginAt returns margins[pos] or nil.
+func marginAt(margins []float32, pos int) *float32 {
+	if pos < 0 || pos >= len(margins) {
+		return nil
+	}
+	m := margins[pos]
+	return &m
 }
 
 // Compare computes the comparison of the two modes. The lossless check pairs the completed,
@@ -65,9 +90,17 @@ func Compare(spec, target Summary, specReqs, targetReqs []Request, greedy bool) 
 	sort.Ints(indexes)
 	for _, i := range indexes {
 		c.Lossless.Checked++
-		if pos, same := firstDifference(specByIndex[i].OutputIDs, targetByIndex[i].OutputIDs); !same {
+		sr, tr := specByIndex[i], targetByIndex[i]
+		if pos, same := firstDifference(sr.OutputIDs, tr.OutputIDs); !same {
+			m := Mismatch{Index: i, Position: pos, SpeculativeMargin: marginAt(sr.OutputMargins, pos),
+				TargetMargin: marginAt(tr.OutputMargins, pos)}
+			m.NearTie = m.SpeculativeMargin != nil && m.TargetMargin != nil &&
+				*m.SpeculativeMargin < NearTieMargin && *m.TargetMargin < NearTieMargin
 			c.Lossless.Mismatched++
-			c.Lossless.Mismatches = append(c.Lossless.Mismatches, Mismatch{Index: i, Position: pos})
+			if m.NearTie {
+				c.Lossless.NearTies++
+			}
+			c.Lossless.Mismatches = append(c.Lossless.Mismatches, m)
 		}
 	}
 	return c, nil

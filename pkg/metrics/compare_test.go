@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -161,5 +162,48 @@ func TestComparisonGolden(t *testing.T) {
 	}
 	checkGolden(t, "comparison.golden.json", append(got, '\n'))
 	assertKeys(t, "comparison", decodeObject(t, c), []string{"speedup_tpot", "speedup_e2el", "speedup_output_throughput", "lossless"})
-	assertKeys(t, "lossless", decodeObject(t, c.Lossless), []string{"checked", "mismatched", "mismatches"})
+	assertKeys(t, "lossless", decodeObject(t, c.Lossless), []string{"checked", "mismatched", "mismatches", "near_ties"})
+}
+
+// TestNearTies: a mismatch is a near-tie only when both runs report a margin
+// under NearTieMargin at the first differing position.
+func TestNearTies(t *testing.T) {
+	req := func(mode Mode, index int, ids []int32, margins []float32) Request {
+		return Request{ID: fmt.Sprint(mode, index), Index: index, Mode: mode, OutputTokens: len(ids), OutputIDs: ids, OutputMargins: margins}
+	}
+	small, big := float32(0.004), float32(0.3)
+	specs := []Request{
+		req(ModeSpeculative, 0, []int32{1, 2, 3}, []float32{big, small, big}),   // near-tie at 1
+		req(ModeSpeculative, 1, []int32{1, 2, 3}, []float32{big, big, big}),     // a real difference at 1
+		req(ModeSpeculative, 2, []int32{1, 2, 3}, nil),                          // no margins
+		req(ModeSpeculative, 3, []int32{1, 2}, []float32{big, big}),             // a prefix: no token at 2
+		req(ModeSpeculative, 4, []int32{4, 5, 6}, []float32{small, small, big}), // equal outputs
+	}
+	targets := []Request{
+		req(ModeTarget, 0, []int32{1, 7, 3}, []float32{big, small, big}),
+		req(ModeTarget, 1, []int32{1, 7, 3}, []float32{big, small, big}),
+		req(ModeTarget, 2, []int32{1, 7, 3}, []float32{big, small, big}),
+		req(ModeTarget, 3, []int32{1, 2, 3}, []float32{big, big, small}),
+		req(ModeTarget, 4, []int32{4, 5, 6}, []float32{small, small, big}),
+	}
+	c, err := Compare(Summary{}, Summary{}, specs, targets, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Lossless
+	if l.Checked != 5 || l.Mismatched != 4 || l.NearTies != 1 {
+		t.Fatalf("checked %d, mismatched %d, near ties %d; want 5, 4, 1", l.Checked, l.Mismatched, l.NearTies)
+	}
+	want := []struct {
+		index, pos int
+		spec, targ bool // margins present
+		nearTie    bool
+	}{{0, 1, true, true, true}, {1, 1, true, true, false}, {2, 1, false, true, false}, {3, 2, false, true, false}}
+	for i, w := range want {
+		m := l.Mismatches[i]
+		if m.Index != w.index || m.Position != w.pos || (m.SpeculativeMargin != nil) != w.spec ||
+			(m.TargetMargin != nil) != w.targ || m.NearTie != w.nearTie {
+			t.Errorf("mismatch %d: %+v, want %+v", i, m, w)
+		}
+	}
 }

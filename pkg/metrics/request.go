@@ -45,6 +45,10 @@ type Request struct {
 	Emissions []Emission `json:"emissions"`
 	// OutputIDs are the emitted token ids, len(OutputIDs) == OutputTokens.
 	OutputIDs []int32 `json:"output_ids"`
+	// OutputMargins (temperature 0) are, per output token, the gap between
+	// the best and second-best target logit it was chosen from, relative to
+	// the best: (top1 − top2) / max(1, |top1|) (sampling.Margin).
+	OutputMargins []float32 `json:"output_margins,omitempty"`
 	// Rounds holds the draft/verify rounds of a speculative request; empty in target mode.
 	Rounds []Round `json:"rounds,omitempty"`
 }
@@ -116,6 +120,9 @@ func (r Request) Validate() error {
 	}
 	if len(r.OutputIDs) != r.OutputTokens {
 		return fmt.Errorf("%d output_ids but output_tokens is %d", len(r.OutputIDs), r.OutputTokens)
+	}
+	if r.OutputMargins != nil && len(r.OutputMargins) != r.OutputTokens {
+		return fmt.Errorf("%d output_margins but output_tokens is %d", len(r.OutputMargins), r.OutputTokens)
 	}
 	if r.Mode != ModeSpeculative && len(r.Rounds) > 0 {
 		return fmt.Errorf("%s request has %d speculative rounds", r.Mode, len(r.Rounds))

@@ -211,6 +211,9 @@ type StepReply struct {
 	// Q is the distribution each of Tokens was drawn from (draft; decode
 	// with ReturnQ).
 	Q []Sparse `json:"q,omitempty"`
+	// Margins, for greedy prefill, decode and verify, hold the
+	// sampling.Margin of the target logits each of Tokens was chosen from.
+	Margins []float32 `json:"margins,omitempty"`
 	// Accepted and AcceptedByPosition are the verdict (verify).
 	Accepted           int    `json:"accepted,omitempty"`
 	AcceptedByPosition []bool `json:"accepted_by_position,omitempty"`

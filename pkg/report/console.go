@@ -116,12 +116,23 @@ func (c *console) comparison(cmp *metrics.Comparison) {
 	} else {
 		c.kv("Lossless check, requests compared:", l.Checked)
 		c.kv("Lossless check, outputs differing:", l.Mismatched)
+		if l.Mismatched > 0 {
+			c.kv("Lossless check, differing at a near-tie:", l.NearTies)
+		}
 		for i, m := range l.Mismatches {
 			if i == maxMismatchLines {
 				c.line(fmt.Sprintf("  ... and %d more in %s", len(l.Mismatches)-i, FileResults))
 				break
 			}
-			c.kv(fmt.Sprintf("  Prompt %d, first differing token:", m.Index), m.Position)
+			v := fmt.Sprint(m.Position)
+			if m.SpeculativeMargin != nil && m.TargetMargin != nil {
+				what := "not a near-tie"
+				if m.NearTie {
+					what = "near-tie"
+				}
+				v += fmt.Sprintf(" (%s: margins %.2g, %.2g)", what, *m.SpeculativeMargin, *m.TargetMargin)
+			}
+			c.kv(fmt.Sprintf("  Prompt %d, first differing token:", m.Index), v)
 		}
 	}
 	c.end()

@@ -71,3 +71,30 @@ func TestPrintSummaryWriteError(t *testing.T) {
 		t.Fatalf("PrintSummary() error = %v, want the writer's error", err)
 	}
 }
+
+// TestMismatchMargins: a mismatch with both runs' margins says whether it is
+// a near-tie.
+func TestMismatchMargins(t *testing.T) {
+	var both Results
+	for _, tc := range resultsCases(t) {
+		if tc.name == "both_modes" {
+			both = tc.res
+		}
+	}
+	cmp := *both.Comparison
+	a, b := float32(0.004), float32(0.3)
+	cmp.Lossless.Mismatches = []metrics.Mismatch{
+		{Index: 1, Position: 5, SpeculativeMargin: &a, TargetMargin: &a, NearTie: true},
+		{Index: 2, Position: 7, SpeculativeMargin: &b, TargetMargin: &a},
+	}
+	both.Comparison = &cmp
+	var buf bytes.Buffer
+	if err := PrintSummary(&buf, both); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"5 (near-tie: margins 0.004, 0.004)", "7 (not a near-tie: margins 0.3, 0.004)"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, buf.String())
+		}
+	}
+}

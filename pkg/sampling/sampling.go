@@ -85,6 +85,36 @@ func Argmax(logits []float32, vocabLimit int) int {
 	return arg
 }
 
+// Margin is how clearly greedy decoding chose at these logits: the gap
+// between the best and the second-best logit of the ids < vocabLimit,
+// relative to the best one's size, (top1 − top2) / max(1, |top1|). A margin
+// of a few bf16 steps (2⁻⁸ each) is a near-tie that rounding can flip. NaN
+// logits do not count; with fewer than two usable ids it is 1.
+func Margin(logits []float32, vocabLimit int) float32 {
+	n := limit(len(logits), vocabLimit)
+	top1, top2 := math.Inf(-1), math.Inf(-1)
+	for _, v := range logits[:n] {
+		x := float64(v)
+		switch {
+		case x != x:
+		case x > top1:
+			top1, top2 = x, top1
+		case x > top2:
+			top2 = x
+		}
+	}
+	if math.IsInf(top1, -1) || math.IsInf(top2, -1) {
+		return 1
+	}
+	if math.IsInf(top1, 1) {
+		if math.IsInf(top2, 1) {
+			return 0
+		}
+		return 1
+	}
+	return float32((top1 - top2) / math.Max(1, math.Abs(top1)))
+}
+
 // limit is the number of ids that may be produced out of n.
 func limit(n, vocabLimit int) int {
 	if vocabLimit > 0 && vocabLimit < n {

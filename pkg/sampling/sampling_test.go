@@ -356,3 +356,29 @@ func BenchmarkProbs(b *testing.B) {
 		})
 	}
 }
+
+func TestMargin(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	tests := []struct {
+		name   string
+		logits []float32
+		limit  int
+		want   float32
+	}{
+		{"clear", []float32{1, 9, 3}, 0, 6.0 / 9},
+		{"small logits use an absolute gap", []float32{0.25, 0.5, 0.125}, 0, 0.25},
+		{"negative top", []float32{-10, -12}, 0, 0.2},
+		{"tie", []float32{2, 5, 5}, 0, 0},
+		{"limit hides the runner-up", []float32{5, 4.9, 9}, 2, 0.1 / 5},
+		{"NaN ignored", []float32{nan, 4, 2}, 0, 0.5},
+		{"one usable id", []float32{nan, 4}, 0, 1},
+		{"empty", nil, 0, 1},
+		{"infinite top", []float32{inf, 3}, 0, 1},
+		{"two infinities", []float32{inf, inf}, 0, 0},
+	}
+	for _, tt := range tests {
+		if got := Margin(tt.logits, tt.limit); math.Abs(float64(got-tt.want)) > 1e-6 {
+			t.Errorf("%s: Margin(%v, %d) = %v, want %v", tt.name, tt.logits, tt.limit, got, tt.want)
+		}
+	}
+}

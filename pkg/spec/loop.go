@@ -87,6 +87,11 @@ type Output struct {
 	FinishReason FinishReason `json:"finish_reason"`
 	Rounds       []Round      `json:"rounds,omitempty"` // speculative only
 	Stats        Stats        `json:"stats"`            // speculative only
+	// Margins, with greedy Params only, holds for each of Tokens the
+	// sampling.Margin of the target logits it was chosen from: where greedy
+	// speculative and autoregressive outputs differ, a near-tie there says
+	// rounding, not the algorithm.
+	Margins []float32 `json:"margins,omitempty"`
 }
 
 // Gammas returns the gamma of each round in order.
@@ -202,6 +207,13 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 		if err != nil {
 			return Output{}, fmt.Errorf("speculative round %d: %w", round, err)
 		}
+		if cfg.Params.Greedy() {
+			// Emitted token i is the target's choice at row i.
+			r.margins = r.margins[:0]
+			for i := range v.Emitted {
+				r.margins = append(r.margins, sampling.Margin(logits[i], cfg.Params.VocabLimit))
+			}
+		}
 		kept := r.emit(v.Emitted)
 
 		keep := len(r.seq) - 1
@@ -277,6 +289,8 @@ type run struct {
 	seq    []int // prompt ++ output
 	finish FinishReason
 	out    Output
+	// margins are the greedy margins of the tokens about to be emitted.
+	margins []float32
 }
 
 func newRun(prompt []int, cfg Config, rng sampling.RNG) *run {
@@ -302,6 +316,11 @@ func (r *run) emit(tokens []int) []int {
 		}
 	}
 	r.seq = append(r.seq, kept...)
+	if r.cfg.Params.Greedy() {
+		// r.margins holds the margin of each of tokens (pick, or the
+		// verify step's target rows).
+		r.out.Margins = append(r.out.Margins, r.margins[:len(kept)]...)
+	}
 	if r.finish == "" && len(r.seq)-r.prompt == r.cfg.MaxNewTokens {
 		r.finish = FinishLength
 	}
@@ -325,6 +344,7 @@ func (r *run) pick(logits []float32) (int, error) {
 	var tok int
 	if r.cfg.Params.Greedy() {
 		tok = sampling.Argmax(logits, r.cfg.Params.VocabLimit)
+		r.margins = append(r.margins[:0], sampling.Margin(logits, r.cfg.Params.VocabLimit))
 	} else {
 		tok = sampling.Sample(sampling.Probs(logits, r.cfg.Params), r.rng.Float64())
 	}

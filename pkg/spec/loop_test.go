@@ -42,7 +42,11 @@ func TestGreedySpeculativeEqualsAR(t *testing.T) {
 		t.Run(d.name, func(t *testing.T) {
 			var total Stats
 			for pi, prompt := range prompts(20, vocab) {
-				want := genAR(t, targetModel, vocab, prompt, Config{MaxNewTokens: maxNew}, nil).Tokens
+				ar := genAR(t, targetModel, vocab, prompt, Config{MaxNewTokens: maxNew}, nil)
+				want := ar.Tokens
+				if len(ar.Margins) != len(want) {
+					t.Fatalf("AR: %d margins for %d tokens", len(ar.Margins), len(want))
+				}
 				for gamma := 1; gamma <= 8; gamma++ {
 					cfg := Config{MaxNewTokens: maxNew, Gamma: gamma}
 					got, err := GenerateSpeculative(newFake(targetModel, vocab), newFake(d.model, vocab), prompt, cfg, nil)
@@ -51,6 +55,10 @@ func TestGreedySpeculativeEqualsAR(t *testing.T) {
 					}
 					if !slices.Equal(got.Tokens, want) {
 						t.Fatalf("prompt %d gamma %d:\n speculative %v\n AR          %v", pi, gamma, got.Tokens, want)
+					}
+					// The same target rows choose each token, so the margins are the same too.
+					if !slices.Equal(got.Margins, ar.Margins) {
+						t.Fatalf("prompt %d gamma %d: margins\n speculative %v\n AR          %v", pi, gamma, got.Margins, ar.Margins)
 					}
 					total = total.Merge(got.Stats)
 				}

@@ -226,6 +226,9 @@ func (s *Stage) sample(w *work, logits []float32) {
 	if q != nil {
 		rep.Q = []protocol.Sparse{*q}
 	}
+	if p := w.req.Sampling.Params(); p.Greedy() {
+		rep.Margins = []float32{sampling.Margin(logits, p.VocabLimit)}
+	}
 	s.reply(w.req.Reply, rep, nil)
 }
 
@@ -253,9 +256,17 @@ func (s *Stage) verify(w *work, logits [][]float32) {
 		s.fail(req, fmt.Errorf("rolling back to %d positions: %w", keep, err))
 		return
 	}
-	s.reply(req.Reply, &protocol.StepReply{Session: req.Session, Op: req.Op, Tokens: v.Emitted,
+	rep := &protocol.StepReply{Session: req.Session, Op: req.Op, Tokens: v.Emitted,
 		Accepted: v.Accepted, AcceptedByPosition: v.AcceptedByPosition,
-		CacheLen: keep, ComputeNS: req.ComputeNS}, nil)
+		CacheLen: keep, ComputeNS: req.ComputeNS}
+	if params.Greedy() {
+		// Emitted token i is the target's choice at p_{i+1}.
+		rows := logits[len(req.Tokens)-1:]
+		for i := range v.Emitted {
+			rep.Margins = append(rep.Margins, sampling.Margin(rows[i], params.VocabLimit))
+		}
+	}
+	s.reply(req.Reply, rep, nil)
 }
 
 // drafting is a draft step in progress.
