@@ -180,7 +180,7 @@ if q:
           f"lossless {c.get('lossless')}")
     print("quickstart gpu: " + json.dumps(g)[:700])
 PY
-	grep -E "^selftest cuda|^goldens cuda|^step graphs|^FAIL" "$out/selftest.txt"
+	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
 	if [[ -n ${OUT:-} ]]; then
 		cp "$out/table.txt" "$OUT/" 2>/dev/null
 		tar czf "$OUT/gpu-check.tgz" -C "$(dirname "$out")" "$(basename "$out")"

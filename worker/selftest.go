@@ -126,6 +126,17 @@ func selftestCmd() *cli.Command {
 					if err := golden.WriteTable(env.Stdout, name+"/"+dt, grs); err != nil {
 						return err
 					}
+					// Informational: does a position get the same logits in a
+					// decode step and inside a verify-sized step? (Batch
+					// invariance makes greedy speculative decoding exact.)
+					inv, err := golden.CheckInvariance(goldens, e.Backend, 5)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(env.Stdout)
+					if err := golden.WriteInvariance(env.Stdout, name+"/"+dt, 5, inv); err != nil {
+						return err
+					}
 					if name == "cuda" {
 						// Again with step graphs: every decode step after the
 						// first of its shape is a replayed graph.

@@ -308,3 +308,107 @@ func WriteTable(w io.Writer, label string, rs []Result) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// Invariance is one model's batch-invariance measurement: the logits of the
+// same positions computed one token per step (decode) and in steps of
+// several tokens (a verify step), teacher-forced along the golden tokens.
+type Invariance struct {
+	Name      string
+	Rows      int     // positions compared
+	MaxAbs    float64 // largest |Δlogit| between the two ways
+	Identical bool    // every logit bit for bit the same
+	Err       error
+}
+
+// CheckInvariance measures, for each golden in dir, whether be gives a
+// position the same logits in a decode step and inside a step of chunk
+// positions. A batch-invariant backend gives identical logits, which makes
+// greedy speculative decoding reproduce greedy decoding exactly.
+func CheckInvariance(dir string, be backend.Backend, chunk int) ([]Invariance, error) {
+	names, err := Names(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Invariance
+	for _, name := range names {
+		out = append(out, invarianceOne(dir, name, be, chunk))
+	}
+	return out, nil
+}
+
+func invarianceOne(dir, name string, be backend.Backend, chunk int) (r Invariance) {
+	r = Invariance{Name: name, Identical: true}
+	g, err := Read(dir, name)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	m, err := model.Load(filepath.Join(dir, "models", name), be, model.Options{})
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer m.Free()
+	for pi, p := range g.Prompts {
+		toks := append(slices.Clone(p.Tokens), p.Greedy...)
+		run := func(step int) ([][]float32, error) {
+			cache := m.NewCache(kvcache.Options{})
+			defer cache.Free()
+			if _, err := m.Forward([]model.Seq{{Cache: cache, Tokens: p.Tokens}}, nil); err != nil {
+				return nil, err
+			}
+			var rows [][]float32
+			for at := len(p.Tokens); at < len(toks); at += step {
+				n := min(step, len(toks)-at)
+				res, err := m.Forward([]model.Seq{{Cache: cache, Tokens: toks[at : at+n], AllLogits: true}}, nil)
+				if err != nil {
+					return nil, err
+				}
+				rows = append(rows, res.Logits[0]...)
+			}
+			return rows, nil
+		}
+		one, err := run(1)
+		if err != nil {
+			r.Err = fmt.Errorf("prompt %d, one token per step: %w", pi, err)
+			return r
+		}
+		many, err := run(chunk)
+		if err != nil {
+			r.Err = fmt.Errorf("prompt %d, %d tokens per step: %w", pi, chunk, err)
+			return r
+		}
+		for i := range one {
+			r.Rows++
+			for j := range one[i] {
+				if one[i][j] != many[i][j] {
+					r.Identical = false
+					r.MaxAbs = max(r.MaxAbs, math.Abs(float64(one[i][j])-float64(many[i][j])))
+				}
+			}
+		}
+	}
+	return r
+}
+
+// WriteInvariance prints one line per model and a summary line starting
+// "invariance <label>:".
+func WriteInvariance(w io.Writer, label string, chunk int, rs []Invariance) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-12s %5s  %-36s\n", "golden", "rows", fmt.Sprintf("decode vs steps of %d tokens", chunk))
+	same := 0
+	for _, r := range rs {
+		switch {
+		case r.Err != nil:
+			fmt.Fprintf(&b, "%-12s %5s  error: %v\n", r.Name, "-", r.Err)
+		case r.Identical:
+			same++
+			fmt.Fprintf(&b, "%-12s %5d  bit-identical\n", r.Name, r.Rows)
+		default:
+			fmt.Fprintf(&b, "%-12s %5d  max |Δlogit| %.3g\n", r.Name, r.Rows, r.MaxAbs)
+		}
+	}
+	fmt.Fprintf(&b, "invariance %s: %d of %d goldens bit-identical between decode and %d-token steps\n", label, same, len(rs), chunk)
+	_, err := io.WriteString(w, b.String())
+	return err
+}

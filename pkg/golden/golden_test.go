@@ -3,11 +3,13 @@ package golden
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/backend/cpu"
 )
 
@@ -156,6 +158,60 @@ func TestBF16LimitFollowsYardstick(t *testing.T) {
 		}
 		if want := max(1e-2, 2*y); r.Tol != want || r.Yardstick != y {
 			t.Errorf("%s: limit %.3g, yardstick %.3g; want %.3g from %.3g", r.Name, r.Tol, r.Yardstick, want, y)
+		}
+	}
+}
+
+func TestInvarianceOnCPU(t *testing.T) {
+	rs, err := CheckInvariance(dir, cpu.New(0), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteInvariance(&buf, "cpu", 5, rs); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + buf.String())
+	for _, r := range rs {
+		if r.Err != nil || r.Rows == 0 {
+			t.Fatalf("%s: %+v", r.Name, r)
+		}
+		// The CPU backend's bf16 kernels are batch-invariant (docs/engine.md).
+		if r.Name == "qwen3-bf16" && !r.Identical {
+			t.Errorf("qwen3-bf16 on the CPU backend: max |Δlogit| %.3g, want bit-identical", r.MaxAbs)
+		}
+	}
+}
+
+// rowSensitive is a backend whose matrix products round differently when
+// they have several rows, as cuBLAS's kernels for 1 and for 5 rows may.
+type rowSensitive struct{ *cpu.Backend }
+
+func (b rowSensitive) MatMul(dst, x, w backend.Tensor) error {
+	if err := b.Backend.MatMul(dst, x, w); err != nil {
+		return err
+	}
+	if backend.Rows(x) == 1 {
+		return nil
+	}
+	v := make([]float32, backend.Elems(dst))
+	if err := b.Read(dst, v); err != nil {
+		return err
+	}
+	for i := range v {
+		v[i] = math.Nextafter32(v[i], float32(math.Inf(1)))
+	}
+	return b.Write(dst, v)
+}
+
+func TestInvarianceCatchesRowDependentRounding(t *testing.T) {
+	rs, err := CheckInvariance(dir, rowSensitive{cpu.New(0)}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Err != nil || r.Identical || r.MaxAbs == 0 {
+			t.Errorf("%s: %+v, want a difference", r.Name, r)
 		}
 	}
 }
