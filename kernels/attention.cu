@@ -19,9 +19,19 @@
 #define MAX_WARPS 8  // query vectors per block
 
 struct attn_item {
-	int seq; // index into the call's sequences
-	int v0;  // first query vector: v = row * group + head within group
+	int seq;     // index into the call's sequences
+	int v0;      // first query vector: v = row * group + head within group
+	int nsplit;  // key splits of this item (1: the output is written directly)
+	int fixed;   // splits are the fixed key ranges [i·FIXED_SPLIT, (i+1)·FIXED_SPLIT)
+	size_t part; // first float of this item's partials
 };
+
+// In batch-invariant mode a decode or verify item splits its keys at fixed
+// positions, so a query's keys are reduced in the same pieces and order
+// whatever the call's batch (a verify step and a decode step then give
+// bit-identical attention); items of more rows (prefill) are not split.
+#define FIXED_SPLIT 256
+#define FIXED_MAX_ROWS 32
 
 // VecOf<T>::N elements of T make one 16-byte load; unpack widens them to f32.
 template <typename T> struct VecOf;
@@ -92,14 +102,16 @@ __device__ __forceinline__ void load_tile_vec(float *Ks, float *Vs, const T *K, 
 template <typename T, int DPL>
 __global__ void __launch_bounds__(MAX_WARPS * 32)
 attn_partial(T *dst, const T *q, const db_attn_seq *seqs, const attn_item *items, int heads, int kvh, int hd,
-             float scale, int window, int nsplit, float *part) {
+             float scale, int window, float *part) {
 	extern __shared__ float sm[];
 	const int stride = hd + 1; // odd: lanes reading one column of different keys hit different banks
 	float *Ks = sm, *Vs = sm + KT * stride, *Qs = sm + 2 * KT * stride;
 	const int nw = blockDim.x >> 5, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const attn_item it = items[blockIdx.x];
+	const int nsplit = it.nsplit, split = blockIdx.z;
+	if (split >= nsplit) return; // the grid has the most splits of any item
 	const db_attn_seq s = seqs[it.seq];
-	const int g = blockIdx.y, split = blockIdx.z, group = heads / kvh;
+	const int g = blockIdx.y, group = heads / kvh;
 	const int qw = heads * hd, kvw = kvh * hd;
 	const T *K = (const T *)s.k, *V = (const T *)s.v;
 	// 16-byte loads when every key row of this KV head starts 16-byte aligned.
@@ -115,8 +127,15 @@ attn_partial(T *dst, const T *q, const db_attn_seq *seqs, const attn_item *items
 	const int first_row = it.v0 / group, last_row = min(s.n - 1, (it.v0 + nw - 1) / group);
 	const int blo = window > 0 ? max(0, s.len - s.n + first_row - window + 1) : 0;
 	const int bhi = s.len - s.n + last_row + 1;
-	const int chunk = ((bhi - blo + nsplit - 1) / nsplit + KT - 1) / KT * KT;
-	const int k0 = blo + split * chunk, k1 = min(bhi, k0 + chunk);
+	int k0, k1;
+	if (it.fixed) {
+		k0 = split * FIXED_SPLIT;
+		k1 = min(bhi, k0 + FIXED_SPLIT);
+	} else {
+		const int chunk = ((bhi - blo + nsplit - 1) / nsplit + KT - 1) / KT * KT;
+		k0 = blo + split * chunk;
+		k1 = min(bhi, k0 + chunk);
+	}
 
 	if (live)
 		for (int d = lane; d < hd; d += 32) Qs[w * hd + d] = ld(q, (size_t)(s.row + row) * qw + (size_t)head * hd + d);
@@ -181,7 +200,7 @@ attn_partial(T *dst, const T *q, const db_attn_seq *seqs, const attn_item *items
 		}
 		return;
 	}
-	float *pp = part + ((((size_t)blockIdx.x * kvh + g) * MAX_WARPS + w) * nsplit + split) * (hd + 2);
+	float *pp = part + it.part + (((size_t)g * MAX_WARPS + w) * nsplit + split) * (hd + 2);
 #pragma unroll
 	for (int t = 0; t < DPL; t++) {
 		int d = lane + 32 * t;
@@ -197,14 +216,16 @@ attn_partial(T *dst, const T *q, const db_attn_seq *seqs, const attn_item *items
 // maximum and normalise by the total sum.
 template <typename T>
 __global__ void attn_combine(T *dst, const db_attn_seq *seqs, const attn_item *items, int heads, int kvh, int hd,
-                             int nsplit, const float *part) {
+                             const float *part) {
 	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const attn_item it = items[blockIdx.x];
+	const int nsplit = it.nsplit;
+	if (nsplit == 1) return; // written directly
 	const db_attn_seq s = seqs[it.seq];
 	const int g = blockIdx.y, group = heads / kvh, v = it.v0 + w;
 	if (v >= s.n * group) return;
 	const int row = v / group, head = g * group + v % group;
-	const float *pp = part + (((size_t)blockIdx.x * kvh + g) * MAX_WARPS + w) * nsplit * (hd + 2);
+	const float *pp = part + it.part + ((size_t)g * MAX_WARPS + w) * nsplit * (hd + 2);
 	float M = -INFINITY;
 	for (int i = 0; i < nsplit; i++) M = fmaxf(M, pp[i * (hd + 2) + hd]);
 	float L = 0.f;
@@ -226,17 +247,16 @@ __global__ void attn_combine(T *dst, const db_attn_seq *seqs, const attn_item *i
 
 template <typename T, int DPL>
 static db_status launch_attention(db_device *d, T *dst, const T *q, const db_attn_seq *dseqs, const attn_item *ditems,
-                                  int nitems, int nw, int heads, int kvh, int hd, float scale, int window, int nsplit,
+                                  int nitems, int nw, int heads, int kvh, int hd, float scale, int window, int maxsplit,
                                   float *part) {
 	size_t smem = (size_t)(2 * KT * (hd + 1) + MAX_WARPS * hd) * sizeof(float);
 	if (smem > 48 * 1024)
 		CK(cudaFuncSetAttribute(attn_partial<T, DPL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-	dim3 grid(nitems, kvh, nsplit);
-	attn_partial<T, DPL><<<grid, nw * 32, smem, d->stream>>>(dst, q, dseqs, ditems, heads, kvh, hd, scale, window,
-	                                                         nsplit, part);
+	dim3 grid(nitems, kvh, maxsplit);
+	attn_partial<T, DPL><<<grid, nw * 32, smem, d->stream>>>(dst, q, dseqs, ditems, heads, kvh, hd, scale, window, part);
 	LAUNCHED();
-	if (nsplit > 1) {
-		attn_combine<T><<<dim3(nitems, kvh), nw * 32, 0, d->stream>>>(dst, dseqs, ditems, heads, kvh, hd, nsplit, part);
+	if (maxsplit > 1) {
+		attn_combine<T><<<dim3(nitems, kvh), nw * 32, 0, d->stream>>>(dst, dseqs, ditems, heads, kvh, hd, part);
 		LAUNCHED();
 	}
 	return db_ok();
@@ -244,13 +264,13 @@ static db_status launch_attention(db_device *d, T *dst, const T *q, const db_att
 
 template <typename T>
 static db_status attention_t(db_device *d, T *dst, const T *q, const db_attn_seq *dseqs, const attn_item *ditems,
-                             int nitems, int nw, int heads, int kvh, int hd, float scale, int window, int nsplit,
+                             int nitems, int nw, int heads, int kvh, int hd, float scale, int window, int maxsplit,
                              float *part) {
 	int dpl = (hd + 31) / 32;
-	if (dpl <= 1) return launch_attention<T, 1>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, nsplit, part);
-	if (dpl <= 2) return launch_attention<T, 2>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, nsplit, part);
-	if (dpl <= 4) return launch_attention<T, 4>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, nsplit, part);
-	return launch_attention<T, 8>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, nsplit, part);
+	if (dpl <= 1) return launch_attention<T, 1>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, maxsplit, part);
+	if (dpl <= 2) return launch_attention<T, 2>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, maxsplit, part);
+	if (dpl <= 4) return launch_attention<T, 4>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, maxsplit, part);
+	return launch_attention<T, 8>(d, dst, q, dseqs, ditems, nitems, nw, heads, kvh, hd, scale, window, maxsplit, part);
 }
 
 extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void *q, const db_attn_seq *seqs, int nseq,
@@ -270,7 +290,7 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	const int nw = std::min(MAX_WARPS, maxn * group);
 	std::vector<attn_item> items;
 	for (int i = 0; i < nseq; i++)
-		for (int v0 = 0; v0 < seqs[i].n * group; v0 += nw) items.push_back(attn_item{i, v0});
+		for (int v0 = 0; v0 < seqs[i].n * group; v0 += nw) items.push_back(attn_item{i, v0, 1, 0, 0});
 	const int nitems = (int)items.size();
 
 	// Split the keys only when the blocks would not fill the GPU twice over,
@@ -286,11 +306,28 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 		nsplit = std::min(nsplit, std::max(1, maxlen / (2 * KT)));
 		nsplit = std::min(nsplit, 64);
 	}
-	STEP_SIG(d, dtype, dst, q, nseq, heads, kv_heads, head_dim, scale, window, nitems, nw, nsplit);
+	// Each item's splits and where its partials go.
+	int maxsplit = 1;
+	size_t floats = 0;
+	for (auto &it : items) {
+		const db_attn_seq &sq = seqs[it.seq];
+		if (d->invariant && sq.n <= FIXED_MAX_ROWS) {
+			it.fixed = 1;
+			it.nsplit = std::max(1, (sq.len + FIXED_SPLIT - 1) / FIXED_SPLIT);
+		} else {
+			it.nsplit = d->invariant ? 1 : nsplit;
+		}
+		it.part = floats;
+		if (it.nsplit > 1) floats += (size_t)kv_heads * MAX_WARPS * it.nsplit * (head_dim + 2);
+		maxsplit = std::max(maxsplit, it.nsplit);
+	}
+	ARG(maxsplit <= 65535, "attention: too many key splits for one launch");
+	STEP_SIG(d, dtype, dst, q, nseq, heads, kv_heads, head_dim, scale, window, nitems, nw, maxsplit, floats,
+	         d->invariant);
 	float *part = NULL;
-	if (nsplit > 1) {
+	if (floats > 0) {
 		void *w;
-		CKS(db_work(d, (size_t)nitems * kv_heads * MAX_WARPS * nsplit * (head_dim + 2) * sizeof(float), &w));
+		CKS(db_work(d, floats * sizeof(float), &w));
 		part = (float *)w;
 	}
 	void *dseqs, *ditems;
@@ -300,7 +337,7 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	REPLAYED(d);
 	DISPATCH(dtype, return attention_t<T>(d, (T *)dst, (const T *)q, (const db_attn_seq *)dseqs,
 	                                      (const attn_item *)ditems, nitems, nw, heads, kv_heads, head_dim, scale, window,
-	                                      nsplit, part));
+	                                      maxsplit, part));
 	return db_ok();
 }
 

@@ -50,6 +50,11 @@ struct db_device {
 	// buf_gen counts reallocations of args and work: a graph captured before
 	// one holds their old addresses and must be captured anew.
 	uint64_t buf_gen;
+	// Batch-invariant mode (db_set_invariant): attention splits at fixed key
+	// positions and matrix products run on rows padded to a fixed bucket.
+	int invariant;
+	void *gemm_pad; // padded x then padded dst of a product
+	size_t gemm_pad_cap;
 };
 
 enum { DB_EAGER = 0, DB_CAPTURE = 1, DB_REPLAY = 2 };

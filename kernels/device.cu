@@ -82,6 +82,7 @@ extern "C" db_status db_close(db_device *d) {
 	for (int i = 0; i < DB_PIN_SEGS; i++)
 		if (d->pin_ev[i]) KEEP(cudaEventDestroy(d->pin_ev[i]));
 	if (d->work) KEEP(cudaFree(d->work));
+	if (d->gemm_pad) KEEP(cudaFree(d->gemm_pad));
 	if (d->ev) KEEP(cudaEventDestroy(d->ev));
 	if (d->stream) KEEP(cudaStreamDestroy(d->stream));
 #undef KEEP

@@ -65,6 +65,11 @@ db_status db_graph_free(db_device *d, db_graph *g);
 db_status db_step_begin(db_device *d, db_graph *g, int *replaying);
 db_status db_step_end(db_device *d, db_graph *g, int abort, int *launched);
 
+/* Batch-invariant mode (gemm.cu, attention.cu): products of up to 256 rows run in padded
+   64-row pieces and decode/verify attention splits keys at fixed positions, so a position's
+   results do not depend on how its step was batched. Off by default. */
+db_status db_set_invariant(db_device *d, int on);
+
 /* ---- devices and memory (device.cu) ---- */
 db_status db_device_count(int *n);
 db_status db_open(int ordinal, db_device **out);

@@ -14,7 +14,9 @@
 #                                  model with random bf16 weights at batch 1,8,32
 #                                  (its bandwidth column is a 1 GiB device-to-device
 #                                  copy: the ceiling a decode step can approach),
-#                                  then again with step graphs (--graphs),
+#                                  then again with step graphs (--graphs) and in
+#                                  batch-invariant mode (--batch-invariant; its
+#                                  selftest too, with the invariance table),
 #                               3. the same at batch 1 and 32 with --profile-ops
 #                                  (where prefill and decode spend their time),
 #                               4. the copy through PyTorch, as a cross-check,
@@ -95,6 +97,9 @@ run() {
 	echo "== selftest (kernels, then the transformers goldens)"
 	"$tmp/worker" selftest --backend cuda --goldens testdata/golden 2>&1 | tee "$out/selftest.txt"
 	[[ ${PIPESTATUS[0]} == 0 ]] || rc=1
+	echo "== selftest in batch-invariant mode (bf16)"
+	"$tmp/worker" selftest --backend cuda --dtype bf16 --goldens testdata/golden --batch-invariant \
+		>"$out/selftest_invariant.txt" 2>&1 || rc=1
 	echo "== draftbench bench (cuda, bf16, random weights)"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
 		--new-tokens "$NEW" --json >"$out/bench_draftbench.json" 2>"$out/bench_draftbench.log" || {
@@ -106,6 +111,12 @@ run() {
 		--new-tokens "$NEW" --graphs --bandwidth=false --json >"$out/bench_graphs.json" 2>"$out/bench_graphs.log" || {
 		rc=1
 		cat "$out/bench_graphs.log"
+	}
+	echo "== draftbench bench in batch-invariant mode"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --batch-invariant --bandwidth=false --json >"$out/bench_invariant.json" 2>"$out/bench_invariant.log" || {
+		rc=1
+		cat "$out/bench_invariant.log"
 	}
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 --prompt-len "$PROMPT" \
@@ -153,6 +164,10 @@ def load(name):
         return None
 ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load("copy_torch.json")
 graphs = load("bench_graphs.json")
+inv = load("bench_invariant.json")
+def step(doc, i):
+    rows = (doc or {}).get("rows", [])
+    return rows[i].get("decode_step_ms", 0) if i < len(rows) else 0
 if ours:
     print(f"draftbench: {ours.get('device', '?')}")
 if theirs:
@@ -160,7 +175,7 @@ if theirs:
 if copy:
     print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
-      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8}")
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7}")
 for i, o in enumerate((ours or {}).get("rows", [])):
     t = (theirs or {}).get("rows", [])
     t = t[i] if i < len(t) else {}
@@ -170,7 +185,7 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
           f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
-          f"{((graphs or {}).get('rows') or [{}] * (i + 1))[i].get('decode_step_ms', 0) if graphs and i < len(graphs.get('rows', [])) else 0:>8.2f}")
+          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f}")
 if graphs:
     print("step graphs: " + json.dumps(graphs.get("step_graphs")))
 q = load("quickstart/benchmark_results.json")
@@ -181,6 +196,8 @@ if q:
     print("quickstart gpu: " + json.dumps(g)[:700])
 PY
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
+	echo "batch-invariant mode:"
+	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest_invariant.txt"
 	if [[ -n ${OUT:-} ]]; then
 		cp "$out/table.txt" "$OUT/" 2>/dev/null
 		tar czf "$OUT/gpu-check.tgz" -C "$(dirname "$out")" "$(basename "$out")"

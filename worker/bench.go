@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/draftbench/draftbench/pkg/backend/cuda"
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	"github.com/draftbench/draftbench/pkg/model"
@@ -36,7 +37,7 @@ type benchRow struct {
 
 func benchCmd() *cli.Command {
 	var dir, batches string
-	var profileOps, graphs bool
+	var profileOps, graphs, invariant bool
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile, backendName string
@@ -45,7 +46,7 @@ func benchCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
-		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--threads N] [--json]",
+		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--graphs] [--batch-invariant] [--profile-ops] [--threads N] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
 			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
@@ -59,6 +60,7 @@ func benchCmd() *cli.Command {
 			fs.Uint64Var(&seed, "seed", 1, "seed of --random-weights")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 			fs.StringVar(&backendName, "backend", "cpu", "backend: cpu or cuda")
+			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
 			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
@@ -80,10 +82,13 @@ func benchCmd() *cli.Command {
 			if profileOps && backendName != "cuda" {
 				return cli.Usagef("--profile-ops needs --backend cuda")
 			}
+			if invariant && backendName != "cuda" {
+				return cli.Usagef("--batch-invariant needs --backend cuda (the CPU backend is batch-invariant for bf16 weights already)")
+			}
 			if graphs && backendName != "cuda" {
 				return cli.Usagef("--graphs needs --backend cuda")
 			}
-			eng, err := openBackend(backendName, threads, false, nil, profileOps, graphs)
+			eng, err := openBackend(backendName, threads, false, cuda.Options{Profile: profileOps, Graphs: graphs, BatchInvariant: invariant})
 			if err != nil {
 				return err
 			}

@@ -29,11 +29,9 @@ type engine struct {
 	graphStats   func() cuda.GraphStats
 }
 
-// openBackend opens the backend --backend names: cpu, or cuda on the given
-// devices (nil: every visible one). f32 asks for f32 weights too; profile
-// asks the CUDA backend for per-operation times (cuda.Options.Profile),
-// graphs for step graphs (cuda.Options.Graphs).
-func openBackend(name string, threads int, f32 bool, devices []int, profile, graphs bool) (*engine, error) {
+// openBackend opens the backend --backend names: cpu, or cuda with copts
+// (its Devices nil: every visible one). f32 asks for f32 weights too.
+func openBackend(name string, threads int, f32 bool, copts cuda.Options) (*engine, error) {
 	switch name {
 	case "cpu":
 		b := cpu.New(threads)
@@ -44,7 +42,8 @@ func openBackend(name string, threads int, f32 bool, devices []int, profile, gra
 			bandwidth: func() (float64, error) { return cpu.ReadBandwidth(512 << 20), nil },
 			about:     fmt.Sprintf("cpu, bf16 kernel %s", cpu.Kernel())}, nil
 	case "cuda":
-		b, err := cuda.New(cuda.Options{Devices: devices, F32: f32, Profile: profile, Graphs: graphs})
+		copts.F32 = f32
+		b, err := cuda.New(copts)
 		if errors.Is(err, cuda.ErrNotBuilt) {
 			return nil, fmt.Errorf("--backend cuda: %w", err)
 		}
@@ -66,12 +65,13 @@ func openBackend(name string, threads int, f32 bool, devices []int, profile, gra
 
 func selftestCmd() *cli.Command {
 	var name, dtypes, devices, only, goldens string
+	var invariant bool
 	var seed uint64
 	var threads int
 	return &cli.Command{
 		Name:     "selftest",
 		Synopsis: "check every backend operation against float64 references on fresh random inputs (a table)",
-		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--goldens DIR] [--threads N]",
+		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--goldens DIR] [--batch-invariant] [--threads N]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&name, "backend", "cpu", "backend to check: cpu or cuda")
 			fs.StringVar(&dtypes, "dtype", "bf16,f32", "storage to check: bf16 (bf16 weights), f32 (all f32), or both")
@@ -79,9 +79,13 @@ func selftestCmd() *cli.Command {
 			fs.Uint64Var(&seed, "seed", 0, "seed of the inputs (0: a new one, printed)")
 			fs.StringVar(&only, "only", "", "comma-separated ops to check (default: all)")
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
+			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
 			fs.StringVar(&goldens, "goldens", "", "also run the transformers goldens in DIR (testdata/golden) on the backend: logits within 1e-3 (f32) or, in bf16, 1e-2 or twice transformers' own bf16 error (bf16_yardstick.json), greedy tokens compared")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
+			if invariant && name != "cuda" {
+				return cli.Usagef("--batch-invariant needs --backend cuda (the CPU backend is batch-invariant for bf16 weights already)")
+			}
 			devs, err := parseInts(devices)
 			if err != nil {
 				return cli.Usagef("--devices %q: %v", devices, err)
@@ -102,7 +106,8 @@ func selftestCmd() *cli.Command {
 				if dt != "bf16" && dt != "f32" {
 					return cli.Usagef("--dtype %q: each is bf16 or f32", dtypes)
 				}
-				e, err := openBackend(name, threads, dt == "f32", devs, false, false)
+				copts := cuda.Options{Devices: devs, BatchInvariant: invariant}
+				e, err := openBackend(name, threads, dt == "f32", copts)
 				if err != nil {
 					return err
 				}
@@ -140,7 +145,7 @@ func selftestCmd() *cli.Command {
 					if name == "cuda" {
 						// Again with step graphs: every decode step after the
 						// first of its shape is a replayed graph.
-						n, err := goldensWithGraphs(env, name, threads, dt, devs, goldens, lim, grs)
+						n, err := goldensWithGraphs(env, name, threads, dt, copts, goldens, lim, grs)
 						if err != nil {
 							return err
 						}
@@ -179,9 +184,10 @@ func parseInts(s string) ([]int, error) {
 // goldensWithGraphs runs the goldens on a CUDA backend with step graphs and
 // fails unless graphs were replayed, every golden is within its limit and
 // no error is above the eager run's.
-func goldensWithGraphs(env *cli.Env, name string, threads int, dt string, devs []int, dir string, lim golden.Limit,
+func goldensWithGraphs(env *cli.Env, name string, threads int, dt string, copts cuda.Options, dir string, lim golden.Limit,
 	eager []golden.Result) (int, error) {
-	e, err := openBackend(name, threads, dt == "f32", devs, false, true)
+	copts.Graphs = true
+	e, err := openBackend(name, threads, dt == "f32", copts)
 	if err != nil {
 		return 0, err
 	}

@@ -223,6 +223,12 @@ func New(opts Options) (*Backend, error) {
 			return nil, err
 		}
 		b.devs = append(b.devs, d)
+		if opts.BatchInvariant {
+			if err := check("batch-invariant mode", o, C.db_set_invariant(d.h, 1)); err != nil {
+				b.Close()
+				return nil, err
+			}
+		}
 		var info C.db_device_info
 		if err := check("reading properties", o, C.db_info(d.h, &info)); err != nil {
 			b.Close()

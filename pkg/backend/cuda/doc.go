@@ -63,6 +63,12 @@ type Options struct {
 	// the next steps of the same shape (GraphStep). One goroutine at a time
 	// may use a backend with graphs on.
 	Graphs bool
+	// BatchInvariant makes a position's results independent of how its step
+	// is batched: products of up to 256 rows run in padded 64-row pieces and
+	// decode/verify attention splits keys at fixed positions, so greedy
+	// speculative decoding reproduces greedy decoding bit for bit. It costs
+	// some speed; the CPU backend is always so for bf16 weights.
+	BatchInvariant bool
 }
 
 // OpTime is one operation's share of a profile.
