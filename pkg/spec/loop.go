@@ -199,11 +199,20 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 		if err != nil {
 			return Output{}, fmt.Errorf("speculative round %d: verify: %w", round, err)
 		}
-		ps := make([][]float32, len(logits))
-		for i, l := range logits {
-			ps[i] = sampling.Probs(l, cfg.Params)
+		var v Verdict
+		if cfg.Params.Greedy() {
+			choice := make([]int, len(logits))
+			for i, l := range logits {
+				choice[i] = sampling.Argmax(l, cfg.Params.VocabLimit)
+			}
+			v, err = VerifyGreedy(drafts, choice)
+		} else {
+			ps := make([][]float32, len(logits))
+			for i, l := range logits {
+				ps[i] = sampling.Probs(l, cfg.Params)
+			}
+			v, err = Verify(drafts, qs, ps, false, r.rng)
 		}
-		v, err := Verify(drafts, qs, ps, cfg.Params.Greedy(), r.rng)
 		if err != nil {
 			return Output{}, fmt.Errorf("speculative round %d: %w", round, err)
 		}

@@ -52,54 +52,79 @@ func Verify(drafts []int, q []sampling.Sparse, p [][]float32, greedy bool, rng s
 	if len(p) != gamma+1 {
 		return Verdict{}, fmt.Errorf("verify: %d target distributions for %d drafts, want %d", len(p), gamma, gamma+1)
 	}
-	if !greedy {
-		if len(q) != gamma {
-			return Verdict{}, fmt.Errorf("verify: %d draft distributions for %d drafts", len(q), gamma)
+	if greedy {
+		choice := make([]int, len(p))
+		for i, row := range p {
+			if choice[i] = sampling.Argmax(row, 0); choice[i] < 0 {
+				return Verdict{}, fmt.Errorf("verify: target distribution %d has no probability mass", i+1)
+			}
 		}
-		if rng == nil {
-			return Verdict{}, fmt.Errorf("verify: sampling needs an rng")
-		}
+		return VerifyGreedy(drafts, choice)
+	}
+	if len(q) != gamma {
+		return Verdict{}, fmt.Errorf("verify: %d draft distributions for %d drafts", len(q), gamma)
+	}
+	if rng == nil {
+		return Verdict{}, fmt.Errorf("verify: sampling needs an rng")
 	}
 	v := Verdict{Emitted: make([]int, 0, gamma+1), AcceptedByPosition: make([]bool, gamma)}
 	for i, x := range drafts {
 		if x < 0 {
 			return Verdict{}, fmt.Errorf("verify: draft %d is token %d", i+1, x)
 		}
-		if greedy {
-			if best := sampling.Argmax(p[i], 0); x != best {
-				v.Emitted = append(v.Emitted, best)
-				return v, nil
+		qx := float64(q[i].Prob(x))
+		if !(qx > 0) {
+			return Verdict{}, fmt.Errorf("verify: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends", i+1, x)
+		}
+		// u < p/q written without the division; with p >= q it always holds.
+		if u := rng.Float64(); !(u*qx < float64(at(p[i], x))) {
+			y, err := residual(p[i], q[i], rng.Float64())
+			if err != nil {
+				return Verdict{}, fmt.Errorf("verify: correcting draft %d: %w", i+1, err)
 			}
-		} else {
-			qx := float64(q[i].Prob(x))
-			if !(qx > 0) {
-				return Verdict{}, fmt.Errorf("verify: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends", i+1, x)
-			}
-			// u < p/q written without the division; with p >= q it always holds.
-			if u := rng.Float64(); !(u*qx < float64(at(p[i], x))) {
-				y, err := residual(p[i], q[i], rng.Float64())
-				if err != nil {
-					return Verdict{}, fmt.Errorf("verify: correcting draft %d: %w", i+1, err)
-				}
-				v.Emitted = append(v.Emitted, y)
-				return v, nil
-			}
+			v.Emitted = append(v.Emitted, y)
+			return v, nil
 		}
 		v.Accepted++
 		v.AcceptedByPosition[i] = true
 		v.Emitted = append(v.Emitted, x)
 	}
-	bonus := p[gamma]
-	var y int
-	if greedy {
-		y = sampling.Argmax(bonus, 0)
-	} else {
-		y = sampling.Sample(bonus, rng.Float64())
-	}
+	y := sampling.Sample(p[gamma], rng.Float64())
 	if y < 0 {
 		return Verdict{}, fmt.Errorf("verify: target distribution %d has no probability mass", gamma+1)
 	}
 	v.Emitted = append(v.Emitted, y)
+	return v, nil
+}
+
+// VerifyGreedy is Verify at temperature 0 given only the target's choices:
+// choice[i] is the argmax of p_{i+1} (γ+1 of them). Callers holding logits
+// pass sampling.Argmax(logits, vocabLimit) and build no dense distribution.
+func VerifyGreedy(drafts, choice []int) (Verdict, error) {
+	gamma := len(drafts)
+	if len(choice) != gamma+1 {
+		return Verdict{}, fmt.Errorf("verify: %d target choices for %d drafts, want %d", len(choice), gamma, gamma+1)
+	}
+	v := Verdict{Emitted: make([]int, 0, gamma+1), AcceptedByPosition: make([]bool, gamma)}
+	for i, x := range drafts {
+		if x < 0 {
+			return Verdict{}, fmt.Errorf("verify: draft %d is token %d", i+1, x)
+		}
+		if choice[i] < 0 {
+			return Verdict{}, fmt.Errorf("verify: target choice %d is token %d", i+1, choice[i])
+		}
+		if x != choice[i] {
+			v.Emitted = append(v.Emitted, choice[i])
+			return v, nil
+		}
+		v.Accepted++
+		v.AcceptedByPosition[i] = true
+		v.Emitted = append(v.Emitted, x)
+	}
+	if choice[gamma] < 0 {
+		return Verdict{}, fmt.Errorf("verify: target choice %d is token %d", gamma+1, choice[gamma])
+	}
+	v.Emitted = append(v.Emitted, choice[gamma])
 	return v, nil
 }
 

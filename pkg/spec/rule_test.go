@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -321,5 +322,47 @@ func BenchmarkVerify(b *testing.B) {
 		if _, err := Verify(drafts, q, p, false, rng); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestVerifyGreedyMatchesVerify: the choice-only rule gives Verify's verdict
+// on the one-hot distributions of the same choices, for random drafts.
+func TestVerifyGreedyMatchesVerify(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const vocab = 6
+	for trial := 0; trial < 500; trial++ {
+		gamma := rng.IntN(6)
+		drafts := make([]int, gamma)
+		choice := make([]int, gamma+1)
+		p := make([][]float32, gamma+1)
+		for i := range choice {
+			choice[i] = rng.IntN(vocab)
+			p[i] = make([]float32, vocab)
+			p[i][choice[i]] = 1
+			if i < gamma {
+				drafts[i] = choice[i]
+				if rng.IntN(3) == 0 {
+					drafts[i] = rng.IntN(vocab)
+				}
+			}
+		}
+		want, err := Verify(drafts, nil, p, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := VerifyGreedy(drafts, choice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Accepted != want.Accepted || !slices.Equal(got.Emitted, want.Emitted) ||
+			!slices.Equal(got.AcceptedByPosition, want.AcceptedByPosition) {
+			t.Fatalf("drafts %v choices %v: VerifyGreedy %+v, Verify %+v", drafts, choice, got, want)
+		}
+	}
+	if _, err := VerifyGreedy([]int{1, 2}, []int{1, 2}); err == nil {
+		t.Error("2 drafts with 2 choices (want 3) was accepted")
+	}
+	if _, err := VerifyGreedy([]int{-1}, []int{1, 2}); err == nil {
+		t.Error("a negative draft was accepted")
 	}
 }

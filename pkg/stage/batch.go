@@ -238,15 +238,28 @@ func (s *Stage) sample(w *work, logits []float32) {
 func (s *Stage) verify(w *work, logits [][]float32) {
 	req := w.req
 	params := req.Sampling.Params()
-	ps := make([][]float32, 0, len(req.Drafts)+1)
-	for _, l := range logits[len(req.Tokens)-1:] {
-		ps = append(ps, sampling.Probs(l, params))
+	rows := logits[len(req.Tokens)-1:]
+	var v spec.Verdict
+	var err error
+	if params.Greedy() {
+		// The target's choices straight from its logits: no dense
+		// one-hot rows of the vocabulary's size.
+		choice := make([]int, len(rows))
+		for i, l := range rows {
+			choice[i] = sampling.Argmax(l, params.VocabLimit)
+		}
+		v, err = spec.VerifyGreedy(req.Drafts, choice)
+	} else {
+		ps := make([][]float32, 0, len(rows))
+		for _, l := range rows {
+			ps = append(ps, sampling.Probs(l, params))
+		}
+		qs := make([]sampling.Sparse, len(req.Q))
+		for i, q := range req.Q {
+			qs[i] = q.Sampling()
+		}
+		v, err = spec.Verify(req.Drafts, qs, ps, false, sampling.NewRNG(req.Seed))
 	}
-	qs := make([]sampling.Sparse, len(req.Q))
-	for i, q := range req.Q {
-		qs[i] = q.Sampling()
-	}
-	v, err := spec.Verify(req.Drafts, qs, ps, params.Greedy(), sampling.NewRNG(req.Seed))
 	if err != nil {
 		s.fail(req, err)
 		return
@@ -261,7 +274,6 @@ func (s *Stage) verify(w *work, logits [][]float32) {
 		CacheLen: keep, ComputeNS: req.ComputeNS}
 	if params.Greedy() {
 		// Emitted token i is the target's choice at p_{i+1}.
-		rows := logits[len(req.Tokens)-1:]
 		for i := range v.Emitted {
 			rep.Margins = append(rep.Margins, sampling.Margin(rows[i], params.VocabLimit))
 		}
