@@ -91,18 +91,30 @@ func Argmax(logits []float32, vocabLimit int) int {
 // of a few bf16 steps (2⁻⁸ each) is a near-tie that rounding can flip. NaN
 // logits do not count; with fewer than two usable ids it is 1.
 func Margin(logits []float32, vocabLimit int) float32 {
+	_, m := ArgmaxMargin(logits, vocabLimit)
+	return m
+}
+
+// ArgmaxMargin is Argmax and Margin in one pass over the logits.
+func ArgmaxMargin(logits []float32, vocabLimit int) (int, float32) {
 	n := limit(len(logits), vocabLimit)
-	top1, top2 := math.Inf(-1), math.Inf(-1)
-	for _, v := range logits[:n] {
-		x := float64(v)
+	if n == 0 {
+		return -1, 1
+	}
+	top1, top2 := float32(math.Inf(-1)), float32(math.Inf(-1))
+	arg := 0
+	for i, x := range logits[:n] {
 		switch {
-		case x != x:
 		case x > top1:
-			top1, top2 = x, top1
+			top1, top2, arg = x, top1, i
 		case x > top2:
 			top2 = x
 		}
 	}
+	return arg, margin(float64(top1), float64(top2))
+}
+
+func margin(top1, top2 float64) float32 {
 	if math.IsInf(top1, -1) || math.IsInf(top2, -1) {
 		return 1
 	}

@@ -382,3 +382,31 @@ func TestMargin(t *testing.T) {
 		}
 	}
 }
+
+// TestArgmaxMarginAgrees: one pass gives Argmax's id (first of equal maxima)
+// and Margin's value, ties and NaN included.
+func TestArgmaxMarginAgrees(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := 0; trial < 2000; trial++ {
+		n := 1 + rng.IntN(12)
+		l := make([]float32, n)
+		for i := range l {
+			switch rng.IntN(8) {
+			case 0:
+				l[i] = float32(math.NaN())
+			case 1:
+				l[i] = 2 // ties
+			default:
+				l[i] = float32(rng.NormFloat64() * 4)
+			}
+		}
+		limit := rng.IntN(n + 1)
+		id, m := ArgmaxMargin(l, limit)
+		if want := Argmax(l, limit); id != want {
+			t.Fatalf("ArgmaxMargin(%v, %d) id %d, Argmax %d", l, limit, id, want)
+		}
+		if want := Margin(l, limit); m != want || m < 0 {
+			t.Fatalf("ArgmaxMargin(%v, %d) margin %v, Margin %v", l, limit, m, want)
+		}
+	}
+}

@@ -202,8 +202,11 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 		var v Verdict
 		if cfg.Params.Greedy() {
 			choice := make([]int, len(logits))
+			r.margins = r.margins[:0]
 			for i, l := range logits {
-				choice[i] = sampling.Argmax(l, cfg.Params.VocabLimit)
+				var m float32
+				choice[i], m = sampling.ArgmaxMargin(l, cfg.Params.VocabLimit)
+				r.margins = append(r.margins, m) // emitted token i is the choice at row i
 			}
 			v, err = VerifyGreedy(drafts, choice)
 		} else {
@@ -215,13 +218,6 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 		}
 		if err != nil {
 			return Output{}, fmt.Errorf("speculative round %d: %w", round, err)
-		}
-		if cfg.Params.Greedy() {
-			// Emitted token i is the target's choice at row i.
-			r.margins = r.margins[:0]
-			for i := range v.Emitted {
-				r.margins = append(r.margins, sampling.Margin(logits[i], cfg.Params.VocabLimit))
-			}
 		}
 		kept := r.emit(v.Emitted)
 
@@ -352,8 +348,9 @@ func (r *run) output() Output {
 func (r *run) pick(logits []float32) (int, error) {
 	var tok int
 	if r.cfg.Params.Greedy() {
-		tok = sampling.Argmax(logits, r.cfg.Params.VocabLimit)
-		r.margins = append(r.margins[:0], sampling.Margin(logits, r.cfg.Params.VocabLimit))
+		var m float32
+		tok, m = sampling.ArgmaxMargin(logits, r.cfg.Params.VocabLimit)
+		r.margins = append(r.margins[:0], m)
 	} else {
 		tok = sampling.Sample(sampling.Probs(logits, r.cfg.Params), r.rng.Float64())
 	}

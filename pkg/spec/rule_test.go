@@ -366,3 +366,47 @@ func TestVerifyGreedyMatchesVerify(t *testing.T) {
 		t.Error("a negative draft was accepted")
 	}
 }
+
+// BenchmarkGreedyVerify: a greedy verify step over Qwen3's vocabulary, from
+// logits, through dense one-hot rows (Probs + Verify) and through the
+// target's choices and margins in one pass (ArgmaxMargin + VerifyGreedy, as
+// the stages do).
+func BenchmarkGreedyVerify(b *testing.B) {
+	const vocab, gamma = 151936, 4
+	rng := rand.New(rand.NewPCG(1, 2))
+	logits := make([][]float32, gamma+1)
+	for i := range logits {
+		logits[i] = make([]float32, vocab)
+		for j := range logits[i] {
+			logits[i][j] = float32(rng.NormFloat64())
+		}
+	}
+	drafts := make([]int, gamma)
+	for i := range drafts {
+		drafts[i] = sampling.Argmax(logits[i], 0)
+	}
+	greedy := sampling.Params{}
+	b.Run("probs+Verify", func(b *testing.B) {
+		for b.Loop() {
+			ps := make([][]float32, len(logits))
+			for i, l := range logits {
+				ps[i] = sampling.Probs(l, greedy)
+			}
+			if _, err := Verify(drafts, nil, ps, true, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("VerifyGreedy", func(b *testing.B) {
+		for b.Loop() {
+			choice := make([]int, len(logits))
+			margins := make([]float32, len(logits))
+			for i, l := range logits {
+				choice[i], margins[i] = sampling.ArgmaxMargin(l, 0)
+			}
+			if _, err := VerifyGreedy(drafts, choice); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -214,21 +214,32 @@ func pick(logits []float32, smp protocol.Sampling, sparse bool, rng sampling.RNG
 	return x, q, nil
 }
 
-// sample answers prefill and decode with the next token.
+// sample answers prefill and decode with the next token; greedy answers
+// carry the token's margin (one pass finds both).
 func (s *Stage) sample(w *work, logits []float32) {
-	x, q, err := pick(logits, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed))
-	if err != nil {
-		s.fail(w.req, err)
-		return
-	}
-	rep := &protocol.StepReply{Session: w.req.Session, Op: w.req.Op, Tokens: []int{x},
-		CacheLen: w.sess.cache.Len(), ComputeNS: w.req.ComputeNS}
-	if q != nil {
-		rep.Q = []protocol.Sparse{*q}
-	}
+	var rep *protocol.StepReply
 	if p := w.req.Sampling.Params(); p.Greedy() {
-		rep.Margins = []float32{sampling.Margin(logits, p.VocabLimit)}
+		x, m := sampling.ArgmaxMargin(logits, p.VocabLimit)
+		if x < 0 {
+			s.fail(w.req, fmt.Errorf("no token can be drawn from %d logits", len(logits)))
+			return
+		}
+		rep = &protocol.StepReply{Tokens: []int{x}, Margins: []float32{m}}
+		if w.req.ReturnQ {
+			rep.Q = []protocol.Sparse{{IDs: []int32{int32(x)}, Probs: []float32{1}}}
+		}
+	} else {
+		x, q, err := pick(logits, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed))
+		if err != nil {
+			s.fail(w.req, err)
+			return
+		}
+		rep = &protocol.StepReply{Tokens: []int{x}}
+		if q != nil {
+			rep.Q = []protocol.Sparse{*q}
+		}
 	}
+	rep.Session, rep.Op, rep.CacheLen, rep.ComputeNS = w.req.Session, w.req.Op, w.sess.cache.Len(), w.req.ComputeNS
 	s.reply(w.req.Reply, rep, nil)
 }
 
@@ -241,12 +252,14 @@ func (s *Stage) verify(w *work, logits [][]float32) {
 	rows := logits[len(req.Tokens)-1:]
 	var v spec.Verdict
 	var err error
+	var margins []float32
 	if params.Greedy() {
 		// The target's choices straight from its logits: no dense
 		// one-hot rows of the vocabulary's size.
 		choice := make([]int, len(rows))
+		margins = make([]float32, len(rows))
 		for i, l := range rows {
-			choice[i] = sampling.Argmax(l, params.VocabLimit)
+			choice[i], margins[i] = sampling.ArgmaxMargin(l, params.VocabLimit)
 		}
 		v, err = spec.VerifyGreedy(req.Drafts, choice)
 	} else {
@@ -272,11 +285,9 @@ func (s *Stage) verify(w *work, logits [][]float32) {
 	rep := &protocol.StepReply{Session: req.Session, Op: req.Op, Tokens: v.Emitted,
 		Accepted: v.Accepted, AcceptedByPosition: v.AcceptedByPosition,
 		CacheLen: keep, ComputeNS: req.ComputeNS}
-	if params.Greedy() {
+	if margins != nil {
 		// Emitted token i is the target's choice at p_{i+1}.
-		for i := range v.Emitted {
-			rep.Margins = append(rep.Margins, sampling.Margin(rows[i], params.VocabLimit))
-		}
+		rep.Margins = margins[:len(v.Emitted)]
 	}
 	s.reply(req.Reply, rep, nil)
 }
