@@ -95,23 +95,69 @@ func Margin(logits []float32, vocabLimit int) float32 {
 	return m
 }
 
-// ArgmaxMargin is Argmax and Margin in one pass over the logits.
+// ArgmaxMargin is Argmax and Margin in one pass over the logits. Four
+// interleaved lanes keep the loop free of a serial dependency (the common
+// case, a value under every lane's runner-up, is one predictable compare).
 func ArgmaxMargin(logits []float32, vocabLimit int) (int, float32) {
 	n := limit(len(logits), vocabLimit)
 	if n == 0 {
 		return -1, 1
 	}
-	top1, top2 := float32(math.Inf(-1)), float32(math.Inf(-1))
-	arg := 0
-	for i, x := range logits[:n] {
-		switch {
-		case x > top1:
-			top1, top2, arg = x, top1, i
-		case x > top2:
-			top2 = x
+	ninf := float32(math.Inf(-1))
+	t1 := [4]float32{ninf, ninf, ninf, ninf} // each lane's best
+	t2 := t1                                 // and runner-up
+	a := [4]int{-1, -1, -1, -1}
+	l := logits[:n]
+	i := 0
+	// The common case (under every lane's runner-up) first, with the
+	// runners-up in registers.
+	r0, r1, r2, r3 := t2[0], t2[1], t2[2], t2[3]
+	for ; i+4 <= n; i += 4 {
+		q := l[i : i+4 : i+4]
+		x0, x1, x2, x3 := q[0], q[1], q[2], q[3]
+		if x0 <= r0 && x1 <= r1 && x2 <= r2 && x3 <= r3 {
+			continue
+		}
+		t2[0], t2[1], t2[2], t2[3] = r0, r1, r2, r3
+		for k, x := range q {
+			if x > t2[k] {
+				if x > t1[k] {
+					t2[k], t1[k], a[k] = t1[k], x, i+k
+				} else {
+					t2[k] = x
+				}
+			}
+		}
+		r0, r1, r2, r3 = t2[0], t2[1], t2[2], t2[3]
+	}
+	t2[0], t2[1], t2[2], t2[3] = r0, r1, r2, r3
+	for k := 0; i+k < n; k++ {
+		if x := l[i+k]; x > t2[k] {
+			if x > t1[k] {
+				t2[k], t1[k], a[k] = t1[k], x, i+k
+			} else {
+				t2[k] = x
+			}
 		}
 	}
-	return arg, margin(float64(top1), float64(top2))
+	// The winner: the largest best, the lowest index among equals (Argmax
+	// takes the first maximum).
+	w := -1
+	for k := 0; k < 4; k++ {
+		if a[k] >= 0 && (w < 0 || t1[k] > t1[w] || (t1[k] == t1[w] && a[k] < a[w])) {
+			w = k
+		}
+	}
+	if w < 0 {
+		return 0, 1 // nothing above -inf: Argmax's 0
+	}
+	second := t2[w]
+	for k := 0; k < 4; k++ {
+		if k != w && t1[k] > second {
+			second = t1[k]
+		}
+	}
+	return a[w], margin(float64(t1[w]), float64(second))
 }
 
 func margin(top1, top2 float64) float32 {
