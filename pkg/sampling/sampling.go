@@ -72,16 +72,7 @@ func NewRNG(seed uint64) *rand.Rand {
 // logits are never chosen unless nothing else is left, in which case the answer
 // is 0. It returns -1 for empty logits.
 func Argmax(logits []float32, vocabLimit int) int {
-	n := limit(len(logits), vocabLimit)
-	if n == 0 {
-		return -1
-	}
-	best, arg := float32(math.Inf(-1)), 0
-	for i, v := range logits[:n] {
-		if v > best {
-			best, arg = v, i
-		}
-	}
+	arg, _ := ArgmaxMargin(logits, vocabLimit)
 	return arg
 }
 

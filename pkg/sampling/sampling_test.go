@@ -403,7 +403,7 @@ func TestArgmaxMarginAgrees(t *testing.T) {
 		}
 		limit := rng.IntN(n + 1)
 		id, m := ArgmaxMargin(l, limit)
-		if want := Argmax(l, limit); id != want {
+		if want := refArgmax(l, limit); id != want {
 			t.Fatalf("ArgmaxMargin(%v, %d) id %d, Argmax %d", l, limit, id, want)
 		}
 		if want := refMargin(l, limit); m != want || m < 0 {
@@ -434,4 +434,22 @@ func refMargin(l []float32, limit int) float32 {
 		return 1
 	}
 	return float32((v[0] - v[1]) / math.Max(1, math.Abs(v[0])))
+}
+
+// refArgmax is Argmax the plain way: the first of the largest usable logits
+// (0 when none is above -inf; -1 for no ids).
+func refArgmax(l []float32, limit int) int {
+	if limit == 0 || limit > len(l) {
+		limit = len(l)
+	}
+	if limit == 0 {
+		return -1
+	}
+	best, arg := float32(math.Inf(-1)), 0
+	for i, v := range l[:limit] {
+		if v > best {
+			best, arg = v, i
+		}
+	}
+	return arg
 }
