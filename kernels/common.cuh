@@ -194,20 +194,29 @@ static inline db_status db_step_sig(db_device *d, const char *name, uint64_t h) 
 		if ((d)->mode == DB_REPLAY) return db_ok();  \
 	} while (0)
 
-// db_args_reserve makes room for bytes of uploads in this call. Growing frees
-// the old buffer, which cudaFree does only after queued work is done.
-static inline db_status db_args_reserve(db_device *d, size_t bytes) {
-	if (bytes <= d->args_cap) return db_ok();
-	if (d->mode != DB_EAGER) return db_replay_fail("db_args_reserve", "the argument buffer must grow (outside a step graph)");
-	if (d->args) CK(cudaFree(d->args));
-	d->args = NULL;
-	d->args_cap = 0;
-	size_t cap = 64 << 10;
-	while (cap < bytes) cap *= 2;
-	CK(cudaMalloc(&d->args, cap));
-	d->args_cap = cap;
+// db_grow makes *buf (of *cap bytes) hold at least bytes: a power of two
+// from min, the old contents dropped (cudaFree waits for queued work that
+// uses it), zeroed when zero is set. Never inside a step graph, whose nodes
+// hold the old address; buf_gen tells graphs captured before that it moved.
+static inline db_status db_grow(db_device *d, void **buf, size_t *cap, size_t bytes, size_t min, bool zero,
+                                const char *what) {
+	if (bytes <= *cap) return db_ok();
+	if (d->mode != DB_EAGER) return db_replay_fail(what, "a device buffer must grow (outside a step graph)");
+	if (*buf) CK(cudaFree(*buf));
+	*buf = NULL;
+	*cap = 0;
+	size_t c = min;
+	while (c < bytes) c *= 2;
+	CK(cudaMalloc(buf, c));
+	if (zero) CK(cudaMemsetAsync(*buf, 0, c, d->stream));
+	*cap = c;
 	d->buf_gen++;
 	return db_ok();
+}
+
+// db_args_reserve makes room for bytes of uploads in this call.
+static inline db_status db_args_reserve(db_device *d, size_t bytes) {
+	return db_grow(d, &d->args, &d->args_cap, bytes, 64 << 10, false, "db_args_reserve");
 }
 
 // db_stage copies host bytes into the pinned ring and points *src at them
@@ -278,18 +287,7 @@ static inline size_t db_args_size(size_t a, size_t b = 0, size_t c = 0, size_t e
 // db_work returns scratch device memory of at least bytes, valid until the
 // next call on this device (stream order keeps reuse safe).
 static inline db_status db_work(db_device *d, size_t bytes, void **out) {
-	if (bytes > d->work_cap && d->mode != DB_EAGER)
-		return db_replay_fail("db_work", "the scratch buffer must grow (outside a step graph)");
-	if (bytes > d->work_cap) {
-		if (d->work) CK(cudaFree(d->work));
-		d->work = NULL;
-		d->work_cap = 0;
-		size_t cap = 1 << 20;
-		while (cap < bytes) cap *= 2;
-		CK(cudaMalloc(&d->work, cap));
-		d->work_cap = cap;
-		d->buf_gen++;
-	}
+	CKS(db_grow(d, &d->work, &d->work_cap, bytes, 1 << 20, false, "db_work"));
 	*out = d->work;
 	return db_ok();
 }

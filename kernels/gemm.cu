@@ -13,18 +13,7 @@
 // db_gemm_pad returns scratch for a padded x and dst, zeroed when it grows
 // (the pad rows then hold finite values).
 static db_status db_gemm_pad(db_device *d, size_t bytes, void **out) {
-	if (bytes > d->gemm_pad_cap) {
-		if (d->mode != DB_EAGER) return db_replay_fail("db_gemm_pad", "the padding buffer must grow (outside a step graph)");
-		if (d->gemm_pad) CK(cudaFree(d->gemm_pad));
-		d->gemm_pad = NULL;
-		d->gemm_pad_cap = 0;
-		size_t cap = 1 << 20;
-		while (cap < bytes) cap *= 2;
-		CK(cudaMalloc(&d->gemm_pad, cap));
-		CK(cudaMemsetAsync(d->gemm_pad, 0, cap, d->stream));
-		d->gemm_pad_cap = cap;
-		d->buf_gen++;
-	}
+	CKS(db_grow(d, &d->gemm_pad, &d->gemm_pad_cap, bytes, 1 << 20, true, "db_gemm_pad"));
 	*out = d->gemm_pad;
 	return db_ok();
 }
