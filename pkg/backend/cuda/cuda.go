@@ -547,13 +547,13 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 	case backend.F32:
 		return check("read", d.info.Ordinal, C.db_d2h(d.h, unsafe.Pointer(&dst[0]), ct.ptr, C.size_t(4*len(dst))))
 	case backend.BF16:
-		h := make([]uint16, len(dst))
-		if err := check("read", d.info.Ordinal, C.db_d2h(d.h, unsafe.Pointer(&h[0]), ct.ptr, C.size_t(2*len(h)))); err != nil {
+		// Into the upper half of dst, then widened in place: no second
+		// buffer (a batch's logits are megabytes per step).
+		tail := bf16Tail(dst)
+		if err := check("read", d.info.Ordinal, C.db_d2h(d.h, unsafe.Pointer(&tail[0]), ct.ptr, C.size_t(2*len(tail)))); err != nil {
 			return err
 		}
-		for i, v := range h {
-			dst[i] = safetensors.BF16ToFloat32(v)
-		}
+		widenBF16(dst)
 		return nil
 	}
 	return fmt.Errorf("cuda: read: tensors of %s cannot be read", ct.dtype)

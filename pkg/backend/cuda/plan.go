@@ -109,3 +109,25 @@ func (l *freeList) take() unsafe.Pointer {
 	*l = s[:len(s)-1]
 	return p
 }
+
+// bf16Tail returns the upper half of dst's memory as len(dst) bf16 values:
+// a device's bf16 tensor is copied there and widened in place by
+// widenBF16, so reading it needs no second host buffer.
+func bf16Tail(dst []float32) []uint16 {
+	if len(dst) == 0 {
+		return nil
+	}
+	all := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), 2*len(dst))
+	return all[len(dst):]
+}
+
+// widenBF16 converts the bf16 values bf16Tail(dst) holds into dst, front to
+// back: dst[i] (bytes 4i..4i+3) is written after tail[i] (bytes 2n+2i..) is
+// read, and never reaches a tail value not yet read (4i+4 <= 2n+2i+2 for
+// i < n).
+func widenBF16(dst []float32) {
+	tail := bf16Tail(dst)
+	for i := range dst {
+		dst[i] = math.Float32frombits(uint32(tail[i]) << 16)
+	}
+}

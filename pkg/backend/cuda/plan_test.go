@@ -1,6 +1,8 @@
 package cuda
 
 import (
+	"math"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"unsafe"
@@ -118,6 +120,29 @@ func TestFreeListLowestFirst(t *testing.T) {
 	for i := range first {
 		if got := l.take(); got != first[i] {
 			t.Fatalf("second step's allocation %d got %v, want %v", i, got, first[i])
+		}
+	}
+}
+
+// TestWidenBF16InPlace: bf16 values placed in the upper half of a float32
+// slice widen in place to exactly what a separate buffer gives.
+func TestWidenBF16InPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 1, 2, 3, 7, 64, 1001} {
+		want := make([]uint16, n)
+		for i := range want {
+			want[i] = uint16(rng.Uint32())
+		}
+		dst := make([]float32, n)
+		for i := range dst {
+			dst[i] = float32(rng.NormFloat64()) // garbage the read overwrites
+		}
+		copy(bf16Tail(dst), want)
+		widenBF16(dst)
+		for i, h := range want {
+			if got, w := math.Float32bits(dst[i]), uint32(h)<<16; got != w {
+				t.Fatalf("n %d, element %d: %#x, want %#x", n, i, got, w)
+			}
 		}
 	}
 }
