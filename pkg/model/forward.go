@@ -144,7 +144,13 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 	}
 	V := c.VocabSize
-	var logits backend.Tensor
+	var sel, logits backend.Tensor
+	if m.IsLast() {
+		// Made here, not in step: a step run twice (a refused replay, then
+		// a capture) must use the same buffers, or the next step's would
+		// differ from the captured ones.
+		sel, logits = alloc(len(rows), H), alloc(len(rows), V)
+	}
 	// step is the device work of the step, layers and head: a backend with
 	// step graphs may capture it once and replay it for later steps of the
 	// same shape, so it has no effect but its operations.
@@ -166,7 +172,6 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		if !m.IsLast() {
 			return nil
 		}
-		sel := alloc(len(rows), H)
 		for j, r := range rows {
 			if err := b.CopyRows(sel, j, x, r, 1); err != nil {
 				return err
@@ -175,7 +180,6 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		if err := b.RMSNorm(sel, sel, m.norm, eps); err != nil {
 			return err
 		}
-		logits = alloc(len(rows), V)
 		return b.MatMul(logits, sel, m.head)
 	}
 	var err error
