@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -36,13 +32,11 @@ beginning of one), that job's details; with "workers", the workers table.`,
 			if len(env.Args) > 1 {
 				return cli.Usagef("want at most one argument (a job id or \"workers\"), got %d", len(env.Args))
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			client, closeConn, err := nf.client(env)
+			ctx, client, done, err := nf.session(env)
 			if err != nil {
 				return err
 			}
-			defer closeConn()
+			defer done()
 			now := time.Now()
 			switch {
 			case len(env.Args) == 0:
@@ -86,13 +80,11 @@ func cancelCmd() *cli.Command {
 			if len(env.Args) != 1 {
 				return cli.Usagef("want exactly one job id, got %d arguments", len(env.Args))
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			client, closeConn, err := nf.client(env)
+			ctx, client, done, err := nf.session(env)
 			if err != nil {
 				return err
 			}
-			defer closeConn()
+			defer done()
 			id, err := client.Resolve(ctx, env.Args[0])
 			if err != nil {
 				return err

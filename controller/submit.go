@@ -41,13 +41,11 @@ ends and exits non-zero unless it succeeded.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			client, closeConn, err := nf.client(env)
+			ctx, client, done, err := nf.session(env)
 			if err != nil {
 				return err
 			}
-			defer closeConn()
+			defer done()
 			reply, err := client.Submit(ctx, job.Source)
 			if err != nil {
 				return err
@@ -95,6 +93,18 @@ func (f *natsFlags) add(fs *flag.FlagSet) {
 }
 
 // client connects to the controller's NATS server.
+// session is what every client command starts with: a context ended by
+// SIGINT/SIGTERM and a connected client; done releases both.
+func (f *natsFlags) session(env *cli.Env) (context.Context, *jobstore.Client, func(), error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	client, closeConn, err := f.client(env)
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return ctx, client, func() { closeConn(); stop() }, nil
+}
+
 func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
 	if f.token != "" && f.creds != "" {
 		return nil, nil, cli.Usagef("give --token or --creds, not both")

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/jobstore"
@@ -37,13 +34,11 @@ the requests that finished before tail started (a replay of a finished job).`,
 			if len(env.Args) > 1 {
 				return cli.Usagef("want at most one job id, got %d arguments", len(env.Args))
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			client, closeConn, err := nf.client(env)
+			ctx, client, done, err := nf.session(env)
 			if err != nil {
 				return err
 			}
-			defer closeConn()
+			defer done()
 			return tail(ctx, env, client, env.Args, fromStart)
 		},
 	}
