@@ -406,3 +406,24 @@ func follow(t *testing.T, c *jobstore.Client, id string, limit time.Duration) *p
 	}
 	return st
 }
+
+// twoHosts starts `controller serve` in the root namespace and a worker with
+// two CPU devices on each of two hosts, and waits until both registered. It
+// returns the lab, the controller's NATS URL, a client and the host names.
+func twoHosts(t *testing.T) (*lab, string, *jobstore.Client, []string) {
+	t.Helper()
+	l := newLab(t, 2)
+	port := freePort(t)
+	ctl := l.start("controller", 0, "controller", "serve", "--listen", fmt.Sprintf("0.0.0.0:%d", port),
+		"--store", t.TempDir(), "--log-level", "debug")
+	l.waitLog(ctl, "controller serving on", time.Minute)
+	hosts := []string{"host-a", "host-b"}
+	for i, h := range hosts {
+		l.start("worker-"+h, i+1, "worker", "--nats", fmt.Sprintf("nats://%s:%d", l.natsAddr(i+1), port),
+			"--cpu-devices", "2", "--name", h, "--threads", "1", "--log-level", "debug")
+	}
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	c := l.client(url)
+	waitWorkers(t, c, time.Minute, hosts...)
+	return l, url, c, hosts
+}

@@ -2,7 +2,6 @@ package multihost
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,18 +25,7 @@ const jobEndLimit = 12 * time.Second
 // the finished requests kept and the lost ones failed; once the link is
 // back the worker is too, and the next job runs.
 func TestTwoHosts(t *testing.T) {
-	l := newLab(t, 2)
-	port := freePort(t)
-	ctl := l.start("controller", 0, "controller", "serve", "--listen", fmt.Sprintf("0.0.0.0:%d", port),
-		"--store", t.TempDir(), "--log-level", "debug")
-	l.waitLog(ctl, "controller serving on", time.Minute)
-	hosts := []string{"host-a", "host-b"}
-	for i, h := range hosts {
-		l.start("worker-"+h, i+1, "worker", "--nats", fmt.Sprintf("nats://%s:%d", l.natsAddr(i+1), port),
-			"--cpu-devices", "2", "--name", h, "--threads", "1", "--log-level", "debug")
-	}
-	c := l.client(fmt.Sprintf("nats://127.0.0.1:%d", port))
-	waitWorkers(t, c, time.Minute, hosts...)
+	l, _, c, hosts := twoHosts(t)
 	oracle := oneProcess(t, "models="+modelsRO)
 
 	t.Run("tokens cross hosts unchanged", func(t *testing.T) {

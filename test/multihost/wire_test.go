@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,19 +25,7 @@ import (
 // strangers for sessions nobody runs. Everything is dropped: the job
 // completes with the one-process tokens and no process dies.
 func TestBadInputOnTheWire(t *testing.T) {
-	l := newLab(t, 2)
-	port := freePort(t)
-	ctl := l.start("controller", 0, "controller", "serve", "--listen", fmt.Sprintf("0.0.0.0:%d", port),
-		"--store", t.TempDir(), "--log-level", "debug")
-	l.waitLog(ctl, "controller serving on", time.Minute)
-	hosts := []string{"host-a", "host-b"}
-	for i, h := range hosts {
-		l.start("worker-"+h, i+1, "worker", "--nats", fmt.Sprintf("nats://%s:%d", l.natsAddr(i+1), port),
-			"--cpu-devices", "2", "--name", h, "--threads", "1", "--log-level", "debug")
-	}
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	c := l.client(url)
-	waitWorkers(t, c, time.Minute, hosts...)
+	l, url, c, _ := twoHosts(t)
 	// Long enough to be running while the bad input comes.
 	vars := []string{"models=" + modelsRO, "prompts=100", "tokens=128"}
 	oracle := oneProcess(t, vars...)
