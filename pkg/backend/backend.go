@@ -193,11 +193,12 @@ type PairSwiGLU interface {
 
 // StepGrapher is an optional Backend operation: GraphStep runs f, which
 // issues one step's operations, and may capture them (a CUDA graph) to
-// replay on later calls with the same key, where f issues the same
+// replay on later calls with the same key (asked for only when graphs are
+// on, so building it costs nothing otherwise), where f issues the same
 // operations on the same tensors with new small inputs (token ids,
 // positions, sequence lengths). The device work of f takes effect once,
 // but f itself may be called more than once (a replay that finds the step
 // changed, a failed capture): its effects in Go must bear repeating.
 type StepGrapher interface {
-	GraphStep(key string, f func() error) error
+	GraphStep(key func() string, f func() error) error
 }

@@ -184,7 +184,7 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 	}
 	var err error
 	if g, ok := b.(backend.StepGrapher); ok && graphable(counts) {
-		err = g.GraphStep(stepKey(m, counts, seqs), step)
+		err = g.GraphStep(func() string { return stepKey(m, counts, seqs) }, step)
 	} else {
 		err = step()
 	}

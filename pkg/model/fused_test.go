@@ -105,8 +105,8 @@ type graphCPU struct {
 	keys []string
 }
 
-func (g *graphCPU) GraphStep(key string, f func() error) error {
-	g.keys = append(g.keys, key)
+func (g *graphCPU) GraphStep(key func() string, f func() error) error {
+	g.keys = append(g.keys, key())
 	return f()
 }
 

@@ -44,12 +44,13 @@ var errStepAborted = errors.New("cuda: step graph: the step was not run")
 // Options.Graphs off, several devices, or profiling, f just runs.
 //
 // No other goroutine may use the backend while f runs.
-func (b *Backend) GraphStep(key string, f func() error) error {
+func (b *Backend) GraphStep(stepKey func() string, f func() error) error {
 	b.mu.Lock()
 	if !b.useGraphs || len(b.devs) != 1 || b.prof != nil || b.closed {
 		b.mu.Unlock()
 		return f()
 	}
+	key := stepKey()
 	sg := b.graphs[key]
 	if sg == nil {
 		if len(b.graphs) >= maxGraphs {

@@ -33,7 +33,7 @@ func (b *Backend) Profile() Profile { return Profile{} }
 func (b *Backend) ResetProfile() {}
 
 // GraphStep runs f.
-func (b *Backend) GraphStep(key string, f func() error) error { return f() }
+func (b *Backend) GraphStep(key func() string, f func() error) error { return f() }
 
 // GraphStats is empty.
 func (b *Backend) GraphStats() GraphStats { return GraphStats{} }
