@@ -143,6 +143,13 @@ type Backend interface {
 	Attention(dst, q Tensor, seqs []AttnSeq, a Attn) error
 }
 
+// ResidualNormer is an optional Backend operation: the residual add fused
+// with the next RMSNorm, x += h then dst = rmsnorm(x)·w, the norm reading x
+// as stored (so the results are those of Add then RMSNorm).
+type ResidualNormer interface {
+	AddRMSNorm(dst, x, h, w Tensor, eps float32) error
+}
+
 // KVAppender is an optional Backend operation: the new key and value rows of
 // every sequence of a step written into their caches in one call (one launch
 // on a GPU instead of two copies per sequence). For each s, rows

@@ -236,7 +236,7 @@ type layerBufs struct {
 // reads the sum as stored). A nil w only adds.
 func addNorm(b backend.Backend, t *layerBufs, w backend.Tensor, eps float32) error {
 	if w != nil {
-		if f, ok := b.(residualNormer); ok {
+		if f, ok := b.(backend.ResidualNormer); ok {
 			return f.AddRMSNorm(t.h, t.x, t.o, w, eps)
 		}
 	}
@@ -249,11 +249,6 @@ func addNorm(b backend.Backend, t *layerBufs, w backend.Tensor, eps float32) err
 	return b.RMSNorm(t.h, t.x, w, eps)
 }
 
-// residualNormer is a backend that fuses the residual add with the next norm
-// (x += o; h = rmsnorm(x)·w), as the CUDA backend does.
-type residualNormer interface {
-	AddRMSNorm(dst, x, h, w backend.Tensor, eps float32) error
-}
 
 // layer runs decoder layer li in place on bufs.x, whose attention-normed copy
 // is already in bufs.h: attention over each sequence's cache (the new K/V

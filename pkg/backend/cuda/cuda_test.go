@@ -14,12 +14,12 @@ import (
 )
 
 var (
-	_ model.RandomLoader      = (*Backend)(nil)
-	_ selftest.ResidualNormer = (*Backend)(nil)
-	_ selftest.LogitOps       = (*Backend)(nil)
-	_ selftest.Verifier       = (*Backend)(nil)
-	_ selftest.RandomLoader   = (*Backend)(nil)
-	_ backend.Backend         = (*Backend)(nil)
+	_ model.RandomLoader     = (*Backend)(nil)
+	_ backend.ResidualNormer = (*Backend)(nil)
+	_ selftest.LogitOps      = (*Backend)(nil)
+	_ selftest.Verifier      = (*Backend)(nil)
+	_ selftest.RandomLoader  = (*Backend)(nil)
+	_ backend.Backend        = (*Backend)(nil)
 )
 
 // TestBackend runs the self-test on every visible GPU in bf16 and f32. On a

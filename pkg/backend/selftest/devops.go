@@ -11,11 +11,6 @@ import (
 // The optional operations a backend may run on its device (the CUDA backend
 // does; the CPU backend leaves them to pkg/sampling and pkg/spec on the host).
 
-// ResidualNormer fuses the residual add with the next RMSNorm.
-type ResidualNormer interface {
-	AddRMSNorm(dst, x, h, w backend.Tensor, eps float32) error
-}
-
 // LogitOps masks, reduces and samples logits on the device, with the
 // semantics of pkg/sampling.
 type LogitOps interface {
@@ -44,13 +39,13 @@ func addRMSNormCase(g gen, rows, width int) kase {
 	return kase{
 		op: "add_rmsnorm", name: fmt.Sprintf("%dx%d", rows, width),
 		inputs: []input{g.act(2, rows, width), g.act(1, rows, width), g.weight(1, 0.1, width)},
-		needs:  lacks[ResidualNormer]("fused add+rmsnorm"),
+		needs:  lacks[backend.ResidualNormer]("fused add+rmsnorm"),
 		run: func(s *side, in []backend.Tensor) ([]float32, error) {
 			d, err := s.out(rows, width)
 			if err != nil {
 				return nil, err
 			}
-			if err := s.b.(ResidualNormer).AddRMSNorm(d, in[0], in[1], in[2], eps); err != nil {
+			if err := s.b.(backend.ResidualNormer).AddRMSNorm(d, in[0], in[1], in[2], eps); err != nil {
 				return nil, err
 			}
 			x, err := s.read(in[0])
