@@ -32,6 +32,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	"github.com/draftbench/draftbench/pkg/model"
+	"github.com/draftbench/draftbench/pkg/sampling"
 )
 
 // File is one golden: <dir>/<name>.json beside the model in <dir>/models/<name>.
@@ -124,16 +125,6 @@ func RelErr(got, want []float32) float64 {
 		return math.Sqrt(num)
 	}
 	return math.Sqrt(num / den)
-}
-
-func argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 // Limit is the relative-error limit on logits: Min, or Times the golden's
@@ -248,7 +239,7 @@ func checkOne(dir, name string, be backend.Backend, tol float64) (r Result) {
 				r.Err = fmt.Errorf("prompt %d greedy step %d: %w", pi, s, err)
 				return r
 			}
-			tok := argmax(res.Logits[0][0])
+			tok := sampling.Argmax(res.Logits[0][0], 0)
 			r.Tokens++
 			if tok != p.Greedy[s] || diverged {
 				if !diverged && math.IsNaN(r.TieGap) {
