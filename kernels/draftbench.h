@@ -129,6 +129,9 @@ db_status db_attention(db_device *d, int dtype, void *dst, const void *q, const 
 /* ---- logits and sampling (sampling.cu) ---- */
 db_status db_mask_logits(db_device *d, int dtype, void *logits, int rows, int vocab, int limit);
 db_status db_argmax(db_device *d, int dtype, const void *logits, int rows, int vocab, int limit, int32_t *out);
+/* ids[r], margins[r]: sampling.ArgmaxMargin of each row (the argmax and its margin over the runner-up). */
+db_status db_argmax_margin(db_device *d, int dtype, const void *logits, int rows, int vocab, int limit,
+                           int32_t *ids, float *margins);
 /* probs[rows,vocab] (f32): softmax of logits/temperature over ids < limit (0: all) after top-k and top-p;
    temperature 0 gives one-hot argmax. */
 db_status db_probs(db_device *d, int dtype, float *probs, const void *logits, int rows, int vocab,

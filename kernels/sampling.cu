@@ -167,6 +167,92 @@ extern "C" db_status db_argmax(db_device *d, int dtype, const void *logits, int 
 	return db_ok();
 }
 
+// ---- greedy choice with its margin ----
+
+// top2: a best value with its index and the runner-up value, the
+// runner-up counting a tie with the best (sampling.ArgmaxMargin).
+struct top2 {
+	float v;
+	int i;
+	float s;
+};
+
+__device__ __forceinline__ top2 top2_merge(top2 a, top2 b) {
+	if (better(b.v, b.i, a.v, a.i)) return top2{b.v, b.i, fmaxf(b.s, a.v)};
+	return top2{a.v, a.i, fmaxf(a.s, b.v)};
+}
+
+__device__ __forceinline__ top2 top2_shfl(top2 a, int o) {
+	top2 b;
+	b.v = __shfl_xor_sync(0xffffffffu, a.v, o);
+	b.i = __shfl_xor_sync(0xffffffffu, a.i, o);
+	b.s = __shfl_xor_sync(0xffffffffu, a.s, o);
+	return top2_merge(a, b);
+}
+
+// margin_of is sampling.margin: (top1 − top2) / max(1, |top1|) in double,
+// 1 when either is −inf, for +inf 0 against +inf and 1 otherwise.
+__device__ float margin_of(float t1, float t2) {
+	if ((isinf(t1) && t1 < 0) || (isinf(t2) && t2 < 0)) return 1.f;
+	if (isinf(t1)) return isinf(t2) ? 0.f : 1.f;
+	return (float)(((double)t1 - (double)t2) / fmax(1.0, fabs((double)t1)));
+}
+
+// argmax_margin_kernel: one block per row; ids[r] and margins[r] as
+// sampling.ArgmaxMargin gives them (-1 and 1 for an empty row, 0 and 1 when
+// nothing is above -inf).
+template <typename T>
+__global__ void argmax_margin_kernel(const T *logits, int vocab, int n, int32_t *ids, float *margins) {
+	__shared__ top2 sc[32];
+	const T *row = logits + (size_t)blockIdx.x * vocab;
+	top2 t = {-INFINITY, INT_MAX, -INFINITY};
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		float v = ld(row, i); // NaN compares false: never taken
+		if (v > t.v) {
+			t.s = t.v;
+			t.v = v;
+			t.i = i;
+		} else if (v > t.s) {
+			t.s = v;
+		}
+	}
+	for (int o = 16; o > 0; o >>= 1) t = top2_shfl(t, o);
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	if (lane == 0) sc[w] = t;
+	__syncthreads();
+	if (w != 0) return;
+	t = lane < nw ? sc[lane] : top2{-INFINITY, INT_MAX, -INFINITY};
+	for (int o = 16; o > 0; o >>= 1) t = top2_shfl(t, o);
+	if (lane != 0) return;
+	if (n == 0) {
+		ids[blockIdx.x] = -1;
+		margins[blockIdx.x] = 1.f;
+	} else if (t.i == INT_MAX) {
+		ids[blockIdx.x] = 0;
+		margins[blockIdx.x] = 1.f;
+	} else {
+		ids[blockIdx.x] = t.i;
+		margins[blockIdx.x] = margin_of(t.v, t.s);
+	}
+}
+
+extern "C" db_status db_argmax_margin(db_device *d, int dtype, const void *logits, int rows, int vocab, int limit,
+                                      int32_t *ids, float *margins) {
+	ENTER(d);
+	if (rows == 0) return db_ok();
+	void *dout;
+	const size_t idb = ((size_t)rows * sizeof(int32_t) + 15) & ~(size_t)15;
+	CKS(db_work(d, idb + (size_t)rows * sizeof(float), &dout));
+	int32_t *did = (int32_t *)dout;
+	float *dm = (float *)((char *)dout + idb);
+	DISPATCH(dtype, argmax_margin_kernel<<<rows, SB, 0, d->stream>>>((const T *)logits, vocab, limited(vocab, limit), did, dm));
+	LAUNCHED();
+	CK(cudaMemcpyAsync(ids, did, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, d->stream));
+	CK(cudaMemcpyAsync(margins, dm, rows * sizeof(float), cudaMemcpyDeviceToHost, d->stream));
+	CK(cudaStreamSynchronize(d->stream));
+	return db_ok();
+}
+
 // ---- probabilities ----
 
 // Order-preserving map of floats to unsigned keys: a larger float has a larger key.

@@ -30,14 +30,15 @@ type benchRow struct {
 	FloorStepMs     float64 `json:"bandwidth_floor_step_ms,omitempty"`
 	BandwidthGBPerS float64 `json:"measured_bandwidth_gb_per_s,omitempty"`
 	// ReadWaitMs is, per decode step, the time spent waiting for the GPU to
-	// finish and copying the logits back (CUDA only): the step less the host's
-	// own work. Near zero means the host, not the GPU, sets the pace.
+	// finish and copying the logits or picks back (CUDA only): the step less
+	// the host's own work. Near zero means the host, not the GPU, sets the
+	// pace.
 	ReadWaitMs float64 `json:"decode_read_wait_ms,omitempty"`
 }
 
 func benchCmd() *cli.Command {
 	var dir, batches string
-	var profileOps, graphs, invariant bool
+	var profileOps, graphs, invariant, greedy bool
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile, backendName string
@@ -46,7 +47,7 @@ func benchCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
-		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--graphs] [--batch-invariant] [--profile-ops] [--threads N] [--json]",
+		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--greedy=false] [--graphs] [--batch-invariant] [--profile-ops] [--threads N] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
 			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
@@ -61,6 +62,7 @@ func benchCmd() *cli.Command {
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 			fs.StringVar(&backendName, "backend", "cpu", "backend: cpu or cuda")
 			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
+			fs.BoolVar(&greedy, "greedy", true, "end each step with greedy picks (argmax and margin, on the device when the backend can), as greedy decoding does; false: read every logit row to the host")
 			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
@@ -158,7 +160,7 @@ func benchCmd() *cli.Command {
 					eng.resetProfile()
 				}
 				for i := range seqs {
-					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt()}
+					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt(), Greedy: greedy}
 					start := time.Now()
 					if _, err := m.Forward(seqs[i:i+1], nil); err != nil {
 						return err
@@ -201,7 +203,7 @@ func benchCmd() *cli.Command {
 			if asJSON {
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
-				out := map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "rows": rows}
+				out := map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "greedy_picks": greedy, "rows": rows}
 				if graphs {
 					out["step_graphs"] = eng.graphStats()
 				}

@@ -198,6 +198,16 @@ type PairSwiGLU interface {
 	SwiGLUPair(dst, gu Tensor) error
 }
 
+// Picker is an optional Backend operation: greedy decoding's choice at each
+// row of logits [rows, vocab], the argmax over ids < limit (0: all) and its
+// margin, with sampling.ArgmaxMargin's semantics (lowest id on ties, NaN
+// never chosen, margin (top1 − top2) / max(1, |top1|)). It runs where the
+// logits are, so only two numbers per row reach the host, and it waits for
+// them.
+type Picker interface {
+	ArgmaxMargin(logits Tensor, limit int) ([]int32, []float32, error)
+}
+
 // StepGrapher is an optional Backend operation: GraphStep runs f, which
 // issues one step's operations, and may capture them (a CUDA graph) to
 // replay on later calls with the same key (asked for only when graphs are

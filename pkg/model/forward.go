@@ -7,6 +7,7 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/kvcache"
+	"github.com/draftbench/draftbench/pkg/sampling"
 )
 
 // Seq is one sequence's share of a batched step.
@@ -17,12 +18,27 @@ type Seq struct {
 	// AllLogits asks the last shard for logits at every new position (the
 	// verify step of speculative decoding); otherwise only the last position.
 	AllLogits bool
+	// Greedy asks the last shard for greedy decoding's choice at each
+	// requested position (Result.Picks) instead of its logits: the argmax
+	// over ids < VocabLimit (0: all) and its margin, found where the logits
+	// are when the backend is a backend.Picker (a GPU then sends two
+	// numbers per position to the host, not the vocabulary).
+	Greedy     bool
+	VocabLimit int
+}
+
+// Pick is greedy decoding's choice at one position: sampling.ArgmaxMargin
+// of its logits.
+type Pick struct {
+	Token  int
+	Margin float32
 }
 
 // Result is what a step returns.
 type Result struct {
 	Hidden []float32     // [T, hidden] for the next shard (not the last shard)
-	Logits [][][]float32 // last shard: per sequence, per requested position, vocab logits
+	Logits [][][]float32 // last shard: per sequence, per requested position, vocab logits (nil for Greedy sequences)
+	Picks  [][]Pick      // last shard: per Greedy sequence, per requested position (nil for the others)
 }
 
 // Forward runs one step for several sequences at once: their new positions
@@ -205,9 +221,52 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 		return res, nil
 	}
-	flat := make([]float32, len(rows)*V)
-	if err := b.Read(logits, flat); err != nil {
-		return nil, err
+	return res, m.outputs(res, seqs, counts, logits)
+}
+
+// outputs fills res from the logits [rows, V] of a step: each sequence's
+// rows (all its new positions with AllLogits, else its last), as logits, or
+// as picks for Greedy sequences. The logits come to the host only when a
+// sequence wants them or the backend cannot pick.
+func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Tensor) error {
+	V := m.Config.VocabSize
+	picker, canPick := m.b.(backend.Picker)
+	dense := !canPick
+	for _, s := range seqs {
+		dense = dense || !s.Greedy
+	}
+	var flat []float32
+	if dense {
+		flat = make([]float32, backend.Rows(logits)*V)
+		if err := m.b.Read(logits, flat); err != nil {
+			return err
+		}
+	}
+	type picked struct {
+		ids     []int32
+		margins []float32
+	}
+	byLimit := map[int]picked{} // every row's picks, per vocabulary limit
+	pickAll := func(limit int) (picked, error) {
+		if p, ok := byLimit[limit]; ok {
+			return p, nil
+		}
+		var p picked
+		if canPick {
+			var err error
+			if p.ids, p.margins, err = picker.ArgmaxMargin(logits, limit); err != nil {
+				return p, err
+			}
+		} else {
+			rows := len(flat) / V
+			p.ids, p.margins = make([]int32, rows), make([]float32, rows)
+			for r := range rows {
+				x, mg := sampling.ArgmaxMargin(flat[r*V:(r+1)*V], limit)
+				p.ids[r], p.margins[r] = int32(x), mg
+			}
+		}
+		byLimit[limit] = p
+		return p, nil
 	}
 	res.Logits = make([][][]float32, len(seqs))
 	j := 0
@@ -216,12 +275,27 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		if s.AllLogits {
 			n = counts[i]
 		}
+		if s.Greedy {
+			p, err := pickAll(s.VocabLimit)
+			if err != nil {
+				return err
+			}
+			if res.Picks == nil {
+				res.Picks = make([][]Pick, len(seqs))
+			}
+			res.Picks[i] = make([]Pick, n)
+			for r := range n {
+				res.Picks[i][r] = Pick{Token: int(p.ids[j+r]), Margin: p.margins[j+r]}
+			}
+			j += n
+			continue
+		}
 		for r := 0; r < n; r++ {
 			res.Logits[i] = append(res.Logits[i], flat[j*V:(j+1)*V:(j+1)*V])
 			j++
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // layerBufs are the activations one forward step reuses across layers: x is
@@ -248,7 +322,6 @@ func addNorm(b backend.Backend, t *layerBufs, w backend.Tensor, eps float32) err
 	}
 	return b.RMSNorm(t.h, t.x, w, eps)
 }
-
 
 // layer runs decoder layer li in place on bufs.x, whose attention-normed copy
 // is already in bufs.h: attention over each sequence's cache (the new K/V

@@ -122,7 +122,7 @@ func (s *Stage) run(batch []*work) {
 		hidden = batch[0].hidden // nothing to stack
 	}
 	for i, w := range batch {
-		seqs[i] = model.Seq{Cache: w.sess.cache, AllLogits: w.req.Op == protocol.OpVerify && s.m.IsLast()}
+		seqs[i] = s.seq(w, w.req.Op == protocol.OpVerify)
 		if s.m.IsFirst() {
 			seqs[i].Tokens = w.req.Feed()
 		} else {
@@ -151,22 +151,74 @@ func (s *Stage) run(batch []*work) {
 	}
 	var drafts []*drafting
 	for i, w := range batch {
-		logits := res.Logits[i]
+		out := outputOf(res, i)
 		switch w.req.Op {
 		case protocol.OpVerify:
-			s.verify(w, logits)
+			s.verify(w, out)
 		case protocol.OpDraft:
 			d := &drafting{work: w, rng: sampling.NewRNG(w.req.Seed)}
-			if err := d.take(logits[len(logits)-1]); err != nil {
+			if err := d.take(out.last()); err != nil {
 				s.fail(w.req, err)
 				continue
 			}
 			drafts = append(drafts, d)
 		default:
-			s.sample(w, logits[len(logits)-1])
+			s.sample(w, out.last())
 		}
 	}
 	s.draft(drafts)
+}
+
+// seq is a step's share of a batched pass. On the last stage a greedy
+// step asks for picks (argmax and margin, found where the logits are)
+// instead of logits; all asks for every new position (a verify step).
+func (s *Stage) seq(w *work, all bool) model.Seq {
+	q := model.Seq{Cache: w.sess.cache, AllLogits: all && s.m.IsLast()}
+	if p := w.req.Sampling.Params(); p.Greedy() && s.m.IsLast() {
+		q.Greedy, q.VocabLimit = true, p.VocabLimit
+	}
+	return q
+}
+
+// output is what the last stage's pass gave one step: per requested
+// position, logits, or picks for a greedy step.
+type output struct {
+	logits [][]float32
+	picks  []model.Pick
+}
+
+func outputOf(res *model.Result, i int) output {
+	o := output{logits: res.Logits[i]}
+	if res.Picks != nil {
+		o.picks = res.Picks[i]
+	}
+	return o
+}
+
+func (o output) len() int {
+	if o.picks != nil {
+		return len(o.picks)
+	}
+	return len(o.logits)
+}
+
+// at is position r's share alone.
+func (o output) at(r int) output {
+	if o.picks != nil {
+		return output{picks: o.picks[r : r+1]}
+	}
+	return output{logits: o.logits[r : r+1]}
+}
+
+func (o output) last() output { return o.at(o.len() - 1) }
+
+// choice is a greedy position's token and margin (the pick, or from its
+// logits when there is none).
+func (o output) choice(vocabLimit int) (int, float32) {
+	if o.picks != nil {
+		return o.picks[0].Token, o.picks[0].Margin
+	}
+	return sampling.ArgmaxMargin(o.logits[0], vocabLimit)
 }
 
 // pass forwards each step with its rows of the batch's hidden states.
@@ -183,19 +235,26 @@ func (s *Stage) pass(batch []*work, hidden []float32) {
 	}
 }
 
-// pick draws the next token from one position's logits. With sparse set it
-// draws from the top-k q it also returns, as a drafter must (the target
-// judges the draft by that q); greedy q is the point mass on the argmax.
-func pick(logits []float32, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, *protocol.Sparse, error) {
+// pick draws the next token at one position. With sparse set it draws
+// from the top-k q it also returns, as a drafter must (the target judges
+// the draft by that q); greedy q is the point mass on the argmax, and a
+// greedy token comes with its margin (0 otherwise).
+func pick(o output, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, float32, *protocol.Sparse, error) {
 	p := smp.Params()
 	var x int
 	var q *protocol.Sparse
-	switch {
-	case p.Greedy():
-		x = sampling.Argmax(logits, p.VocabLimit)
-		if sparse && x >= 0 {
+	if p.Greedy() {
+		x, m := o.choice(p.VocabLimit)
+		if x < 0 {
+			return 0, 0, nil, fmt.Errorf("no token can be drawn: the vocabulary is empty")
+		}
+		if sparse {
 			q = &protocol.Sparse{IDs: []int32{int32(x)}, Probs: []float32{1}}
 		}
+		return x, m, q, nil
+	}
+	logits := o.logits[0]
+	switch {
 	case sparse:
 		k := smp.DraftTopK
 		if k == 0 {
@@ -209,60 +268,52 @@ func pick(logits []float32, smp protocol.Sampling, sparse bool, rng sampling.RNG
 		x = sampling.Sample(sampling.Probs(logits, p), rng.Float64())
 	}
 	if x < 0 {
-		return 0, nil, fmt.Errorf("no token can be drawn from %d logits", len(logits))
+		return 0, 0, nil, fmt.Errorf("no token can be drawn from %d logits", len(logits))
 	}
-	return x, q, nil
+	return x, 0, q, nil
 }
 
 // sample answers prefill and decode with the next token; greedy answers
 // carry the token's margin (one pass finds both).
-func (s *Stage) sample(w *work, logits []float32) {
-	var rep *protocol.StepReply
-	if p := w.req.Sampling.Params(); p.Greedy() {
-		x, m := sampling.ArgmaxMargin(logits, p.VocabLimit)
-		if x < 0 {
-			s.fail(w.req, fmt.Errorf("no token can be drawn from %d logits", len(logits)))
-			return
-		}
-		rep = &protocol.StepReply{Tokens: []int{x}, Margins: []float32{m}}
-		if w.req.ReturnQ {
-			rep.Q = []protocol.Sparse{{IDs: []int32{int32(x)}, Probs: []float32{1}}}
-		}
-	} else {
-		x, q, err := pick(logits, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed))
-		if err != nil {
-			s.fail(w.req, err)
-			return
-		}
-		rep = &protocol.StepReply{Tokens: []int{x}}
-		if q != nil {
-			rep.Q = []protocol.Sparse{*q}
-		}
+func (s *Stage) sample(w *work, o output) {
+	x, m, q, err := pick(o, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed))
+	if err != nil {
+		s.fail(w.req, err)
+		return
+	}
+	rep := &protocol.StepReply{Tokens: []int{x}}
+	if w.req.Sampling.Params().Greedy() {
+		rep.Margins = []float32{m}
+	}
+	if q != nil {
+		rep.Q = []protocol.Sparse{*q}
 	}
 	rep.Session, rep.Op, rep.CacheLen, rep.ComputeNS = w.req.Session, w.req.Op, w.sess.cache.Len(), w.req.ComputeNS
 	s.reply(w.req.Reply, rep, nil)
 }
 
-// verify applies the acceptance rule to the logits of the positions from the
-// last of Tokens on (p_1..p_{γ+1}) and rolls the cache back to the kept
-// prefix: CacheLen + len(Tokens) + accepted.
-func (s *Stage) verify(w *work, logits [][]float32) {
+// verify applies the acceptance rule at the positions from the last of
+// Tokens on (p_1..p_{γ+1}) and rolls the cache back to the kept prefix:
+// CacheLen + len(Tokens) + accepted.
+func (s *Stage) verify(w *work, o output) {
 	req := w.req
 	params := req.Sampling.Params()
-	rows := logits[len(req.Tokens)-1:]
+	first := len(req.Tokens) - 1
 	var v spec.Verdict
 	var err error
 	var margins []float32
 	if params.Greedy() {
-		// The target's choices straight from its logits: no dense
-		// one-hot rows of the vocabulary's size.
-		choice := make([]int, len(rows))
-		margins = make([]float32, len(rows))
-		for i, l := range rows {
-			choice[i], margins[i] = sampling.ArgmaxMargin(l, params.VocabLimit)
+		// The target's choices (picked on the device when the backend
+		// can): no dense one-hot rows of the vocabulary's size.
+		n := o.len() - first
+		choice := make([]int, n)
+		margins = make([]float32, n)
+		for i := range n {
+			choice[i], margins[i] = o.at(first + i).choice(params.VocabLimit)
 		}
 		v, err = spec.VerifyGreedy(req.Drafts, choice)
 	} else {
+		rows := o.logits[first:]
 		ps := make([][]float32, 0, len(rows))
 		for _, l := range rows {
 			ps = append(ps, sampling.Probs(l, params))
@@ -300,8 +351,8 @@ type drafting struct {
 	qs     []protocol.Sparse
 }
 
-func (d *drafting) take(logits []float32) error {
-	x, q, err := pick(logits, d.req.Sampling, true, d.rng)
+func (d *drafting) take(o output) error {
+	x, _, q, err := pick(o, d.req.Sampling, true, d.rng)
 	if err != nil {
 		return fmt.Errorf("draft %d: %w", len(d.tokens)+1, err)
 	}
@@ -332,7 +383,8 @@ func (s *Stage) draft(active []*drafting) {
 		seqs := make([]model.Seq, len(next))
 		for i, d := range next {
 			batch[i] = d.work
-			seqs[i] = model.Seq{Cache: d.sess.cache, Tokens: d.tokens[len(d.tokens)-1:]}
+			seqs[i] = s.seq(d.work, false)
+			seqs[i].Tokens = d.tokens[len(d.tokens)-1:]
 		}
 		res, err := s.forward(batch, seqs, nil, true)
 		if err != nil {
@@ -343,7 +395,7 @@ func (s *Stage) draft(active []*drafting) {
 		}
 		active = active[:0]
 		for i, d := range next {
-			if err := d.take(res.Logits[i][0]); err != nil {
+			if err := d.take(outputOf(res, i)); err != nil {
 				s.fail(d.req, err)
 				continue
 			}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/safetensors"
+	"github.com/draftbench/draftbench/pkg/sampling"
 )
 
 // Tensor is a host array of float32, or of bf16 for weight matrices
@@ -150,6 +151,22 @@ func (b *Backend) Write(t backend.Tensor, src []float32) error {
 	}
 	copy(ct.data, src)
 	return nil
+}
+
+// ArgmaxMargin implements backend.Picker on the rows in place (no copy of
+// the logits).
+func (b *Backend) ArgmaxMargin(logits backend.Tensor, limit int) ([]int32, []float32, error) {
+	ct := tensor(logits)
+	if err := checkF32(ct); err != nil {
+		return nil, nil, err
+	}
+	rows, cols := backend.Rows(ct), backend.Cols(ct)
+	ids, margins := make([]int32, rows), make([]float32, rows)
+	for r := range ids {
+		x, m := sampling.ArgmaxMargin(ct.data[r*cols:(r+1)*cols], limit)
+		ids[r], margins[r] = int32(x), m
+	}
+	return ids, margins, nil
 }
 
 // Read implements backend.Backend.

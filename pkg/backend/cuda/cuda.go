@@ -535,14 +535,7 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 		return nil
 	}
 	d := ct.dev
-	start := time.Now()
-	defer func() {
-		b.wait += time.Since(start)
-		b.reads++
-		if b.prof != nil {
-			b.prof.last = time.Now()
-		}
-	}()
+	defer b.waited(time.Now())
 	switch ct.dtype {
 	case backend.F32:
 		return check("read", d.info.Ordinal, C.db_d2h(d.h, unsafe.Pointer(&dst[0]), ct.ptr, C.size_t(4*len(dst))))
@@ -557,6 +550,16 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 		return nil
 	}
 	return fmt.Errorf("cuda: read: tensors of %s cannot be read", ct.dtype)
+}
+
+// waited charges a wait for results (Read, ArgmaxMargin) that began at
+// start to Profile.ReadWait. Call with b.mu held.
+func (b *Backend) waited(start time.Time) {
+	b.wait += time.Since(start)
+	b.reads++
+	if b.prof != nil {
+		b.prof.last = time.Now()
+	}
 }
 
 // Synchronize waits for all queued work on every device and reports the

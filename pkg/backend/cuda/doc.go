@@ -82,9 +82,9 @@ type OpTime struct {
 type Profile struct {
 	// Ops, largest total first; empty unless Options.Profile was set.
 	Ops []OpTime
-	// ReadWait is the time Read spent waiting for the GPU and copying back
-	// (always measured): in a decode step, the part of the step the host
-	// was not busy issuing work.
+	// ReadWait is the time Read and ArgmaxMargin spent waiting for the GPU
+	// and copying back (always measured): in a decode step, the part of the
+	// step the host was not busy issuing work.
 	ReadWait time.Duration
 	Reads    int
 }

@@ -9,6 +9,7 @@ import "C"
 
 import (
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/draftbench/draftbench/pkg/backend"
@@ -715,6 +716,31 @@ func (b *Backend) Argmax(logits backend.Tensor, limit int) ([]int32, error) {
 	err = check("argmax", dev.info.Ordinal, C.db_argmax(dev.h, dtypeC(b.dtype), lt.ptr, C.int(rows), C.int(backend.Cols(lt)),
 		C.int(limit), (*C.int32_t)(unsafe.Pointer(&out[0]))))
 	return out, err
+}
+
+// ArgmaxMargin implements backend.Picker: sampling.ArgmaxMargin of every
+// row of logits [rows, vocab] on the device; only the ids and margins come
+// back to the host. It waits for them.
+func (b *Backend) ArgmaxMargin(logits backend.Tensor, limit int) ([]int32, []float32, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lt, err := b.act(logits, "argmax margin", "logits")
+	if err != nil {
+		return nil, nil, err
+	}
+	rows := backend.Rows(lt)
+	ids, margins := make([]int32, rows), make([]float32, rows)
+	if rows == 0 {
+		return ids, margins, nil
+	}
+	dev := b.home(lt)
+	if err := b.bring(lt, dev, "argmax margin"); err != nil {
+		return nil, nil, err
+	}
+	defer b.waited(time.Now())
+	err = check("argmax margin", dev.info.Ordinal, C.db_argmax_margin(dev.h, dtypeC(b.dtype), lt.ptr, C.int(rows),
+		C.int(backend.Cols(lt)), C.int(limit), (*C.int32_t)(unsafe.Pointer(&ids[0])), (*C.float)(unsafe.Pointer(&margins[0]))))
+	return ids, margins, err
 }
 
 // Probs is sampling.Probs for every row of logits: a new f32 tensor

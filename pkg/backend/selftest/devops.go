@@ -118,6 +118,9 @@ func logitCases(g gen) []kase {
 			},
 		})
 	}
+	for _, lim := range []int{0, limit} {
+		cs = append(cs, argmaxMarginCase(g, rows, vocab, lim))
+	}
 	params := []sampling.Params{
 		{Temperature: 0, VocabLimit: limit},
 		{Temperature: 0.7, TopP: 1},
@@ -151,6 +154,45 @@ func logitCases(g gen) []kase {
 	}
 	cs = append(cs, sampleCase(g, 64, 3000), verifyCase(g, true, 4, 2000), verifyCase(g, false, 4, 2000), verifyCase(g, false, 7, 3000))
 	return cs
+}
+
+// argmaxMarginCase checks backend.Picker: ids and margins bit for bit as
+// sampling.ArgmaxMargin gives them, on random rows and on rows made to
+// test the rules: a tied best (lowest id wins, margin 0), the best past the
+// limit, NaN and -inf entries, a row with nothing above -inf, +inf.
+func argmaxMarginCase(g gen, rows, vocab, lim int) kase {
+	in := g.act(3, rows, vocab)
+	v := in.vals
+	ninf, pinf := float32(math.Inf(-1)), float32(math.Inf(1))
+	row := func(r int) []float32 { return v[r*vocab : (r+1)*vocab] }
+	if rows >= 6 {
+		row(1)[17], row(1)[vocab/2] = 50, 50                             // tie: id 17, margin 0
+		row(2)[vocab-1], row(2)[3] = 60, 40                              // best past the limit (when there is one)
+		row(3)[5], row(3)[9], row(3)[11] = float32(math.NaN()), 45, ninf // NaN never chosen
+		for i := range row(4) {
+			row(4)[i] = ninf // nothing above -inf: id 0, margin 1
+		}
+		row(4)[7] = float32(math.NaN())
+		row(5)[100], row(5)[200] = pinf, 44 // +inf best: margin 1
+	}
+	return kase{
+		op: "argmax_margin", name: fmt.Sprintf("%dx%d, limit %d", rows, vocab, lim),
+		inputs: []input{in},
+		exact:  true,
+		needs:  lacks[backend.Picker]("argmax with margins"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			ids, ms, err := s.b.(backend.Picker).ArgmaxMargin(in[0], lim)
+			return append(idsOut(ids), ms...), err
+		},
+		ref: func(in [][]float32) []float64 {
+			out := make([]float64, 2*rows)
+			for r := 0; r < rows; r++ {
+				x, m := sampling.ArgmaxMargin(in[0][r*vocab:(r+1)*vocab], lim)
+				out[r], out[rows+r] = float64(x), float64(m)
+			}
+			return out
+		},
+	}
 }
 
 func idsOut(ids []int32) []float32 {

@@ -74,6 +74,19 @@ type hostOps struct {
 	breakAppendLast   bool
 	breakQKNorm       bool // finish_qkv skips the k norm
 	breakPairHalves   bool // swiglu_pair swaps gate and up
+	breakTieMargin    bool // argmax_margin takes the runner-up's gap, ignoring a tie
+}
+
+func (h *hostOps) ArgmaxMargin(logits backend.Tensor, limit int) ([]int32, []float32, error) {
+	ids, ms, err := h.Backend.ArgmaxMargin(logits, limit)
+	if h.breakTieMargin {
+		for r := range ms {
+			if ms[r] == 0 {
+				ms[r] = 1e-3
+			}
+		}
+	}
+	return ids, ms, err
 }
 
 func (h *hostOps) FinishQKV(q, qkv, qNorm, kNorm backend.Tensor, eps float32, positions []int32, r *backend.RoPE,
@@ -287,6 +300,7 @@ func TestDeviceOps(t *testing.T) {
 			return r.Op == "probs" && !strings.Contains(r.Case, "k=0")
 		}},
 		{"argmax off by one", hostOps{breakArgmax: true}, op("argmax")},
+		{"a tie's margin is not 0", hostOps{breakTieMargin: true}, op("argmax_margin")},
 		{"verify accepts all", hostOps{breakVerify: true}, op("verify")},
 		{"random weights not seeded", hostOps{breakRandomSeed: true}, op("load_random")},
 		{"matmul skips the last row", hostOps{breakMatMulRow: true}, op("matmul")},

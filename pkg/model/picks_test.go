@@ -1,0 +1,89 @@
+package model
+
+import (
+	"testing"
+
+	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/kvcache"
+	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/tinymodel"
+)
+
+// hostOnly hides every optional operation of its backend (backend.Picker
+// among them), so the model picks greedy tokens from logits on the host.
+type hostOnly struct{ backend.Backend }
+
+// TestGreedyPicks: a Greedy sequence gets, instead of logits, the argmax and
+// margin of exactly the logits it would have had (sampling.ArgmaxMargin),
+// per vocabulary limit, beside sequences that still want logits, and with
+// the backend picking (CPU: backend.Picker) or not (picked on the host).
+func TestGreedyPicks(t *testing.T) {
+	dir := t.TempDir()
+	s := tinymodel.Default()
+	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 64, 128, 2, 4, 2, 16, 300
+	if err := tinymodel.Write(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	feeds := [][][]int{{{1, 2, 3, 4}, {5, 6}, {7, 8, 9}}, {{10, 11, 12}, {13}, {14}}, {{15}, {16}, {17}}}
+	limits := []int{0, 0, 150}
+	for _, b := range []struct {
+		name string
+		b    backend.Backend
+	}{{"picker", cpu.New(1)}, {"host", hostOnly{cpu.New(1)}}} {
+		m, err := Load(dir, b.b, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.b.(backend.Picker); ok != (b.name == "picker") {
+			t.Fatalf("%s: backend.Picker %v", b.name, ok)
+		}
+		greedy := []bool{true, false, true}
+		limited := 0 // rows whose pick the limit changed
+		dense := make([]*kvcache.Seq, 3)
+		picked := make([]*kvcache.Seq, 3)
+		for i := range dense {
+			dense[i], picked[i] = m.NewCache(kvcache.Options{}), m.NewCache(kvcache.Options{})
+		}
+		for step, feed := range feeds {
+			var ds, ps []Seq
+			for i, toks := range feed {
+				all := step == 1 // a verify-like step: every position
+				ds = append(ds, Seq{Cache: dense[i], Tokens: toks, AllLogits: all})
+				ps = append(ps, Seq{Cache: picked[i], Tokens: toks, AllLogits: all, Greedy: greedy[i], VocabLimit: limits[i]})
+			}
+			want, err := m.Forward(ds, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := m.Forward(ps, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range feed {
+				if !greedy[i] {
+					if len(got.Logits[i]) != len(want.Logits[i]) || (got.Picks != nil && got.Picks[i] != nil) {
+						t.Fatalf("%s step %d: sequence %d (not greedy) got %d logit rows and picks %v", b.name, step, i, len(got.Logits[i]), got.Picks[i])
+					}
+					continue
+				}
+				if got.Logits[i] != nil || len(got.Picks[i]) != len(want.Logits[i]) {
+					t.Fatalf("%s step %d: sequence %d got %d logit rows and %d picks, want 0 and %d", b.name, step, i,
+						len(got.Logits[i]), len(got.Picks[i]), len(want.Logits[i]))
+				}
+				for r, row := range want.Logits[i] {
+					x, mg := sampling.ArgmaxMargin(row, limits[i])
+					if x != sampling.Argmax(row, 0) {
+						limited++
+					}
+					if p := got.Picks[i][r]; p.Token != x || p.Margin != mg {
+						t.Errorf("%s step %d: sequence %d row %d picked %+v, want token %d margin %v", b.name, step, i, r, p, x, mg)
+					}
+				}
+			}
+		}
+		if limited == 0 {
+			t.Errorf("%s: the vocabulary limit changed no pick: the test does not check it", b.name)
+		}
+	}
+}
