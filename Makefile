@@ -165,11 +165,14 @@ vet-cuda: deps
 # The CI check of the CUDA build (no GPU): kernels, vet and link with -tags
 # cuda (into build/cuda, leaving bin/ alone), the package's tests (which,
 # without a device, check the error that says so), and the linked worker
-# starting up.
+# starting up, and the host side of step graphs (kernels/test).
 test-cuda-build: vet-cuda $(KERNEL_LIB)
 	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -o build/cuda/ ./worker ./controller
 	CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) test -tags cuda ./pkg/backend/cuda/
 	build/cuda/worker selftest --help >/dev/null
+	$(NVCC) -std=c++17 -o $(KERNEL_DIR)/graph_sig_test kernels/test/graph_sig_test.cu \
+		-L$(CUDA_HOME)/lib
+	$(KERNEL_DIR)/graph_sig_test
 
 # --- many hosts (issue 9; docs/deploy.md) -------------------------------------
 .PHONY: test-multihost docker-check

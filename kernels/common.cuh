@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <initializer_list>
@@ -63,13 +64,25 @@ enum { DB_EAGER = 0, DB_CAPTURE = 1, DB_REPLAY = 2 };
 // made it (name and arguments, hashed), and the pinned host slots its upload
 // nodes copy from; a replay writes the step's new uploads into those slots
 // and launches the graph.
+// DB_SIG_ARGS is the most arguments a call's signature holds.
+#define DB_SIG_ARGS 24
+
+// db_call_sig is one call of a step as captured: its name and arguments
+// (addresses, sizes, flags), so a replay can say which one differs.
+struct db_call_sig {
+	const char *name;
+	int n;
+	uint64_t a[DB_SIG_ARGS];
+};
+
 struct db_graph {
 	cudaGraphExec_t exec;
 	cudaEvent_t done; // after the last launch: the slots may be rewritten once it completes
 	int launched;
 	int valid;
 	uint64_t buf_gen; // the device's buf_gen at capture
-	std::vector<uint64_t> sigs;
+	std::vector<db_call_sig> sigs;
+	char why[256]; // why the last replay was refused or the graph dropped ("" if never)
 	std::vector<std::pair<char *, size_t>> slots;
 	char *arena;
 	size_t arena_cap, arena_used;
@@ -152,23 +165,38 @@ static inline uint64_t db_u64(float v) {
 	return u;
 }
 
+// db_step_sig records (capture) or checks (replay) one call of a step; a
+// refused replay says in the graph's why which call and argument differ.
 template <typename... A>
-static inline uint64_t db_sig_hash(const char *name, A... a) {
-	uint64_t h = 1469598103934665603ull;
-	for (const char *c = name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-	for (uint64_t v : std::initializer_list<uint64_t>{db_u64(a)...}) h = (h ^ v) * 1099511628211ull + (h >> 29);
-	return h;
-}
-
-// db_step_sig records (capture) or checks (replay) one call of a step.
-static inline db_status db_step_sig(db_device *d, const char *name, uint64_t h) {
+static inline db_status db_step_sig(db_device *d, const char *name, A... args) {
+	static_assert(sizeof...(A) <= DB_SIG_ARGS, "too many arguments in a step signature");
+	if (d->mode == DB_EAGER) return db_ok();
+	db_call_sig c;
+	c.name = name;
+	c.n = 0;
+	for (uint64_t v : std::initializer_list<uint64_t>{db_u64(args)...}) c.a[c.n++] = v;
+	db_graph *g = d->graph;
 	if (d->mode == DB_CAPTURE) {
-		d->graph->sigs.push_back(h);
-	} else if (d->mode == DB_REPLAY) {
-		const auto &sigs = d->graph->sigs;
-		if (d->sig_i >= sigs.size() || sigs[d->sig_i] != h) return db_replay_fail(name, "the step differs from the captured one");
-		d->sig_i++;
+		g->sigs.push_back(c);
+		return db_ok();
 	}
+	const size_t i = d->sig_i;
+	if (i >= g->sigs.size()) {
+		snprintf(g->why, sizeof g->why, "call %zu (%s): the captured step had only %zu calls", i, name, g->sigs.size());
+		return db_replay_fail(name, "the step differs from the captured one");
+	}
+	const db_call_sig &w = g->sigs[i];
+	if (strcmp(w.name, name) != 0) {
+		snprintf(g->why, sizeof g->why, "call %zu is %s, the capture had %s", i, name, w.name);
+		return db_replay_fail(name, "the step differs from the captured one");
+	}
+	for (int k = 0; k < c.n; k++)
+		if (c.a[k] != w.a[k]) {
+			snprintf(g->why, sizeof g->why, "call %zu (%s): argument %d is %#llx, the capture had %#llx", i, name, k + 1,
+			         (unsigned long long)c.a[k], (unsigned long long)w.a[k]);
+			return db_replay_fail(name, "the step differs from the captured one");
+		}
+	d->sig_i++;
 	return db_ok();
 }
 
@@ -180,7 +208,7 @@ static inline db_status db_step_sig(db_device *d, const char *name, uint64_t h) 
 		CK(cudaSetDevice((d)->ordinal));        \
 		(d)->args_used = 0;                     \
 	} while (0)
-#define STEP_SIG(d, ...) CKS(db_step_sig((d), __func__, db_sig_hash(__func__, __VA_ARGS__)))
+#define STEP_SIG(d, ...) CKS(db_step_sig((d), __func__, __VA_ARGS__))
 #define ENTER_STEP(d, ...)          \
 	do {                            \
 		ENTER_ANY(d);               \
@@ -201,7 +229,10 @@ static inline db_status db_step_sig(db_device *d, const char *name, uint64_t h) 
 static inline db_status db_grow(db_device *d, void **buf, size_t *cap, size_t bytes, size_t min, bool zero,
                                 const char *what) {
 	if (bytes <= *cap) return db_ok();
-	if (d->mode != DB_EAGER) return db_replay_fail(what, "a device buffer must grow (outside a step graph)");
+	if (d->mode != DB_EAGER) {
+		snprintf(d->graph->why, sizeof d->graph->why, "%s: a device buffer must grow to %zu bytes inside the step", what, bytes);
+		return db_replay_fail(what, "a device buffer must grow (outside a step graph)");
+	}
 	if (*buf) CK(cudaFree(*buf));
 	*buf = NULL;
 	*cap = 0;
@@ -251,8 +282,11 @@ static inline db_status db_args_push(db_device *d, const void *host, size_t byte
 	if (d->mode == DB_REPLAY) {
 		// The graph's upload node copies from the slot the capture gave it.
 		db_graph *g = d->graph;
-		if (d->slot_i >= g->slots.size() || g->slots[d->slot_i].second != bytes)
+		if (d->slot_i >= g->slots.size() || g->slots[d->slot_i].second != bytes) {
+			snprintf(g->why, sizeof g->why, "upload %zu: %zu bytes, the capture had %s", d->slot_i, bytes,
+			         d->slot_i >= g->slots.size() ? "fewer uploads" : "another size");
 			return db_replay_fail("db_args_push", "the step's uploads differ from the captured ones");
+		}
 		if (bytes) memcpy(g->slots[d->slot_i].first, host, bytes);
 		d->slot_i++;
 		return db_ok();

@@ -64,6 +64,8 @@ db_status db_graph_new(db_device *d, size_t arena_bytes, db_graph **out);
 db_status db_graph_free(db_device *d, db_graph *g);
 db_status db_step_begin(db_device *d, db_graph *g, int *replaying);
 db_status db_step_end(db_device *d, db_graph *g, int abort, int *launched);
+/* Why the graph's last replay was refused or its capture failed ("" if never): which call and argument. */
+const char *db_graph_why(db_graph *g);
 
 /* Batch-invariant mode (gemm.cu, attention.cu): products of up to 256 rows run in padded
    64-row pieces and decode/verify attention splits keys at fixed positions, so a position's

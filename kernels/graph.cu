@@ -31,6 +31,8 @@ extern "C" db_status db_graph_free(db_device *d, db_graph *g) {
 	return db_ok();
 }
 
+extern "C" const char *db_graph_why(db_graph *g) { return g ? g->why : ""; }
+
 extern "C" db_status db_step_begin(db_device *d, db_graph *g, int *replaying) {
 	ARG(d != NULL && g != NULL, "no device or graph");
 	ARG(d->mode == DB_EAGER, "a step is already open on this device");
@@ -39,7 +41,11 @@ extern "C" db_status db_step_begin(db_device *d, db_graph *g, int *replaying) {
 	if (g->launched) CK(cudaEventSynchronize(g->done));
 	d->graph = g;
 	d->sig_i = d->slot_i = 0;
-	if (g->valid && g->buf_gen != d->buf_gen) g->valid = 0; // args or work moved since the capture
+	if (g->valid && g->buf_gen != d->buf_gen) {
+		// Args or work moved since the capture: its nodes hold old addresses.
+		snprintf(g->why, sizeof g->why, "device scratch was reallocated since the capture");
+		g->valid = 0;
+	}
 	if (g->valid) {
 		d->mode = DB_REPLAY;
 		*replaying = 1;
@@ -64,6 +70,9 @@ extern "C" db_status db_step_end(db_device *d, db_graph *g, int abort, int *laun
 	d->graph = NULL;
 	if (mode == DB_REPLAY) {
 		if (abort || d->sig_i != g->sigs.size() || d->slot_i != g->slots.size()) {
+			if (!abort)
+				snprintf(g->why, sizeof g->why, "the step made %zu calls and %zu uploads, the capture %zu and %zu", d->sig_i,
+				         d->slot_i, g->sigs.size(), g->slots.size());
 			g->valid = 0;
 			return db_ok();
 		}
@@ -71,6 +80,7 @@ extern "C" db_status db_step_end(db_device *d, db_graph *g, int abort, int *laun
 		cudaGraph_t graph = NULL;
 		cudaError_t e = cudaStreamEndCapture(d->stream, &graph);
 		if (abort || e != cudaSuccess || graph == NULL) {
+			if (!abort) snprintf(g->why, sizeof g->why, "capture failed: %s", cudaGetErrorString(e));
 			if (graph) cudaGraphDestroy(graph);
 			(void)cudaGetLastError(); // a failed capture is not the next call's error
 			g->valid = 0;
@@ -84,6 +94,7 @@ extern "C" db_status db_step_end(db_device *d, db_graph *g, int abort, int *laun
 		cudaGraphDestroy(graph);
 		if (e != cudaSuccess) {
 			// Not launched: the caller runs the step without a graph.
+			snprintf(g->why, sizeof g->why, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
 			(void)cudaGetLastError();
 			g->exec = NULL;
 			g->valid = 0;

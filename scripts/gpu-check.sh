@@ -14,9 +14,11 @@
 #                                  model with random bf16 weights at batch 1,8,32
 #                                  (its bandwidth column is a 1 GiB device-to-device
 #                                  copy: the ceiling a decode step can approach),
-#                                  then again with step graphs (--graphs) and in
+#                                  (steps end with greedy picks on the device),
+#                                  then again with step graphs (--graphs), in
 #                                  batch-invariant mode (--batch-invariant; its
-#                                  selftest too, with the invariance table),
+#                                  selftest too, with the invariance table) and
+#                                  reading every logit row (--greedy=false),
 #                               3. the same at batch 1 and 32 with --profile-ops
 #                                  (where prefill and decode spend their time),
 #                               4. the copy through PyTorch, as a cross-check,
@@ -112,6 +114,12 @@ run() {
 		rc=1
 		cat "$out/bench_graphs.log"
 	}
+	echo "== draftbench bench reading every logit row to the host (--greedy=false)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --greedy=false --bandwidth=false --json >"$out/bench_logits.json" 2>"$out/bench_logits.log" || {
+		rc=1
+		cat "$out/bench_logits.log"
+	}
 	echo "== draftbench bench in batch-invariant mode"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
 		--new-tokens "$NEW" --batch-invariant --bandwidth=false --json >"$out/bench_invariant.json" 2>"$out/bench_invariant.log" || {
@@ -165,6 +173,7 @@ def load(name):
 ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load("copy_torch.json")
 graphs = load("bench_graphs.json")
 inv = load("bench_invariant.json")
+logits = load("bench_logits.json")
 def step(doc, i):
     rows = (doc or {}).get("rows", [])
     return rows[i].get("decode_step_ms", 0) if i < len(rows) else 0
@@ -175,7 +184,7 @@ if theirs:
 if copy:
     print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
-      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7}")
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9}")
 for i, o in enumerate((ours or {}).get("rows", [])):
     t = (theirs or {}).get("rows", [])
     t = t[i] if i < len(t) else {}
@@ -185,7 +194,7 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
           f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
-          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f}")
+          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f}")
 if graphs:
     print("step graphs: " + json.dumps(graphs.get("step_graphs")))
 q = load("quickstart/benchmark_results.json")

@@ -203,6 +203,9 @@ func goldensWithGraphs(env *cli.Env, name string, threads int, dt string, copts 
 	}
 	st := e.graphStats()
 	fmt.Fprintf(env.Stdout, "step graphs: %d replays, %d captures, %d mismatches, %d eager\n", st.Replays, st.Captures, st.Mismatches, st.Eager)
+	if st.LastWhy != "" {
+		fmt.Fprintf(env.Stdout, "step graphs, last refusal: %s\n", st.LastWhy)
+	}
 	if st.Replays == 0 {
 		fmt.Fprintln(env.Stdout, "FAIL: no step was replayed from a graph")
 		failed++

@@ -107,4 +107,7 @@ type GraphStats struct {
 	Captures   int `json:"captures"`   // steps captured into a new graph
 	Mismatches int `json:"mismatches"` // replays refused because the step differed (then captured anew)
 	Eager      int `json:"eager"`      // steps run without a graph (a failed capture, or given up)
+	// LastWhy says why the last replay was refused, a graph dropped or a
+	// capture failed: which call and argument differed (empty if never).
+	LastWhy string `json:"last_why,omitempty"`
 }

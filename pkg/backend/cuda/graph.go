@@ -136,6 +136,13 @@ func (b *Backend) runStep(sg *stepGraph, f func() error) (replayed bool, err err
 			sg.failures = 0
 		}
 	}
+	if !replayed || launched == 0 {
+		// A capture (the first, or after a refusal) or a refusal: the
+		// graph's note of why, if any.
+		if why := C.GoString(C.db_graph_why(sg.g)); why != "" {
+			b.graphStats.LastWhy = why
+		}
+	}
 	b.mu.Unlock()
 	if err != nil {
 		return replayed, err
