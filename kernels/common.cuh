@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
+#include <cublasLt.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,7 +57,16 @@ struct db_device {
 	int invariant;
 	void *gemm_pad; // padded x then padded dst of a product
 	size_t gemm_pad_cap;
+	// Tuned products (db_set_gemm_tune, gemm.cu): for each shape of up to
+	// TUNE_MAX_ROWS rows, the fastest of cuBLASLt's candidate algorithms
+	// and cublasGemmEx, timed on its first eager call.
+	int tune;
+	cublasLtHandle_t lt;
+	struct gemm_plan_cache *plans;
 };
+
+// db_gemm_release frees the tuned products' plans and cuBLASLt (gemm.cu).
+db_status db_gemm_release(db_device *d);
 
 enum { DB_EAGER = 0, DB_CAPTURE = 1, DB_REPLAY = 2 };
 

@@ -76,6 +76,10 @@ extern "C" db_status db_close(db_device *d) {
 		cublasStatus_t e = cublasDestroy(d->blas);
 		if (e != CUBLAS_STATUS_SUCCESS && first.kind == DB_OK) first = db_blas_fail(e, __FILE__, __LINE__, "cublasDestroy");
 	}
+	{
+		db_status g = db_gemm_release(d);
+		if (g.kind != DB_OK && first.kind == DB_OK) first = g;
+	}
 	if (d->blas_ws) KEEP(cudaFree(d->blas_ws));
 	if (d->args) KEEP(cudaFree(d->args));
 	if (d->pin) KEEP(cudaFreeHost(d->pin));

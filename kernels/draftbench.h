@@ -72,6 +72,19 @@ const char *db_graph_why(db_graph *g);
    results do not depend on how its step was batched. Off by default. */
 db_status db_set_invariant(db_device *d, int on);
 
+/* Tuned products (gemm.cu): for products of up to 64 rows, time cuBLASLt's candidate
+   algorithms and cublasGemmEx on the first eager call of each shape and keep the fastest.
+   Off by default. db_gemm_plans lists the choices (*n: how many there are; at most cap
+   written). */
+db_status db_set_gemm_tune(db_device *d, int on);
+typedef struct {
+	int f32, m, n, k;
+	int lt;         /* 1: a cuBLASLt algorithm won; 0: cublasGemmEx */
+	int candidates; /* cuBLASLt algorithms timed */
+	float best_us, default_us;
+} db_gemm_plan_info;
+db_status db_gemm_plans(db_device *d, db_gemm_plan_info *out, int cap, int *n);
+
 /* ---- devices and memory (device.cu) ---- */
 db_status db_device_count(int *n);
 db_status db_open(int ordinal, db_device **out);

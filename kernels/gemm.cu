@@ -1,5 +1,10 @@
 // gemm.cu: the matrix products, through cuBLAS (tensor cores for bf16, f32
-// accumulation); no hand-written GEMM.
+// accumulation); no hand-written GEMM. Products of few rows (decode, verify)
+// may be tuned: cuBLASLt's candidate algorithms are timed against
+// cublasGemmEx on the first call of each shape and the fastest is kept.
+#include <map>
+#include <tuple>
+
 #include "common.cuh"
 
 // In batch-invariant mode a product of up to INV_MAX_ROWS rows runs in
@@ -9,6 +14,64 @@
 // products (prefills, which both decoding modes run alike) run whole.
 #define INV_ROWS 64
 #define INV_MAX_ROWS 256
+
+// Tuning covers the products of up to TUNE_MAX_ROWS rows (the padded pieces
+// of batch-invariant mode among them); TUNE_ALGOS candidates from cuBLASLt's
+// heuristic, each timed over TUNE_REPS calls after one untimed call.
+#define TUNE_MAX_ROWS 64
+#define TUNE_ALGOS 16
+#define TUNE_REPS 8
+
+// gemm_plan is one shape's choice: cuBLASLt with algo (lt set), or
+// cublasGemmEx; with what the timing found.
+struct gemm_plan {
+	bool lt;
+	cublasLtMatmulDesc_t desc;
+	cublasLtMatrixLayout_t a, b, c;
+	cublasLtMatmulAlgo_t algo;
+	size_t ws;
+	int candidates; // cuBLASLt algorithms timed
+	float best_us, default_us; // the chosen one's and cublasGemmEx's time per call
+};
+
+typedef std::tuple<int, int, int, int> gemm_key; // cuda data type, m, n, k
+struct gemm_plan_cache {
+	std::map<gemm_key, gemm_plan> m;
+};
+
+static void plan_destroy(gemm_plan &p) {
+	if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+	if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+	if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+	if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+	p.desc = NULL;
+	p.a = p.b = p.c = NULL;
+}
+
+db_status db_gemm_release(db_device *d) {
+	if (d->plans) {
+		for (auto &kv : d->plans->m) plan_destroy(kv.second);
+		delete d->plans;
+		d->plans = NULL;
+	}
+	if (d->lt) {
+		cublasLtHandle_t h = d->lt;
+		d->lt = NULL;
+		CKB(cublasLtDestroy(h));
+	}
+	return db_ok();
+}
+
+extern "C" db_status db_set_gemm_tune(db_device *d, int on) {
+	ARG(d != NULL, "no device");
+	if (on && d->lt == NULL) {
+		CK(cudaSetDevice(d->ordinal));
+		CKB(cublasLtCreate(&d->lt));
+	}
+	if (on && d->plans == NULL) d->plans = new gemm_plan_cache();
+	d->tune = on != 0;
+	return db_ok();
+}
 
 // db_gemm_pad returns scratch for a padded x and dst, zeroed when it grows
 // (the pad rows then hold finite values).
@@ -20,15 +83,129 @@ static db_status db_gemm_pad(db_device *d, size_t bytes, void **out) {
 
 // Row-major dst[m,n] = x[m,k] * w[n,k]^T is, read column-major,
 // dst^T[n,m] = w^T * x^T with w stored k-major: one GEMM with op(A) = T.
-static db_status gemm_rows(db_device *d, cudaDataType_t t, void *dst, const void *x, const void *w, int m, int n, int k) {
+static db_status gemm_ex(db_device *d, cudaDataType_t t, void *dst, const void *x, const void *w, int m, int n, int k) {
 	const float alpha = 1.0f, beta = 0.0f;
 	CKB(cublasGemmEx(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w, t, k, x, t, k, &beta, dst, t, n,
 	                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 	return db_ok();
 }
 
+// The same product through cuBLASLt with the plan's descriptors and algo.
+static cublasStatus_t gemm_lt(db_device *d, const gemm_plan &p, const cublasLtMatmulAlgo_t *algo, void *dst,
+                              const void *x, const void *w) {
+	const float alpha = 1.0f, beta = 0.0f;
+	return cublasLtMatmul(d->lt, p.desc, &alpha, w, p.a, x, p.b, &beta, dst, p.c, dst, p.c, algo, d->blas_ws, p.ws,
+	                      d->stream);
+}
+
+// time_us runs f once untimed, then TUNE_REPS times between two events;
+// the time per call, or a negative value when f failed.
+template <typename F>
+static db_status time_us(db_device *d, cudaEvent_t e0, cudaEvent_t e1, F f, float *us) {
+	*us = -1;
+	if (!f()) {
+		(void)cudaGetLastError();
+		return db_ok();
+	}
+	CK(cudaEventRecord(e0, d->stream));
+	for (int i = 0; i < TUNE_REPS; i++)
+		if (!f()) {
+			CK(cudaStreamSynchronize(d->stream));
+			(void)cudaGetLastError();
+			return db_ok();
+		}
+	CK(cudaEventRecord(e1, d->stream));
+	CK(cudaEventSynchronize(e1));
+	float ms = 0;
+	CK(cudaEventElapsedTime(&ms, e0, e1));
+	*us = ms * 1000.f / TUNE_REPS;
+	return db_ok();
+}
+
+// gemm_tune times cublasGemmEx and cuBLASLt's candidates for this shape on
+// the call's own operands (dst is overwritten by the call that follows)
+// and fills p with the fastest.
+static db_status gemm_tune(db_device *d, cudaDataType_t t, void *dst, const void *x, const void *w, int m, int n, int k,
+                           gemm_plan *p) {
+	*p = gemm_plan{};
+	CKB(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+	const cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+	CKB(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
+	CKB(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
+	CKB(cublasLtMatrixLayoutCreate(&p->a, t, k, n, k)); // w: k x n column-major, op T
+	CKB(cublasLtMatrixLayoutCreate(&p->b, t, k, m, k)); // x^T
+	CKB(cublasLtMatrixLayoutCreate(&p->c, t, n, m, n)); // dst^T
+	cublasLtMatmulPreference_t pref;
+	CKB(cublasLtMatmulPreferenceCreate(&pref));
+	const size_t ws = d->blas_ws_bytes;
+	cublasStatus_t bs =
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+	cublasLtMatmulHeuristicResult_t res[TUNE_ALGOS];
+	int nres = 0;
+	if (bs == CUBLAS_STATUS_SUCCESS)
+		bs = cublasLtMatmulAlgoGetHeuristic(d->lt, p->desc, p->a, p->b, p->c, p->c, pref, TUNE_ALGOS, res, &nres);
+	cublasLtMatmulPreferenceDestroy(pref);
+	if (bs != CUBLAS_STATUS_SUCCESS) nres = 0; // no candidates: cublasGemmEx
+
+	cudaEvent_t e0, e1;
+	CK(cudaEventCreate(&e0));
+	cudaError_t ce = cudaEventCreate(&e1);
+	if (ce != cudaSuccess) {
+		cudaEventDestroy(e0);
+		return db_cuda_fail(ce, __FILE__, __LINE__, "cudaEventCreate");
+	}
+	db_status st = db_ok();
+	float best = -1;
+	int chosen = -1;
+	st = time_us(d, e0, e1, [&] { return gemm_ex(d, t, dst, x, w, m, n, k).kind == DB_OK; }, &best);
+	p->default_us = best;
+	for (int i = 0; i < nres && st.kind == DB_OK; i++) {
+		if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > ws) continue;
+		p->ws = res[i].workspaceSize;
+		float us;
+		st = time_us(d, e0, e1, [&] { return gemm_lt(d, *p, &res[i].algo, dst, x, w) == CUBLAS_STATUS_SUCCESS; }, &us);
+		p->candidates++;
+		if (us >= 0 && (best < 0 || us < best)) best = us, chosen = i;
+	}
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	CKS(st);
+	p->best_us = best;
+	if (chosen >= 0) {
+		p->lt = true;
+		p->algo = res[chosen].algo;
+		p->ws = res[chosen].workspaceSize;
+	} else {
+		p->lt = false;
+	}
+	return db_ok();
+}
+
+// gemm_rows runs one product: its shape's tuned plan when tuning is on
+// (tuned now when eager; inside a graph capture an untuned shape runs
+// cublasGemmEx), else cublasGemmEx.
+static db_status gemm_rows(db_device *d, cudaDataType_t t, void *dst, const void *x, const void *w, int m, int n, int k) {
+	if (!d->tune || m > TUNE_MAX_ROWS || d->plans == NULL) return gemm_ex(d, t, dst, x, w, m, n, k);
+	const gemm_key key(t, m, n, k);
+	auto it = d->plans->m.find(key);
+	if (it == d->plans->m.end()) {
+		if (d->mode != DB_EAGER) return gemm_ex(d, t, dst, x, w, m, n, k);
+		gemm_plan p;
+		db_status st = gemm_tune(d, t, dst, x, w, m, n, k, &p);
+		if (st.kind != DB_OK) {
+			plan_destroy(p);
+			return st;
+		}
+		it = d->plans->m.emplace(key, p).first;
+	}
+	const gemm_plan &p = it->second;
+	if (!p.lt) return gemm_ex(d, t, dst, x, w, m, n, k);
+	CKB(gemm_lt(d, p, &p.algo, dst, x, w));
+	return db_ok();
+}
+
 extern "C" db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, const void *w, int m, int n, int k) {
-	ENTER_STEP(d, dtype, dst, x, w, m, n, k, d->invariant);
+	ENTER_STEP(d, dtype, dst, x, w, m, n, k, d->invariant, d->tune);
 	ARG(m >= 0 && n > 0 && k > 0, "gemm: empty shape");
 	if (m == 0) return db_ok();
 	cudaDataType_t t;
@@ -61,5 +238,26 @@ extern "C" db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, 
 extern "C" db_status db_set_invariant(db_device *d, int on) {
 	ARG(d != NULL, "no device");
 	d->invariant = on != 0;
+	return db_ok();
+}
+
+extern "C" db_status db_gemm_plans(db_device *d, db_gemm_plan_info *out, int cap, int *n) {
+	ARG(d != NULL, "no device");
+	*n = 0;
+	if (d->plans == NULL) return db_ok();
+	for (auto &kv : d->plans->m) {
+		if (*n < cap) {
+			db_gemm_plan_info &o = out[*n];
+			o.f32 = std::get<0>(kv.first) == CUDA_R_32F;
+			o.m = std::get<1>(kv.first);
+			o.n = std::get<2>(kv.first);
+			o.k = std::get<3>(kv.first);
+			o.lt = kv.second.lt;
+			o.candidates = kv.second.candidates;
+			o.best_us = kv.second.best_us;
+			o.default_us = kv.second.default_us;
+		}
+		(*n)++;
+	}
 	return db_ok();
 }

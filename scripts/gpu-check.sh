@@ -18,7 +18,9 @@
 #                                  then again with step graphs (--graphs), in
 #                                  batch-invariant mode (--batch-invariant; its
 #                                  selftest too, with the invariance table) and
-#                                  reading every logit row (--greedy=false),
+#                                  reading every logit row (--greedy=false), with
+#                                  tuned products (--tune-gemm; its selftest too)
+#                                  and with tuned products and graphs together,
 #                               3. the same at batch 1 and 32 with --profile-ops
 #                                  (where prefill and decode spend their time),
 #                               4. the copy through PyTorch, as a cross-check,
@@ -120,6 +122,21 @@ run() {
 		rc=1
 		cat "$out/bench_logits.log"
 	}
+	echo "== selftest with tuned products (cuBLASLt, --tune-gemm)"
+	"$tmp/worker" selftest --backend cuda --only matmul --goldens testdata/golden --tune-gemm \
+		>"$out/selftest_tuned.txt" 2>&1 || rc=1
+	echo "== draftbench bench with tuned products (--tune-gemm)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --tune-gemm --bandwidth=false --json >"$out/bench_tuned.json" 2>"$out/bench_tuned.log" || {
+		rc=1
+		cat "$out/bench_tuned.log"
+	}
+	echo "== draftbench bench with tuned products and step graphs (--tune-gemm --graphs)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --tune-gemm --graphs --bandwidth=false --json >"$out/bench_best.json" 2>"$out/bench_best.log" || {
+		rc=1
+		cat "$out/bench_best.log"
+	}
 	echo "== draftbench bench in batch-invariant mode"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
 		--new-tokens "$NEW" --batch-invariant --bandwidth=false --json >"$out/bench_invariant.json" 2>"$out/bench_invariant.log" || {
@@ -174,6 +191,7 @@ ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load(
 graphs = load("bench_graphs.json")
 inv = load("bench_invariant.json")
 logits = load("bench_logits.json")
+tuned, best = load("bench_tuned.json"), load("bench_best.json")
 def step(doc, i):
     rows = (doc or {}).get("rows", [])
     return rows[i].get("decode_step_ms", 0) if i < len(rows) else 0
@@ -184,7 +202,8 @@ if theirs:
 if copy:
     print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
-      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9}")
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9} "
+      f"{'tuned ms':>8} {'t+g ms':>7}")
 for i, o in enumerate((ours or {}).get("rows", [])):
     t = (theirs or {}).get("rows", [])
     t = t[i] if i < len(t) else {}
@@ -194,9 +213,14 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
           f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
-          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f}")
+          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f} {step(tuned, i):>8.2f} {step(best, i):>7.2f}")
 if graphs:
     print("step graphs: " + json.dumps(graphs.get("step_graphs")))
+if best:
+    print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
+for p in (tuned or {}).get("gemm_plans") or []:
+    print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
+          f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, {p['candidates']} candidates)")
 q = load("quickstart/benchmark_results.json")
 if q:
     c, g = q.get("comparison", {}), q.get("gpu", {})
@@ -207,6 +231,8 @@ PY
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
 	echo "batch-invariant mode:"
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest_invariant.txt"
+	echo "tuned products:"
+	grep -E "^selftest cuda|^goldens cuda|^step graphs|^FAIL" "$out/selftest_tuned.txt"
 	if [[ -n ${OUT:-} ]]; then
 		cp "$out/table.txt" "$OUT/" 2>/dev/null
 		tar czf "$OUT/gpu-check.tgz" -C "$(dirname "$out")" "$(basename "$out")"

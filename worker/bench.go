@@ -38,7 +38,7 @@ type benchRow struct {
 
 func benchCmd() *cli.Command {
 	var dir, batches string
-	var profileOps, graphs, invariant, greedy bool
+	var profileOps, graphs, invariant, greedy, tune bool
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile, backendName string
@@ -47,7 +47,7 @@ func benchCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
-		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--greedy=false] [--graphs] [--batch-invariant] [--profile-ops] [--threads N] [--json]",
+		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--greedy=false] [--graphs] [--batch-invariant] [--tune-gemm] [--profile-ops] [--threads N] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
 			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
@@ -62,6 +62,7 @@ func benchCmd() *cli.Command {
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the timed part to this file")
 			fs.StringVar(&backendName, "backend", "cpu", "backend: cpu or cuda")
 			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
+			fs.BoolVar(&tune, "tune-gemm", false, "cuda: products of up to 64 rows through the fastest of cuBLASLt's algorithms, timed per shape (cuda.Options.TuneGEMM); the choices are listed")
 			fs.BoolVar(&greedy, "greedy", true, "end each step with greedy picks (argmax and margin, on the device when the backend can), as greedy decoding does; false: read every logit row to the host")
 			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
@@ -84,13 +85,16 @@ func benchCmd() *cli.Command {
 			if profileOps && backendName != "cuda" {
 				return cli.Usagef("--profile-ops needs --backend cuda")
 			}
+			if tune && backendName != "cuda" {
+				return cli.Usagef("--tune-gemm needs --backend cuda")
+			}
 			if invariant && backendName != "cuda" {
 				return cli.Usagef("--batch-invariant needs --backend cuda (the CPU backend is batch-invariant for bf16 weights already)")
 			}
 			if graphs && backendName != "cuda" {
 				return cli.Usagef("--graphs needs --backend cuda")
 			}
-			eng, err := openBackend(backendName, threads, false, cuda.Options{Profile: profileOps, Graphs: graphs, BatchInvariant: invariant})
+			eng, err := openBackend(backendName, threads, false, cuda.Options{Profile: profileOps, Graphs: graphs, BatchInvariant: invariant, TuneGEMM: tune})
 			if err != nil {
 				return err
 			}
@@ -207,12 +211,39 @@ func benchCmd() *cli.Command {
 				if graphs {
 					out["step_graphs"] = eng.graphStats()
 				}
+				if tune {
+					plans, err := eng.gemmPlans()
+					if err != nil {
+						return err
+					}
+					out["gemm_plans"] = plans
+				}
 				return enc.Encode(out)
 			}
 			w := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(w, "batch\tprompt\tprefill tok/s\tdecode tok/s\tdecode step ms\tfloor step ms\tbandwidth GB/s\t\n")
 			for _, r := range rows {
 				fmt.Fprintf(w, "%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n", r.Batch, r.PromptLen, r.PrefillTokPerS, r.DecodeTokPerS, r.DecodeStepMs, r.FloorStepMs, r.BandwidthGBPerS)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if !tune {
+				return nil
+			}
+			plans, err := eng.gemmPlans()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(env.Stdout, "\ntuned products (µs per call):")
+			w = tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(w, "GPU\tm\tn\tk\tcublasGemmEx\tchosen\tby\tcandidates\t\n")
+			for _, p := range plans {
+				by := "cublasGemmEx"
+				if p.CublasLt {
+					by = "cuBLASLt"
+				}
+				fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%d\t\n", p.Device, p.M, p.N, p.K, p.DefaultUs, p.BestUs, by, p.Candidates)
 			}
 			return w.Flush()
 		},

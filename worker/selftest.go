@@ -27,6 +27,7 @@ type engine struct {
 	profile      func() cuda.Profile
 	resetProfile func()
 	graphStats   func() cuda.GraphStats
+	gemmPlans    func() ([]cuda.GEMMPlan, error)
 }
 
 // openBackend opens the backend --backend names: cpu, or cuda with copts
@@ -58,20 +59,20 @@ func openBackend(name string, threads int, f32 bool, copts cuda.Options) (*engin
 		return &engine{Backend: b, close: b.Close,
 			bandwidth: func() (float64, error) { return b.CopyBandwidth(1 << 30) },
 			about:     strings.Join(about, "; ") + ", kernels " + cuda.KernelsID,
-			profile:   b.Profile, resetProfile: b.ResetProfile, graphStats: b.GraphStats}, nil
+			profile:   b.Profile, resetProfile: b.ResetProfile, graphStats: b.GraphStats, gemmPlans: b.GEMMPlans}, nil
 	}
 	return nil, cli.Usagef("--backend %q is not one of cpu, cuda", name)
 }
 
 func selftestCmd() *cli.Command {
 	var name, dtypes, devices, only, goldens string
-	var invariant bool
+	var invariant, tune bool
 	var seed uint64
 	var threads int
 	return &cli.Command{
 		Name:     "selftest",
 		Synopsis: "check every backend operation against float64 references on fresh random inputs (a table)",
-		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--goldens DIR] [--batch-invariant] [--threads N]",
+		Usage:    "worker selftest [--backend cpu|cuda] [--dtype bf16,f32] [--devices 0,1] [--seed N] [--only op,op] [--goldens DIR] [--batch-invariant] [--tune-gemm] [--threads N]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&name, "backend", "cpu", "backend to check: cpu or cuda")
 			fs.StringVar(&dtypes, "dtype", "bf16,f32", "storage to check: bf16 (bf16 weights), f32 (all f32), or both")
@@ -80,11 +81,15 @@ func selftestCmd() *cli.Command {
 			fs.StringVar(&only, "only", "", "comma-separated ops to check (default: all)")
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
 			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
+			fs.BoolVar(&tune, "tune-gemm", false, "cuda: products of up to 64 rows through the fastest of cuBLASLt's algorithms, timed per shape (cuda.Options.TuneGEMM)")
 			fs.StringVar(&goldens, "goldens", "", "also run the transformers goldens in DIR (testdata/golden) on the backend: logits within 1e-3 (f32) or, in bf16, 1e-2 or twice transformers' own bf16 error (bf16_yardstick.json), greedy tokens compared")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			if invariant && name != "cuda" {
 				return cli.Usagef("--batch-invariant needs --backend cuda (the CPU backend is batch-invariant for bf16 weights already)")
+			}
+			if tune && name != "cuda" {
+				return cli.Usagef("--tune-gemm needs --backend cuda")
 			}
 			devs, err := parseInts(devices)
 			if err != nil {
@@ -106,7 +111,7 @@ func selftestCmd() *cli.Command {
 				if dt != "bf16" && dt != "f32" {
 					return cli.Usagef("--dtype %q: each is bf16 or f32", dtypes)
 				}
-				copts := cuda.Options{Devices: devs, BatchInvariant: invariant}
+				copts := cuda.Options{Devices: devs, BatchInvariant: invariant, TuneGEMM: tune}
 				e, err := openBackend(name, threads, dt == "f32", copts)
 				if err != nil {
 					return err

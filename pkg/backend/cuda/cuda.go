@@ -4,7 +4,7 @@ package cuda
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../../kernels
-#cgo LDFLAGS: -L${SRCDIR}/../../../build/kernels -ldraftbench_kernels -l:libcublas.so.13 -l:libcudart.so.13 -lstdc++ -lm
+#cgo LDFLAGS: -L${SRCDIR}/../../../build/kernels -ldraftbench_kernels -l:libcublas.so.13 -l:libcublasLt.so.13 -l:libcudart.so.13 -lstdc++ -lm
 #include <stdlib.h>
 #include "draftbench.h"
 */
@@ -225,6 +225,12 @@ func New(opts Options) (*Backend, error) {
 		b.devs = append(b.devs, d)
 		if opts.BatchInvariant {
 			if err := check("batch-invariant mode", o, C.db_set_invariant(d.h, 1)); err != nil {
+				b.Close()
+				return nil, err
+			}
+		}
+		if opts.TuneGEMM {
+			if err := check("tuned products (cuBLASLt)", o, C.db_set_gemm_tune(d.h, 1)); err != nil {
 				b.Close()
 				return nil, err
 			}
@@ -560,6 +566,32 @@ func (b *Backend) waited(start time.Time) {
 	if b.prof != nil {
 		b.prof.last = time.Now()
 	}
+}
+
+// GEMMPlans lists the tuned products' choices on every device
+// (Options.TuneGEMM), by device then shape.
+func (b *Backend) GEMMPlans() ([]GEMMPlan, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []GEMMPlan
+	for _, d := range b.devs {
+		var n C.int
+		if err := check("listing tuned products", d.info.Ordinal, C.db_gemm_plans(d.h, nil, 0, &n)); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			continue
+		}
+		infos := make([]C.db_gemm_plan_info, int(n))
+		if err := check("listing tuned products", d.info.Ordinal, C.db_gemm_plans(d.h, &infos[0], n, &n)); err != nil {
+			return nil, err
+		}
+		for _, p := range infos[:min(int(n), len(infos))] {
+			out = append(out, GEMMPlan{Device: d.info.Ordinal, F32: p.f32 != 0, M: int(p.m), N: int(p.n), K: int(p.k),
+				CublasLt: p.lt != 0, Candidates: int(p.candidates), BestUs: float64(p.best_us), DefaultUs: float64(p.default_us)})
+		}
+	}
+	return out, nil
 }
 
 // Synchronize waits for all queued work on every device and reports the

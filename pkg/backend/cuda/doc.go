@@ -69,6 +69,24 @@ type Options struct {
 	// speculative decoding reproduces greedy decoding bit for bit. It costs
 	// some speed; the CPU backend is always so for bf16 weights.
 	BatchInvariant bool
+	// TuneGEMM times, on the first call of each product shape of up to 64
+	// rows (decode, verify), cuBLASLt's candidate algorithms against
+	// cublasGemmEx on the device and keeps the fastest (GEMMPlans lists the
+	// choices). Shapes first seen inside a graph capture stay untuned.
+	TuneGEMM bool
+}
+
+// GEMMPlan is one product shape's tuned choice (Options.TuneGEMM).
+type GEMMPlan struct {
+	Device     int     `json:"device"`
+	F32        bool    `json:"f32,omitempty"`
+	M          int     `json:"m"`
+	N          int     `json:"n"`
+	K          int     `json:"k"`
+	CublasLt   bool    `json:"cublaslt"`   // a cuBLASLt algorithm beat cublasGemmEx
+	Candidates int     `json:"candidates"` // cuBLASLt algorithms timed
+	BestUs     float64 `json:"best_us"`    // the chosen one, per call
+	DefaultUs  float64 `json:"default_us"` // cublasGemmEx, per call
 }
 
 // OpTime is one operation's share of a profile.

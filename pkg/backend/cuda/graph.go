@@ -22,6 +22,7 @@ const maxGraphs = 32
 // stepGraph is one captured step (per key) and what the backend learnt of it.
 type stepGraph struct {
 	g        *C.db_graph
+	warm     bool // the key's first step ran eagerly
 	failures int  // captures that failed in a row
 	off      bool // given up: the step runs eagerly
 }
@@ -36,11 +37,12 @@ func (b *Backend) GraphStats() GraphStats {
 var errStepAborted = errors.New("cuda: step graph: the step was not run")
 
 // GraphStep implements backend.StepGrapher: f issues one step's operations
-// (the same ones, in the same order, whenever key is the same). The first
-// time f's work is captured into a CUDA graph; later calls only check that
-// the calls match and write their new uploads, then launch the graph. A
-// step that differs, or a capture that fails, runs again (a new capture,
-// then eagerly); after three failed captures a key stays eager. With
+// (the same ones, in the same order, whenever key is the same). A key's
+// first call runs eagerly; the second captures f's work into a CUDA graph;
+// later calls only check that the calls match and write their new uploads,
+// then launch the graph. A step that differs, or a capture that fails, runs
+// again (a new capture, then eagerly); after three failed captures a key
+// stays eager. With
 // Options.Graphs off, several devices, or profiling, f just runs.
 //
 // No other goroutine may use the backend while f runs.
@@ -68,7 +70,11 @@ func (b *Backend) GraphStep(stepKey func() string, f func() error) error {
 		}
 		b.graphs[key] = sg
 	}
-	off := sg.off
+	// A key's first step runs eagerly: what a first call does once (grow
+	// scratch buffers, tune products, let cuBLAS choose) is then done
+	// before the capture, which could not do it.
+	off := sg.off || !sg.warm
+	sg.warm = true
 	b.mu.Unlock()
 	if off {
 		b.countEager()

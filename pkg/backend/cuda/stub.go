@@ -37,3 +37,6 @@ func (b *Backend) GraphStep(key func() string, f func() error) error { return f(
 
 // GraphStats is empty.
 func (b *Backend) GraphStats() GraphStats { return GraphStats{} }
+
+// GEMMPlans is empty.
+func (b *Backend) GEMMPlans() ([]GEMMPlan, error) { return nil, nil }
