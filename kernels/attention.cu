@@ -332,8 +332,8 @@ extern "C" db_status db_attention(db_device *d, int dtype, void *dst, const void
 	}
 	void *dseqs, *ditems;
 	CKS(db_args_reserve(d, db_args_size(nseq * sizeof(db_attn_seq), items.size() * sizeof(attn_item))));
-	CKS(db_args_push(d, seqs, nseq * sizeof(db_attn_seq), &dseqs));
-	CKS(db_args_push(d, items.data(), items.size() * sizeof(attn_item), &ditems));
+	CKS(db_args_push_parts(d, {{seqs, nseq * sizeof(db_attn_seq), &dseqs},
+	                           {items.data(), items.size() * sizeof(attn_item), &ditems}}));
 	REPLAYED(d);
 	DISPATCH(dtype, return attention_t<T>(d, (T *)dst, (const T *)q, (const db_attn_seq *)dseqs,
 	                                      (const attn_item *)ditems, nitems, nw, heads, kv_heads, head_dim, scale, window,
@@ -380,8 +380,8 @@ extern "C" db_status db_append_kv(db_device *d, const void *k, const void *v, co
 	STEP_SIG(d, k, v, nseq, width, elem_bytes, items.size(), (int)aligned);
 	void *dseqs, *ditems;
 	CKS(db_args_reserve(d, db_args_size(nseq * sizeof(db_attn_seq), items.size() * sizeof(kv_item))));
-	CKS(db_args_push(d, seqs, nseq * sizeof(db_attn_seq), &dseqs));
-	CKS(db_args_push(d, items.data(), items.size() * sizeof(kv_item), &ditems));
+	CKS(db_args_push_parts(d, {{seqs, nseq * sizeof(db_attn_seq), &dseqs},
+	                           {items.data(), items.size() * sizeof(kv_item), &ditems}}));
 	const size_t row_bytes = (size_t)width * elem_bytes;
 	const unsigned blocks = (unsigned)items.size();
 	const auto *ds = (const db_attn_seq *)dseqs;

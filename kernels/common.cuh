@@ -9,6 +9,7 @@
 #include <cublas_v2.h>
 #include <cublasLt.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,6 +58,8 @@ struct db_device {
 	int invariant;
 	void *gemm_pad; // padded x then padded dst of a product
 	size_t gemm_pad_cap;
+	char *pack; // host scratch where db_args_push_parts joins a call's uploads
+	size_t pack_cap;
 	// Tuned products (db_set_gemm_tune, gemm.cu): for each shape of up to
 	// TUNE_MAX_ROWS rows, the fastest of cuBLASLt's candidate algorithms
 	// and cublasGemmEx, timed on its first eager call.
@@ -318,6 +321,45 @@ static inline db_status db_args_push(db_device *d, const void *host, size_t byte
 		const void *src = host;
 		CKS(db_stage(d, host, bytes, &src));
 		CK(cudaMemcpyAsync(*dev, src, bytes, cudaMemcpyHostToDevice, d->stream));
+	}
+	return db_ok();
+}
+
+// db_part is one host array of a call's uploads and where its device
+// address goes.
+struct db_part {
+	const void *host;
+	size_t bytes;
+	void **dev;
+};
+
+// db_args_push_parts uploads a call's host arrays as one copy (a small copy
+// costs about as much as a kernel on the stream, however few its bytes),
+// each part at a 256-byte-aligned offset as db_args_size counts them.
+static inline db_status db_args_push_parts(db_device *d, std::initializer_list<db_part> parts) {
+	size_t total = 0;
+	for (const db_part &p : parts) total = ((total + 255) & ~(size_t)255) + p.bytes;
+	if (total > d->pack_cap) {
+		size_t c = d->pack_cap ? d->pack_cap : 4096;
+		while (c < total) c *= 2;
+		char *np = (char *)realloc(d->pack, c);
+		ARG(np != NULL, "out of host memory for a call's uploads");
+		d->pack = np;
+		d->pack_cap = c;
+	}
+	size_t off = 0;
+	for (const db_part &p : parts) {
+		off = (off + 255) & ~(size_t)255;
+		if (p.bytes) memcpy(d->pack + off, p.host, p.bytes);
+		off += p.bytes;
+	}
+	void *base;
+	CKS(db_args_push(d, d->pack, total, &base));
+	off = 0;
+	for (const db_part &p : parts) {
+		off = (off + 255) & ~(size_t)255;
+		*p.dev = (char *)base + off;
+		off += p.bytes;
 	}
 	return db_ok();
 }

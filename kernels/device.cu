@@ -87,6 +87,7 @@ extern "C" db_status db_close(db_device *d) {
 		if (d->pin_ev[i]) KEEP(cudaEventDestroy(d->pin_ev[i]));
 	if (d->work) KEEP(cudaFree(d->work));
 	if (d->gemm_pad) KEEP(cudaFree(d->gemm_pad));
+	free(d->pack);
 	if (d->ev) KEEP(cudaEventDestroy(d->ev));
 	if (d->stream) KEEP(cudaStreamDestroy(d->stream));
 #undef KEEP

@@ -97,9 +97,9 @@ extern "C" db_status db_finish_qkv(db_device *d, int dtype, void *q_out, const v
 	for (int r = 0; r < rows; r++) ARG(rowseq[r] >= 0, "finish_qkv: a row of qkv belongs to no sequence");
 	void *dpos, *dseqs, *drs;
 	CKS(db_args_reserve(d, db_args_size(rows * sizeof(int32_t), nseq * sizeof(db_attn_seq), rows * sizeof(int32_t))));
-	CKS(db_args_push(d, positions, rows * sizeof(int32_t), &dpos));
-	CKS(db_args_push(d, seqs, nseq * sizeof(db_attn_seq), &dseqs));
-	CKS(db_args_push(d, rowseq.data(), rows * sizeof(int32_t), &drs));
+	CKS(db_args_push_parts(d, {{positions, rows * sizeof(int32_t), &dpos},
+	                           {seqs, nseq * sizeof(db_attn_seq), &dseqs},
+	                           {rowseq.data(), rows * sizeof(int32_t), &drs}}));
 	const int slots = heads + 2 * kv_heads;
 	dim3 grid((unsigned)rows, (unsigned)((slots + FQ_WARPS - 1) / FQ_WARPS));
 	const size_t smem = (size_t)FQ_WARPS * head_dim * sizeof(float);

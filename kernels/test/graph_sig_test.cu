@@ -88,6 +88,21 @@ int main() {
 	EXPECT(refused(db_args_push(&d, up, 8, &dev)), "an extra upload was accepted");
 	EXPECT(strstr(g.why, "the capture had fewer uploads") != NULL, "note: %s", g.why);
 
+	// A call's arrays go up as one upload, each part 256-byte aligned.
+	char big[1024] = {0};
+	g.slots.clear();
+	g.slots.push_back(std::make_pair(big, (size_t)256 + 12));
+	d.slot_i = 0;
+	d.args_used = 0;
+	const int32_t pa[2] = {7, 9};
+	const int32_t pb[3] = {1, 2, 3};
+	void *da = NULL, *db = NULL;
+	EXPECT(db_args_push_parts(&d, {{pa, sizeof pa, &da}, {pb, sizeof pb, &db}}).kind == DB_OK, "two parts in one upload");
+	EXPECT(d.slot_i == 1, "two parts took %zu uploads, want 1", d.slot_i);
+	EXPECT(da == args && db == args + 256, "parts at %p and %p, want %p and %p", da, db, (void *)args, (void *)(args + 256));
+	EXPECT(memcmp(big, pa, sizeof pa) == 0 && memcmp(big + 256, pb, sizeof pb) == 0, "the parts did not land at their offsets");
+	EXPECT(db_args_size(sizeof pa, sizeof pb) >= 256 + sizeof pb, "db_args_size does not cover the parts");
+
 	// A scratch buffer cannot grow inside a step.
 	void *p = NULL;
 	size_t cap = 0;
