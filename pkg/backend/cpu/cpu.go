@@ -439,32 +439,53 @@ func (b *Backend) Attention(dst, q backend.Tensor, seqs []backend.AttnSeq, a bac
 			return fmt.Errorf("cpu: attention sequence rows [%d,%d) over %d cached positions of %v", s.Row, s.Row+s.N, s.Len, k.shape)
 		}
 	}
+	// One job per (sequence, head), split over the threads in contiguous
+	// runs of about equal cost (rows × positions): a handful of goroutines
+	// per call, no channel hand-off per head.
 	type job struct {
-		s backend.AttnSeq
-		h int
+		s    backend.AttnSeq
+		h    int
+		cost int
 	}
-	jobs := make(chan job)
-	var wg sync.WaitGroup
-	workers := min(b.threads, a.Heads*len(seqs))
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var scores []float32
-			for j := range jobs {
-				scores = attendHead(d.data, qt.data, tensor(j.s.K).data, tensor(j.s.V).data, j.s, j.h, j.h/group, a, qw, kvw, scores)
-			}
-		}()
-	}
+	var jobs []job
+	total := 0
 	for _, s := range seqs {
 		if s.N == 0 {
 			continue
 		}
 		for h := 0; h < a.Heads; h++ {
-			jobs <- job{s, h}
+			c := s.N * s.Len
+			jobs = append(jobs, job{s, h, c})
+			total += c
 		}
 	}
-	close(jobs)
+	run := func(part []job) {
+		var scores []float32
+		for _, j := range part {
+			scores = attendHead(d.data, qt.data, tensor(j.s.K).data, tensor(j.s.V).data, j.s, j.h, j.h/group, a, qw, kvw, scores)
+		}
+	}
+	workers := min(b.threads, len(jobs))
+	if workers <= 1 {
+		run(jobs)
+		return nil
+	}
+	var wg sync.WaitGroup
+	start, acc := 0, 0
+	for w := 1; w <= workers && start < len(jobs); w++ {
+		end := start
+		for end < len(jobs) && (w == workers || acc < total*w/workers) {
+			acc += jobs[end].cost
+			end++
+		}
+		part := jobs[start:end]
+		start = end
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(part)
+		}()
+	}
 	wg.Wait()
 	return nil
 }
