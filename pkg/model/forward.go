@@ -188,10 +188,24 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		if !m.IsLast() {
 			return nil
 		}
-		for j, r := range rows {
-			if err := b.CopyRows(sel, j, x, r, 1); err != nil {
+		// The wanted rows of x into sel, one copy per run of consecutive
+		// rows; when they are all of x (decode steps, verify steps) the
+		// norm reads x itself and nothing is copied.
+		if len(rows) == backend.Rows(x) {
+			if err := b.RMSNorm(sel, x, m.norm, eps); err != nil {
 				return err
 			}
+			return b.MatMul(logits, sel, m.head)
+		}
+		for j := 0; j < len(rows); {
+			n := 1
+			for j+n < len(rows) && rows[j+n] == rows[j]+n {
+				n++
+			}
+			if err := b.CopyRows(sel, j, x, rows[j], n); err != nil {
+				return err
+			}
+			j += n
 		}
 		if err := b.RMSNorm(sel, sel, m.norm, eps); err != nil {
 			return err
