@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
@@ -101,11 +102,15 @@ func runAgent(env *cli.Env, f agentFlags) error {
 		return err
 	}
 	defer nc.Close()
-	gpuReason := startGPUMonitor(ctx, nc, subjects, f.name, devices, f.gpuInterval, log.Named("gpumon"))
+	// The id is chosen here, not by agent.New, because the GPU monitor answers
+	// on a subject named after it.
+	id := uuid.NewString()
+	gpuReason := startGPUMonitor(ctx, nc, subjects, id, f.name, devices, f.gpuInterval, log.Named("gpumon"))
 	if gpuReason != "" {
 		log.Info("no GPU monitor", "reason", gpuReason)
 	}
 	ag, err := agent.New(agent.Config{
+		WorkerID:     id,
 		GPUMonitor:   gpuReason,
 		CPUThreads:   f.threads,
 		Conn:         nc,

@@ -14,6 +14,15 @@
 // controller answers a heartbeat (heartbeats carry a reply subject) with an
 // Ack whose Error starts with UnknownWorker.
 //
+// # GPU reads
+//
+// ServeGPUReads answers a GPURead on workers.<id>.gpu_read with a reading of
+// the energy counters of the host's monitored GPUs, taken on arrival. The
+// controller asks at every phase change: only this host can read its GPUs,
+// and the periodic samples leave a phase shorter than their interval with
+// one reading or none. The worker starts it with its GPU monitor, before the
+// Agent, under the id it then gives Config.WorkerID.
+//
 // # Stages
 //
 // An Assignment on workers.<id>.assign starts one stage process: the agent

@@ -18,12 +18,18 @@ import (
 	"github.com/draftbench/draftbench/pkg/report"
 )
 
+// edgeReadTimeout bounds a remote worker's answer to a read at a phase change. A
+// phase change waits for it, so it is short; a worker that misses it leaves that
+// phase edge to its periodic samples.
+const edgeReadTimeout = 300 * time.Millisecond
+
 // gpuMonitor collects the workers' GPU samples during a job and attributes
 // them to roles (from the placement) and phases (from the mode timeline).
 type gpuMonitor struct {
 	agg     *gpumon.Aggregator
 	sub     *nats.Subscription
 	edges   *gpumon.EdgeSampler // nil: no worker GPU is readable from this process
+	remote  *remoteEdges        // nil: every monitored worker GPU is read here
 	stopped sync.Once
 	enabled bool
 	reason  string
@@ -75,12 +81,16 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 		}
 	}
 	// The workers sample every interval, which leaves a mode shorter than that with one
-	// sample or none. The workers' GPUs that are on this machine too (controller run) are
-	// read here at each mode mark, so every mode starts and ends on an energy reading. Without
-	// them (no driver here, remote workers) the periodic samples are all there is.
+	// sample or none, so every mode mark also reads the GPUs' energy counters: the workers'
+	// GPUs that are on this machine too (controller run) here, through NVML, and the others
+	// through their workers' monitors (WorkerGPURead). A GPU whose reading fails keeps its
+	// periodic samples only.
 	if edges, err := gpumon.OpenEdgeSamplerNVML(owners); err == nil && edges != nil {
 		g.edges = edges
-		g.agg.SampleAtMarks(edges.Sample)
+	}
+	g.remote = newRemoteEdges(nc, subj, workers, g.edges)
+	if g.edges != nil || g.remote != nil {
+		g.agg.SampleAtMarks(g.sampleEdges)
 	}
 	sub, err := nc.Subscribe(subj.AllGPU(), func(m *nats.Msg) {
 		var s gpumon.Sample
@@ -94,6 +104,110 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 	}
 	g.sub = sub
 	return g, nil
+}
+
+// sampleEdges reads, at a mode mark, the GPUs read here and, in parallel, those of the
+// remote workers. A remote reading carries its host's clock, not this one: that is right,
+// because the aggregator moves each mark, for each device read at it, to the time of that
+// device's reading (Aggregator.Mark, timeline.forDevice), and the device's periodic samples
+// carry the same host's clock; so each phase is cut on the device's own timeline. A device
+// not read at a mark (no answer in time) keeps the mark at this machine's time, as every
+// mark did before these reads, which assumes the clocks agree to well within a phase.
+func (g *gpuMonitor) sampleEdges() []gpumon.Sample {
+	var remote []gpumon.Sample
+	var wg sync.WaitGroup
+	if g.remote != nil {
+		wg.Go(func() { remote = g.remote.read(g.log) })
+	}
+	var out []gpumon.Sample
+	if g.edges != nil {
+		out = g.edges.Sample()
+	}
+	wg.Wait()
+	return append(out, remote...)
+}
+
+// remoteEdges reads, at each mode mark, the GPUs of the workers whose monitors run and whose
+// GPUs this machine cannot read itself, by asking each worker's monitor (WorkerGPURead).
+type remoteEdges struct {
+	nc      *nats.Conn
+	subj    protocol.Subjects
+	workers []string                  // ids of the workers asked
+	local   map[gpumon.DeviceRef]bool // read here; a worker's own reading of them is dropped
+	timeout time.Duration
+}
+
+// newRemoteEdges returns nil when no worker is to be asked: a worker without a running
+// monitor has nobody to answer (its registration says why), and one whose GPUs local all
+// reads needs no asking.
+func newRemoteEdges(nc *nats.Conn, subj protocol.Subjects, workers []cluster.Worker, local *gpumon.EdgeSampler) *remoteEdges {
+	r := &remoteEdges{nc: nc, subj: subj, local: map[gpumon.DeviceRef]bool{}, timeout: edgeReadTimeout}
+	if local != nil {
+		for _, d := range local.Devices() {
+			r.local[d] = true
+		}
+	}
+	for _, w := range workers {
+		if w.GPUMonitor != "" {
+			continue
+		}
+		for _, d := range w.Devices {
+			if d.Kind == protocol.DeviceGPU && !r.local[gpumon.DeviceRef{Host: w.Host, Index: d.Index}] {
+				r.workers = append(r.workers, w.ID)
+				break
+			}
+		}
+	}
+	if len(r.workers) == 0 {
+		return nil
+	}
+	return r
+}
+
+// read asks every worker at once and returns what arrived within the timeout. A worker that
+// does not answer, or answers with an error, is logged at debug level and left out: a slow or
+// lost worker must neither hold the phase change up nor fail the job (the registry ends a job
+// whose worker is lost).
+func (r *remoteEdges) read(log hclog.Logger) []gpumon.Sample {
+	req, err := protocol.Encode(&protocol.GPURead{})
+	if err != nil {
+		log.Debug("no phase-edge GPU reads", "error", err)
+		return nil
+	}
+	replies := make([][]gpumon.Sample, len(r.workers))
+	var wg sync.WaitGroup
+	for i, id := range r.workers {
+		wg.Go(func() {
+			subject := r.subj.WorkerGPURead(id)
+			m, err := r.nc.Request(subject, req, r.timeout)
+			if err != nil {
+				log.Debug("no phase-edge GPU reading from a worker", "worker", id, "subject", subject, "error", err)
+				return
+			}
+			var reply protocol.GPUReadReply
+			if err := protocol.Decode(m.Data, &reply); err != nil {
+				log.Debug("bad phase-edge GPU reading from a worker", "worker", id, "error", err)
+				return
+			}
+			if reply.Error != "" {
+				log.Debug("no phase-edge GPU reading from a worker", "worker", id, "error", reply.Error)
+				return
+			}
+			replies[i] = reply.Samples
+		})
+	}
+	wg.Wait()
+	var out []gpumon.Sample
+	for _, ss := range replies {
+		for _, s := range ss {
+			// Samples of devices without a role in the job are harmless: the worker's periodic
+			// samples already bring them to the aggregator, which reports every device it has.
+			if !r.local[gpumon.DeviceRef{Host: s.Host, Index: s.Device}] {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // coolDown waits, before a mode, until every GPU is below the job's

@@ -3,8 +3,12 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/gpumon"
@@ -120,5 +124,153 @@ func TestCoolDownWaitsForCoolGPUs(t *testing.T) {
 	res := g.Result(nil).(gpumon.Result)
 	if len(res.CoolDowns) != 1 || !res.CoolDowns[0].Reached {
 		t.Errorf("cool-downs recorded: %+v", res.CoolDowns)
+	}
+}
+
+// fakeGPUReads plays the GPU monitor of a worker on another host: it answers the nth read
+// (from 0) on the worker's gpu_read subject with answer(n), or not at all when that is nil,
+// and counts the reads.
+func fakeGPUReads(t *testing.T, nc *nats.Conn, subj protocol.Subjects, worker string, answer func(n int) *protocol.GPUReadReply) *atomic.Int32 {
+	t.Helper()
+	var n atomic.Int32
+	_, err := nc.Subscribe(subj.WorkerGPURead(worker), func(m *nats.Msg) {
+		k := int(n.Add(1)) - 1
+		if err := protocol.Decode(m.Data, &protocol.GPURead{}); err != nil {
+			t.Errorf("worker %s got a bad GPU read: %v", worker, err)
+		}
+		r := answer(k)
+		if r == nil {
+			return
+		}
+		data, err := protocol.Encode(r)
+		if err != nil {
+			t.Errorf("worker %s: %v", worker, err)
+			return
+		}
+		m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	return &n
+}
+
+// TestPhaseEdgesOfRemoteWorkers: a worker on another host (its GPUs not readable here) is
+// asked for a reading at every mode mark, so modes far shorter than the 1 s interval get
+// exactly the rise of the GPU's energy counter over their span, on the remote host's own
+// clock. A worker that does not answer, or answers with an error, holds no mark up for
+// longer than about the timeout and keeps the energy of its periodic samples; workers
+// without a running monitor or without GPUs are not asked.
+func TestPhaseEdgesOfRemoteWorkers(t *testing.T) {
+	_, nc := natstest.Start(t, natsrv.Options{})
+	var subj protocol.Subjects
+	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(time.Second)}}
+	plan := &placement.Plan{
+		Target:  placement.ModelPlan{Devices: []int{0}, Stages: []placement.Stage{{Host: "gpu-b", Devices: []int{0}, Layers: [2]int{0, 4}}}},
+		Drafter: &placement.ModelPlan{Devices: []int{0}, Stages: []placement.Stage{{Host: "gpu-c", Devices: []int{0}, Layers: [2]int{0, 2}}}},
+	}
+	gpu := func(host string) []protocol.Device {
+		return []protocol.Device{{Index: 0, UUID: "GPU-" + host + "-0", Name: "NVIDIA H200", Kind: protocol.DeviceGPU}}
+	}
+	const (
+		idB = "0b6f2d8e-5a57-4f3a-9d7e-1c2b3a4d5e6f" // answers
+		idC = "1c7a3e9f-6b68-4a4b-8e8f-2d3c4b5e6f70" // never answers
+		idD = "2d8b4fa0-7c79-4b5c-9f90-3e4d5c6f7081" // answers with an error
+		idE = "3e9c5ab1-8d8a-4c6d-a0a1-4f5e6d708192" // no monitor: not asked
+		idF = "4fad6bc2-9e9b-4d7e-b1b2-50617e8193a3" // CPU only: not asked
+	)
+	t0 := time.Unix(5000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	// Worker B's host clock runs 2.5 s ahead of this one. Its counter rises by 10 J over the
+	// second between its periodic samples, unevenly: 0.5 J before the speculative mode,
+	// 6 J in it, 2.5 J in the target mode and 1 J after.
+	const skewB = 2500
+	readingB := func(atMS int, mj uint64) gpumon.Sample {
+		w := 300.0
+		mj += 1_000_000_000
+		return gpumon.Sample{Host: "gpu-b", Device: 0, UUID: "GPU-gpu-b-0", T: ms(skewB + atMS), PowerW: &w, EnergyMJ: &mj}
+	}
+	edgesB := []gpumon.Sample{readingB(201, 500), readingB(501, 6_500), readingB(801, 9_000)}
+	periodic := []gpumon.Sample{readingB(0, 0), readingB(1000, 10_000)}
+	for _, s := range periodic[:2] {
+		s.Host, s.UUID, s.T = "gpu-c", "GPU-gpu-c-0", s.T.Add(-skewB*time.Millisecond)
+		periodic = append(periodic, s)
+		s.Host, s.UUID = "gpu-d", "GPU-gpu-d-0"
+		periodic = append(periodic, s)
+	}
+
+	bReads := fakeGPUReads(t, nc, subj, idB, func(n int) *protocol.GPUReadReply {
+		return &protocol.GPUReadReply{Samples: []gpumon.Sample{edgesB[n]}}
+	})
+	cReads := fakeGPUReads(t, nc, subj, idC, func(int) *protocol.GPUReadReply { return nil })
+	dReads := fakeGPUReads(t, nc, subj, idD, func(int) *protocol.GPUReadReply {
+		return &protocol.GPUReadReply{Error: "gpumon: sampling gpu-d: the monitor is closed"}
+	})
+	eReads := fakeGPUReads(t, nc, subj, idE, func(int) *protocol.GPUReadReply { t.Error("worker E was asked"); return nil })
+	fReads := fakeGPUReads(t, nc, subj, idF, func(int) *protocol.GPUReadReply { t.Error("worker F was asked"); return nil })
+	workers := []cluster.Worker{
+		{ID: idB, Host: "gpu-b", Devices: gpu("gpu-b")},
+		{ID: idC, Host: "gpu-c", Devices: gpu("gpu-c")},
+		{ID: idD, Host: "gpu-d", Devices: gpu("gpu-d")},
+		{ID: idE, Host: "gpu-e", Devices: gpu("gpu-e"), GPUMonitor: "NVML: the NVIDIA driver is not loaded"},
+		{ID: idF, Host: "cpu-f", Devices: []protocol.Device{{Index: 0, Name: "cpu", Kind: protocol.DeviceCPU}}},
+	}
+	g, err := startGPUMonitor(nc, subj, spec, plan, workers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range periodic {
+		g.agg.Add(s)
+	}
+	for _, m := range []struct {
+		phase string
+		at    int
+	}{{string(metrics.ModeSpeculative), 200}, {string(metrics.ModeTarget), 500}, {"idle", 800}} {
+		start := time.Now()
+		g.Mark(m.phase, ms(m.at))
+		// Worker C makes every mark wait for the timeout; a generous bound, since this is
+		// about a stall (waiting for NATS's default or for ever), not about speed.
+		if took := time.Since(start); took > edgeReadTimeout+2*time.Second {
+			t.Errorf("mark %s took %v with a silent worker; want about %v", m.phase, took, edgeReadTimeout)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		n    *atomic.Int32
+		want int32
+	}{{"B", bReads, 3}, {"C", cReads, 3}, {"D", dReads, 3}, {"E", eReads, 0}, {"F", fReads, 0}} {
+		if got := c.n.Load(); got != c.want {
+			t.Errorf("worker %s was asked %d times, want %d", c.name, got, c.want)
+		}
+	}
+
+	res, ok := g.Result(map[metrics.Mode]int{metrics.ModeSpeculative: 60, metrics.ModeTarget: 25}).(gpumon.Result)
+	if !ok || !res.Available {
+		t.Fatalf("result %+v", res)
+	}
+	want := map[string]map[string]float64{
+		// The counter's rise over each mode, to the millijoule.
+		"gpu-b": {"idle": 1.5, "speculative": 6, "target": 2.5, "total": 10},
+		// The periodic samples only: the interval's 10 J shared in proportion to time.
+		"gpu-c": {"idle": 4, "speculative": 3, "target": 3, "total": 10},
+		"gpu-d": {"idle": 4, "speculative": 3, "target": 3, "total": 10},
+	}
+	if len(res.Devices) != len(want) {
+		t.Errorf("%d devices in the result, want %d: %+v", len(res.Devices), len(want), res.Devices)
+	}
+	for _, d := range res.Devices {
+		if !reflect.DeepEqual(d.EnergyJ, want[d.Host]) || d.EnergyMethod != gpumon.EnergyCounter {
+			t.Errorf("%s device %d: energy %v by %q, want %v by counter", d.Host, d.Index, d.EnergyJ, d.EnergyMethod, want[d.Host])
+		}
+	}
+	wantSamples := map[string]int{"gpu-b": 5, "gpu-c": 2, "gpu-d": 2}
+	for _, d := range res.Devices {
+		if d.Samples != wantSamples[d.Host] {
+			t.Errorf("%s: %d samples, want %d", d.Host, d.Samples, wantSamples[d.Host])
+		}
+	}
+	if j := res.JoulesPerOutputToken[gpumon.PhaseSpeculative]; j != 12.0/60 {
+		t.Errorf("J/token speculative = %v, want %v (6 + 3 + 3 J over 60 tokens)", j, 12.0/60)
 	}
 }

@@ -22,10 +22,10 @@ const (
 	// and release stages. People who submit and tail jobs use it too.
 	RoleController Role = "controller"
 	// RoleWorker is a host agent and the stage processes it starts: it may
-	// register, heartbeat, report stages, serve steps and publish GPU
-	// samples, but never assign or release stages, submit or cancel jobs,
-	// or touch JetStream. Only the controller can make a worker start a
-	// process.
+	// register, heartbeat, report stages, serve steps, publish GPU samples
+	// and answer GPU reads, but never assign or release stages, submit or
+	// cancel jobs, or touch JetStream. Only the controller can make a worker
+	// start a process.
 	RoleWorker Role = "worker"
 )
 
@@ -66,6 +66,7 @@ func Permissions(role Role, subj protocol.Subjects) (*server.Permissions, error)
 				subj.AllWorkerAssigns(),
 				subj.AllWorkerReleases(),
 				subj.AllWorkerStages(),
+				subj.AllWorkerGPUReads(),
 				subj.AllStages(),
 				inboxPrefix,
 			}},

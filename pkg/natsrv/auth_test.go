@@ -146,7 +146,7 @@ func TestRolePermissions(t *testing.T) {
 	})
 	t.Run("worker subscribes", func(t *testing.T) {
 		want := map[string]bool{subj.WorkerAssign(w): true, subj.WorkerRelease(w): true, subj.Stage("x", 0): true,
-			subj.JobsSubmit(): false, subj.ResultsRequests(w): false, subj.WorkerHeartbeat(w): false}
+			subj.WorkerGPURead(w): true, subj.JobsSubmit(): false, subj.ResultsRequests(w): false, subj.WorkerHeartbeat(w): false}
 		var list []string
 		for s := range want {
 			list = append(list, s)

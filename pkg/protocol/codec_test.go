@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/draftbench/draftbench/pkg/gpumon"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 )
 
@@ -44,6 +45,14 @@ func examples() map[string]Message {
 		"ack":     &Ack{Error: "no stage of instance drafter-1 runs here"},
 		"stage_status": &StageStatus{WorkerID: workerID, Instance: "drafter-7d5e", Stage: 0, Stages: 1,
 			State: StageFailed, Error: "loading layers [0,28) of /models/Qwen3-1.7B: tensor model.norm.weight is missing"},
+		"gpu_read": &GPURead{},
+		"gpu_read_reply": &GPUReadReply{Samples: []gpumon.Sample{
+			{Host: "gpu-node-2", Device: 0, UUID: "GPU-1a2b", Name: "NVIDIA H200", T: when.Add(200 * time.Millisecond),
+				PowerW: ptr(412.5), EnergyMJ: ptr(uint64(918_273_645))},
+			// No energy counter on this one: the power alone.
+			{Host: "gpu-node-2", Device: 3, UUID: "GPU-3c4d", Name: "NVIDIA H200", T: when.Add(201 * time.Millisecond), PowerW: ptr(71.0)},
+		}},
+		"gpu_read_reply_error": &GPUReadReply{Error: "gpumon: sampling gpu-node-2: the monitor is closed"},
 		"job_submit": &JobSubmit{Job: jobspec.Source{Filename: "quickstart.hcl", HCL: "job \"q\" {}\n", Vars: []string{"num_prompts=10"},
 			Env: map[string]string{"TARGET_MODEL": "/models/t"}}},
 		"job_submit_reply": &JobSubmitReply{Errors: []string{`job.hcl:14,5: placement.strategy "ratio" is not one of multi_gpu_ratio, separate, same, auto`}},
@@ -66,6 +75,8 @@ func examples() map[string]Message {
 			Error: "stage target-7d5e/1: session 3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718 has no cache here (released, or idle longer than 10m0s) and cache_len 12 needs one"},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // blank returns an empty message of m's type.
 func blank(m Message) Message {
@@ -178,6 +189,10 @@ func TestValidation(t *testing.T) {
 		{"reply without id", &JobSubmitReply{}, "not a UUID"},
 		{"job state", &JobStatus{JobID: jobID, State: "paused"}, `state "paused"`},
 		{"heartbeat interval", &RegisterReply{}, "heartbeat_interval_ms 0"},
+		{"gpu read with error and samples", &GPUReadReply{Error: "x", Samples: []gpumon.Sample{{Host: "h", T: when}}}, "carries 1 samples"},
+		{"gpu read without host", &GPUReadReply{Samples: []gpumon.Sample{{Device: 2, T: when}}}, "sample 0 (device 2) has no host"},
+		{"gpu read without time", &GPUReadReply{Samples: []gpumon.Sample{{Host: "h", T: when}, {Host: "h", Device: 1}}}, "sample 1 (h device 1) has no time"},
+		{"gpu read negative device", &GPUReadReply{Samples: []gpumon.Sample{{Host: "h", Device: -1, T: when}}}, "device index -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/draftbench/draftbench/pkg/backend"
+	"github.com/draftbench/draftbench/pkg/gpumon"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 )
 
@@ -212,6 +213,52 @@ func (*Ack) kind() string    { return "ack" }
 
 // Validate implements Message.
 func (m *Ack) Validate() error { return nil }
+
+// GPURead asks a worker's GPU monitor (on WorkerGPURead) for a reading of
+// its GPUs taken now. The controller sends it at each phase change, so that a
+// phase shorter than the sampling interval still starts and ends on an energy
+// counter reading of GPUs it cannot read itself.
+type GPURead struct {
+	V int `json:"v"`
+}
+
+func (m *GPURead) version() *int { return &m.V }
+func (*GPURead) kind() string    { return "GPU read" }
+
+// Validate implements Message.
+func (m *GPURead) Validate() error { return nil }
+
+// GPUReadReply answers a GPURead with the energy counter and power of every
+// GPU the worker monitors (gpumon.Monitor.SweepEnergy), named and timed as
+// its periodic samples are (host, NVML index, the host's own clock), or with
+// why it has none.
+type GPUReadReply struct {
+	V       int             `json:"v"`
+	Samples []gpumon.Sample `json:"samples,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+func (m *GPUReadReply) version() *int { return &m.V }
+func (*GPUReadReply) kind() string    { return "GPU read reply" }
+
+// Validate implements Message. A reading without a host or a time could not
+// be placed on its device's timeline.
+func (m *GPUReadReply) Validate() error {
+	if m.Error != "" && len(m.Samples) > 0 {
+		return fmt.Errorf("a failed read (%q) carries %d samples; want none", m.Error, len(m.Samples))
+	}
+	for i, s := range m.Samples {
+		switch {
+		case s.Host == "":
+			return fmt.Errorf("sample %d (device %d) has no host", i, s.Device)
+		case s.Device < 0:
+			return fmt.Errorf("sample %d of %s: device index %d is negative", i, s.Host, s.Device)
+		case s.T.IsZero():
+			return fmt.Errorf("sample %d (%s device %d) has no time", i, s.Host, s.Device)
+		}
+	}
+	return nil
+}
 
 // StageState is where a stage is in its life.
 type StageState string

@@ -92,6 +92,14 @@ func (s Subjects) WorkerStages(worker string) string {
 	return s.join("workers", Sanitize(worker), "stages")
 }
 
+// WorkerGPURead is the request subject on which a worker's GPU monitor reads
+// its GPUs' energy counters at once (GPURead → GPUReadReply): the controller
+// asks at every phase change, since only the worker's host can read them.
+// DESIGN §5's table does not list it.
+func (s Subjects) WorkerGPURead(worker string) string {
+	return s.join("workers", Sanitize(worker), "gpu_read")
+}
+
 // Stage is the step subject of stage k of a model instance (StepRequest frames).
 func (s Subjects) Stage(instance string, k int) string {
 	return s.join("stage", Sanitize(instance), strconv.Itoa(k))
@@ -135,6 +143,9 @@ func (s Subjects) AllWorkerAssigns() string { return s.join("workers", "*", "ass
 
 // AllWorkerReleases matches every worker's release subject.
 func (s Subjects) AllWorkerReleases() string { return s.join("workers", "*", "release") }
+
+// AllWorkerGPUReads matches every worker's gpu_read subject (for permissions).
+func (s Subjects) AllWorkerGPUReads() string { return s.join("workers", "*", "gpu_read") }
 
 // AllStages matches every stage subject of every model instance.
 func (s Subjects) AllStages() string { return s.join("stage", ">") }
