@@ -226,7 +226,7 @@ func topK(s []float64, k int) {
 	if k >= live {
 		return
 	}
-	thr := kthLargest(append([]float64(nil), s...), k)
+	thr := kthLargest(s, k)
 	for i, v := range s {
 		if v < thr {
 			s[i] = math.Inf(-1)
@@ -234,8 +234,9 @@ func topK(s []float64, k int) {
 	}
 }
 
-// softmax returns exp(s - max) normalised, or nil when every score is -inf.
-// +inf scores share the whole mass.
+// softmax turns s into exp(s - max) normalised, in place, and returns it, or
+// nil when every score is -inf. +inf scores share the whole mass. A -inf score
+// (masked, or cut by top-k) is 0 without a call to math.Exp.
 func softmax(s []float64) []float64 {
 	m := math.Inf(-1)
 	for _, v := range s {
@@ -244,23 +245,30 @@ func softmax(s []float64) []float64 {
 	if math.IsInf(m, -1) {
 		return nil
 	}
-	w := make([]float64, len(s))
 	var z float64
-	for i, v := range s {
-		switch {
-		case math.IsInf(m, 1):
+	if math.IsInf(m, 1) {
+		for i, v := range s {
+			s[i] = 0
 			if math.IsInf(v, 1) {
-				w[i] = 1
+				s[i] = 1
 			}
-		default:
-			w[i] = math.Exp(v - m)
+			z += s[i]
 		}
-		z += w[i]
+	} else {
+		ninf := math.Inf(-1)
+		for i, v := range s {
+			e := 0.0
+			if v != ninf {
+				e = math.Exp(v - m)
+			}
+			s[i] = e
+			z += e
+		}
 	}
-	for i := range w {
-		w[i] /= z
+	for i := range s {
+		s[i] /= z
 	}
-	return w
+	return s
 }
 
 // topP zeroes the tail of w (a distribution) outside the nucleus and
@@ -345,47 +353,43 @@ func (h *nucleusHeap) down(i int) {
 	}
 }
 
-// kthLargest returns the k-th largest value of v (1-based), reordering v. It is
-// Hoare's quickselect with a median-of-three pivot: O(len(v)) on average.
+// kthLargest is the k-th largest of v (1 <= k <= len(v), duplicates counted),
+// without reordering or copying v: a min-heap of the k largest values seen,
+// about one comparison per value when k is much smaller than len(v) (top-k
+// sampling over a vocabulary).
 func kthLargest(v []float64, k int) float64 {
-	lo, hi, want := 0, len(v)-1, k-1
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		// Order v[lo] >= v[mid] >= v[hi] so the pivot is their median.
-		if v[mid] > v[lo] {
-			v[mid], v[lo] = v[lo], v[mid]
-		}
-		if v[hi] > v[lo] {
-			v[hi], v[lo] = v[lo], v[hi]
-		}
-		if v[hi] > v[mid] {
-			v[hi], v[mid] = v[mid], v[hi]
-		}
-		pivot := v[mid]
-		i, j := lo, hi
-		for i <= j {
-			for v[i] > pivot {
-				i++
-			}
-			for v[j] < pivot {
-				j--
-			}
-			if i <= j {
-				v[i], v[j] = v[j], v[i]
-				i++
-				j--
-			}
-		}
+	h := make([]float64, 0, k)
+	for _, x := range v {
 		switch {
-		case want <= j:
-			hi = j
-		case want >= i:
-			lo = i
-		default:
-			return v[want]
+		case len(h) < k:
+			h = append(h, x)
+			for i := len(h) - 1; i > 0; {
+				p := (i - 1) / 2
+				if h[p] <= h[i] {
+					break
+				}
+				h[p], h[i] = h[i], h[p]
+				i = p
+			}
+		case x > h[0]:
+			h[0] = x
+			for i := 0; ; {
+				c := 2*i + 1
+				if c >= k {
+					break
+				}
+				if c+1 < k && h[c+1] < h[c] {
+					c++
+				}
+				if h[i] <= h[c] {
+					break
+				}
+				h[i], h[c] = h[c], h[i]
+				i = c
+			}
 		}
 	}
-	return v[want]
+	return h[0]
 }
 
 // Sample draws an id from weights by inverse CDF with the uniform u in [0, 1).
