@@ -19,6 +19,8 @@
 #                                  batch-invariant mode (--batch-invariant; its
 #                                  selftest too, with the invariance table) and
 #                                  reading every logit row (--greedy=false), with
+#                                  sampled steps (--temperature 0.8: probabilities
+#                                  on the device, read back), with
 #                                  tuned products (--tune-gemm; its selftest too)
 #                                  and with tuned products and graphs together,
 #                               3. the same at batch 1 and 32 with --profile-ops
@@ -130,6 +132,12 @@ run() {
 		rc=1
 		cat "$out/bench_logits.log"
 	}
+	echo "== draftbench bench with sampled steps (--temperature 0.8)"
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --temperature 0.8 --bandwidth=false --json >"$out/bench_sampled.json" 2>"$out/bench_sampled.log" || {
+		rc=1
+		cat "$out/bench_sampled.log"
+	}
 	echo "== selftest with tuned products (cuBLASLt, --tune-gemm)"
 	"$tmp/worker" selftest --backend cuda --only matmul --goldens testdata/golden --tune-gemm \
 		>"$out/selftest_tuned.txt" 2>&1 || rc=1
@@ -200,6 +208,7 @@ graphs = load("bench_graphs.json")
 inv = load("bench_invariant.json")
 logits = load("bench_logits.json")
 tuned, best = load("bench_tuned.json"), load("bench_best.json")
+sampled = load("bench_sampled.json")
 def step(doc, i):
     rows = (doc or {}).get("rows", [])
     return rows[i].get("decode_step_ms", 0) if i < len(rows) else 0
@@ -211,7 +220,7 @@ if copy:
     print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
       f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9} "
-      f"{'tuned ms':>8} {'t+g ms':>7}")
+      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7}")
 for i, o in enumerate((ours or {}).get("rows", [])):
     t = (theirs or {}).get("rows", [])
     t = t[i] if i < len(t) else {}
@@ -221,7 +230,7 @@ for i, o in enumerate((ours or {}).get("rows", [])):
           f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
           f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
           f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
-          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f} {step(tuned, i):>8.2f} {step(best, i):>7.2f}")
+          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f} {step(tuned, i):>8.2f} {step(best, i):>7.2f} {step(sampled, i):>7.2f}")
 if graphs:
     print("step graphs: " + json.dumps(graphs.get("step_graphs")))
 if best:

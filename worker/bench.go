@@ -17,6 +17,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	"github.com/draftbench/draftbench/pkg/model"
+	"github.com/draftbench/draftbench/pkg/sampling"
 )
 
 // benchRow is one line of the engine benchmark table.
@@ -39,6 +40,7 @@ type benchRow struct {
 func benchCmd() *cli.Command {
 	var dir, batches string
 	var profileOps, graphs, invariant, greedy, tune bool
+	var temperature float64
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
 	var cpuProfile, backendName string
@@ -47,7 +49,7 @@ func benchCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "bench",
 		Synopsis: "time prefill and batched decode of one model on this machine (a table, or --json)",
-		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--greedy=false] [--graphs] [--batch-invariant] [--tune-gemm] [--profile-ops] [--threads N] [--json]",
+		Usage:    "worker bench --model DIR [--backend cpu|cuda] [--random-weights] [--batch 1,8] [--prompt-len 128] [--new-tokens 32] [--greedy=false] [--temperature T] [--graphs] [--batch-invariant] [--tune-gemm] [--profile-ops] [--threads N] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "model", "", "Hugging Face model folder")
 			fs.StringVar(&batches, "batch", "1,8", "comma-separated batch sizes for decode")
@@ -64,6 +66,7 @@ func benchCmd() *cli.Command {
 			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
 			fs.BoolVar(&tune, "tune-gemm", false, "cuda: products of up to 64 rows through the fastest of cuBLASLt's algorithms, timed per shape (cuda.Options.TuneGEMM); the choices are listed")
 			fs.BoolVar(&greedy, "greedy", true, "end each step with greedy picks (argmax and margin, on the device when the backend can), as greedy decoding does; false: read every logit row to the host")
+			fs.Float64Var(&temperature, "temperature", 0, "end each step with the probabilities at this temperature (sampled decoding; on the device when the backend can) instead of greedy picks")
 			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
@@ -84,6 +87,13 @@ func benchCmd() *cli.Command {
 			}
 			if profileOps && backendName != "cuda" {
 				return cli.Usagef("--profile-ops needs --backend cuda")
+			}
+			var sampled *sampling.Params
+			if temperature != 0 {
+				sampled = &sampling.Params{Temperature: temperature}
+				if err := sampled.Validate(); err != nil || temperature < 0 {
+					return cli.Usagef("--temperature %v: must be > 0 (0: greedy)", temperature)
+				}
 			}
 			if tune && backendName != "cuda" {
 				return cli.Usagef("--tune-gemm needs --backend cuda")
@@ -164,7 +174,7 @@ func benchCmd() *cli.Command {
 					eng.resetProfile()
 				}
 				for i := range seqs {
-					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt(), Greedy: greedy}
+					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt(), Greedy: greedy && sampled == nil, Sampled: sampled}
 					start := time.Now()
 					if _, err := m.Forward(seqs[i:i+1], nil); err != nil {
 						return err
@@ -207,7 +217,7 @@ func benchCmd() *cli.Command {
 			if asJSON {
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
-				out := map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "greedy_picks": greedy, "rows": rows}
+				out := map[string]any{"model": dir, "threads": runtime.GOMAXPROCS(0), "engine": "draftbench-" + eng.Name(), "device": eng.about, "greedy_picks": greedy && sampled == nil, "temperature": temperature, "rows": rows}
 				if graphs {
 					out["step_graphs"] = eng.graphStats()
 				}

@@ -8,7 +8,11 @@
 // Matrices are row-major; a batch of T tokens is a [T, width] matrix.
 package backend
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/draftbench/draftbench/pkg/sampling"
+)
 
 // DType is the storage type of a tensor.
 type DType int
@@ -206,6 +210,15 @@ type PairSwiGLU interface {
 // them.
 type Picker interface {
 	ArgmaxMargin(logits Tensor, limit int) ([]int32, []float32, error)
+}
+
+// Prober is an optional Backend operation: sampling.Probs of every row of
+// logits [rows, vocab] under p (temperature, top-k, top-p, vocabulary limit),
+// computed where the logits are, into a new f32 tensor the caller frees.
+// Sampling then reads probabilities instead of computing them on the host,
+// which at a 150k vocabulary costs milliseconds per row.
+type Prober interface {
+	Probs(logits Tensor, p sampling.Params) (Tensor, error)
 }
 
 // StepGrapher is an optional Backend operation: GraphStep runs f, which

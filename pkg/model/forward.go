@@ -25,6 +25,11 @@ type Seq struct {
 	// numbers per position to the host, not the vocabulary).
 	Greedy     bool
 	VocabLimit int
+	// Sampled asks the last shard for probability rows instead of logits:
+	// sampling.Probs of each requested position's logits under these
+	// parameters (temperature > 0), computed where the logits are when the
+	// backend is a backend.Prober (Result.Probs). Not with Greedy.
+	Sampled *sampling.Params
 }
 
 // Pick is greedy decoding's choice at one position: sampling.ArgmaxMargin
@@ -39,6 +44,7 @@ type Result struct {
 	Hidden []float32     // [T, hidden] for the next shard (not the last shard)
 	Logits [][][]float32 // last shard: per sequence, per requested position, vocab logits (nil for Greedy sequences)
 	Picks  [][]Pick      // last shard: per Greedy sequence, per requested position (nil for the others)
+	Probs  [][][]float32 // last shard: per Sampled sequence, per requested position, probabilities (nil for the others)
 }
 
 // Forward runs one step for several sequences at once: their new positions
@@ -62,6 +68,14 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 		if s.Cache == nil || s.Cache.Layers() != len(m.layers) {
 			return nil, fmt.Errorf("sequence %d of the batch has no cache for this shard's %d layers", i, len(m.layers))
+		}
+		if s.Sampled != nil {
+			if s.Greedy {
+				return nil, fmt.Errorf("sequence %d of the batch asks for greedy picks and sampled probabilities", i)
+			}
+			if err := s.Sampled.Validate(); err != nil {
+				return nil, fmt.Errorf("sequence %d of the batch: %w", i, err)
+			}
 		}
 		counts[i] = n
 		T += n
@@ -239,15 +253,24 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 }
 
 // outputs fills res from the logits [rows, V] of a step: each sequence's
-// rows (all its new positions with AllLogits, else its last), as logits, or
-// as picks for Greedy sequences. The logits come to the host only when a
-// sequence wants them or the backend cannot pick.
+// rows (all its new positions with AllLogits, else its last), as logits, as
+// picks for Greedy sequences or as probabilities for Sampled ones. The logits
+// come to the host only when a sequence wants them or the backend cannot do
+// the picking or the probabilities itself.
 func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Tensor) error {
 	V := m.Config.VocabSize
 	picker, canPick := m.b.(backend.Picker)
-	dense := !canPick
+	prober, canProbe := m.b.(backend.Prober)
+	dense := false
 	for _, s := range seqs {
-		dense = dense || !s.Greedy
+		switch {
+		case s.Greedy:
+			dense = dense || !canPick
+		case s.Sampled != nil:
+			dense = dense || !canProbe
+		default:
+			dense = true
+		}
 	}
 	var flat []float32
 	if dense {
@@ -255,6 +278,13 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 		if err := m.b.Read(logits, flat); err != nil {
 			return err
 		}
+	}
+	rowsOf := func(f []float32, r0, n int) [][]float32 {
+		out := make([][]float32, n)
+		for r := range n {
+			out[r] = f[(r0+r)*V : (r0+r+1)*V : (r0+r+1)*V]
+		}
+		return out
 	}
 	type picked struct {
 		ids     []int32
@@ -282,6 +312,24 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 		byLimit[limit] = p
 		return p, nil
 	}
+	byParams := map[sampling.Params][]float32{} // every row's probabilities, per parameters (device)
+	probAll := func(p sampling.Params) ([]float32, error) {
+		if f, ok := byParams[p]; ok {
+			return f, nil
+		}
+		pt, err := prober.Probs(logits, p)
+		if err != nil {
+			return nil, err
+		}
+		f := make([]float32, backend.Rows(logits)*V)
+		err = m.b.Read(pt, f)
+		m.b.Free(pt)
+		if err != nil {
+			return nil, err
+		}
+		byParams[p] = f
+		return f, nil
+	}
 	res.Logits = make([][][]float32, len(seqs))
 	j := 0
 	for i, s := range seqs {
@@ -289,7 +337,8 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 		if s.AllLogits {
 			n = counts[i]
 		}
-		if s.Greedy {
+		switch {
+		case s.Greedy:
 			p, err := pickAll(s.VocabLimit)
 			if err != nil {
 				return err
@@ -301,13 +350,25 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 			for r := range n {
 				res.Picks[i][r] = Pick{Token: int(p.ids[j+r]), Margin: p.margins[j+r]}
 			}
-			j += n
-			continue
+		case s.Sampled != nil:
+			if res.Probs == nil {
+				res.Probs = make([][][]float32, len(seqs))
+			}
+			if canProbe {
+				f, err := probAll(*s.Sampled)
+				if err != nil {
+					return err
+				}
+				res.Probs[i] = rowsOf(f, j, n)
+			} else {
+				for _, row := range rowsOf(flat, j, n) {
+					res.Probs[i] = append(res.Probs[i], sampling.Probs(row, *s.Sampled))
+				}
+			}
+		default:
+			res.Logits[i] = rowsOf(flat, j, n)
 		}
-		for r := 0; r < n; r++ {
-			res.Logits[i] = append(res.Logits[i], flat[j*V:(j+1)*V:(j+1)*V])
-			j++
-		}
+		j += n
 	}
 	return nil
 }

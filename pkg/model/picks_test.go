@@ -1,6 +1,7 @@
 package model
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/draftbench/draftbench/pkg/backend"
@@ -85,5 +86,115 @@ func TestGreedyPicks(t *testing.T) {
 		if limited == 0 {
 			t.Errorf("%s: the vocabulary limit changed no pick: the test does not check it", b.name)
 		}
+	}
+}
+
+// probingCPU is the CPU backend with backend.Prober done on the host, so the
+// model's device-probabilities path runs here.
+type probingCPU struct {
+	*cpu.Backend
+	calls int
+}
+
+func (p *probingCPU) Probs(logits backend.Tensor, sp sampling.Params) (backend.Tensor, error) {
+	p.calls++
+	rows, cols := backend.Rows(logits), backend.Cols(logits)
+	v := make([]float32, rows*cols)
+	if err := p.Read(logits, v); err != nil {
+		return nil, err
+	}
+	out := make([]float32, 0, len(v))
+	for r := range rows {
+		out = append(out, sampling.Probs(v[r*cols:(r+1)*cols], sp)...)
+	}
+	return cpu.FromSlice(out, rows, cols), nil
+}
+
+// TestSampledProbs: a Sampled sequence gets sampling.Probs of exactly the
+// logits it would have had, whether the backend computes them (Prober, one
+// call per set of parameters) or the model does on the host, beside greedy
+// and logit-wanting sequences of the same batch.
+func TestSampledProbs(t *testing.T) {
+	dir := t.TempDir()
+	s := tinymodel.Default()
+	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 64, 128, 2, 4, 2, 16, 300
+	if err := tinymodel.Write(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	pa := &sampling.Params{Temperature: 0.7, TopK: 20, VocabLimit: 250}
+	pb := &sampling.Params{Temperature: 1.3, TopP: 0.8}
+	feeds := [][][]int{{{1, 2, 3}, {4, 5}, {6}, {7, 8}}, {{9, 10, 11}, {12}, {13}, {14}}}
+	params := []*sampling.Params{pa, nil, pb, pa}
+	prober := &probingCPU{Backend: cpu.New(1)}
+	for _, b := range []struct {
+		name string
+		b    backend.Backend
+	}{{"prober", prober}, {"host", cpu.New(1)}} {
+		m, err := Load(dir, b.b, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dense, sampled := make([]*kvcache.Seq, 4), make([]*kvcache.Seq, 4)
+		for i := range dense {
+			dense[i], sampled[i] = m.NewCache(kvcache.Options{}), m.NewCache(kvcache.Options{})
+		}
+		for step, feed := range feeds {
+			var ds, ss []Seq
+			for i, toks := range feed {
+				all := step == 0
+				ds = append(ds, Seq{Cache: dense[i], Tokens: toks, AllLogits: all})
+				q := Seq{Cache: sampled[i], Tokens: toks, AllLogits: all, Sampled: params[i]}
+				if i == 1 {
+					q.Greedy = true // a greedy neighbour in the batch
+				}
+				ss = append(ss, q)
+			}
+			want, err := m.Forward(ds, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := m.Forward(ss, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range feed {
+				if params[i] == nil {
+					if len(got.Picks[i]) != len(want.Logits[i]) {
+						t.Fatalf("%s step %d: greedy sequence %d got %d picks", b.name, step, i, len(got.Picks[i]))
+					}
+					continue
+				}
+				if got.Logits[i] != nil || len(got.Probs[i]) != len(want.Logits[i]) {
+					t.Fatalf("%s step %d: sequence %d got %d logit rows and %d probability rows, want 0 and %d", b.name, step, i,
+						len(got.Logits[i]), len(got.Probs[i]), len(want.Logits[i]))
+				}
+				for r, row := range want.Logits[i] {
+					wp := sampling.Probs(row, *params[i])
+					for v := range wp {
+						if got.Probs[i][r][v] != wp[v] {
+							t.Fatalf("%s step %d: sequence %d row %d id %d: probability %v, want %v", b.name, step, i, r, v, got.Probs[i][r][v], wp[v])
+						}
+					}
+				}
+			}
+		}
+	}
+	if prober.calls != 2*len(feeds) {
+		t.Errorf("the prober computed probabilities %d times for %d steps of two parameter sets, want %d", prober.calls, len(feeds), 2*len(feeds))
+	}
+	// Greedy and sampled at once is a caller's mistake, said so.
+	m, err := Load(dir, cpu.New(1), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.NewCache(kvcache.Options{})
+	if _, err := m.Forward([]Seq{{Cache: c, Tokens: []int{1}, Greedy: true, Sampled: pa}}, nil); err == nil || !strings.Contains(err.Error(), "greedy picks and sampled") {
+		t.Errorf("greedy and sampled together: %v", err)
+	}
+	if _, err := m.Forward([]Seq{{Cache: c, Tokens: []int{1}, Sampled: &sampling.Params{Temperature: -1}}}, nil); err == nil || !strings.Contains(err.Error(), "temperature") {
+		t.Errorf("a negative temperature: %v", err)
+	}
+	if c.Len() != 0 {
+		t.Errorf("refused steps left %d positions in the cache", c.Len())
 	}
 }

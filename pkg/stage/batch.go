@@ -170,21 +170,29 @@ func (s *Stage) run(batch []*work) {
 }
 
 // seq is a step's share of a batched pass. On the last stage a greedy
-// step asks for picks (argmax and margin, found where the logits are)
-// instead of logits; all asks for every new position (a verify step).
+// step asks for picks (argmax and margin) and a sampled one for
+// probabilities instead of logits, both computed where the logits are; all
+// asks for every new position (a verify step).
 func (s *Stage) seq(w *work, all bool) model.Seq {
 	q := model.Seq{Cache: w.sess.cache, AllLogits: all && s.m.IsLast()}
-	if p := w.req.Sampling.Params(); p.Greedy() && s.m.IsLast() {
+	if !s.m.IsLast() {
+		return q
+	}
+	if p := w.req.Sampling.Params(); p.Greedy() {
 		q.Greedy, q.VocabLimit = true, p.VocabLimit
+	} else {
+		q.Sampled = &p
 	}
 	return q
 }
 
 // output is what the last stage's pass gave one step: per requested
-// position, logits, or picks for a greedy step.
+// position, picks for a greedy step, probabilities for a sampled one (or
+// logits, for a step that asked for neither).
 type output struct {
 	logits [][]float32
 	picks  []model.Pick
+	probs  [][]float32
 }
 
 func outputOf(res *model.Result, i int) output {
@@ -192,22 +200,40 @@ func outputOf(res *model.Result, i int) output {
 	if res.Picks != nil {
 		o.picks = res.Picks[i]
 	}
+	if res.Probs != nil {
+		o.probs = res.Probs[i]
+	}
 	return o
 }
 
 func (o output) len() int {
-	if o.picks != nil {
+	switch {
+	case o.picks != nil:
 		return len(o.picks)
+	case o.probs != nil:
+		return len(o.probs)
 	}
 	return len(o.logits)
 }
 
 // at is position r's share alone.
 func (o output) at(r int) output {
-	if o.picks != nil {
+	switch {
+	case o.picks != nil:
 		return output{picks: o.picks[r : r+1]}
+	case o.probs != nil:
+		return output{probs: o.probs[r : r+1]}
 	}
 	return output{logits: o.logits[r : r+1]}
+}
+
+// dist is the first position's distribution under p: the probabilities the
+// pass computed, or sampling.Probs of its logits.
+func (o output) dist(p sampling.Params) []float32 {
+	if o.probs != nil {
+		return o.probs[0]
+	}
+	return sampling.Probs(o.logits[0], p)
 }
 
 func (o output) last() output { return o.at(o.len() - 1) }
@@ -253,22 +279,22 @@ func pick(o output, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, 
 		}
 		return x, m, q, nil
 	}
-	logits := o.logits[0]
+	dist := o.dist(p)
 	switch {
 	case sparse:
 		k := smp.DraftTopK
 		if k == 0 {
 			k = spec.DefaultDraftTopK
 		}
-		sq := sampling.TopKSparse(sampling.Probs(logits, p), k)
+		sq := sampling.TopKSparse(dist, k)
 		x = sq.Sample(rng.Float64())
 		wire := protocol.SparseOf(sq)
 		q = &wire
 	default:
-		x = sampling.Sample(sampling.Probs(logits, p), rng.Float64())
+		x = sampling.Sample(dist, rng.Float64())
 	}
 	if x < 0 {
-		return 0, 0, nil, fmt.Errorf("no token can be drawn from %d logits", len(logits))
+		return 0, 0, nil, fmt.Errorf("no token can be drawn from %d probabilities", len(dist))
 	}
 	return x, 0, q, nil
 }
@@ -313,10 +339,9 @@ func (s *Stage) verify(w *work, o output) {
 		}
 		v, err = spec.VerifyGreedy(req.Drafts, choice)
 	} else {
-		rows := o.logits[first:]
-		ps := make([][]float32, 0, len(rows))
-		for _, l := range rows {
-			ps = append(ps, sampling.Probs(l, params))
+		ps := make([][]float32, 0, o.len()-first)
+		for r := first; r < o.len(); r++ {
+			ps = append(ps, o.at(r).dist(params))
 		}
 		qs := make([]sampling.Sparse, len(req.Q))
 		for i, q := range req.Q {
