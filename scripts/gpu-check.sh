@@ -83,6 +83,19 @@ PY
 	done | awk '!seen[$0]++'
 }
 
+# bench8b NAME ARGS...: worker bench on the Qwen3-8B shape (random bf16 weights,
+# BATCH, PROMPT, NEW) with ARGS, into $out/NAME.json and NAME.log; a failure
+# shows the log and sets rc (run's locals).
+bench8b() {
+	local name=$1
+	shift
+	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
+		--new-tokens "$NEW" --json "$@" >"$out/$name.json" 2>"$out/$name.log" || {
+		rc=1
+		cat "$out/$name.log"
+	}
+}
+
 run() {
 	# Everything is written to $out and, at the end, packed into one file under
 	# $OUT (the device tool brings back at most 8 files).
@@ -115,50 +128,22 @@ run() {
 	"$tmp/worker" selftest --backend cuda --dtype bf16 --goldens testdata/golden --batch-invariant \
 		>"$out/selftest_invariant.txt" 2>&1 || rc=1
 	echo "== draftbench bench (cuda, bf16, random weights)"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --json >"$out/bench_draftbench.json" 2>"$out/bench_draftbench.log" || {
-		rc=1
-		cat "$out/bench_draftbench.log"
-	}
+	bench8b bench_draftbench
 	echo "== draftbench bench with step graphs (--graphs)"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --graphs --bandwidth=false --json >"$out/bench_graphs.json" 2>"$out/bench_graphs.log" || {
-		rc=1
-		cat "$out/bench_graphs.log"
-	}
+	bench8b bench_graphs --graphs --bandwidth=false
 	echo "== draftbench bench reading every logit row to the host (--greedy=false)"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --greedy=false --bandwidth=false --json >"$out/bench_logits.json" 2>"$out/bench_logits.log" || {
-		rc=1
-		cat "$out/bench_logits.log"
-	}
+	bench8b bench_logits --greedy=false --bandwidth=false
 	echo "== draftbench bench with sampled steps (--temperature 0.8)"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --temperature 0.8 --bandwidth=false --json >"$out/bench_sampled.json" 2>"$out/bench_sampled.log" || {
-		rc=1
-		cat "$out/bench_sampled.log"
-	}
+	bench8b bench_sampled --temperature 0.8 --bandwidth=false
 	echo "== selftest with tuned products (cuBLASLt, --tune-gemm)"
 	"$tmp/worker" selftest --backend cuda --only matmul --goldens testdata/golden --tune-gemm \
 		>"$out/selftest_tuned.txt" 2>&1 || rc=1
 	echo "== draftbench bench with tuned products (--tune-gemm)"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --tune-gemm --bandwidth=false --json >"$out/bench_tuned.json" 2>"$out/bench_tuned.log" || {
-		rc=1
-		cat "$out/bench_tuned.log"
-	}
+	bench8b bench_tuned --tune-gemm --bandwidth=false
 	echo "== draftbench bench with tuned products and step graphs (--tune-gemm --graphs)"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --tune-gemm --graphs --bandwidth=false --json >"$out/bench_best.json" 2>"$out/bench_best.log" || {
-		rc=1
-		cat "$out/bench_best.log"
-	}
+	bench8b bench_best --tune-gemm --graphs --bandwidth=false
 	echo "== draftbench bench in batch-invariant mode"
-	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch "$BATCH" --prompt-len "$PROMPT" \
-		--new-tokens "$NEW" --batch-invariant --bandwidth=false --json >"$out/bench_invariant.json" 2>"$out/bench_invariant.log" || {
-		rc=1
-		cat "$out/bench_invariant.log"
-	}
+	bench8b bench_invariant --batch-invariant --bandwidth=false
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
 	"$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 --prompt-len "$PROMPT" \
 		--new-tokens 8 --profile-ops --bandwidth=false --json >"$out/profile.json" 2>"$out/profile.txt" || rc=1

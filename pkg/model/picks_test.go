@@ -15,17 +15,25 @@ import (
 // among them), so the model picks greedy tokens from logits on the host.
 type hostOnly struct{ backend.Backend }
 
-// TestGreedyPicks: a Greedy sequence gets, instead of logits, the argmax and
-// margin of exactly the logits it would have had (sampling.ArgmaxMargin),
-// per vocabulary limit, beside sequences that still want logits, and with
-// the backend picking (CPU: backend.Picker) or not (picked on the host).
-func TestGreedyPicks(t *testing.T) {
+// writeSmallModel writes a 2-layer Qwen3-shaped model with a 300-id
+// vocabulary and random weights into a temporary folder.
+func writeSmallModel(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	s := tinymodel.Default()
 	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 64, 128, 2, 4, 2, 16, 300
 	if err := tinymodel.Write(dir, s); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// TestGreedyPicks: a Greedy sequence gets, instead of logits, the argmax and
+// margin of exactly the logits it would have had (sampling.ArgmaxMargin),
+// per vocabulary limit, beside sequences that still want logits, and with
+// the backend picking (CPU: backend.Picker) or not (picked on the host).
+func TestGreedyPicks(t *testing.T) {
+	dir := writeSmallModel(t)
 	feeds := [][][]int{{{1, 2, 3, 4}, {5, 6}, {7, 8, 9}}, {{10, 11, 12}, {13}, {14}}, {{15}, {16}, {17}}}
 	limits := []int{0, 0, 150}
 	for _, b := range []struct {
@@ -115,12 +123,7 @@ func (p *probingCPU) Probs(logits backend.Tensor, sp sampling.Params) (backend.T
 // call per set of parameters) or the model does on the host, beside greedy
 // and logit-wanting sequences of the same batch.
 func TestSampledProbs(t *testing.T) {
-	dir := t.TempDir()
-	s := tinymodel.Default()
-	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 64, 128, 2, 4, 2, 16, 300
-	if err := tinymodel.Write(dir, s); err != nil {
-		t.Fatal(err)
-	}
+	dir := writeSmallModel(t)
 	pa := &sampling.Params{Temperature: 0.7, TopK: 20, VocabLimit: 250}
 	pb := &sampling.Params{Temperature: 1.3, TopP: 0.8}
 	feeds := [][][]int{{{1, 2, 3}, {4, 5}, {6}, {7, 8}}, {{9, 10, 11}, {12}, {13}, {14}}}
