@@ -221,6 +221,15 @@ type Prober interface {
 	Probs(logits Tensor, p sampling.Params) (Tensor, error)
 }
 
+// WeightGrouper is an optional Backend operation for a backend that splits
+// weights over several devices: the loader announces, before a decoder
+// layer, how many elements of weights it is about to load, so that the
+// layer's weights land on one device (an operation then never meets weights
+// of two devices).
+type WeightGrouper interface {
+	GroupWeights(elems int64)
+}
+
 // StepGrapher is an optional Backend operation: GraphStep runs f, which
 // issues one step's operations, and may capture them (a CUDA graph) to
 // replay on later calls with the same key (asked for only when graphs are

@@ -98,13 +98,39 @@ func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
 			m.head = l.get("lm_head.weight", V, H)
 		}
 	}
+	g, grouping := b.(backend.WeightGrouper)
 	for i := first; i < last && l.err == nil; i++ {
+		if grouping {
+			g.GroupWeights(m.layerElems())
+		}
 		m.layers = append(m.layers, l.layer(i))
 	}
 	if l.err != nil {
 		return nil, fmt.Errorf("loading %s: %w", dir, l.err)
 	}
 	return m, nil
+}
+
+// layerElems is how many weight elements one decoder layer loads (what
+// loader.layer reads, stacked or not), for backend.WeightGrouper.
+func (m *Model) layerElems() int64 {
+	c := m.Config
+	H, I, hd := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.HeadDim)
+	qw, kvw := int64(c.NumAttentionHeads)*hd, int64(c.NumKeyValueHeads)*hd
+	n := 2*H + (qw+2*kvw)*H + H*qw + 3*I*H
+	if m.Arch.QKVBias || c.AttentionBias {
+		n += qw + 2*kvw
+	}
+	if c.AttentionBias {
+		n += H
+	}
+	if c.MLPBias {
+		n += 2*I + H
+	}
+	if m.Arch.QKNorm {
+		n += 2 * hd
+	}
+	return n
 }
 
 // loader reads tensors and checks their shapes; the first error sticks.

@@ -39,6 +39,14 @@ func (b *Backend) weightOn(shape []int, op string) (*Tensor, error) {
 
 func dtypeC(d backend.DType) C.int { return C.int(d) }
 
+// GroupWeights implements backend.WeightGrouper: the next elems elements of
+// weights (a layer's, in the backend's dtype) go to one device.
+func (b *Backend) GroupWeights(elems int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.place.group(elems * int64(b.dtype.Size()))
+}
+
 // Load implements backend.Backend: the raw safetensors bytes go straight to
 // the device (staged through a scratch buffer when they need converting to
 // the backend's dtype).
@@ -528,26 +536,27 @@ func (b *Backend) FinishQKV(q, qkv, qNorm, kNorm backend.Tensor, eps float32, po
 			return fmt.Errorf("cuda: negative position %d", p)
 		}
 	}
-	dev := b.home(xt)
-	if err := b.bring(xt, dev, "finish qkv"); err != nil {
-		return err
-	}
-	var qn, kn unsafe.Pointer
+	// The norms are weights: the operation runs on their device (home).
+	operands := []*Tensor{xt}
+	var qnt, knt *Tensor
 	if qNorm != nil {
-		qnt, err := b.act(qNorm, "finish qkv", "q norm")
-		if err != nil {
+		if qnt, err = b.act(qNorm, "finish qkv", "q norm"); err != nil {
 			return err
 		}
-		knt, err := b.act(kNorm, "finish qkv", "k norm")
-		if err != nil {
+		if knt, err = b.act(kNorm, "finish qkv", "k norm"); err != nil {
 			return err
 		}
 		if backend.Elems(qnt) != hd || backend.Elems(knt) != hd {
 			return fmt.Errorf("cuda: finish qkv: norms of %v and %v for head dim %d", qnt.shape, knt.shape, hd)
 		}
-		if err := b.inputs(dev, "finish qkv", qnt, knt); err != nil {
-			return err
-		}
+		operands = append([]*Tensor{qnt, knt}, operands...)
+	}
+	dev := b.home(operands...)
+	if err := b.inputs(dev, "finish qkv", operands...); err != nil {
+		return err
+	}
+	var qn, kn unsafe.Pointer
+	if qnt != nil {
 		qn, kn = qnt.ptr, knt.ptr
 	}
 	covered := 0

@@ -19,6 +19,7 @@ type placer struct {
 	share []int64
 	used  []int64
 	cur   int
+	hold  int64 // bytes of the current group still to come: they stay on cur
 }
 
 // newPlacer gives device i the share budget_i = free_i - reserve_i, or,
@@ -41,11 +42,27 @@ func newPlacer(free []int64, reserve []int64, total int64) *placer {
 
 // place returns the device index for a tensor of n bytes and accounts it.
 func (p *placer) place(n int64) int {
-	for p.cur < len(p.share)-1 && p.used[p.cur]+n > p.share[p.cur] {
-		p.cur++
+	if p.hold > 0 {
+		p.hold -= n
+	} else {
+		for p.cur < len(p.share)-1 && p.used[p.cur]+n > p.share[p.cur] {
+			p.cur++
+		}
 	}
 	p.used[p.cur] += n
 	return p.cur
+}
+
+// group says the next n bytes of tensors belong together (one decoder
+// layer): they go to the current device if they fit there, else all to the
+// next one, so an operation never meets weights of two devices and the
+// hidden state crosses devices only between layers.
+func (p *placer) group(n int64) {
+	p.hold = 0
+	for p.cur < len(p.share)-1 && p.used[p.cur] > 0 && p.used[p.cur]+n > p.share[p.cur] {
+		p.cur++
+	}
+	p.hold = n
 }
 
 // defaultReserve is a tenth of a device's memory, at least 1 GiB.

@@ -49,6 +49,43 @@ func TestPlacer(t *testing.T) {
 	}
 }
 
+// TestPlacerGroups: a group (a decoder layer) lands on one device, moving
+// on whole when it does not fit where the previous one ended, even when a
+// tensor inside it would have passed the share on its own.
+func TestPlacerGroups(t *testing.T) {
+	// Two devices, 10 GiB each of the 20 GiB total: layers of 3 GiB as a
+	// norm (tiny), a 2 GiB product and a 1 GiB product with two norms last,
+	// as the loader loads a Qwen3 layer.
+	p := newPlacer([]int64{10 * gib, 10 * gib}, []int64{0, 0}, 20*gib)
+	const norm = 1 << 12
+	var got [][]int
+	for range 6 {
+		p.group(2*gib + gib + 3*norm)
+		layer := []int{p.place(norm), p.place(2 * gib), p.place(gib), p.place(norm), p.place(norm)}
+		got = append(got, layer)
+	}
+	want := [][]int{{0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, {1, 1, 1, 1, 1}, {1, 1, 1, 1, 1}, {1, 1, 1, 1, 1}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("layers placed on %v, want %v", got, want)
+	}
+	// Without groups the fourth layer straddles the boundary: its first
+	// norm and product stay, the rest moves (what FinishQKV once tripped on).
+	p = newPlacer([]int64{10 * gib, 10 * gib}, []int64{0, 0}, 20*gib)
+	var flat []int
+	for range 4 {
+		flat = append(flat, p.place(norm), p.place(2*gib), p.place(gib), p.place(norm), p.place(norm))
+	}
+	if flat[15] != 0 || flat[17] != 1 {
+		t.Errorf("ungrouped layer 4 placed on %v, want it split", flat[15:])
+	}
+	// A group larger than a whole device still stays together.
+	p = newPlacer([]int64{4 * gib, 4 * gib}, []int64{0, 0}, 0)
+	p.group(6 * gib)
+	if a, b := p.place(3*gib), p.place(3*gib); a != b {
+		t.Errorf("a group bigger than a device split over devices %d and %d", a, b)
+	}
+}
+
 func TestDefaultReserve(t *testing.T) {
 	tests := []struct{ total, want int64 }{{80 * gib, 8 * gib}, {4 * gib, gib}}
 	for _, tt := range tests {
