@@ -10,6 +10,9 @@
 #                               machine's CUDA 13 libcublas/libcudart, then
 #                               1. worker selftest --backend cuda (bf16 and f32,
 #                                  every kernel, then the transformers goldens),
+#                                  and the goldens with each model's layers split
+#                                  over three handles of the GPU (--devices 0,0,0:
+#                                  the several-GPU path on one GPU),
 #                               2. worker bench --backend cuda on a Qwen3-8B-shaped
 #                                  model with random bf16 weights at batch 1,8,32
 #                                  (its bandwidth column is a 1 GiB device-to-device
@@ -127,6 +130,9 @@ run() {
 	echo "== selftest in batch-invariant mode (bf16)"
 	"$tmp/worker" selftest --backend cuda --dtype bf16 --goldens testdata/golden --batch-invariant \
 		>"$out/selftest_invariant.txt" 2>&1 || rc=1
+	echo "== goldens with each model's layers split over three handles of this GPU (--devices 0,0,0)"
+	"$tmp/worker" selftest --backend cuda --devices 0,0,0 --only matmul --goldens testdata/golden \
+		>"$out/selftest_split.txt" 2>&1 || rc=1
 	echo "== draftbench bench (cuda, bf16, random weights)"
 	bench8b bench_draftbench
 	echo "== draftbench bench with step graphs (--graphs)"
@@ -235,6 +241,8 @@ PY
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest_invariant.txt"
 	echo "tuned products:"
 	grep -E "^selftest cuda|^goldens cuda|^step graphs|^FAIL" "$out/selftest_tuned.txt"
+	echo "layers split over three handles of one GPU:"
+	grep -E "^selftest cuda|^goldens cuda|^split |^FAIL|error" "$out/selftest_split.txt"
 	if [[ -n ${OUT:-} ]]; then
 		cp "$out/table.txt" "$OUT/" 2>/dev/null
 		tar czf "$OUT/gpu-check.tgz" -C "$(dirname "$out")" "$(basename "$out")"

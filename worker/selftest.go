@@ -28,6 +28,7 @@ type engine struct {
 	resetProfile func()
 	graphStats   func() cuda.GraphStats
 	gemmPlans    func() ([]cuda.GEMMPlan, error)
+	placement    func() []int64 // weight bytes per device (nil on the CPU)
 }
 
 // openBackend opens the backend --backend names: cpu, or cuda with copts
@@ -59,7 +60,7 @@ func openBackend(name string, threads int, f32 bool, copts cuda.Options) (*engin
 		return &engine{Backend: b, close: b.Close,
 			bandwidth: func() (float64, error) { return b.CopyBandwidth(1 << 30) },
 			about:     strings.Join(about, "; ") + ", kernels " + cuda.KernelsID,
-			profile:   b.Profile, resetProfile: b.ResetProfile, graphStats: b.GraphStats, gemmPlans: b.GEMMPlans}, nil
+			profile:   b.Profile, resetProfile: b.ResetProfile, graphStats: b.GraphStats, gemmPlans: b.GEMMPlans, placement: b.Placement}, nil
 	}
 	return nil, cli.Usagef("--backend %q is not one of cpu, cuda", name)
 }
@@ -147,7 +148,16 @@ func selftestCmd() *cli.Command {
 					if err := golden.WriteInvariance(env.Stdout, name+"/"+dt, 5, inv); err != nil {
 						return err
 					}
-					if name == "cuda" {
+					switch {
+					case name == "cuda" && len(devs) > 1:
+						// Step graphs are for one device; instead, the
+						// layers split over the devices listed.
+						n, err := goldensSplit(env, name, threads, dt, copts, goldens, lim)
+						if err != nil {
+							return err
+						}
+						failed += n
+					case name == "cuda":
 						// Again with step graphs: every decode step after the
 						// first of its shape is a replayed graph.
 						n, err := goldensWithGraphs(env, name, threads, dt, copts, goldens, lim, grs)
@@ -184,6 +194,49 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// goldensSplit runs the goldens with each model's layers split over the
+// devices of copts (a fresh backend per golden, every device but the last
+// holding one tensor or layer: the embedding, then a layer each), so the
+// several-device path is checked even on one GPU listed several times. It
+// fails a golden whose weights did not land on every device.
+func goldensSplit(env *cli.Env, name string, threads int, dt string, copts cuda.Options, dir string, lim golden.Limit) (int, error) {
+	copts.MaxWeightsPerDevice = 1
+	var placed [][]int64
+	open := func() (backend.Backend, func(), error) {
+		e, err := openBackend(name, threads, dt == "f32", copts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return e.Backend, func() {
+			placed = append(placed, e.placement())
+			_ = e.close()
+		}, nil
+	}
+	grs, err := golden.CheckEach(dir, open, lim)
+	if err != nil {
+		return 0, err
+	}
+	failed := golden.Failed(grs)
+	fmt.Fprintln(env.Stdout)
+	if err := golden.WriteTable(env.Stdout, fmt.Sprintf("%s/%s+split over %d devices", name, dt, len(copts.Devices)), grs); err != nil {
+		return 0, err
+	}
+	for i, r := range grs {
+		if i >= len(placed) {
+			break
+		}
+		fmt.Fprintf(env.Stdout, "split %s: weight bytes per device %v\n", r.Name, placed[i])
+		for _, b := range placed[i] {
+			if b == 0 {
+				fmt.Fprintf(env.Stdout, "FAIL: %s: a device holds no weights\n", r.Name)
+				failed++
+				break
+			}
+		}
+	}
+	return failed, nil
 }
 
 // goldensWithGraphs runs the goldens on a CUDA backend with step graphs and

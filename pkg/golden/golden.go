@@ -164,6 +164,13 @@ func Yardsticks(dir string) (map[string]float64, error) {
 
 // Check loads each golden model in dir onto be and compares it.
 func Check(dir string, be backend.Backend, lim Limit) ([]Result, error) {
+	return CheckEach(dir, func() (backend.Backend, func(), error) { return be, func() {}, nil }, lim)
+}
+
+// CheckEach is Check with a backend of its own for each golden, from open
+// (closed by the func open returns once the golden is checked): a backend
+// that places weights as they load then places each model afresh.
+func CheckEach(dir string, open func() (backend.Backend, func(), error), lim Limit) ([]Result, error) {
 	names, err := Names(dir)
 	if err != nil {
 		return nil, err
@@ -178,7 +185,12 @@ func Check(dir string, be backend.Backend, lim Limit) ([]Result, error) {
 		if y := ys[name]; lim.Times*y > tol {
 			tol = lim.Times * y
 		}
+		be, done, err := open()
+		if err != nil {
+			return out, err
+		}
 		r := checkOne(dir, name, be, tol)
+		done()
 		r.Yardstick = ys[name]
 		out = append(out, r)
 	}

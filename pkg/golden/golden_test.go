@@ -68,6 +68,39 @@ func copyGolden(t *testing.T, name string, edit func(*File)) string {
 	return out
 }
 
+// TestCheckEachFreshBackends: CheckEach opens a backend per golden, closes
+// each once its golden is checked, gives Check's results, and stops on a
+// backend that does not open.
+func TestCheckEachFreshBackends(t *testing.T) {
+	want, err := Check(dir, cpu.New(1), F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, closed := 0, 0
+	got, err := CheckEach(dir, func() (backend.Backend, func(), error) {
+		if opened != closed {
+			t.Errorf("backend %d opened before backend %d closed", opened+1, opened)
+		}
+		opened++
+		return cpu.New(1), func() { closed++ }, nil
+	}, F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opened != len(want) || closed != len(want) {
+		t.Errorf("%d backends opened and %d closed for %d goldens", opened, closed, len(want))
+	}
+	for i := range want {
+		if got[i].Name != want[i].Name || got[i].MaxRel != want[i].MaxRel || got[i].Mismatch != want[i].Mismatch {
+			t.Errorf("golden %d: %+v, Check gave %+v", i, got[i], want[i])
+		}
+	}
+	_, err = CheckEach(dir, func() (backend.Backend, func(), error) { return nil, nil, os.ErrPermission }, F32)
+	if err == nil {
+		t.Error("a backend that does not open went unreported")
+	}
+}
+
 func TestWrongLogitsFail(t *testing.T) {
 	d := copyGolden(t, "qwen3", func(g *File) {
 		row := g.Prompts[0].StepLogits[2]

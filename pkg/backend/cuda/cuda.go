@@ -264,7 +264,7 @@ func New(opts Options) (*Backend, error) {
 			}
 		}
 	}
-	b.place = newPlacer(free, reserve, opts.WeightBytes)
+	b.place = newPlacerMax(free, reserve, opts.WeightBytes, opts.MaxWeightsPerDevice)
 	return b, nil
 }
 
@@ -566,6 +566,14 @@ func (b *Backend) waited(start time.Time) {
 	if b.prof != nil {
 		b.prof.last = time.Now()
 	}
+}
+
+// Placement is the weight bytes placed on each device so far, in the order
+// of Options.Devices.
+func (b *Backend) Placement() []int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int64(nil), b.place.used...)
 }
 
 // GEMMPlans lists the tuned products' choices on every device

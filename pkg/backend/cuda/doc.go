@@ -54,6 +54,14 @@ type Options struct {
 	// Reserve is the memory per device kept free of weights for the KV
 	// caches and activations; 0 means a tenth of the device, at least 1 GiB.
 	Reserve int64
+	// MaxWeightsPerDevice caps the weight bytes a device takes before the
+	// next one is used (0: no cap); each device still takes at least one
+	// layer. With one GPU listed several times in Devices (0,0,0) and a cap
+	// of 1, a model's layers split over handles of one GPU, so the several-
+	// device path (placement, copies between devices, caches on different
+	// devices) can be checked on a machine with one GPU (worker selftest
+	// --devices 0,0,0 --goldens).
+	MaxWeightsPerDevice int64
 	// Profile synchronizes after every operation and charges each one the
 	// time since the previous one (its launch, its run and the Go work
 	// before it): Backend.Profile reads the totals. It serialises the host

@@ -26,6 +26,12 @@ type placer struct {
 // when total (the bytes of all the weights) is known, total split in
 // proportion to those budgets, so the KV caches find room on every device.
 func newPlacer(free []int64, reserve []int64, total int64) *placer {
+	return newPlacerMax(free, reserve, total, 0)
+}
+
+// newPlacerMax is newPlacer with every share capped at most bytes (0: no
+// cap); a device still takes at least one tensor or group.
+func newPlacerMax(free []int64, reserve []int64, total, most int64) *placer {
 	p := &placer{share: make([]int64, len(free)), used: make([]int64, len(free))}
 	var sum int64
 	for i := range free {
@@ -37,6 +43,11 @@ func newPlacer(free []int64, reserve []int64, total int64) *placer {
 			p.share[i] = int64(math.Ceil(float64(total) * float64(p.share[i]) / float64(sum)))
 		}
 	}
+	if most > 0 {
+		for i := range p.share {
+			p.share[i] = min(p.share[i], most)
+		}
+	}
 	return p
 }
 
@@ -45,7 +56,7 @@ func (p *placer) place(n int64) int {
 	if p.hold > 0 {
 		p.hold -= n
 	} else {
-		for p.cur < len(p.share)-1 && p.used[p.cur]+n > p.share[p.cur] {
+		for p.cur < len(p.share)-1 && p.used[p.cur] > 0 && p.used[p.cur]+n > p.share[p.cur] {
 			p.cur++
 		}
 	}

@@ -86,6 +86,27 @@ func TestPlacerGroups(t *testing.T) {
 	}
 }
 
+// TestPlacerCap: with every share capped at a byte, each device but the last
+// takes one tensor or group (the embedding, then one layer each) and the last
+// the rest.
+func TestPlacerCap(t *testing.T) {
+	p := newPlacerMax([]int64{80 * gib, 80 * gib, 80 * gib}, []int64{0, 0, 0}, 0, 1)
+	embed := p.place(gib)
+	var layers []int
+	for range 3 {
+		p.group(3 * gib)
+		l := p.place(gib)
+		if p.place(2*gib) != l {
+			t.Fatal("a layer split over devices")
+		}
+		layers = append(layers, l)
+	}
+	head := p.place(gib)
+	if embed != 0 || !reflect.DeepEqual(layers, []int{1, 2, 2}) || head != 2 {
+		t.Errorf("embedding on %d, layers on %v, head on %d; want 0, [1 2 2], 2", embed, layers, head)
+	}
+}
+
 func TestDefaultReserve(t *testing.T) {
 	tests := []struct{ total, want int64 }{{80 * gib, 8 * gib}, {4 * gib, gib}}
 	for _, tt := range tests {

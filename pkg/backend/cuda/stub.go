@@ -40,3 +40,6 @@ func (b *Backend) GraphStats() GraphStats { return GraphStats{} }
 
 // GEMMPlans is empty.
 func (b *Backend) GEMMPlans() ([]GEMMPlan, error) { return nil, nil }
+
+// Placement is empty.
+func (b *Backend) Placement() []int64 { return nil }
