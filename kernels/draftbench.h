@@ -81,6 +81,7 @@ typedef struct {
 	int f32, m, n, k;
 	int lt;         /* 1: a cuBLASLt algorithm won; 0: cublasGemmEx */
 	int candidates; /* cuBLASLt algorithms timed */
+	int splitk;     /* K splits of the chosen cuBLASLt algorithm (1: none) */
 	float best_us, default_us;
 } db_gemm_plan_info;
 db_status db_gemm_plans(db_device *d, db_gemm_plan_info *out, int cap, int *n);

@@ -4,6 +4,7 @@
 // cublasGemmEx on the first call of each shape and the fastest is kept.
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "common.cuh"
 
@@ -17,10 +18,18 @@
 
 // Tuning covers the products of up to TUNE_MAX_ROWS rows (the padded pieces
 // of batch-invariant mode among them); TUNE_ALGOS candidates from cuBLASLt's
-// heuristic, each timed over TUNE_REPS calls after one untimed call.
+// heuristic, each timed over TUNE_REPS calls after one untimed call. The
+// first TUNE_SPLIT_ALGOS of them that can split K are also timed split
+// TUNE_SPLITS ways: a product of one row has N/tile blocks (32 for 4096
+// outputs in tiles of 128), too few to stream the weights at full speed on a
+// GPU of 132 multiprocessors; splitting K multiplies them. The partial sums
+// are reduced in f32 (CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE), so a split
+// product keeps f32 accumulation and stays deterministic.
 #define TUNE_MAX_ROWS 64
 #define TUNE_ALGOS 16
 #define TUNE_REPS 8
+#define TUNE_SPLIT_ALGOS 4
+static const int TUNE_SPLITS[] = {2, 4, 8, 16};
 
 // gemm_plan is one shape's choice: cuBLASLt with algo (lt set), or
 // cublasGemmEx; with what the timing found.
@@ -31,6 +40,7 @@ struct gemm_plan {
 	cublasLtMatmulAlgo_t algo;
 	size_t ws;
 	int candidates; // cuBLASLt algorithms timed
+	int splitk;     // K splits of the chosen algorithm (1: none)
 	float best_us, default_us; // the chosen one's and cublasGemmEx's time per call
 };
 
@@ -154,27 +164,70 @@ static db_status gemm_tune(db_device *d, cudaDataType_t t, void *dst, const void
 		cudaEventDestroy(e0);
 		return db_cuda_fail(ce, __FILE__, __LINE__, "cudaEventCreate");
 	}
+	// The candidates: the heuristic's algorithms, then split-K variants of
+	// the first few that allow it (checked by cublasLtMatmulAlgoCheck, which
+	// also gives their workspace).
+	struct cand {
+		cublasLtMatmulAlgo_t algo;
+		size_t ws;
+		int splitk;
+	};
+	std::vector<cand> cands;
+	int splittable = 0;
+	for (int i = 0; i < nres; i++) {
+		if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > ws) continue;
+		cands.push_back(cand{res[i].algo, res[i].workspaceSize, 1});
+		int32_t can = 0;
+		uint32_t schemes = 0;
+		size_t got = 0;
+		if (splittable >= TUNE_SPLIT_ALGOS ||
+		    cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &can, sizeof can, &got) !=
+		        CUBLAS_STATUS_SUCCESS ||
+		    !can ||
+		    cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes,
+		                                      sizeof schemes, &got) != CUBLAS_STATUS_SUCCESS ||
+		    !(schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE))
+			continue;
+		splittable++;
+		for (int sk : TUNE_SPLITS) {
+			if (sk >= k) break;
+			cublasLtMatmulAlgo_t a = res[i].algo;
+			const int32_t splits = sk;
+			const uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+			cublasLtMatmulHeuristicResult_t chk;
+			if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof splits) !=
+			        CUBLAS_STATUS_SUCCESS ||
+			    cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme) !=
+			        CUBLAS_STATUS_SUCCESS ||
+			    cublasLtMatmulAlgoCheck(d->lt, p->desc, p->a, p->b, p->c, p->c, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
+			    chk.workspaceSize > ws)
+				continue;
+			cands.push_back(cand{a, chk.workspaceSize, sk});
+		}
+	}
+
 	db_status st = db_ok();
 	float best = -1;
 	int chosen = -1;
 	st = time_us(d, e0, e1, [&] { return gemm_ex(d, t, dst, x, w, m, n, k).kind == DB_OK; }, &best);
 	p->default_us = best;
-	for (int i = 0; i < nres && st.kind == DB_OK; i++) {
-		if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > ws) continue;
-		p->ws = res[i].workspaceSize;
+	for (size_t i = 0; i < cands.size() && st.kind == DB_OK; i++) {
+		p->ws = cands[i].ws;
 		float us;
-		st = time_us(d, e0, e1, [&] { return gemm_lt(d, *p, &res[i].algo, dst, x, w) == CUBLAS_STATUS_SUCCESS; }, &us);
+		st = time_us(d, e0, e1, [&] { return gemm_lt(d, *p, &cands[i].algo, dst, x, w) == CUBLAS_STATUS_SUCCESS; }, &us);
 		p->candidates++;
-		if (us >= 0 && (best < 0 || us < best)) best = us, chosen = i;
+		if (us >= 0 && (best < 0 || us < best)) best = us, chosen = (int)i;
 	}
 	cudaEventDestroy(e0);
 	cudaEventDestroy(e1);
 	CKS(st);
 	p->best_us = best;
+	p->splitk = 1;
 	if (chosen >= 0) {
 		p->lt = true;
-		p->algo = res[chosen].algo;
-		p->ws = res[chosen].workspaceSize;
+		p->algo = cands[chosen].algo;
+		p->ws = cands[chosen].ws;
+		p->splitk = cands[chosen].splitk;
 	} else {
 		p->lt = false;
 	}
@@ -254,6 +307,7 @@ extern "C" db_status db_gemm_plans(db_device *d, db_gemm_plan_info *out, int cap
 			o.k = std::get<3>(kv.first);
 			o.lt = kv.second.lt;
 			o.candidates = kv.second.candidates;
+			o.splitk = kv.second.splitk;
 			o.best_us = kv.second.best_us;
 			o.default_us = kv.second.default_us;
 		}

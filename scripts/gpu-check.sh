@@ -228,7 +228,7 @@ if best:
     print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
 for p in (tuned or {}).get("gemm_plans") or []:
     print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
-          f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, {p['candidates']} candidates)")
+          f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, split k {p.get('split_k', 1)}, {p['candidates']} candidates)")
 q = load("quickstart/benchmark_results.json")
 if q:
     c, g = q.get("comparison", {}), q.get("gpu", {})

@@ -247,13 +247,13 @@ func benchCmd() *cli.Command {
 			}
 			fmt.Fprintln(env.Stdout, "\ntuned products (µs per call):")
 			w = tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintf(w, "GPU\tm\tn\tk\tcublasGemmEx\tchosen\tby\tcandidates\t\n")
+			fmt.Fprintf(w, "GPU\tm\tn\tk\tcublasGemmEx\tchosen\tby\tsplit k\tcandidates\t\n")
 			for _, p := range plans {
 				by := "cublasGemmEx"
 				if p.CublasLt {
 					by = "cuBLASLt"
 				}
-				fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%d\t\n", p.Device, p.M, p.N, p.K, p.DefaultUs, p.BestUs, by, p.Candidates)
+				fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%d\t%d\t\n", p.Device, p.M, p.N, p.K, p.DefaultUs, p.BestUs, by, p.SplitK, p.Candidates)
 			}
 			return w.Flush()
 		},

@@ -596,7 +596,7 @@ func (b *Backend) GEMMPlans() ([]GEMMPlan, error) {
 		}
 		for _, p := range infos[:min(int(n), len(infos))] {
 			out = append(out, GEMMPlan{Device: d.info.Ordinal, F32: p.f32 != 0, M: int(p.m), N: int(p.n), K: int(p.k),
-				CublasLt: p.lt != 0, Candidates: int(p.candidates), BestUs: float64(p.best_us), DefaultUs: float64(p.default_us)})
+				CublasLt: p.lt != 0, Candidates: int(p.candidates), SplitK: int(p.splitk), BestUs: float64(p.best_us), DefaultUs: float64(p.default_us)})
 		}
 	}
 	return out, nil

@@ -92,7 +92,8 @@ type GEMMPlan struct {
 	N          int     `json:"n"`
 	K          int     `json:"k"`
 	CublasLt   bool    `json:"cublaslt"`   // a cuBLASLt algorithm beat cublasGemmEx
-	Candidates int     `json:"candidates"` // cuBLASLt algorithms timed
+	Candidates int     `json:"candidates"` // cuBLASLt algorithms timed (split-K variants among them)
+	SplitK     int     `json:"split_k"`    // K splits of the chosen algorithm (1: none)
 	BestUs     float64 `json:"best_us"`    // the chosen one, per call
 	DefaultUs  float64 `json:"default_us"` // cublasGemmEx, per call
 }
