@@ -26,6 +26,7 @@ type runOptions struct {
 	threads        int
 	cpuDevices     int
 	inProcess      bool
+	gpu            agent.GPUOptions // the local worker's GPU stages
 }
 
 // runEmbedded is `controller run`: an embedded NATS server on loopback, one
@@ -113,6 +114,7 @@ func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*ex
 	if o.threads > 0 {
 		args = append(args, "--threads", strconv.Itoa(o.threads))
 	}
+	args = append(args, o.gpu.Args()...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = env.Stderr, env.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

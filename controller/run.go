@@ -29,7 +29,7 @@ func runCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "run",
 		Synopsis: "run a job on this machine: embedded NATS, a local worker, the result files",
-		Usage:    "controller run JOB.hcl [-var k=v]... [-var-file F] [--out DIR]",
+		Usage:    "controller run JOB.hcl [-var k=v]... [-var-file F] [--out DIR] [--cuda-graphs] [--tune-gemm] [--batch-invariant]",
 		Flags: func(fs *flag.FlagSet) {
 			jf.add(fs)
 			fs.StringVar(&o.out, "out", "", "output folder (default: the job's output_dir, else results/<job>-<id>)")
@@ -37,6 +37,9 @@ func runCmd() *cli.Command {
 			fs.StringVar(&o.workerBin, "worker-bin", "", "the worker binary to start (default: bin/worker beside this binary, else $PATH)")
 			fs.IntVar(&o.cpuDevices, "cpu-devices", 0, "run on N CPU devices even when NVML reports GPUs (0 = the GPUs when there are any, else as many CPU devices as the job's placement needs)")
 			fs.BoolVar(&o.inProcess, "in-process", false, "no NATS and no worker: load both models in this process (a quick single-process check)")
+			fs.BoolVar(&o.gpu.Graphs, "cuda-graphs", false, "the local worker's GPU stages capture each decode step into a CUDA graph (docs/cuda.md)")
+			fs.BoolVar(&o.gpu.TuneGEMM, "tune-gemm", false, "the local worker's GPU stages time cuBLASLt's algorithms per product shape (docs/cuda.md)")
+			fs.BoolVar(&o.gpu.BatchInvariant, "batch-invariant", false, "the local worker's GPU stages give results independent of batching (docs/cuda.md)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
 			job, err := jf.parse(env)

@@ -32,7 +32,8 @@
 #                               5. transformers (bf16, SDPA) on the same shape and
 #                                  card (SKIP_HF=1 leaves it out),
 #                               6. the quickstart job end to end (controller, NATS,
-#                                  worker stages on CUDA, the NVML monitor),
+#                                  worker stages on CUDA, the NVML monitor), then
+#                                  again with --cuda-graphs --tune-gemm,
 #                               and prints a table last. Everything is packed into
 #                               $OUT/gpu-check.tgz, the table beside it.
 set -uo pipefail
@@ -183,6 +184,13 @@ PY
 		rc=1
 		tail -30 "$out/quickstart.log"
 	}
+	echo "== the quickstart again with step graphs and tuned products in the stages (--cuda-graphs --tune-gemm)"
+	TARGET_MODEL="$tmp/models/tiny-target" DRAFTER_MODEL="$tmp/models/tiny-drafter" \
+		timeout 180 "$tmp/controller" run hcl/quickstart.hcl --out "$out/quickstart_fast" --cuda-graphs --tune-gemm \
+		>"$out/quickstart_fast.log" 2>&1 || {
+		rc=1
+		tail -30 "$out/quickstart_fast.log"
+	}
 	cat "$out/profile.txt"
 	python3 - "$out" <<'PY' | tee "$out/table.txt"
 import json, os, sys
@@ -229,12 +237,13 @@ if best:
 for p in (tuned or {}).get("gemm_plans") or []:
     print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
           f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, split k {p.get('split_k', 1)}, {p['candidates']} candidates)")
-q = load("quickstart/benchmark_results.json")
-if q:
-    c, g = q.get("comparison", {}), q.get("gpu", {})
-    print(f"quickstart on {q.get('environment', {}).get('backend', '?')}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
-          f"lossless {c.get('lossless')}")
-    print("quickstart gpu: " + json.dumps(g)[:700])
+for name in ("quickstart", "quickstart_fast"):
+    q = load(name + "/benchmark_results.json")
+    if q:
+        c, g = q.get("comparison", {}), q.get("gpu", {})
+        print(f"{name} on {q.get('environment', {}).get('backend', '?')}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
+              f"lossless {c.get('lossless')}")
+        print(f"{name} gpu: " + json.dumps(g)[:700])
 PY
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
 	echo "batch-invariant mode:"

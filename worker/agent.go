@@ -25,6 +25,14 @@ type agentFlags struct {
 	heartbeat, gpuInterval                    time.Duration
 	tls                                       natsrv.TLSFlags
 	nkey                                      string
+	gpu                                       agent.GPUOptions
+}
+
+// addGPUFlags registers the CUDA backend's opt-in modes for GPU stages.
+func addGPUFlags(fs *flag.FlagSet, o *agent.GPUOptions) {
+	fs.BoolVar(&o.Graphs, "cuda-graphs", false, "GPU stages capture each decode step into a CUDA graph and replay it (docs/cuda.md)")
+	fs.BoolVar(&o.TuneGEMM, "tune-gemm", false, "GPU stages time cuBLASLt's algorithms per product shape and keep the fastest (docs/cuda.md)")
+	fs.BoolVar(&o.BatchInvariant, "batch-invariant", false, "GPU stages give results independent of batching, so greedy speculative decoding reproduces greedy decoding bit for bit (slower; docs/cuda.md)")
 }
 
 // connectRetry is the pause between attempts to reach NATS at start-up: a
@@ -37,7 +45,8 @@ func agentCmd() *cli.Command {
 		Name:     "agent",
 		Synopsis: "host agent (the default): register this host's devices and run the stages the controller assigns",
 		Usage: `worker [agent] [--nats URL] [--devices 0,1,... | --cpu-devices N] [--name NAME]
-       [--heartbeat 1s] [--prefix draftbench] [--token TOKEN | --creds FILE]`,
+       [--heartbeat 1s] [--prefix draftbench] [--token TOKEN | --creds FILE]
+       [--cuda-graphs] [--tune-gemm] [--batch-invariant]`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&f.nats, "nats", "nats://127.0.0.1:4222", "NATS server URL")
 			fs.StringVar(&f.devices, "devices", "", "GPUs to offer: NVML indexes or UUIDs (default: CUDA_VISIBLE_DEVICES, else every GPU)")
@@ -51,6 +60,7 @@ func agentCmd() *cli.Command {
 			fs.StringVar(&f.nkey, "nkey", "", "NKey seed file (a worker-role user of the controller's NATS)")
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads the CPU devices share (0 = all cores)")
 			fs.DurationVar(&f.gpuInterval, "gpu-interval", time.Second, "GPU monitor sampling interval (NVML)")
+			addGPUFlags(fs, &f.gpu)
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runAgent(env, f) },
 	}
@@ -113,6 +123,7 @@ func runAgent(env *cli.Env, f agentFlags) error {
 		WorkerID:     id,
 		GPUMonitor:   gpuReason,
 		CPUThreads:   f.threads,
+		GPU:          f.gpu,
 		Conn:         nc,
 		Subjects:     subjects,
 		Name:         f.name,

@@ -19,6 +19,7 @@ type stageFlags struct {
 	tls                                           natsrv.TLSFlags
 	nkey                                          string
 	threads                                       int
+	gpu                                           agent.GPUOptions
 }
 
 // stageCmd is the stage process the host agent starts for each assignment
@@ -29,7 +30,8 @@ func stageCmd() *cli.Command {
 		Name:     "stage",
 		Synopsis: "internal: serve one assigned layer range over NATS (the host agent starts it)",
 		Usage: `worker stage --nats URL --assignment FILE [--worker ID] [--prefix P]
-       [--device-kind cpu|gpu] [--threads N] [--creds FILE]`,
+       [--device-kind cpu|gpu] [--threads N] [--creds FILE]
+       [--cuda-graphs] [--tune-gemm] [--batch-invariant]`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&f.nats, "nats", "nats://127.0.0.1:4222", "NATS server URL (a token comes in $"+agent.TokenEnv+")")
 			fs.StringVar(&f.assignment, "assignment", "", "the assignment, a JSON file as sent on workers.<id>.assign")
@@ -40,6 +42,7 @@ func stageCmd() *cli.Command {
 			fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
 			f.tls.Add(fs)
 			fs.StringVar(&f.nkey, "nkey", "", "NKey seed file")
+			addGPUFlags(fs, &f.gpu)
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runStage(env, f) },
 	}
@@ -85,6 +88,7 @@ func runStage(env *cli.Env, f stageFlags) error {
 		WorkerID:   f.worker,
 		Kind:       kind,
 		Threads:    f.threads,
+		GPU:        f.gpu,
 		Logger:     env.Logger,
 	})
 }

@@ -99,6 +99,8 @@ type Config struct {
 	Environ []string
 	// TempDir holds the assignment files ("": os.TempDir()).
 	TempDir string
+	// GPU are the opt-in modes of the CUDA backend in the GPU stages.
+	GPU GPUOptions
 	// CPUThreads are the cores the CPU devices share (0: runtime.NumCPU()).
 	CPUThreads int
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,5 +235,35 @@ func TestRunEndsWhenConnectionCloses(t *testing.T) {
 	nc.Close()
 	if err := recv(t, done, "end of Run"); err == nil || !strings.Contains(err.Error(), "NATS connection closed") {
 		t.Errorf("Run() = %v, want an error saying the connection closed", err)
+	}
+}
+
+// TestGPUOptionsReachGPUStages: the CUDA modes an agent is started with go
+// on the command lines of its GPU stages, and not on its CPU stages'.
+func TestGPUOptionsReachGPUStages(t *testing.T) {
+	nc := connect(t, startServer(t, natsrv.Options{}).ClientURL(), "test", "")
+	for _, tt := range []struct {
+		gpu  GPUOptions
+		want []string
+	}{
+		{GPUOptions{}, nil},
+		{GPUOptions{Graphs: true}, []string{"--cuda-graphs"}},
+		{GPUOptions{Graphs: true, TuneGEMM: true, BatchInvariant: true}, []string{"--cuda-graphs", "--tune-gemm", "--batch-invariant"}},
+	} {
+		a, err := New(Config{Conn: nc, Devices: CPUDevices(1, 1<<30), GPU: tt.gpu, StageCommand: []string{"worker", "stage"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		as := &protocol.Assignment{Instance: "m", Devices: []int{0}}
+		gpu := strings.Join(a.stageArgs(as, "f.json", protocol.DeviceGPU), " ")
+		cpu := strings.Join(a.stageArgs(as, "f.json", protocol.DeviceCPU), " ")
+		for _, flag := range []string{"--cuda-graphs", "--tune-gemm", "--batch-invariant"} {
+			if want := slices.Contains(tt.want, flag); strings.Contains(gpu, flag) != want {
+				t.Errorf("%+v: GPU stage args %q: %s present %v, want %v", tt.gpu, gpu, flag, !want, want)
+			}
+			if strings.Contains(cpu, flag) {
+				t.Errorf("%+v: CPU stage args %q carry %s", tt.gpu, cpu, flag)
+			}
+		}
 	}
 }

@@ -15,10 +15,11 @@ const cudaBuilt = true
 // CUDA_VISIBLE_DEVICES to the group, so they are ordinals 0..devices-1, and
 // the backend splits the stage's layers over them in proportion to their
 // free memory, given the shard's weight bytes (0: fill them in order).
-func gpuBackend(devices int, weightBytes int64) (backend.Backend, error) {
+func gpuBackend(devices int, weightBytes int64, o GPUOptions) (backend.Backend, error) {
 	var ords []int
 	for i := 0; i < devices; i++ {
 		ords = append(ords, i)
 	}
-	return cuda.New(cuda.Options{Devices: ords, WeightBytes: weightBytes})
+	return cuda.New(cuda.Options{Devices: ords, WeightBytes: weightBytes,
+		Graphs: o.Graphs, TuneGEMM: o.TuneGEMM, BatchInvariant: o.BatchInvariant})
 }

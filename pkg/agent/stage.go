@@ -48,10 +48,36 @@ type StageConfig struct {
 	Kind protocol.DeviceKind
 	// Threads bounds the CPU backend's threads (0: every core).
 	Threads int
+	// GPU are the CUDA backend's opt-in modes for a GPU stage.
+	GPU GPUOptions
 	// NewBackend, when set, replaces the choice of backend by Kind.
 	NewBackend func(kind protocol.DeviceKind, devices, threads int) (backend.Backend, error)
 	Logger     hclog.Logger     // nil: discarded
 	Now        func() time.Time // nil: time.Now
+}
+
+// GPUOptions are the CUDA backend's opt-in modes for the GPU stages of a
+// worker (docs/cuda.md); all off by default.
+type GPUOptions struct {
+	Graphs         bool // capture each decode step into a CUDA graph and replay it (cuda.Options.Graphs)
+	TuneGEMM       bool // the fastest cuBLASLt algorithm per product shape of up to 64 rows (cuda.Options.TuneGEMM)
+	BatchInvariant bool // results independent of batching (cuda.Options.BatchInvariant)
+}
+
+// Args are the worker flags that ask for o (the agent passes them on to its
+// GPU stage processes).
+func (o GPUOptions) Args() []string {
+	var args []string
+	if o.Graphs {
+		args = append(args, "--cuda-graphs")
+	}
+	if o.TuneGEMM {
+		args = append(args, "--tune-gemm")
+	}
+	if o.BatchInvariant {
+		args = append(args, "--batch-invariant")
+	}
+	return args
 }
 
 // ReadAssignment reads an assignment file as the agent writes it: the JSON
@@ -114,7 +140,7 @@ func RunStage(ctx context.Context, cfg StageConfig) error {
 	var be backend.Backend
 	var err error
 	if cfg.NewBackend == nil && cfg.Kind == protocol.DeviceGPU {
-		be, err = gpuBackend(len(a.Devices), shardBytes(a))
+		be, err = gpuBackend(len(a.Devices), shardBytes(a), cfg.GPU)
 	} else {
 		be, err = newBackend(cfg.Kind, len(a.Devices), cfg.Threads)
 	}
@@ -208,7 +234,7 @@ func defaultBackend(kind protocol.DeviceKind, devices, threads int) (backend.Bac
 	case protocol.DeviceCPU, "":
 		return cpu.New(threads), nil
 	case protocol.DeviceGPU:
-		return gpuBackend(devices, 0)
+		return gpuBackend(devices, 0, GPUOptions{})
 	}
 	return nil, fmt.Errorf("device kind %q is not one of cpu, gpu", kind)
 }

@@ -182,6 +182,9 @@ func (a *Agent) stageArgs(as *protocol.Assignment, file string, kind protocol.De
 	if kind == protocol.DeviceCPU {
 		args = append(args, "--threads", strconv.Itoa(a.cpuShare*len(as.Devices)))
 	}
+	if kind == protocol.DeviceGPU {
+		args = append(args, a.cfg.GPU.Args()...)
+	}
 	args = append(args, a.cfg.TLS.Args()...)
 	if a.cfg.NKeySeedFile != "" {
 		args = append(args, "--nkey", a.cfg.NKeySeedFile)
