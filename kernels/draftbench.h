@@ -148,6 +148,10 @@ db_status db_argmax(db_device *d, int dtype, const void *logits, int rows, int v
 /* ids[r], margins[r]: sampling.ArgmaxMargin of each row (the argmax and its margin over the runner-up). */
 db_status db_argmax_margin(db_device *d, int dtype, const void *logits, int rows, int vocab, int limit,
                            int32_t *ids, float *margins);
+/* The candidates of sampling.TopKSparse(row, k) for each row of probs [rows, vocab] (f32, from db_probs): ids and
+   vals [rows, cap] in any order, counts[row] of them (> cap: not all written), lives[row] ids with probability > 0. */
+db_status db_topk(db_device *d, const float *probs, int rows, int vocab, int k, int cap, int32_t *ids, float *vals,
+                  int32_t *counts, int32_t *lives);
 /* probs[rows,vocab] (f32): softmax of logits/temperature over ids < limit (0: all) after top-k and top-p;
    temperature 0 gives one-hot argmax. */
 db_status db_probs(db_device *d, int dtype, float *probs, const void *logits, int rows, int vocab,

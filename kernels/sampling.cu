@@ -438,6 +438,70 @@ extern "C" db_status db_probs(db_device *d, int dtype, float *probs, const void 
 	return db_ok();
 }
 
+// ---- a drafter's top-k q: candidates on the device, finished on the host ----
+
+// topk_kernel: one block per row of probs. The row's live ids (probability
+// > 0) are counted; when there are more than k, t is the k-th largest
+// probability (radix select) and every id with probability >= t is a
+// candidate (ties at t included: the host keeps the lowest ids), else every
+// live id is. Candidates go to ids/vals[row][0, cap) in any order; counts[row]
+// is how many there were (more than cap: the host reads the row instead) and
+// lives[row] the live count, which sampling.TopKOfCandidates needs.
+__global__ void topk_kernel(const float *probs, int vocab, int k, int cap, int32_t *ids, float *vals, int32_t *counts,
+                            int32_t *lives) {
+	__shared__ probs_scratch sc;
+	__shared__ float red[32];
+	__shared__ int slots;
+	const float *row = probs + (size_t)blockIdx.x * vocab;
+	float n = 0.f; // a count, exact in f32 below 2^24 ids
+	for (int i = threadIdx.x; i < vocab; i += blockDim.x) n += row[i] > 0.f ? 1.f : 0.f;
+	const int live = (int)block_sum<float>(n, red);
+	const bool all = k <= 0 || live <= k;
+	const float t = all ? 0.f : kth_largest(row, vocab, k, &sc);
+	if (threadIdx.x == 0) slots = 0;
+	__syncthreads();
+	int32_t *rid = ids + (size_t)blockIdx.x * cap;
+	float *rval = vals + (size_t)blockIdx.x * cap;
+	for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+		const float p = row[i];
+		if (p > 0.f && (all || p >= t)) {
+			const int slot = atomicAdd(&slots, 1);
+			if (slot < cap) {
+				rid[slot] = i;
+				rval[slot] = p;
+			}
+		}
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		counts[blockIdx.x] = slots;
+		lives[blockIdx.x] = live;
+	}
+}
+
+extern "C" db_status db_topk(db_device *d, const float *probs, int rows, int vocab, int k, int cap, int32_t *ids,
+                             float *vals, int32_t *counts, int32_t *lives) {
+	ENTER(d);
+	ARG(vocab > 0 && cap > 0, "topk: empty vocabulary or no room for candidates");
+	if (rows == 0) return db_ok();
+	const size_t n = (size_t)rows * cap;
+	const size_t ib = (n * sizeof(int32_t) + 255) & ~(size_t)255, vb = (n * sizeof(float) + 255) & ~(size_t)255,
+	             cb = ((size_t)rows * sizeof(int32_t) + 255) & ~(size_t)255;
+	void *w;
+	CKS(db_work(d, ib + vb + 2 * cb, &w));
+	char *base = (char *)w;
+	int32_t *did = (int32_t *)base, *dcount = (int32_t *)(base + ib + vb), *dlive = (int32_t *)(base + ib + vb + cb);
+	float *dval = (float *)(base + ib);
+	topk_kernel<<<rows, SB, 0, d->stream>>>(probs, vocab, k, cap, did, dval, dcount, dlive);
+	LAUNCHED();
+	CK(cudaMemcpyAsync(counts, dcount, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, d->stream));
+	CK(cudaMemcpyAsync(lives, dlive, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, d->stream));
+	CK(cudaMemcpyAsync(ids, did, n * sizeof(int32_t), cudaMemcpyDeviceToHost, d->stream));
+	CK(cudaMemcpyAsync(vals, dval, n * sizeof(float), cudaMemcpyDeviceToHost, d->stream));
+	CK(cudaStreamSynchronize(d->stream));
+	return db_ok();
+}
+
 // ---- sampling ----
 
 __global__ void sample_kernel(const float *probs, int vocab, const float *u, int32_t *out) {

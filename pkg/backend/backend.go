@@ -230,6 +230,14 @@ type WeightGrouper interface {
 	GroupWeights(elems int64)
 }
 
+// TopKer is an optional Backend operation: sampling.TopKSparse(row, k) of
+// every row of probs (an f32 tensor from Prober.Probs), to the bit, with the
+// selection done where the probabilities are (a drafter's q then costs a few
+// hundred numbers to the host, not a vocabulary row).
+type TopKer interface {
+	TopKSparse(probs Tensor, k int) ([]sampling.Sparse, error)
+}
+
 // StepGrapher is an optional Backend operation: GraphStep runs f, which
 // issues one step's operations, and may capture them (a CUDA graph) to
 // replay on later calls with the same key (asked for only when graphs are

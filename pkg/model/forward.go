@@ -30,6 +30,11 @@ type Seq struct {
 	// parameters (temperature > 0), computed where the logits are when the
 	// backend is a backend.Prober (Result.Probs). Not with Greedy.
 	Sampled *sampling.Params
+	// DraftTopK (> 0), with Sampled, asks for each position's top-k cut of its
+	// probabilities instead (sampling.TopKSparse: a drafter's q), cut where
+	// the probabilities are when the backend is a backend.TopKer
+	// (Result.Sparse).
+	DraftTopK int
 }
 
 // Pick is greedy decoding's choice at one position: sampling.ArgmaxMargin
@@ -41,10 +46,11 @@ type Pick struct {
 
 // Result is what a step returns.
 type Result struct {
-	Hidden []float32     // [T, hidden] for the next shard (not the last shard)
-	Logits [][][]float32 // last shard: per sequence, per requested position, vocab logits (nil for Greedy sequences)
-	Picks  [][]Pick      // last shard: per Greedy sequence, per requested position (nil for the others)
-	Probs  [][][]float32 // last shard: per Sampled sequence, per requested position, probabilities (nil for the others)
+	Hidden []float32           // [T, hidden] for the next shard (not the last shard)
+	Logits [][][]float32       // last shard: per sequence, per requested position, vocab logits (nil for Greedy sequences)
+	Picks  [][]Pick            // last shard: per Greedy sequence, per requested position (nil for the others)
+	Probs  [][][]float32       // last shard: per Sampled sequence, per requested position, probabilities (nil for the others)
+	Sparse [][]sampling.Sparse // last shard: per Sampled sequence with DraftTopK, per requested position, its top-k q
 }
 
 // Forward runs one step for several sequences at once: their new positions
@@ -312,23 +318,63 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 		byLimit[limit] = p
 		return p, nil
 	}
-	byParams := map[sampling.Params][]float32{} // every row's probabilities, per parameters (device)
-	probAll := func(p sampling.Params) ([]float32, error) {
-		if f, ok := byParams[p]; ok {
-			return f, nil
+	// The device's probabilities per set of parameters: the tensor (freed
+	// on return), read back only for the sequences that want them dense;
+	// for a drafter's top-k q, cut on the device where it can be.
+	type probed struct {
+		t      backend.Tensor
+		host   []float32                 // every row, read on first need
+		sparse map[int][]sampling.Sparse // every row's top-k q, per k
+	}
+	byParams := map[sampling.Params]*probed{}
+	defer func() {
+		for _, p := range byParams {
+			m.b.Free(p.t)
+		}
+	}()
+	probe := func(p sampling.Params) (*probed, error) {
+		if pr, ok := byParams[p]; ok {
+			return pr, nil
 		}
 		pt, err := prober.Probs(logits, p)
 		if err != nil {
 			return nil, err
 		}
-		f := make([]float32, backend.Rows(logits)*V)
-		err = m.b.Read(pt, f)
-		m.b.Free(pt)
-		if err != nil {
-			return nil, err
+		pr := &probed{t: pt, sparse: map[int][]sampling.Sparse{}}
+		byParams[p] = pr
+		return pr, nil
+	}
+	hostRows := func(pr *probed) ([]float32, error) {
+		if pr.host == nil {
+			f := make([]float32, backend.Rows(logits)*V)
+			if err := m.b.Read(pr.t, f); err != nil {
+				return nil, err
+			}
+			pr.host = f
 		}
-		byParams[p] = f
-		return f, nil
+		return pr.host, nil
+	}
+	topK := func(pr *probed, k int) ([]sampling.Sparse, error) {
+		if qs, ok := pr.sparse[k]; ok {
+			return qs, nil
+		}
+		var qs []sampling.Sparse
+		if tk, ok := m.b.(backend.TopKer); ok {
+			var err error
+			if qs, err = tk.TopKSparse(pr.t, k); err != nil {
+				return nil, err
+			}
+		} else {
+			f, err := hostRows(pr)
+			if err != nil {
+				return nil, err
+			}
+			for r := range backend.Rows(logits) {
+				qs = append(qs, sampling.TopKSparse(f[r*V:(r+1)*V], k))
+			}
+		}
+		pr.sparse[k] = qs
+		return qs, nil
 	}
 	res.Logits = make([][][]float32, len(seqs))
 	j := 0
@@ -350,12 +396,35 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 			for r := range n {
 				res.Picks[i][r] = Pick{Token: int(p.ids[j+r]), Margin: p.margins[j+r]}
 			}
+		case s.Sampled != nil && s.DraftTopK > 0:
+			if res.Sparse == nil {
+				res.Sparse = make([][]sampling.Sparse, len(seqs))
+			}
+			if canProbe {
+				pr, err := probe(*s.Sampled)
+				if err != nil {
+					return err
+				}
+				qs, err := topK(pr, s.DraftTopK)
+				if err != nil {
+					return err
+				}
+				res.Sparse[i] = qs[j : j+n : j+n]
+			} else {
+				for _, row := range rowsOf(flat, j, n) {
+					res.Sparse[i] = append(res.Sparse[i], sampling.TopKSparse(sampling.Probs(row, *s.Sampled), s.DraftTopK))
+				}
+			}
 		case s.Sampled != nil:
 			if res.Probs == nil {
 				res.Probs = make([][][]float32, len(seqs))
 			}
 			if canProbe {
-				f, err := probAll(*s.Sampled)
+				pr, err := probe(*s.Sampled)
+				if err != nil {
+					return err
+				}
+				f, err := hostRows(pr)
 				if err != nil {
 					return err
 				}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,6 +119,26 @@ func (p *probingCPU) Probs(logits backend.Tensor, sp sampling.Params) (backend.T
 	return cpu.FromSlice(out, rows, cols), nil
 }
 
+// cuttingCPU is probingCPU with backend.TopKer too (on the host).
+type cuttingCPU struct {
+	probingCPU
+	cuts int
+}
+
+func (c *cuttingCPU) TopKSparse(probs backend.Tensor, k int) ([]sampling.Sparse, error) {
+	c.cuts++
+	rows, cols := backend.Rows(probs), backend.Cols(probs)
+	v := make([]float32, rows*cols)
+	if err := c.Read(probs, v); err != nil {
+		return nil, err
+	}
+	out := make([]sampling.Sparse, rows)
+	for r := range out {
+		out[r] = sampling.TopKSparse(v[r*cols:(r+1)*cols], k)
+	}
+	return out, nil
+}
+
 // TestSampledProbs: a Sampled sequence gets sampling.Probs of exactly the
 // logits it would have had, whether the backend computes them (Prober, one
 // call per set of parameters) or the model does on the host, beside greedy
@@ -128,11 +149,13 @@ func TestSampledProbs(t *testing.T) {
 	pb := &sampling.Params{Temperature: 1.3, TopP: 0.8}
 	feeds := [][][]int{{{1, 2, 3}, {4, 5}, {6}, {7, 8}}, {{9, 10, 11}, {12}, {13}, {14}}}
 	params := []*sampling.Params{pa, nil, pb, pa}
+	topK := []int{0, 0, 0, 5} // the last sequence wants a drafter's q
 	prober := &probingCPU{Backend: cpu.New(1)}
+	cutter := &cuttingCPU{probingCPU: probingCPU{Backend: cpu.New(1)}}
 	for _, b := range []struct {
 		name string
 		b    backend.Backend
-	}{{"prober", prober}, {"host", cpu.New(1)}} {
+	}{{"prober", prober}, {"prober and cutter", cutter}, {"host", cpu.New(1)}} {
 		m, err := Load(dir, b.b, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -146,7 +169,7 @@ func TestSampledProbs(t *testing.T) {
 			for i, toks := range feed {
 				all := step == 0
 				ds = append(ds, Seq{Cache: dense[i], Tokens: toks, AllLogits: all})
-				q := Seq{Cache: sampled[i], Tokens: toks, AllLogits: all, Sampled: params[i]}
+				q := Seq{Cache: sampled[i], Tokens: toks, AllLogits: all, Sampled: params[i], DraftTopK: topK[i]}
 				if i == 1 {
 					q.Greedy = true // a greedy neighbour in the batch
 				}
@@ -167,6 +190,19 @@ func TestSampledProbs(t *testing.T) {
 					}
 					continue
 				}
+				if topK[i] > 0 {
+					if got.Logits[i] != nil || got.Probs[i] != nil || len(got.Sparse[i]) != len(want.Logits[i]) {
+						t.Fatalf("%s step %d: sequence %d got %d logit rows, %d probability rows, %d qs; want only %d qs", b.name, step, i,
+							len(got.Logits[i]), len(got.Probs[i]), len(got.Sparse[i]), len(want.Logits[i]))
+					}
+					for r, row := range want.Logits[i] {
+						wq := sampling.TopKSparse(sampling.Probs(row, *params[i]), topK[i])
+						if q := got.Sparse[i][r]; !slices.Equal(q.IDs, wq.IDs) || !slices.Equal(q.Probs, wq.Probs) {
+							t.Fatalf("%s step %d: sequence %d row %d: q %v %v, want %v %v", b.name, step, i, r, q.IDs, q.Probs, wq.IDs, wq.Probs)
+						}
+					}
+					continue
+				}
 				if got.Logits[i] != nil || len(got.Probs[i]) != len(want.Logits[i]) {
 					t.Fatalf("%s step %d: sequence %d got %d logit rows and %d probability rows, want 0 and %d", b.name, step, i,
 						len(got.Logits[i]), len(got.Probs[i]), len(want.Logits[i]))
@@ -182,8 +218,11 @@ func TestSampledProbs(t *testing.T) {
 			}
 		}
 	}
-	if prober.calls != 2*len(feeds) {
-		t.Errorf("the prober computed probabilities %d times for %d steps of two parameter sets, want %d", prober.calls, len(feeds), 2*len(feeds))
+	if prober.calls != 2*len(feeds) || cutter.calls != 2*len(feeds) {
+		t.Errorf("the probers computed probabilities %d and %d times for %d steps of two parameter sets, want %d", prober.calls, cutter.calls, len(feeds), 2*len(feeds))
+	}
+	if cutter.cuts != len(feeds) {
+		t.Errorf("the cutter cut %d times for %d steps with one top-k sequence", cutter.cuts, len(feeds))
 	}
 	// Greedy and sampled at once is a caller's mistake, said so.
 	m, err := Load(dir, cpu.New(1), Options{})

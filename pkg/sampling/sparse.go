@@ -1,6 +1,7 @@
 package sampling
 
 import (
+	"cmp"
 	"container/heap"
 	"slices"
 )
@@ -98,6 +99,53 @@ func TopKSparse(probs []float32, k int) Sparse {
 	out := Sparse{IDs: ids, Probs: make([]float32, len(ids))}
 	for j, i := range ids {
 		out.Probs[j] = float32(float64(probs[i]) / z)
+	}
+	return out
+}
+
+// TopKOfCandidates is TopKSparse(probs, k) for a caller that holds only
+// candidates: ids with their probabilities vals (any order) that include
+// every id TopKSparse can keep — all the live ones (probability > 0) when
+// live <= k, else at least every id whose probability is at least the k-th
+// largest. live is the number of live ids in the whole row. The result is
+// the one TopKSparse gives, to the bit (same order, same sums).
+func TopKOfCandidates(ids []int32, vals []float32, live, k int) Sparse {
+	type cand struct {
+		id int32
+		p  float32
+	}
+	cs := make([]cand, 0, len(ids))
+	for j, id := range ids {
+		if vals[j] > 0 {
+			cs = append(cs, cand{id, vals[j]})
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int { // probability, highest first; ties by lower id
+		if a.p != b.p {
+			if a.p > b.p {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	keep := len(cs)
+	norm := k > 0 && k < live
+	if norm {
+		keep = min(k, keep)
+	}
+	out := Sparse{IDs: make([]int32, keep), Probs: make([]float32, keep)}
+	var z float64
+	for j := range keep {
+		out.IDs[j] = cs[j].id
+		z += float64(cs[j].p)
+	}
+	for j := range keep {
+		if norm {
+			out.Probs[j] = float32(float64(cs[j].p) / z)
+		} else {
+			out.Probs[j] = cs[j].p
+		}
 	}
 	return out
 }

@@ -130,3 +130,52 @@ func BenchmarkTopKSparse(b *testing.B) {
 		TopKSparse(probs, 64)
 	}
 }
+
+// TestTopKOfCandidates: from the ids at or above the k-th largest
+// probability (shuffled, with extra tied ones and zeros mixed in), or from
+// all live ids when there are at most k, TopKOfCandidates gives exactly
+// TopKSparse of the whole row.
+func TestTopKOfCandidates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for trial := range 300 {
+		n := 1 + rng.IntN(400)
+		p := make([]float32, n)
+		for i := range p {
+			switch rng.IntN(5) {
+			case 0: // zero
+			case 1:
+				p[i] = 0.25 // ties
+			default:
+				p[i] = float32(rng.Float64())
+			}
+		}
+		live := 0
+		for _, v := range p {
+			if v > 0 {
+				live++
+			}
+		}
+		for _, k := range []int{0, 1, 3, 64, n, n + 5} {
+			want := TopKSparse(p, k)
+			var thr float32
+			if k > 0 && k < live {
+				sorted := slices.Clone(p)
+				slices.Sort(sorted)
+				thr = sorted[n-k]
+			}
+			var ids []int32
+			var vals []float32
+			for i, v := range p {
+				if v > thr || (thr > 0 && v == thr) || (v == 0 && rng.IntN(4) == 0) {
+					ids = append(ids, int32(i))
+					vals = append(vals, v)
+				}
+			}
+			rng.Shuffle(len(ids), func(a, b int) { ids[a], ids[b] = ids[b], ids[a]; vals[a], vals[b] = vals[b], vals[a] })
+			got := TopKOfCandidates(ids, vals, live, k)
+			if !slices.Equal(got.IDs, want.IDs) || !slices.Equal(got.Probs, want.Probs) {
+				t.Fatalf("trial %d, n %d, k %d: got %v %v, want %v %v", trial, n, k, got.IDs, got.Probs, want.IDs, want.Probs)
+			}
+		}
+	}
+}

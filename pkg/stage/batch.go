@@ -182,8 +182,21 @@ func (s *Stage) seq(w *work, all bool) model.Seq {
 		q.Greedy, q.VocabLimit = true, p.VocabLimit
 	} else {
 		q.Sampled = &p
+		if w.req.Op == protocol.OpDraft || w.req.ReturnQ {
+			// A drafter's step: its q, cut where the probabilities are.
+			q.DraftTopK = draftTopK(w.req.Sampling)
+		}
 	}
 	return q
+}
+
+// draftTopK is the k of a drafter's top-k q (negative: the whole support,
+// which the pass leaves to the host).
+func draftTopK(smp protocol.Sampling) int {
+	if smp.DraftTopK != 0 {
+		return smp.DraftTopK
+	}
+	return spec.DefaultDraftTopK
 }
 
 // output is what the last stage's pass gave one step: per requested
@@ -193,6 +206,7 @@ type output struct {
 	logits [][]float32
 	picks  []model.Pick
 	probs  [][]float32
+	sparse []sampling.Sparse // a drafter's step: its top-k q
 }
 
 func outputOf(res *model.Result, i int) output {
@@ -203,6 +217,9 @@ func outputOf(res *model.Result, i int) output {
 	if res.Probs != nil {
 		o.probs = res.Probs[i]
 	}
+	if res.Sparse != nil {
+		o.sparse = res.Sparse[i]
+	}
 	return o
 }
 
@@ -212,6 +229,8 @@ func (o output) len() int {
 		return len(o.picks)
 	case o.probs != nil:
 		return len(o.probs)
+	case o.sparse != nil:
+		return len(o.sparse)
 	}
 	return len(o.logits)
 }
@@ -223,6 +242,8 @@ func (o output) at(r int) output {
 		return output{picks: o.picks[r : r+1]}
 	case o.probs != nil:
 		return output{probs: o.probs[r : r+1]}
+	case o.sparse != nil:
+		return output{sparse: o.sparse[r : r+1]}
 	}
 	return output{logits: o.logits[r : r+1]}
 }
@@ -279,22 +300,22 @@ func pick(o output, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, 
 		}
 		return x, m, q, nil
 	}
-	dist := o.dist(p)
 	switch {
 	case sparse:
-		k := smp.DraftTopK
-		if k == 0 {
-			k = spec.DefaultDraftTopK
+		var sq sampling.Sparse
+		if o.sparse != nil {
+			sq = o.sparse[0]
+		} else {
+			sq = sampling.TopKSparse(o.dist(p), draftTopK(smp))
 		}
-		sq := sampling.TopKSparse(dist, k)
 		x = sq.Sample(rng.Float64())
 		wire := protocol.SparseOf(sq)
 		q = &wire
 	default:
-		x = sampling.Sample(dist, rng.Float64())
+		x = sampling.Sample(o.dist(p), rng.Float64())
 	}
 	if x < 0 {
-		return 0, 0, nil, fmt.Errorf("no token can be drawn from %d probabilities", len(dist))
+		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
 	}
 	return x, 0, q, nil
 }

@@ -816,6 +816,60 @@ func (b *Backend) Sample(probs backend.Tensor, u []float32) ([]int32, error) {
 	return out, err
 }
 
+// TopKSparse implements backend.TopKer: sampling.TopKSparse(row, k) of each
+// row of probs (from Probs), to the bit. The device finds each row's
+// candidates (the ids at or above its k-th largest probability) and only
+// those come back; a row with more tied candidates than fit (or k <= 0,
+// which keeps every live id) is read whole and cut on the host.
+func (b *Backend) TopKSparse(probs backend.Tensor, k int) ([]sampling.Sparse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pt, err := b.f32(probs, "top-k", "probs")
+	if err != nil {
+		return nil, err
+	}
+	rows, vocab := backend.Rows(pt), backend.Cols(pt)
+	out := make([]sampling.Sparse, rows)
+	if rows == 0 {
+		return out, nil
+	}
+	dev := pt.dev
+	defer b.waited(time.Now())
+	whole := func(r int) (sampling.Sparse, error) {
+		row := make([]float32, vocab)
+		err := check("top-k (reading a row)", dev.info.Ordinal, C.db_d2h(dev.h, unsafe.Pointer(&row[0]),
+			unsafe.Add(pt.ptr, r*vocab*4), C.size_t(4*vocab)))
+		return sampling.TopKSparse(row, k), err
+	}
+	if k <= 0 {
+		for r := range out {
+			if out[r], err = whole(r); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	room := max(256, 4*k)
+	ids, vals := make([]int32, rows*room), make([]float32, rows*room)
+	counts, lives := make([]int32, rows), make([]int32, rows)
+	if err := check("top-k", dev.info.Ordinal, C.db_topk(dev.h, (*C.float)(pt.ptr), C.int(rows), C.int(vocab), C.int(k),
+		C.int(room), (*C.int32_t)(unsafe.Pointer(&ids[0])), (*C.float)(unsafe.Pointer(&vals[0])),
+		(*C.int32_t)(unsafe.Pointer(&counts[0])), (*C.int32_t)(unsafe.Pointer(&lives[0])))); err != nil {
+		return nil, err
+	}
+	for r := range out {
+		n := int(counts[r])
+		if n > room {
+			if out[r], err = whole(r); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out[r] = sampling.TopKOfCandidates(ids[r*room:r*room+n], vals[r*room:r*room+n], int(lives[r]), k)
+	}
+	return out, nil
+}
+
 // Verify applies the acceptance rule of speculative decoding on the device
 // to p, the target's probabilities [gamma+1, vocab] (from Probs), for the
 // drafts and their draft distributions q: the semantics of spec.Verify,

@@ -153,6 +153,7 @@ func logitCases(g gen) []kase {
 		})
 	}
 	cs = append(cs, sampleCase(g, 64, 3000), verifyCase(g, true, 4, 2000), verifyCase(g, false, 4, 2000), verifyCase(g, false, 7, 3000))
+	cs = append(cs, topKCase(g, 5000, 64, sampling.Params{Temperature: 1}), topKCase(g, 5000, 64, sampling.Params{Temperature: 1, TopK: 10}))
 	return cs
 }
 
@@ -201,6 +202,79 @@ func idsOut(ids []int32) []float32 {
 		out[i] = float32(id)
 	}
 	return out
+}
+
+// TopKer is backend.TopKer (restated so the checks list it with the other
+// device operations).
+type TopKer = backend.TopKer
+
+// topKCase checks a drafter's q cut on the device: TopKSparse of each row of
+// the probabilities the device made, to the bit, on rows built for the
+// cases: plain, 300 tied best ids (more candidates than the device keeps:
+// the row is read whole), ties straddling the k-th place (the lowest ids
+// win), and, with top-k 10 in the parameters, fewer live ids than k.
+func topKCase(g gen, vocab, k int, p sampling.Params) kase {
+	const rows = 4
+	in := g.act(2, rows, vocab)
+	v := in.vals
+	row := func(r int) []float32 { return v[r*vocab : (r+1)*vocab] }
+	for i := 0; i < 300; i++ {
+		row(1)[(i*7)%vocab] = 9
+	}
+	for i := 0; i < k-4; i++ {
+		row(2)[i*3] = 8 + float32(i)/100
+	}
+	for i := 0; i < 10; i++ {
+		row(2)[vocab-1-i*5] = 7.5 // ten ties for the last four places
+	}
+	var probs []float32
+	flat := func(qs []sampling.Sparse) []float32 {
+		out := make([]float32, 0, 2*rows*k)
+		for _, q := range qs {
+			for j := range k {
+				if j < q.Len() {
+					out = append(out, float32(q.IDs[j]), q.Probs[j])
+				} else {
+					out = append(out, -1, 0)
+				}
+			}
+		}
+		return out
+	}
+	return kase{
+		op: "topk_sparse", name: fmt.Sprintf("%dx%d, k %d, top-k %d", rows, vocab, k, p.TopK),
+		inputs: []input{in},
+		exact:  true,
+		needs: func(b backend.Backend) string {
+			if _, ok := b.(LogitOps); !ok {
+				return "no device logit ops"
+			}
+			return lacks[TopKer]("top-k")(b)
+		},
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			pt, err := s.b.(LogitOps).Probs(in[0], p)
+			if err != nil {
+				return nil, err
+			}
+			s.keep(pt)
+			if probs, err = s.read(pt); err != nil {
+				return nil, err
+			}
+			qs, err := s.b.(TopKer).TopKSparse(pt, k)
+			return flat(qs), err
+		},
+		ref: func([][]float32) []float64 { return nil },
+	}.withLateRef(func() []float64 {
+		qs := make([]sampling.Sparse, rows)
+		for r := range qs {
+			qs[r] = sampling.TopKSparse(probs[r*vocab:(r+1)*vocab], k)
+		}
+		out := make([]float64, 0, 2*rows*k)
+		for _, x := range flat(qs) {
+			out = append(out, float64(x))
+		}
+		return out
+	})
 }
 
 // sampleCase draws one id per row at given uniforms: the device's inverse

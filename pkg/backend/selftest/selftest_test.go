@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,6 +76,42 @@ type hostOps struct {
 	breakQKNorm       bool // finish_qkv skips the k norm
 	breakPairHalves   bool // swiglu_pair swaps gate and up
 	breakTieMargin    bool // argmax_margin takes the runner-up's gap, ignoring a tie
+	breakTopKTies     bool // topk_sparse drops the tied candidates at the k-th place
+}
+
+// TopKSparse works as the CUDA kernel does: candidates at or above the k-th
+// largest probability (all live ids when there are at most k), at most 256
+// of them, else the whole row; then sampling.TopKOfCandidates.
+func (h *hostOps) TopKSparse(probs backend.Tensor, k int) ([]sampling.Sparse, error) {
+	v, cols := h.read(probs), backend.Cols(probs)
+	out := make([]sampling.Sparse, backend.Rows(probs))
+	for r := range out {
+		row := v[r*cols : (r+1)*cols]
+		var live []float32
+		for _, p := range row {
+			if p > 0 {
+				live = append(live, p)
+			}
+		}
+		var t float32
+		if k > 0 && len(live) > k {
+			slices.Sort(live)
+			t = live[len(live)-k]
+		}
+		var ids []int32
+		var vals []float32
+		for i, p := range row {
+			if p > 0 && p >= t && !(h.breakTopKTies && p == t && k < len(live)) {
+				ids, vals = append(ids, int32(i)), append(vals, p)
+			}
+		}
+		if len(ids) > 256 || k <= 0 {
+			out[r] = sampling.TopKSparse(row, k)
+			continue
+		}
+		out[r] = sampling.TopKOfCandidates(ids, vals, len(live), k)
+	}
+	return out, nil
 }
 
 func (h *hostOps) ArgmaxMargin(logits backend.Tensor, limit int) ([]int32, []float32, error) {
@@ -301,6 +338,7 @@ func TestDeviceOps(t *testing.T) {
 		}},
 		{"argmax off by one", hostOps{breakArgmax: true}, op("argmax")},
 		{"a tie's margin is not 0", hostOps{breakTieMargin: true}, op("argmax_margin")},
+		{"top-k loses the ties at the k-th place", hostOps{breakTopKTies: true}, op("topk_sparse")},
 		{"verify accepts all", hostOps{breakVerify: true}, op("verify")},
 		{"random weights not seeded", hostOps{breakRandomSeed: true}, op("load_random")},
 		{"matmul skips the last row", hostOps{breakMatMulRow: true}, op("matmul")},
