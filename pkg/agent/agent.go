@@ -157,7 +157,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor})
+	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor, CUDAModes: cfg.GPU.Modes()})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

@@ -239,7 +239,8 @@ func TestRunEndsWhenConnectionCloses(t *testing.T) {
 }
 
 // TestGPUOptionsReachGPUStages: the CUDA modes an agent is started with go
-// on the command lines of its GPU stages, and not on its CPU stages'.
+// into its registration (so results list them) and on the command lines of
+// its GPU stages, and not on its CPU stages'.
 func TestGPUOptionsReachGPUStages(t *testing.T) {
 	nc := connect(t, startServer(t, natsrv.Options{}).ClientURL(), "test", "")
 	for _, tt := range []struct {
@@ -253,6 +254,13 @@ func TestGPUOptionsReachGPUStages(t *testing.T) {
 		a, err := New(Config{Conn: nc, Devices: CPUDevices(1, 1<<30), GPU: tt.gpu, StageCommand: []string{"worker", "stage"}})
 		if err != nil {
 			t.Fatal(err)
+		}
+		var reg protocol.Registration
+		if err := protocol.Decode(a.registration, &reg); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(reg.CUDAModes, tt.gpu.Modes()) || len(reg.CUDAModes) != len(tt.want) {
+			t.Errorf("%+v: registration lists CUDA modes %v", tt.gpu, reg.CUDAModes)
 		}
 		as := &protocol.Assignment{Instance: "m", Devices: []int{0}}
 		gpu := strings.Join(a.stageArgs(as, "f.json", protocol.DeviceGPU), " ")

@@ -64,6 +64,21 @@ type GPUOptions struct {
 	BatchInvariant bool // results independent of batching (cuda.Options.BatchInvariant)
 }
 
+// Modes names the modes o turns on, as registrations and results list them.
+func (o GPUOptions) Modes() []string {
+	var m []string
+	if o.Graphs {
+		m = append(m, "graphs")
+	}
+	if o.TuneGEMM {
+		m = append(m, "tune_gemm")
+	}
+	if o.BatchInvariant {
+		m = append(m, "batch_invariant")
+	}
+	return m
+}
+
 // Args are the worker flags that ask for o (the agent passes them on to its
 // GPU stage processes).
 func (o GPUOptions) Args() []string {

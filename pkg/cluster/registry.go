@@ -33,6 +33,8 @@ type Worker struct {
 	Stages   []protocol.StageStatus `json:"stages,omitempty"`
 	// GPUMonitor is "" when the worker publishes GPU samples, else why not.
 	GPUMonitor string `json:"gpu_monitor,omitempty"`
+	// CUDAModes are the CUDA backend's opt-in modes of its GPU stages.
+	CUDAModes []string `json:"cuda_modes,omitempty"`
 }
 
 // Options configure a Registry.
@@ -112,7 +114,7 @@ func (r *Registry) onRegister(m *nats.Msg) {
 		now := r.opt.Now()
 		r.mu.Lock()
 		w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now,
-			GPUMonitor: reg.GPUMonitor}
+			GPUMonitor: reg.GPUMonitor, CUDAModes: reg.CUDAModes}
 		_, again := r.workers[reg.WorkerID]
 		r.workers[reg.WorkerID] = w
 		r.notify()

@@ -150,7 +150,11 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	hostname, _ := os.Hostname()
 	var ws []map[string]any
 	for _, w := range alive {
-		ws = append(ws, map[string]any{"id": w.ID, "host": w.Host, "devices": w.Devices, "version": w.Version})
+		wi := map[string]any{"id": w.ID, "host": w.Host, "devices": w.Devices, "version": w.Version}
+		if len(w.CUDAModes) > 0 {
+			wi["cuda_modes"] = w.CUDAModes
+		}
+		ws = append(ws, wi)
 	}
 	envInfo := map[string]any{
 		"controller_host": hostname, "os": runtime.GOOS, "arch": runtime.GOARCH, "go": runtime.Version(),

@@ -52,6 +52,10 @@ type Registration struct {
 	// on Subjects.GPU, and otherwise says why it does not (no driver, CPU
 	// devices), so the results can say why GPU metrics are missing.
 	GPUMonitor string `json:"gpu_monitor,omitempty"`
+	// CUDAModes are the opt-in modes the worker's GPU stages run the CUDA
+	// backend in ("graphs", "tune_gemm", "batch_invariant"; docs/cuda.md),
+	// so results say how their numbers were made.
+	CUDAModes []string `json:"cuda_modes,omitempty"`
 }
 
 func (m *Registration) version() *int { return &m.V }
