@@ -64,17 +64,24 @@ type GPUOptions struct {
 	BatchInvariant bool // results independent of batching (cuda.Options.BatchInvariant)
 }
 
+// gpuModes are the modes of GPUOptions: each one's name in registrations
+// and results, and its worker flag.
+var gpuModes = []struct {
+	name, flag string
+	on         func(GPUOptions) bool
+}{
+	{"graphs", "--cuda-graphs", func(o GPUOptions) bool { return o.Graphs }},
+	{"tune_gemm", "--tune-gemm", func(o GPUOptions) bool { return o.TuneGEMM }},
+	{"batch_invariant", "--batch-invariant", func(o GPUOptions) bool { return o.BatchInvariant }},
+}
+
 // Modes names the modes o turns on, as registrations and results list them.
 func (o GPUOptions) Modes() []string {
 	var m []string
-	if o.Graphs {
-		m = append(m, "graphs")
-	}
-	if o.TuneGEMM {
-		m = append(m, "tune_gemm")
-	}
-	if o.BatchInvariant {
-		m = append(m, "batch_invariant")
+	for _, g := range gpuModes {
+		if g.on(o) {
+			m = append(m, g.name)
+		}
 	}
 	return m
 }
@@ -83,14 +90,10 @@ func (o GPUOptions) Modes() []string {
 // GPU stage processes).
 func (o GPUOptions) Args() []string {
 	var args []string
-	if o.Graphs {
-		args = append(args, "--cuda-graphs")
-	}
-	if o.TuneGEMM {
-		args = append(args, "--tune-gemm")
-	}
-	if o.BatchInvariant {
-		args = append(args, "--batch-invariant")
+	for _, g := range gpuModes {
+		if g.on(o) {
+			args = append(args, g.flag)
+		}
 	}
 	return args
 }
