@@ -66,7 +66,7 @@ func benchCmd() *cli.Command {
 			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
 			fs.BoolVar(&tune, "tune-gemm", false, "cuda: products of up to 64 rows through the fastest of cuBLASLt's algorithms, timed per shape (cuda.Options.TuneGEMM); the choices are listed")
 			fs.BoolVar(&greedy, "greedy", true, "end each step with greedy picks (argmax and margin, on the device when the backend can), as greedy decoding does; false: read every logit row to the host")
-			fs.Float64Var(&temperature, "temperature", 0, "end each step with the probabilities at this temperature (sampled decoding; on the device when the backend can) instead of greedy picks")
+			fs.Float64Var(&temperature, "temperature", 0, "end each step with a token drawn at this temperature (sampled decoding: probabilities and the draw on the device when the backend can) instead of greedy picks")
 			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
@@ -174,7 +174,8 @@ func benchCmd() *cli.Command {
 					eng.resetProfile()
 				}
 				for i := range seqs {
-					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt(), Greedy: greedy && sampled == nil, Sampled: sampled}
+					seqs[i] = model.Seq{Cache: m.NewCache(kvcache.Options{}), Tokens: randomPrompt(), Greedy: greedy && sampled == nil, Sampled: sampled,
+						Draw: sampled != nil, U: 0.5}
 					start := time.Now()
 					if _, err := m.Forward(seqs[i:i+1], nil); err != nil {
 						return err

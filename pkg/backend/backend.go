@@ -230,6 +230,13 @@ type WeightGrouper interface {
 	GroupWeights(elems int64)
 }
 
+// Drawer is an optional Backend operation: one id per row of probs (an f32
+// tensor from Prober.Probs) drawn at the uniform u[row] by inverse CDF
+// (sampling.Sample), where the probabilities are.
+type Drawer interface {
+	Sample(probs Tensor, u []float32) ([]int32, error)
+}
+
 // TopKer is an optional Backend operation: sampling.TopKSparse(row, k) of
 // every row of probs (an f32 tensor from Prober.Probs), to the bit, with the
 // selection done where the probabilities are (a drafter's q then costs a few

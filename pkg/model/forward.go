@@ -30,6 +30,13 @@ type Seq struct {
 	// parameters (temperature > 0), computed where the logits are when the
 	// backend is a backend.Prober (Result.Probs). Not with Greedy.
 	Sampled *sampling.Params
+	// Draw, with Sampled (and not DraftTopK), asks for the last position's
+	// token drawn at the uniform U from its probabilities instead
+	// (sampling.Sample: an autoregressive step), drawn where the
+	// probabilities are when the backend is a backend.Drawer (which takes U
+	// as a float32) (Result.Drawn).
+	Draw bool
+	U    float64
 	// DraftTopK (> 0), with Sampled, asks for each position's top-k cut of its
 	// probabilities instead (sampling.TopKSparse: a drafter's q), cut where
 	// the probabilities are when the backend is a backend.TopKer
@@ -51,6 +58,7 @@ type Result struct {
 	Picks  [][]Pick            // last shard: per Greedy sequence, per requested position (nil for the others)
 	Probs  [][][]float32       // last shard: per Sampled sequence, per requested position, probabilities (nil for the others)
 	Sparse [][]sampling.Sparse // last shard: per Sampled sequence with DraftTopK, per requested position, its top-k q
+	Drawn  []int               // last shard: per sequence, the token Draw drew (-1 for the others)
 }
 
 // Forward runs one step for several sequences at once: their new positions
@@ -74,6 +82,9 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 		if s.Cache == nil || s.Cache.Layers() != len(m.layers) {
 			return nil, fmt.Errorf("sequence %d of the batch has no cache for this shard's %d layers", i, len(m.layers))
+		}
+		if s.Draw && (s.Sampled == nil || s.DraftTopK > 0) {
+			return nil, fmt.Errorf("sequence %d of the batch asks to draw a token without sampling parameters, or with a top-k q", i)
 		}
 		if s.Sampled != nil {
 			if s.Greedy {
@@ -354,6 +365,44 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 		}
 		return pr.host, nil
 	}
+	// Each parameter set's draws: one device call for every drawing
+	// sequence of the set, each at its last row's uniform.
+	drawer, canDraw := m.b.(backend.Drawer)
+	draws := map[sampling.Params][]float32{}
+	{
+		j := 0
+		for i, s := range seqs {
+			n := 1
+			if s.AllLogits {
+				n = counts[i]
+			}
+			if s.Draw && canProbe && canDraw {
+				us := draws[*s.Sampled]
+				if us == nil {
+					us = make([]float32, backend.Rows(logits))
+					draws[*s.Sampled] = us
+				}
+				us[j+n-1] = float32(s.U)
+			}
+			j += n
+		}
+	}
+	drawn := map[sampling.Params][]int32{}
+	drawAll := func(p sampling.Params) ([]int32, error) {
+		if ids, ok := drawn[p]; ok {
+			return ids, nil
+		}
+		pr, err := probe(p)
+		if err != nil {
+			return nil, err
+		}
+		ids, err := drawer.Sample(pr.t, draws[p])
+		if err != nil {
+			return nil, err
+		}
+		drawn[p] = ids
+		return ids, nil
+	}
 	topK := func(pr *probed, k int) ([]sampling.Sparse, error) {
 		if qs, ok := pr.sparse[k]; ok {
 			return qs, nil
@@ -395,6 +444,34 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 			res.Picks[i] = make([]Pick, n)
 			for r := range n {
 				res.Picks[i][r] = Pick{Token: int(p.ids[j+r]), Margin: p.margins[j+r]}
+			}
+		case s.Draw:
+			if res.Drawn == nil {
+				res.Drawn = make([]int, len(seqs))
+				for k := range res.Drawn {
+					res.Drawn[k] = -1
+				}
+			}
+			last := j + n - 1
+			switch {
+			case canProbe && canDraw:
+				ids, err := drawAll(*s.Sampled)
+				if err != nil {
+					return err
+				}
+				res.Drawn[i] = int(ids[last])
+			case canProbe:
+				pr, err := probe(*s.Sampled)
+				if err != nil {
+					return err
+				}
+				f, err := hostRows(pr)
+				if err != nil {
+					return err
+				}
+				res.Drawn[i] = sampling.Sample(f[last*V:(last+1)*V], s.U)
+			default:
+				res.Drawn[i] = sampling.Sample(sampling.Probs(flat[last*V:(last+1)*V], *s.Sampled), s.U)
 			}
 		case s.Sampled != nil && s.DraftTopK > 0:
 			if res.Sparse == nil {

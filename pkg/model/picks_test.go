@@ -139,6 +139,21 @@ func (c *cuttingCPU) TopKSparse(probs backend.Tensor, k int) ([]sampling.Sparse,
 	return out, nil
 }
 
+// Sample makes cuttingCPU a backend.Drawer (on the host, at the float32
+// uniform a device gets).
+func (c *cuttingCPU) Sample(probs backend.Tensor, u []float32) ([]int32, error) {
+	rows, cols := backend.Rows(probs), backend.Cols(probs)
+	v := make([]float32, rows*cols)
+	if err := c.Read(probs, v); err != nil {
+		return nil, err
+	}
+	out := make([]int32, rows)
+	for r := range out {
+		out[r] = int32(sampling.Sample(v[r*cols:(r+1)*cols], float64(u[r])))
+	}
+	return out, nil
+}
+
 // TestSampledProbs: a Sampled sequence gets sampling.Probs of exactly the
 // logits it would have had, whether the backend computes them (Prober, one
 // call per set of parameters) or the model does on the host, beside greedy
@@ -147,9 +162,11 @@ func TestSampledProbs(t *testing.T) {
 	dir := writeSmallModel(t)
 	pa := &sampling.Params{Temperature: 0.7, TopK: 20, VocabLimit: 250}
 	pb := &sampling.Params{Temperature: 1.3, TopP: 0.8}
-	feeds := [][][]int{{{1, 2, 3}, {4, 5}, {6}, {7, 8}}, {{9, 10, 11}, {12}, {13}, {14}}}
-	params := []*sampling.Params{pa, nil, pb, pa}
-	topK := []int{0, 0, 0, 5} // the last sequence wants a drafter's q
+	feeds := [][][]int{{{1, 2, 3}, {4, 5}, {6}, {7, 8}, {15, 16}}, {{9, 10, 11}, {12}, {13}, {14}, {17}}}
+	params := []*sampling.Params{pa, nil, pb, pa, pb}
+	topK := []int{0, 0, 0, 5, 0} // the fourth sequence wants a drafter's q
+	draw := []bool{false, false, false, false, true}
+	const u = 0.6180339887 // the fifth draws its token here
 	prober := &probingCPU{Backend: cpu.New(1)}
 	cutter := &cuttingCPU{probingCPU: probingCPU{Backend: cpu.New(1)}}
 	for _, b := range []struct {
@@ -160,7 +177,7 @@ func TestSampledProbs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dense, sampled := make([]*kvcache.Seq, 4), make([]*kvcache.Seq, 4)
+		dense, sampled := make([]*kvcache.Seq, len(params)), make([]*kvcache.Seq, len(params))
 		for i := range dense {
 			dense[i], sampled[i] = m.NewCache(kvcache.Options{}), m.NewCache(kvcache.Options{})
 		}
@@ -169,7 +186,7 @@ func TestSampledProbs(t *testing.T) {
 			for i, toks := range feed {
 				all := step == 0
 				ds = append(ds, Seq{Cache: dense[i], Tokens: toks, AllLogits: all})
-				q := Seq{Cache: sampled[i], Tokens: toks, AllLogits: all, Sampled: params[i], DraftTopK: topK[i]}
+				q := Seq{Cache: sampled[i], Tokens: toks, AllLogits: all, Sampled: params[i], DraftTopK: topK[i], Draw: draw[i], U: u}
 				if i == 1 {
 					q.Greedy = true // a greedy neighbour in the batch
 				}
@@ -187,6 +204,17 @@ func TestSampledProbs(t *testing.T) {
 				if params[i] == nil {
 					if len(got.Picks[i]) != len(want.Logits[i]) {
 						t.Fatalf("%s step %d: greedy sequence %d got %d picks", b.name, step, i, len(got.Picks[i]))
+					}
+					continue
+				}
+				if draw[i] {
+					last := want.Logits[i][len(want.Logits[i])-1]
+					uu := float64(u)
+					if b.name == "prober and cutter" {
+						uu = float64(float32(u)) // a device draws at a float32 uniform
+					}
+					if wt := sampling.Sample(sampling.Probs(last, *params[i]), uu); got.Drawn[i] != wt || got.Probs != nil && got.Probs[i] != nil {
+						t.Fatalf("%s step %d: sequence %d drew %d, want %d (and no probability rows)", b.name, step, i, got.Drawn[i], wt)
 					}
 					continue
 				}

@@ -182,9 +182,14 @@ func (s *Stage) seq(w *work, all bool) model.Seq {
 		q.Greedy, q.VocabLimit = true, p.VocabLimit
 	} else {
 		q.Sampled = &p
-		if w.req.Op == protocol.OpDraft || w.req.ReturnQ {
+		switch {
+		case w.req.Op == protocol.OpDraft || w.req.ReturnQ:
 			// A drafter's step: its q, cut where the probabilities are.
 			q.DraftTopK = draftTopK(w.req.Sampling)
+		case w.req.Op != protocol.OpVerify:
+			// An autoregressive step: its token, drawn where the
+			// probabilities are at the uniform pick would have used.
+			q.Draw, q.U = true, sampling.NewRNG(w.req.Seed).Float64()
 		}
 	}
 	return q
@@ -207,10 +212,14 @@ type output struct {
 	picks  []model.Pick
 	probs  [][]float32
 	sparse []sampling.Sparse // a drafter's step: its top-k q
+	drawn  int               // an autoregressive sampled step: its token (-1: none)
 }
 
 func outputOf(res *model.Result, i int) output {
-	o := output{logits: res.Logits[i]}
+	o := output{logits: res.Logits[i], drawn: -1}
+	if res.Drawn != nil {
+		o.drawn = res.Drawn[i]
+	}
 	if res.Picks != nil {
 		o.picks = res.Picks[i]
 	}
@@ -231,21 +240,31 @@ func (o output) len() int {
 		return len(o.probs)
 	case o.sparse != nil:
 		return len(o.sparse)
+	case o.logits != nil:
+		return len(o.logits)
+	case o.drawn >= 0:
+		return 1 // a drawn token and nothing else
 	}
-	return len(o.logits)
+	return 0
 }
 
-// at is position r's share alone.
+// at is position r's share alone (the drawn token belongs to the last).
 func (o output) at(r int) output {
+	a := output{drawn: -1}
+	if r == o.len()-1 {
+		a.drawn = o.drawn
+	}
 	switch {
 	case o.picks != nil:
-		return output{picks: o.picks[r : r+1]}
+		a.picks = o.picks[r : r+1]
 	case o.probs != nil:
-		return output{probs: o.probs[r : r+1]}
+		a.probs = o.probs[r : r+1]
 	case o.sparse != nil:
-		return output{sparse: o.sparse[r : r+1]}
+		a.sparse = o.sparse[r : r+1]
+	case o.logits != nil:
+		a.logits = o.logits[r : r+1]
 	}
-	return output{logits: o.logits[r : r+1]}
+	return a
 }
 
 // dist is the first position's distribution under p: the probabilities the
@@ -323,8 +342,13 @@ func pick(o output, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, 
 // sample answers prefill and decode with the next token; greedy answers
 // carry the token's margin (one pass finds both).
 func (s *Stage) sample(w *work, o output) {
-	x, m, q, err := pick(o, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed))
-	if err != nil {
+	var x int
+	var m float32
+	var q *protocol.Sparse
+	var err error
+	if o.drawn >= 0 {
+		x = o.drawn // drawn in the pass
+	} else if x, m, q, err = pick(o, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed)); err != nil {
 		s.fail(w.req, err)
 		return
 	}
