@@ -237,6 +237,15 @@ type Drawer interface {
 	Sample(probs Tensor, u []float32) ([]int32, error)
 }
 
+// Verifier is an optional Backend operation: the acceptance rule of
+// speculative decoding (spec.VerifyAt, or the greedy rule) applied where the
+// target's probabilities p [gamma+1, vocab] are (an f32 tensor from
+// Prober.Probs), with the uniforms given. It returns the number of accepted
+// drafts and the token that follows them.
+type Verifier interface {
+	Verify(p Tensor, drafts []int32, q []sampling.Sparse, greedy bool, uAccept, uResidual []float32, uBonus float32) (int, int32, error)
+}
+
 // TopKer is an optional Backend operation: sampling.TopKSparse(row, k) of
 // every row of probs (an f32 tensor from Prober.Probs), to the bit, with the
 // selection done where the probabilities are (a drafter's q then costs a few

@@ -8,6 +8,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/spec"
 )
 
 // Seq is one sequence's share of a batched step.
@@ -37,11 +38,34 @@ type Seq struct {
 	// as a float32) (Result.Drawn).
 	Draw bool
 	U    float64
+	// Verify, with Sampled and AllLogits, asks for the acceptance rule applied
+	// to its last len(Verify.Drafts)+1 positions instead of their
+	// probabilities (a verify step), on the device when the backend is a
+	// backend.Verifier (Result.Verdicts).
+	Verify *VerifySpec
 	// DraftTopK (> 0), with Sampled, asks for each position's top-k cut of its
 	// probabilities instead (sampling.TopKSparse: a drafter's q), cut where
 	// the probabilities are when the backend is a backend.TopKer
 	// (Result.Sparse).
 	DraftTopK int
+}
+
+// VerifySpec is a verify step's drafts, their draft distributions and the
+// seed of the rule's uniforms: on the host spec.Verify draws them from
+// sampling.NewRNG(Seed) as it needs them; a device takes them up front from
+// that generator in spec.VerifyAt's order (every accept, every residual,
+// then the bonus) as float32s.
+type VerifySpec struct {
+	Drafts []int
+	Q      []sampling.Sparse
+	Seed   uint64
+}
+
+// Verdict is a verify step's outcome: the rule's verdict, or why it could not
+// be applied (a bad draft distribution: that step fails, not the batch).
+type Verdict struct {
+	spec.Verdict
+	Err error
 }
 
 // Pick is greedy decoding's choice at one position: sampling.ArgmaxMargin
@@ -53,12 +77,13 @@ type Pick struct {
 
 // Result is what a step returns.
 type Result struct {
-	Hidden []float32           // [T, hidden] for the next shard (not the last shard)
-	Logits [][][]float32       // last shard: per sequence, per requested position, vocab logits (nil for Greedy sequences)
-	Picks  [][]Pick            // last shard: per Greedy sequence, per requested position (nil for the others)
-	Probs  [][][]float32       // last shard: per Sampled sequence, per requested position, probabilities (nil for the others)
-	Sparse [][]sampling.Sparse // last shard: per Sampled sequence with DraftTopK, per requested position, its top-k q
-	Drawn  []int               // last shard: per sequence, the token Draw drew (-1 for the others)
+	Hidden   []float32           // [T, hidden] for the next shard (not the last shard)
+	Logits   [][][]float32       // last shard: per sequence, per requested position, vocab logits (nil for Greedy sequences)
+	Picks    [][]Pick            // last shard: per Greedy sequence, per requested position (nil for the others)
+	Probs    [][][]float32       // last shard: per Sampled sequence, per requested position, probabilities (nil for the others)
+	Sparse   [][]sampling.Sparse // last shard: per Sampled sequence with DraftTopK, per requested position, its top-k q
+	Drawn    []int               // last shard: per sequence, the token Draw drew (-1 for the others)
+	Verdicts []*Verdict          // last shard: per sequence with Verify, the outcome (nil for the others)
 }
 
 // Forward runs one step for several sequences at once: their new positions
@@ -82,6 +107,9 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		}
 		if s.Cache == nil || s.Cache.Layers() != len(m.layers) {
 			return nil, fmt.Errorf("sequence %d of the batch has no cache for this shard's %d layers", i, len(m.layers))
+		}
+		if s.Verify != nil && (s.Sampled == nil || !s.AllLogits || s.Draw || s.DraftTopK > 0 || len(s.Verify.Drafts)+1 > n) {
+			return nil, fmt.Errorf("sequence %d of the batch asks for the acceptance rule without sampling parameters, all positions, or enough of them", i)
 		}
 		if s.Draw && (s.Sampled == nil || s.DraftTopK > 0) {
 			return nil, fmt.Errorf("sequence %d of the batch asks to draw a token without sampling parameters, or with a top-k q", i)
@@ -365,6 +393,73 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 		}
 		return pr.host, nil
 	}
+	// verifyOne applies s.Verify's rule to rows [first, first+γ] of the
+	// logits: on the device (their probabilities made and judged there, one
+	// number pair back) when the backend can, else on probabilities on the
+	// host. The rule's own errors are the step's, not the pass's.
+	verifier, canVerify := m.b.(backend.Verifier)
+	verifyOne := func(s Seq, first int) (*Verdict, error) {
+		vs := s.Verify
+		gamma := len(vs.Drafts)
+		device := canProbe && canVerify
+		for _, x := range vs.Drafts {
+			device = device && x >= 0 && x < V // the host rule judges odd ids
+		}
+		if !device {
+			var ps [][]float32
+			if canProbe {
+				pr, err := probe(*s.Sampled)
+				if err != nil {
+					return nil, err
+				}
+				f, err := hostRows(pr)
+				if err != nil {
+					return nil, err
+				}
+				ps = rowsOf(f, first, gamma+1)
+			} else {
+				for _, row := range rowsOf(flat, first, gamma+1) {
+					ps = append(ps, sampling.Probs(row, *s.Sampled))
+				}
+			}
+			v, err := spec.Verify(vs.Drafts, vs.Q, ps, false, sampling.NewRNG(vs.Seed))
+			return &Verdict{Verdict: v, Err: err}, nil
+		}
+		sub := m.b.New(gamma+1, V)
+		defer m.b.Free(sub)
+		if err := m.b.CopyRows(sub, 0, logits, first, gamma+1); err != nil {
+			return nil, err
+		}
+		pt, err := prober.Probs(sub, *s.Sampled)
+		if err != nil {
+			return nil, err
+		}
+		defer m.b.Free(pt)
+		rng := sampling.NewRNG(vs.Seed)
+		ua, ur := make([]float32, gamma), make([]float32, gamma)
+		for i := range ua {
+			ua[i] = float32(rng.Float64())
+		}
+		for i := range ur {
+			ur[i] = float32(rng.Float64())
+		}
+		ub := float32(rng.Float64())
+		drafts := make([]int32, gamma)
+		for i, x := range vs.Drafts {
+			drafts[i] = int32(x)
+		}
+		acc, tok, err := verifier.Verify(pt, drafts, vs.Q, false, ua, ur, ub)
+		if err != nil {
+			return &Verdict{Err: err}, nil
+		}
+		v := spec.Verdict{Accepted: acc, AcceptedByPosition: make([]bool, gamma)}
+		for i := range acc {
+			v.AcceptedByPosition[i] = true
+			v.Emitted = append(v.Emitted, vs.Drafts[i])
+		}
+		v.Emitted = append(v.Emitted, int(tok))
+		return &Verdict{Verdict: v}, nil
+	}
 	// Each parameter set's draws: one device call for every drawing
 	// sequence of the set, each at its last row's uniform.
 	drawer, canDraw := m.b.(backend.Drawer)
@@ -445,6 +540,15 @@ func (m *Model) outputs(res *Result, seqs []Seq, counts []int, logits backend.Te
 			for r := range n {
 				res.Picks[i][r] = Pick{Token: int(p.ids[j+r]), Margin: p.margins[j+r]}
 			}
+		case s.Verify != nil:
+			if res.Verdicts == nil {
+				res.Verdicts = make([]*Verdict, len(seqs))
+			}
+			v, err := verifyOne(s, j+n-len(s.Verify.Drafts)-1)
+			if err != nil {
+				return err
+			}
+			res.Verdicts[i] = v
 		case s.Draw:
 			if res.Drawn == nil {
 				res.Drawn = make([]int, len(seqs))

@@ -9,6 +9,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/backend/cpu"
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/spec"
 	"github.com/draftbench/draftbench/pkg/tinymodel"
 )
 
@@ -122,7 +123,7 @@ func (p *probingCPU) Probs(logits backend.Tensor, sp sampling.Params) (backend.T
 // cuttingCPU is probingCPU with backend.TopKer too (on the host).
 type cuttingCPU struct {
 	probingCPU
-	cuts int
+	cuts, verifies int
 }
 
 func (c *cuttingCPU) TopKSparse(probs backend.Tensor, k int) ([]sampling.Sparse, error) {
@@ -266,5 +267,121 @@ func TestSampledProbs(t *testing.T) {
 	}
 	if c.Len() != 0 {
 		t.Errorf("refused steps left %d positions in the cache", c.Len())
+	}
+}
+
+// Verify makes cuttingCPU a backend.Verifier: spec.VerifyAt on the host at
+// the float32 uniforms a device gets.
+func (c *cuttingCPU) Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, greedy bool, ua, ur []float32, ub float32) (int, int32, error) {
+	c.verifies++
+	rows, cols := backend.Rows(p), backend.Cols(p)
+	v := make([]float32, rows*cols)
+	if err := c.Read(p, v); err != nil {
+		return 0, 0, err
+	}
+	ps := make([][]float32, rows)
+	for r := range ps {
+		ps[r] = v[r*cols : (r+1)*cols]
+	}
+	ds := make([]int, len(drafts))
+	for i, x := range drafts {
+		ds[i] = int(x)
+	}
+	f64 := func(u []float32) []float64 {
+		out := make([]float64, len(u))
+		for i, x := range u {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	vd, err := spec.VerifyAt(ds, q, ps, f64(ua), f64(ur), float64(ub))
+	if err != nil {
+		return 0, 0, err
+	}
+	return vd.Accepted, int32(vd.Emitted[len(vd.Emitted)-1]), nil
+}
+
+// TestVerifySteps: a sampled verify step gets the acceptance rule's verdict
+// on the probabilities of its last γ+1 positions — spec.Verify with the
+// step's seed on the host; on a backend.Verifier the uniforms drawn from that
+// seed in spec.VerifyAt's order — and a bad draft distribution fails the step
+// alone.
+func TestVerifySteps(t *testing.T) {
+	dir := writeSmallModel(t)
+	params := &sampling.Params{Temperature: 1.2}
+	prompt := []int{3, 1, 4, 1, 5}
+	cutter := &cuttingCPU{probingCPU: probingCPU{Backend: cpu.New(1)}}
+	for _, b := range []struct {
+		name string
+		b    backend.Backend
+	}{{"host", cpu.New(1)}, {"prober", &probingCPU{Backend: cpu.New(1)}}, {"verifier", cutter}} {
+		m, err := Load(dir, b.b, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes := map[int]bool{} // accepted counts seen: the seeds must reach several
+		for seed := uint64(1); seed <= 12; seed++ {
+			dense, judged := m.NewCache(kvcache.Options{}), m.NewCache(kvcache.Options{})
+			feed := append(append([]int(nil), prompt...), 9, 26, 5) // the last three: drafts
+			want, err := m.Forward([]Seq{{Cache: dense, Tokens: feed, AllLogits: true}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows := want.Logits[0][len(feed)-4:]
+			ps := make([][]float32, len(rows))
+			for r, row := range rows {
+				ps[r] = sampling.Probs(row, *params)
+			}
+			// q: the drafts likely but not certain, so both outcomes happen.
+			drafts := []int{9, 26, 5}
+			q := make([]sampling.Sparse, 3)
+			for i, x := range drafts {
+				q[i] = sampling.Sparse{IDs: []int32{int32(x), 7}, Probs: []float32{0.6, 0.4}}
+			}
+			vs := &VerifySpec{Drafts: drafts, Q: q, Seed: seed}
+			bad := &VerifySpec{Drafts: drafts, Q: []sampling.Sparse{{IDs: []int32{7}, Probs: []float32{1}}, q[1], q[2]}, Seed: seed}
+			other := m.NewCache(kvcache.Options{})
+			got, err := m.Forward([]Seq{{Cache: judged, Tokens: feed, AllLogits: true, Sampled: params, Verify: vs},
+				{Cache: other, Tokens: feed, AllLogits: true, Sampled: params, Verify: bad}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wantV spec.Verdict
+			if b.name == "verifier" {
+				rng := sampling.NewRNG(seed)
+				f := func(n int) []float64 {
+					out := make([]float64, n)
+					for i := range out {
+						out[i] = float64(float32(rng.Float64()))
+					}
+					return out
+				}
+				ua, ur := f(3), f(3)
+				wantV, err = spec.VerifyAt(drafts, q, ps, ua, ur, f(1)[0])
+			} else {
+				wantV, err = spec.Verify(drafts, q, ps, false, sampling.NewRNG(seed))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := got.Verdicts[0]
+			if v == nil || v.Err != nil || v.Accepted != wantV.Accepted || !slices.Equal(v.Emitted, wantV.Emitted) ||
+				!slices.Equal(v.AcceptedByPosition, wantV.AcceptedByPosition) {
+				t.Fatalf("%s seed %d: verdict %+v, want %+v", b.name, seed, v, wantV)
+			}
+			if got.Verdicts[1] == nil || got.Verdicts[1].Err == nil || !strings.Contains(got.Verdicts[1].Err.Error(), "probability 0 in its own q") {
+				t.Fatalf("%s seed %d: a draft outside its q gave %+v", b.name, seed, got.Verdicts[1])
+			}
+			outcomes[v.Accepted] = true
+			dense.Free()
+			judged.Free()
+			other.Free()
+		}
+		if len(outcomes) < 2 {
+			t.Errorf("%s: every seed accepted the same number of drafts (%v): the test does not tell outcomes apart", b.name, outcomes)
+		}
+	}
+	if cutter.verifies == 0 {
+		t.Error("the verifier backend never verified")
 	}
 }

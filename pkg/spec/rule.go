@@ -67,6 +67,44 @@ func Verify(drafts []int, q []sampling.Sparse, p [][]float32, greedy bool, rng s
 	if rng == nil {
 		return Verdict{}, fmt.Errorf("verify: sampling needs an rng")
 	}
+	return verify(drafts, q, p, func(uniform, int) float64 { return rng.Float64() })
+}
+
+// uniform names the uniforms the sampled rule uses.
+type uniform int
+
+const (
+	uAccept   uniform = iota // deciding on draft i
+	uResidual                // the correction at a rejection of draft i
+	uBonus                   // the token after γ accepted drafts
+)
+
+// VerifyAt is Verify (sampled) with its uniforms given instead of drawn:
+// draft i is accepted when uAccept[i]·q_i(x) < p_i(x), a rejection at i
+// draws the correction at uResidual[i], the bonus token is drawn at uBonus.
+// A device that applies the rule takes its uniforms so; this is its host
+// reference.
+func VerifyAt(drafts []int, q []sampling.Sparse, p [][]float32, uAcc, uRes []float64, uBon float64) (Verdict, error) {
+	gamma := len(drafts)
+	if len(p) != gamma+1 || len(q) != gamma || len(uAcc) != gamma || len(uRes) != gamma {
+		return Verdict{}, fmt.Errorf("verify: %d drafts with %d target distributions, %d draft distributions and %d+%d uniforms",
+			gamma, len(p), len(q), len(uAcc), len(uRes))
+	}
+	return verify(drafts, q, p, func(k uniform, i int) float64 {
+		switch k {
+		case uAccept:
+			return uAcc[i]
+		case uResidual:
+			return uRes[i]
+		}
+		return uBon
+	})
+}
+
+// verify is the sampled rule with u giving each uniform as it is needed,
+// in the order accept (each examined draft), then residual or bonus.
+func verify(drafts []int, q []sampling.Sparse, p [][]float32, u func(k uniform, i int) float64) (Verdict, error) {
+	gamma := len(drafts)
 	v := Verdict{Emitted: make([]int, 0, gamma+1), AcceptedByPosition: make([]bool, gamma)}
 	for i, x := range drafts {
 		if x < 0 {
@@ -77,8 +115,8 @@ func Verify(drafts []int, q []sampling.Sparse, p [][]float32, greedy bool, rng s
 			return Verdict{}, fmt.Errorf("verify: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends", i+1, x)
 		}
 		// u < p/q written without the division; with p >= q it always holds.
-		if u := rng.Float64(); !(u*qx < float64(at(p[i], x))) {
-			y, err := residual(p[i], q[i], rng.Float64())
+		if ua := u(uAccept, i); !(ua*qx < float64(at(p[i], x))) {
+			y, err := residual(p[i], q[i], u(uResidual, i))
 			if err != nil {
 				return Verdict{}, fmt.Errorf("verify: correcting draft %d: %w", i+1, err)
 			}
@@ -89,7 +127,7 @@ func Verify(drafts []int, q []sampling.Sparse, p [][]float32, greedy bool, rng s
 		v.AcceptedByPosition[i] = true
 		v.Emitted = append(v.Emitted, x)
 	}
-	y := sampling.Sample(p[gamma], rng.Float64())
+	y := sampling.Sample(p[gamma], u(uBonus, 0))
 	if y < 0 {
 		return Verdict{}, fmt.Errorf("verify: target distribution %d has no probability mass", gamma+1)
 	}

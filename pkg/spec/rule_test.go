@@ -107,6 +107,50 @@ func TestVerifySampling(t *testing.T) {
 	}
 }
 
+// TestVerifyAt: with its uniforms given, the rule decides as Verify does
+// when Verify draws the same values (the accepts in order, then the
+// residual or the bonus), whatever the others hold.
+func TestVerifyAt(t *testing.T) {
+	p := [][]float32{
+		{0.5, 0.25, 0.25, 0},
+		{0, 0, 0.5, 0.5},
+		{0, 1, 0, 0},
+	}
+	q := []sampling.Sparse{
+		sparse([]int32{0, 1}, []float32{0.5, 0.5}),
+		sparse([]int32{3, 2}, []float32{0.75, 0.25}),
+	}
+	tests := []struct {
+		name       string
+		drafts     []int
+		acc, res   []float64
+		bonus      float64
+		drawn      []float64 // what Verify draws for the same decisions
+		wantAccept int
+	}{
+		{"both accepted, bonus", []int{0, 3}, []float64{0.99, 0.66}, []float64{0.9, 0.9}, 0.3, []float64{0.99, 0.66, 0.3}, 2},
+		{"rejected at 2", []int{0, 3}, []float64{0.5, 0.67}, []float64{0.9, 0.0}, 0.9, []float64{0.5, 0.67, 0.0}, 1},
+		{"rejected at 1", []int{1, 3}, []float64{0.5, 0.1}, []float64{0.99, 0.5}, 0.5, []float64{0.5, 0.99}, 0},
+	}
+	for _, tt := range tests {
+		want, err := Verify(tt.drafts, q, p, false, &script{t: t, vals: tt.drawn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := VerifyAt(tt.drafts, q, p, tt.acc, tt.res, tt.bonus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Accepted != tt.wantAccept || got.Accepted != want.Accepted || !slices.Equal(got.Emitted, want.Emitted) ||
+			!slices.Equal(got.AcceptedByPosition, want.AcceptedByPosition) {
+			t.Errorf("%s: VerifyAt = %+v, Verify = %+v", tt.name, got, want)
+		}
+	}
+	if _, err := VerifyAt([]int{0}, q[:1], p[:2], nil, nil, 0); err == nil {
+		t.Error("missing uniforms went unreported")
+	}
+}
+
 func TestVerifyEdges(t *testing.T) {
 	t.Run("empty residual falls back to p", func(t *testing.T) {
 		// q sums past 1 (as rounding can make it), so max(0, p-q) is all zero

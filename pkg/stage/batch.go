@@ -186,13 +186,25 @@ func (s *Stage) seq(w *work, all bool) model.Seq {
 		case w.req.Op == protocol.OpDraft || w.req.ReturnQ:
 			// A drafter's step: its q, cut where the probabilities are.
 			q.DraftTopK = draftTopK(w.req.Sampling)
-		case w.req.Op != protocol.OpVerify:
+		case w.req.Op == protocol.OpVerify:
+			// The acceptance rule applied where the probabilities are.
+			q.Verify = &model.VerifySpec{Drafts: w.req.Drafts, Q: sparseQs(w.req.Q), Seed: w.req.Seed}
+		default:
 			// An autoregressive step: its token, drawn where the
 			// probabilities are at the uniform pick would have used.
 			q.Draw, q.U = true, sampling.NewRNG(w.req.Seed).Float64()
 		}
 	}
 	return q
+}
+
+// sparseQs are a verify request's draft distributions.
+func sparseQs(q []protocol.Sparse) []sampling.Sparse {
+	qs := make([]sampling.Sparse, len(q))
+	for i, x := range q {
+		qs[i] = x.Sampling()
+	}
+	return qs
 }
 
 // draftTopK is the k of a drafter's top-k q (negative: the whole support,
@@ -208,17 +220,21 @@ func draftTopK(smp protocol.Sampling) int {
 // position, picks for a greedy step, probabilities for a sampled one (or
 // logits, for a step that asked for neither).
 type output struct {
-	logits [][]float32
-	picks  []model.Pick
-	probs  [][]float32
-	sparse []sampling.Sparse // a drafter's step: its top-k q
-	drawn  int               // an autoregressive sampled step: its token (-1: none)
+	logits  [][]float32
+	picks   []model.Pick
+	probs   [][]float32
+	sparse  []sampling.Sparse // a drafter's step: its top-k q
+	drawn   int               // an autoregressive sampled step: its token (-1: none)
+	verdict *model.Verdict    // a sampled verify step: the rule's outcome
 }
 
 func outputOf(res *model.Result, i int) output {
 	o := output{logits: res.Logits[i], drawn: -1}
 	if res.Drawn != nil {
 		o.drawn = res.Drawn[i]
+	}
+	if res.Verdicts != nil {
+		o.verdict = res.Verdicts[i]
 	}
 	if res.Picks != nil {
 		o.picks = res.Picks[i]
@@ -383,16 +399,14 @@ func (s *Stage) verify(w *work, o output) {
 			choice[i], margins[i] = o.at(first + i).choice(params.VocabLimit)
 		}
 		v, err = spec.VerifyGreedy(req.Drafts, choice)
+	} else if o.verdict != nil {
+		v, err = o.verdict.Verdict, o.verdict.Err // applied in the pass
 	} else {
 		ps := make([][]float32, 0, o.len()-first)
 		for r := first; r < o.len(); r++ {
 			ps = append(ps, o.at(r).dist(params))
 		}
-		qs := make([]sampling.Sparse, len(req.Q))
-		for i, q := range req.Q {
-			qs[i] = q.Sampling()
-		}
-		v, err = spec.Verify(req.Drafts, qs, ps, false, sampling.NewRNG(req.Seed))
+		v, err = spec.Verify(req.Drafts, sparseQs(req.Q), ps, false, sampling.NewRNG(req.Seed))
 	}
 	if err != nil {
 		s.fail(req, err)

@@ -20,11 +20,9 @@ type LogitOps interface {
 	Sample(probs backend.Tensor, u []float32) ([]int32, error)
 }
 
-// Verifier applies the acceptance rule on the device (see
-// cuda.Backend.Verify for the uniforms).
-type Verifier interface {
-	Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, greedy bool, uAccept, uResidual []float32, uBonus float32) (int, int32, error)
-}
+// Verifier is backend.Verifier (restated so the checks list it with the
+// other device operations).
+type Verifier = backend.Verifier
 
 func lacks[I any](what string) func(backend.Backend) string {
 	return func(b backend.Backend) string {
