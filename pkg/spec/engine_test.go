@@ -1,4 +1,4 @@
-package spec
+package spec_test
 
 import (
 	"math"
@@ -10,6 +10,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/kvcache"
 	engine "github.com/draftbench/draftbench/pkg/model"
 	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/spec"
 	"github.com/draftbench/draftbench/pkg/tinymodel"
 )
 
@@ -74,7 +75,7 @@ func TestRollbackLeavesCachesAsIfBuiltFromScratch(t *testing.T) {
 			ts, ds := target.NewSession(), drafter.NewSession()
 			defer ts.Close()
 			defer ds.Close()
-			out, err := GenerateSpeculative(ts, ds, prompt, Config{MaxNewTokens: 40, Gamma: c.gamma, Params: c.params, IgnoreEOS: true}, sampling.NewRNG(11))
+			out, err := spec.GenerateSpeculative(ts, ds, prompt, spec.Config{MaxNewTokens: 40, Gamma: c.gamma, Params: c.params, IgnoreEOS: true}, sampling.NewRNG(11))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +125,7 @@ func TestRollbackLeavesCachesAsIfBuiltFromScratch(t *testing.T) {
 
 // TestEngineSamplingMatchesAR: on the real engine, the joint distribution of
 // the first three generated tokens under speculative sampling equals plain
-// AR sampling of the target (chi-square test of homogeneity at alpha).
+// AR sampling of the target (chi-square test of homogeneity at Alpha).
 func TestEngineSamplingMatchesAR(t *testing.T) {
 	target, drafter := enginePair(t)
 	params := sampling.Params{Temperature: 0.8, TopK: 12}
@@ -135,14 +136,14 @@ func TestEngineSamplingMatchesAR(t *testing.T) {
 		out := map[int]int{}
 		for i := 0; i < n; i++ {
 			ts := target.NewSession()
-			cfg := Config{MaxNewTokens: 3, Gamma: 2, Params: params, IgnoreEOS: true}
-			var res Output
+			cfg := spec.Config{MaxNewTokens: 3, Gamma: 2, Params: params, IgnoreEOS: true}
+			var res spec.Output
 			var err error
 			if mode == "ar" {
-				res, err = GenerateAR(ts, []int{7, 8, 9}, cfg, rng)
+				res, err = spec.GenerateAR(ts, []int{7, 8, 9}, cfg, rng)
 			} else {
 				ds := drafter.NewSession()
-				res, err = GenerateSpeculative(ts, ds, []int{7, 8, 9}, cfg, rng)
+				res, err = spec.GenerateSpeculative(ts, ds, []int{7, 8, 9}, cfg, rng)
 				ds.Close()
 			}
 			ts.Close()
@@ -165,8 +166,8 @@ func TestEngineSamplingMatchesAR(t *testing.T) {
 	for c, v := range sp {
 		b[c] = v
 	}
-	if p := twoSamplePValue(a, b); p < alpha {
-		t.Errorf("speculative and AR token distributions differ: p = %.3g < %g", p, alpha)
+	if p := spec.TwoSamplePValue(a, b); p < spec.Alpha {
+		t.Errorf("speculative and AR token distributions differ: p = %.3g < %g", p, spec.Alpha)
 	}
 	// Negative control: AR at another temperature must be told apart.
 	params.Temperature = 1.3
@@ -179,7 +180,7 @@ func TestEngineSamplingMatchesAR(t *testing.T) {
 	for k, v := range hot {
 		c[k] = v
 	}
-	if p := twoSamplePValue(a, c); p >= alpha {
+	if p := spec.TwoSamplePValue(a, c); p >= spec.Alpha {
 		t.Errorf("the test cannot tell temperature 0.8 from 1.3 (p = %.3g): it has no power", p)
 	}
 }
