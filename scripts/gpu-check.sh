@@ -245,7 +245,7 @@ for name in ("quickstart", "quickstart_fast"):
               f"lossless {c.get('lossless')}")
         print(f"{name} gpu: " + json.dumps(g)[:700])
 PY
-	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
+	grep -E "^selftest cuda|^goldens cuda|^outputs cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
 	echo "batch-invariant mode:"
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest_invariant.txt"
 	echo "tuned products:"

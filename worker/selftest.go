@@ -137,6 +137,18 @@ func selftestCmd() *cli.Command {
 					if err := golden.WriteTable(env.Stdout, name+"/"+dt, grs); err != nil {
 						return err
 					}
+					// A step's outputs made where the logits are (picks,
+					// probabilities, draws, top-k qs, verdicts) against the
+					// host's functions on this backend's own numbers.
+					ors, err := golden.CheckOutputs(goldens, e.Backend)
+					if err != nil {
+						return err
+					}
+					failed += golden.OutputFailures(ors)
+					fmt.Fprintln(env.Stdout)
+					if err := golden.WriteOutputs(env.Stdout, name+"/"+dt, ors); err != nil {
+						return err
+					}
 					// Informational: does a position get the same logits in a
 					// decode step and inside a verify-sized step? (Batch
 					// invariance makes greedy speculative decoding exact.)

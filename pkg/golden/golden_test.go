@@ -11,6 +11,8 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/backend/cpu"
+	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/spec"
 )
 
 const dir = "../../testdata/golden"
@@ -245,6 +247,119 @@ func TestInvarianceCatchesRowDependentRounding(t *testing.T) {
 	for _, r := range rs {
 		if r.Err != nil || r.Identical || r.MaxAbs == 0 {
 			t.Errorf("%s: %+v, want a difference", r.Name, r)
+		}
+	}
+}
+
+// TestOutputsOnCPU: on the CPU (the host computes every output) the
+// outputs check passes on every golden.
+func TestOutputsOnCPU(t *testing.T) {
+	rs, err := CheckOutputs(dir, cpu.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteOutputs(&buf, "cpu", rs); err != nil {
+		t.Fatal(err)
+	}
+	if OutputFailures(rs) != 0 || len(rs) != 5 || !strings.Contains(buf.String(), "outputs cpu:") {
+		t.Fatalf("outputs check on the CPU:\n%s", buf.String())
+	}
+	for _, r := range rs {
+		if r.Checks < 10 {
+			t.Errorf("%s: only %d checks", r.Name, r.Checks)
+		}
+	}
+}
+
+// deviceCPU gives the CPU backend the device output operations (on the
+// host, with a device's float32 uniforms), so the outputs check's device
+// branches run here; broken breaks the draw, to show the check sees it.
+type deviceCPU struct {
+	*cpu.Backend
+	broken bool
+}
+
+func (d *deviceCPU) rows(t backend.Tensor) [][]float32 {
+	n, c := backend.Rows(t), backend.Cols(t)
+	v := make([]float32, n*c)
+	if err := d.Read(t, v); err != nil {
+		panic(err)
+	}
+	out := make([][]float32, n)
+	for r := range out {
+		out[r] = v[r*c : (r+1)*c]
+	}
+	return out
+}
+
+func (d *deviceCPU) Probs(logits backend.Tensor, p sampling.Params) (backend.Tensor, error) {
+	var out []float32
+	rows := d.rows(logits)
+	for _, row := range rows {
+		out = append(out, sampling.Probs(row, p)...)
+	}
+	return cpu.FromSlice(out, len(rows), backend.Cols(logits)), nil
+}
+
+func (d *deviceCPU) Sample(probs backend.Tensor, u []float32) ([]int32, error) {
+	out := make([]int32, len(u))
+	for r, row := range d.rows(probs) {
+		uu := float64(u[r])
+		if d.broken {
+			uu = 1 - uu
+		}
+		out[r] = int32(sampling.Sample(row, uu))
+	}
+	return out, nil
+}
+
+func (d *deviceCPU) TopKSparse(probs backend.Tensor, k int) ([]sampling.Sparse, error) {
+	var out []sampling.Sparse
+	for _, row := range d.rows(probs) {
+		out = append(out, sampling.TopKSparse(row, k))
+	}
+	return out, nil
+}
+
+func (d *deviceCPU) Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, greedy bool, ua, ur []float32, ub float32) (int, int32, error) {
+	f := func(u []float32) []float64 {
+		out := make([]float64, len(u))
+		for i, x := range u {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	ds := make([]int, len(drafts))
+	for i, x := range drafts {
+		ds[i] = int(x)
+	}
+	v, err := spec.VerifyAt(ds, q, d.rows(p), f(ua), f(ur), float64(ub))
+	if err != nil {
+		return 0, 0, err
+	}
+	return v.Accepted, int32(v.Emitted[len(v.Emitted)-1]), nil
+}
+
+// TestOutputsDevicePaths: through device-style operations the outputs
+// check passes, and a draw at the wrong uniform fails it.
+func TestOutputsDevicePaths(t *testing.T) {
+	rs, err := CheckOutputs(dir, &deviceCPU{Backend: cpu.New(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := OutputFailures(rs); n != 0 {
+		var buf bytes.Buffer
+		_ = WriteOutputs(&buf, "device-style", rs)
+		t.Fatalf("%d failures:\n%s", n, buf.String())
+	}
+	rs, err = CheckOutputs(dir, &deviceCPU{Backend: cpu.New(1), broken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if len(r.Failures) == 0 || !strings.Contains(strings.Join(r.Failures, ";"), "drawn token") {
+			t.Errorf("%s: a broken draw went unnoticed: %v", r.Name, r.Failures)
 		}
 	}
 }
