@@ -100,6 +100,9 @@ test: test-deps
 	$(GO) test ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime 5s ./pkg/safetensors
 	$(MAKE) --no-print-directory test-cuda-build
+	@mkdir -p build
+	scripts/gpu-check.sh table testdata/gpu-check >build/gpu-check-table.txt
+	grep -q "^quickstart_fast on cuda" build/gpu-check-table.txt
 
 fuzz: test-deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./pkg/safetensors

@@ -100,6 +100,64 @@ bench8b() {
 	}
 }
 
+# table DIR prints the summary table from the result files in DIR (what run
+# wrote; missing files are said and left out).
+table() {
+	python3 - "$1" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except Exception as e:
+        print(f"{name}: {e}")
+        return None
+ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load("copy_torch.json")
+graphs = load("bench_graphs.json")
+inv = load("bench_invariant.json")
+logits = load("bench_logits.json")
+tuned, best = load("bench_tuned.json"), load("bench_best.json")
+sampled = load("bench_sampled.json")
+def step(doc, i):
+    rows = (doc or {}).get("rows", [])
+    return rows[i].get("decode_step_ms", 0) if i < len(rows) else 0
+if ours:
+    print(f"draftbench: {ours.get('device', '?')}")
+if theirs:
+    print(f"reference:  {theirs['engine']} on {theirs.get('device', '?')}")
+if copy:
+    print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
+print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
+      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9} "
+      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7}")
+for i, o in enumerate((ours or {}).get("rows", [])):
+    t = (theirs or {}).get("rows", [])
+    t = t[i] if i < len(t) else {}
+    r = lambda a, b: a / b if b else float("nan")
+    print(f"{o['batch']:>5} | {o['prefill_tok_per_s']:>13.0f} {t.get('prefill_tok_per_s', 0):>9.0f} "
+          f"{r(o['prefill_tok_per_s'], t.get('prefill_tok_per_s')):>6.2f} | {o['decode_tok_per_s']:>12.1f} "
+          f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
+          f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
+          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
+          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f} {step(tuned, i):>8.2f} {step(best, i):>7.2f} {step(sampled, i):>7.2f}")
+if graphs:
+    print("step graphs: " + json.dumps(graphs.get("step_graphs")))
+if best:
+    print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
+for p in (tuned or {}).get("gemm_plans") or []:
+    print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
+          f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, split k {p.get('split_k', 1)}, {p['candidates']} candidates)")
+for name in ("quickstart", "quickstart_fast"):
+    q = load(name + "/benchmark_results.json")
+    if q:
+        c, g = q.get("comparison", {}), q.get("gpu", {})
+        print(f"{name} on {q.get('environment', {}).get('backend', '?')}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
+              f"lossless {c.get('lossless')}")
+        print(f"{name} gpu: " + json.dumps(g)[:700])
+PY
+}
+
 run() {
 	# Everything is written to $out and, at the end, packed into one file under
 	# $OUT (the device tool brings back at most 8 files).
@@ -192,59 +250,7 @@ PY
 		tail -30 "$out/quickstart_fast.log"
 	}
 	cat "$out/profile.txt"
-	python3 - "$out" <<'PY' | tee "$out/table.txt"
-import json, os, sys
-out = sys.argv[1]
-def load(name):
-    try:
-        with open(os.path.join(out, name)) as f:
-            return json.load(f)
-    except Exception as e:
-        print(f"{name}: {e}")
-        return None
-ours, theirs, copy = load("bench_draftbench.json"), load("bench_hf.json"), load("copy_torch.json")
-graphs = load("bench_graphs.json")
-inv = load("bench_invariant.json")
-logits = load("bench_logits.json")
-tuned, best = load("bench_tuned.json"), load("bench_best.json")
-sampled = load("bench_sampled.json")
-def step(doc, i):
-    rows = (doc or {}).get("rows", [])
-    return rows[i].get("decode_step_ms", 0) if i < len(rows) else 0
-if ours:
-    print(f"draftbench: {ours.get('device', '?')}")
-if theirs:
-    print(f"reference:  {theirs['engine']} on {theirs.get('device', '?')}")
-if copy:
-    print(f"PyTorch 1 GiB copy: {copy['gb_per_s']:.0f} GB/s (read + write)")
-print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
-      f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9} "
-      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7}")
-for i, o in enumerate((ours or {}).get("rows", [])):
-    t = (theirs or {}).get("rows", [])
-    t = t[i] if i < len(t) else {}
-    r = lambda a, b: a / b if b else float("nan")
-    print(f"{o['batch']:>5} | {o['prefill_tok_per_s']:>13.0f} {t.get('prefill_tok_per_s', 0):>9.0f} "
-          f"{r(o['prefill_tok_per_s'], t.get('prefill_tok_per_s')):>6.2f} | {o['decode_tok_per_s']:>12.1f} "
-          f"{t.get('decode_tok_per_s', 0):>8.1f} {r(o['decode_tok_per_s'], t.get('decode_tok_per_s')):>6.2f} | "
-          f"{o['decode_step_ms']:>8.2f} {t.get('decode_step_ms', 0):>7.2f} {o.get('bandwidth_floor_step_ms', 0):>8.2f} "
-          f"{o.get('measured_bandwidth_gb_per_s', 0):>6.0f} {o.get('decode_read_wait_ms', 0):>7.2f} "
-          f"{step(graphs, i):>8.2f} {step(inv, i):>7.2f} {step(logits, i):>9.2f} {step(tuned, i):>8.2f} {step(best, i):>7.2f} {step(sampled, i):>7.2f}")
-if graphs:
-    print("step graphs: " + json.dumps(graphs.get("step_graphs")))
-if best:
-    print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
-for p in (tuned or {}).get("gemm_plans") or []:
-    print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
-          f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, split k {p.get('split_k', 1)}, {p['candidates']} candidates)")
-for name in ("quickstart", "quickstart_fast"):
-    q = load(name + "/benchmark_results.json")
-    if q:
-        c, g = q.get("comparison", {}), q.get("gpu", {})
-        print(f"{name} on {q.get('environment', {}).get('backend', '?')}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
-              f"lossless {c.get('lossless')}")
-        print(f"{name} gpu: " + json.dumps(g)[:700])
-PY
+	table "$out" | tee "$out/table.txt"
 	grep -E "^selftest cuda|^goldens cuda|^outputs cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest.txt"
 	echo "batch-invariant mode:"
 	grep -E "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest_invariant.txt"
@@ -262,8 +268,9 @@ PY
 case "${1:-run}" in
 pack) pack ;;
 run) run ;;
+table) table "${2:?usage: scripts/gpu-check.sh table DIR}" ;;
 *)
-	echo "usage: scripts/gpu-check.sh [pack|run]" >&2
+	echo "usage: scripts/gpu-check.sh [pack|run|table DIR]" >&2
 	exit 2
 	;;
 esac
