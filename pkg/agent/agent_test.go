@@ -141,10 +141,11 @@ func TestRegistrationBackoff(t *testing.T) {
 	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second,
 		4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
 	for i, w := range want {
+		tm := clock.waiting(t) // the agent has failed once more and waits
 		if i == len(want)-1 {
 			ctl.listen() // the controller comes up during the last wait
 		}
-		if d := clock.next(t); d != w {
+		if d := clock.fire(tm); d != w {
 			t.Fatalf("wait %d before registering again is %s, want %s", i+1, d, w)
 		}
 	}

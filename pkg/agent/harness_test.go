@@ -139,8 +139,10 @@ func (c *controller) listen() *controller {
 			c.t.Errorf("controller: %v", err)
 			return
 		}
-		c.regs <- r
+		// The reply goes out before the test can see the registration: a
+		// test that ends on it closes the connection a reply would need.
 		c.respond(m, &protocol.RegisterReply{HeartbeatMS: c.heartbeatMS})
+		c.regs <- r
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -151,12 +153,12 @@ func (c *controller) listen() *controller {
 			c.t.Errorf("controller: %v", err)
 			return
 		}
-		c.beats <- hb
 		if c.answer != nil && m.Reply != "" {
 			if ack := c.answer(hb); ack != nil {
 				c.respond(m, ack)
 			}
 		}
+		c.beats <- hb
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -331,7 +333,17 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 // next waits for the agent's next wait, moves the clock to its end and ends it.
 func (c *fakeClock) next(t *testing.T) time.Duration {
 	t.Helper()
-	tm := recv(t, c.timers, "wait on the clock")
+	return c.fire(c.waiting(t))
+}
+
+// waiting returns the agent's pending wait without ending it.
+func (c *fakeClock) waiting(t *testing.T) fakeTimer {
+	t.Helper()
+	return recv(t, c.timers, "wait on the clock")
+}
+
+// fire ends the wait tm: the clock moves on by its duration.
+func (c *fakeClock) fire(tm fakeTimer) time.Duration {
 	c.mu.Lock()
 	c.now = c.now.Add(tm.d)
 	now := c.now
