@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -115,6 +116,9 @@ func runAgent(env *cli.Env, f agentFlags) error {
 	// The id is chosen here, not by agent.New, because the GPU monitor answers
 	// on a subject named after it.
 	id := uuid.NewString()
+	if modes := f.gpu.Modes(); len(modes) > 0 && !slices.ContainsFunc(devices, func(d protocol.Device) bool { return d.Kind == protocol.DeviceGPU }) {
+		log.Warn("the CUDA modes asked for apply to GPU stages, and this worker offers no GPU", "modes", modes)
+	}
 	gpuReason := startGPUMonitor(ctx, nc, subjects, id, f.name, devices, f.gpuInterval, log.Named("gpumon"))
 	if gpuReason != "" {
 		log.Info("no GPU monitor", "reason", gpuReason)
