@@ -105,6 +105,9 @@ func runAgent(env *cli.Env, f agentFlags) error {
 	for _, d := range devices {
 		log.Info("device", "index", d.Index, "kind", d.Kind, "name", d.Name, "uuid", d.UUID, "memory_bytes", d.MemoryBytes)
 	}
+	if modes := f.gpu.Modes(); len(modes) > 0 && !slices.ContainsFunc(devices, func(d protocol.Device) bool { return d.Kind == protocol.DeviceGPU }) {
+		log.Warn("the CUDA modes asked for apply to GPU stages, and this worker offers no GPU", "modes", modes)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -116,9 +119,6 @@ func runAgent(env *cli.Env, f agentFlags) error {
 	// The id is chosen here, not by agent.New, because the GPU monitor answers
 	// on a subject named after it.
 	id := uuid.NewString()
-	if modes := f.gpu.Modes(); len(modes) > 0 && !slices.ContainsFunc(devices, func(d protocol.Device) bool { return d.Kind == protocol.DeviceGPU }) {
-		log.Warn("the CUDA modes asked for apply to GPU stages, and this worker offers no GPU", "modes", modes)
-	}
 	gpuReason := startGPUMonitor(ctx, nc, subjects, id, f.name, devices, f.gpuInterval, log.Named("gpumon"))
 	if gpuReason != "" {
 		log.Info("no GPU monitor", "reason", gpuReason)
