@@ -152,7 +152,10 @@ for name in ("quickstart", "quickstart_fast"):
     q = load(name + "/benchmark_results.json")
     if q:
         c, g = q.get("comparison", {}), q.get("gpu", {})
-        print(f"{name} on {q.get('environment', {}).get('backend', '?')}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
+        ws = q.get("environment", {}).get("workers", [])
+        on = ", ".join(sorted({f"{d.get('kind', '?')} {d.get('name', '')}".strip() for w in ws for d in w.get("devices", [])})) or "?"
+        modes = sorted({m for w in ws for m in w.get("cuda_modes", [])})
+        print(f"{name} on {on}{' (' + ', '.join(modes) + ')' if modes else ''}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
               f"lossless {c.get('lossless')}")
         print(f"{name} gpu: " + json.dumps(g)[:700])
 PY

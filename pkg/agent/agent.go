@@ -157,7 +157,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor, CUDAModes: cfg.GPU.Modes()})
+	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor, CUDAModes: cudaModes(cfg)})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -522,4 +522,15 @@ func failedStatus(worker string, as *protocol.Assignment, err error) *protocol.S
 		st.Stage, st.Stages = 0, 1
 	}
 	return st
+}
+
+// cudaModes are the CUDA modes a worker registers: those of its GPU stages,
+// none when it offers no GPU (they would describe nothing it runs).
+func cudaModes(cfg Config) []string {
+	for _, d := range cfg.Devices {
+		if d.Kind == protocol.DeviceGPU {
+			return cfg.GPU.Modes()
+		}
+	}
+	return nil
 }

@@ -252,7 +252,8 @@ func TestGPUOptionsReachGPUStages(t *testing.T) {
 		{GPUOptions{Graphs: true}, []string{"--cuda-graphs"}},
 		{GPUOptions{Graphs: true, TuneGEMM: true, BatchInvariant: true}, []string{"--cuda-graphs", "--tune-gemm", "--batch-invariant"}},
 	} {
-		a, err := New(Config{Conn: nc, Devices: CPUDevices(1, 1<<30), GPU: tt.gpu, StageCommand: []string{"worker", "stage"}})
+		gpus := []protocol.Device{{Index: 0, Kind: protocol.DeviceGPU, Name: "a GPU", MemoryBytes: 1 << 30}}
+		a, err := New(Config{Conn: nc, Devices: gpus, GPU: tt.gpu, StageCommand: []string{"worker", "stage"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,6 +263,15 @@ func TestGPUOptionsReachGPUStages(t *testing.T) {
 		}
 		if !slices.Equal(reg.CUDAModes, tt.gpu.Modes()) || len(reg.CUDAModes) != len(tt.want) {
 			t.Errorf("%+v: registration lists CUDA modes %v", tt.gpu, reg.CUDAModes)
+		}
+		// A worker without a GPU registers none: they would describe nothing it runs.
+		cpuOnly, err := New(Config{Conn: nc, Devices: CPUDevices(1, 1<<30), GPU: tt.gpu})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var creg protocol.Registration
+		if err := protocol.Decode(cpuOnly.registration, &creg); err != nil || creg.CUDAModes != nil {
+			t.Errorf("%+v: a CPU-only worker registers CUDA modes %v (%v)", tt.gpu, creg.CUDAModes, err)
 		}
 		as := &protocol.Assignment{Instance: "m", Devices: []int{0}}
 		gpu := strings.Join(a.stageArgs(as, "f.json", protocol.DeviceGPU), " ")
