@@ -176,7 +176,22 @@ static db_status gemm_tune(db_device *d, cudaDataType_t t, void *dst, const void
 	int splittable = 0;
 	for (int i = 0; i < nres; i++) {
 		if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > ws) continue;
-		cands.push_back(cand{res[i].algo, res[i].workspaceSize, 1});
+		// The heuristic may hand out split-K configurations itself; keep them
+		// only with their partial sums reduced in f32 (COMPUTE_TYPE), as the
+		// variants below are, so a tuned product keeps f32 accumulation.
+		int32_t own_split = 1;
+		uint32_t own_scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+		size_t got0 = 0;
+		if (cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &own_split,
+		                                         sizeof own_split, &got0) != CUBLAS_STATUS_SUCCESS)
+			own_split = 1;
+		if (own_split > 1) {
+			if (cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &own_scheme,
+			                                         sizeof own_scheme, &got0) != CUBLAS_STATUS_SUCCESS ||
+			    own_scheme != CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
+				continue;
+		}
+		cands.push_back(cand{res[i].algo, res[i].workspaceSize, own_split > 1 ? own_split : 1});
 		int32_t can = 0;
 		uint32_t schemes = 0;
 		size_t got = 0;

@@ -53,6 +53,7 @@ extern "C" db_status db_step_begin(db_device *d, db_graph *g, int *replaying) {
 	}
 	g->sigs.clear();
 	g->slots.clear();
+	g->why[0] = 0; // a new capture: earlier reasons are history
 	g->arena_used = 0;
 	g->buf_gen = d->buf_gen;
 	CK(cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeRelaxed));

@@ -9,6 +9,7 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/draftbench/draftbench/pkg/sampling"
@@ -242,9 +243,17 @@ type Drawer interface {
 // target's probabilities p [gamma+1, vocab] are (an f32 tensor from
 // Prober.Probs), with the uniforms given. It returns the number of accepted
 // drafts and the token that follows them.
+//
+// An error that wraps ErrBadDraft is the rule's answer about its inputs (a
+// draft outside its own q, a distribution without mass): the step fails,
+// the backend is fine.
 type Verifier interface {
 	Verify(p Tensor, drafts []int32, q []sampling.Sparse, greedy bool, uAccept, uResidual []float32, uBonus float32) (int, int32, error)
 }
+
+// ErrBadDraft marks a Verifier error that is about the step's drafts and
+// distributions, not the device.
+var ErrBadDraft = errors.New("the drafts cannot be judged")
 
 // TopKer is an optional Backend operation: sampling.TopKSparse(row, k) of
 // every row of probs (an f32 tensor from Prober.Probs), to the bit, with the

@@ -3,6 +3,7 @@ package golden
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -336,7 +337,7 @@ func (d *deviceCPU) Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse
 	}
 	v, err := spec.VerifyAt(ds, q, d.rows(p), f(ua), f(ur), float64(ub))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("%w: %v", backend.ErrBadDraft, err) // as a device says so
 	}
 	return v.Accepted, int32(v.Emitted[len(v.Emitted)-1]), nil
 }

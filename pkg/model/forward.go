@@ -280,21 +280,23 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i, s := range seqs {
-		if err := s.Cache.Advance(counts[i]); err != nil {
-			return nil, err
-		}
-	}
-
 	res := &Result{}
 	if !m.IsLast() {
 		res.Hidden = make([]float32, T*H)
 		if err := b.Read(x, res.Hidden); err != nil {
 			return nil, err
 		}
-		return res, nil
+	} else if err := m.outputs(res, seqs, counts, logits); err != nil {
+		return nil, err
 	}
-	return res, m.outputs(res, seqs, counts, logits)
+	// The caches advance only now: a step whose outputs failed leaves every
+	// cache length as it was, so its steps can be run again.
+	for i, s := range seqs {
+		if err := s.Cache.Advance(counts[i]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 // layerBufs are the activations one forward step reuses across layers: x is

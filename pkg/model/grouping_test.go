@@ -14,6 +14,7 @@ import (
 type groupingCPU struct {
 	fusedCPU
 	announced, loaded []int64
+	before            int64 // elements loaded before the first group
 }
 
 func (g *groupingCPU) GroupWeights(elems int64) {
@@ -22,12 +23,14 @@ func (g *groupingCPU) GroupWeights(elems int64) {
 }
 
 func (g *groupingCPU) Load(shape []int, dt backend.DType, raw []byte) (backend.Tensor, error) {
+	n := int64(1)
+	for _, d := range shape {
+		n *= int64(d)
+	}
 	if len(g.loaded) > 0 {
-		n := int64(1)
-		for _, d := range shape {
-			n *= int64(d)
-		}
 		g.loaded[len(g.loaded)-1] += n
+	} else {
+		g.before += n
 	}
 	return g.fusedCPU.Load(shape, dt, raw)
 }
@@ -56,6 +59,19 @@ func TestWeightGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 		check(name, g, m.Config.NumHiddenLayers)
+		// Weights load in the order of the pass: the embedding before the
+		// first layer, the final norm and the head after the last.
+		c := m.Config
+		if g.before != int64(c.VocabSize*c.HiddenSize) {
+			t.Errorf("%s: %d elements loaded before the first layer, want the embedding's %d", name, g.before, c.VocabSize*c.HiddenSize)
+		}
+		head := int64(c.HiddenSize)
+		if !c.Tied() {
+			head += int64(c.VocabSize * c.HiddenSize)
+		}
+		if last := len(g.loaded) - 1; g.loaded[last] != g.announced[last]+head {
+			t.Errorf("%s: the last group loaded %d elements, want its layer's %d and the norm and head's %d", name, g.loaded[last], g.announced[last], head)
+		}
 		// A shard: the groups are its layers only.
 		g = &groupingCPU{fusedCPU: fusedCPU{cpu.New(1)}}
 		if _, err := Load(filepath.Join(goldenDir, "models", name), g, Options{First: 1, Last: 2}); err != nil {

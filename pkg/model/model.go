@@ -90,6 +90,16 @@ func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
 	if first == 0 || (last == cfg.NumHiddenLayers && cfg.Tied()) {
 		m.embed = l.get("model.embed_tokens.weight", V, H)
 	}
+	// In the order of the forward pass (embedding, layers, norm and head),
+	// so a backend that fills devices as weights load (backend.WeightGrouper)
+	// puts each part where the hidden state passes.
+	g, grouping := b.(backend.WeightGrouper)
+	for i := first; i < last && l.err == nil; i++ {
+		if grouping {
+			g.GroupWeights(m.layerElems())
+		}
+		m.layers = append(m.layers, l.layer(i))
+	}
 	if last == cfg.NumHiddenLayers {
 		m.norm = l.get("model.norm.weight", H)
 		if cfg.Tied() {
@@ -97,13 +107,6 @@ func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
 		} else {
 			m.head = l.get("lm_head.weight", V, H)
 		}
-	}
-	g, grouping := b.(backend.WeightGrouper)
-	for i := first; i < last && l.err == nil; i++ {
-		if grouping {
-			g.GroupWeights(m.layerElems())
-		}
-		m.layers = append(m.layers, l.layer(i))
 	}
 	if l.err != nil {
 		return nil, fmt.Errorf("loading %s: %w", dir, l.err)

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"errors"
+
 	"github.com/draftbench/draftbench/pkg/backend"
 	"github.com/draftbench/draftbench/pkg/sampling"
 	"github.com/draftbench/draftbench/pkg/spec"
@@ -320,21 +322,38 @@ func (o *outs) draw(s Seq, at int) (int, error) {
 
 // verify applies s.Verify's rule to rows [first, first+γ] of the logits: on
 // the device (their probabilities made and judged there, two numbers back)
-// when the backend can, else on probabilities on the host. The rule's own
-// errors are the step's, not the pass's.
+// when the backend can, else on probabilities on the host. A backend that
+// judges on the device takes its uniforms up front (spec.VerifyAt's order,
+// as float32s), and so does its host fallback, so a seed gives one verdict
+// on that backend whichever path a step takes; other backends draw them as
+// spec.Verify does. The rule's own errors are the step's, not the pass's.
 func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 	vs := s.Verify
 	gamma := len(vs.Drafts)
-	device := o.canProbe && o.canVerify
-	for _, x := range vs.Drafts {
-		device = device && x >= 0 && x < o.V // the host rule judges odd ids
+	var ua, ur []float32
+	var ub float32
+	if o.canVerify {
+		rng := sampling.NewRNG(vs.Seed)
+		next := func(n int) []float32 {
+			u := make([]float32, n)
+			for i := range u {
+				u[i] = float32(rng.Float64())
+			}
+			return u
+		}
+		ua, ur, ub = next(gamma), next(gamma), next(1)[0]
 	}
-	if !device {
+	if !o.canProbe || !o.canVerify || !deviceJudgeable(vs, o.V) {
 		ps, err := o.hostProbs(*s.Sampled, first, gamma+1)
 		if err != nil {
 			return nil, err
 		}
-		v, err := spec.Verify(vs.Drafts, vs.Q, ps, false, sampling.NewRNG(vs.Seed))
+		var v spec.Verdict
+		if o.canVerify {
+			v, err = spec.VerifyAt(vs.Drafts, vs.Q, ps, widen(ua), widen(ur), float64(ub))
+		} else {
+			v, err = spec.Verify(vs.Drafts, vs.Q, ps, false, sampling.NewRNG(vs.Seed))
+		}
 		return &Verdict{Verdict: v, Err: err}, nil
 	}
 	b := o.m.b
@@ -348,23 +367,16 @@ func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 		return nil, err
 	}
 	defer b.Free(pt)
-	// The uniforms up front, in spec.VerifyAt's order.
-	rng := sampling.NewRNG(vs.Seed)
-	next := func(n int) []float32 {
-		u := make([]float32, n)
-		for i := range u {
-			u[i] = float32(rng.Float64())
-		}
-		return u
-	}
-	ua, ur, ub := next(gamma), next(gamma), next(1)
 	drafts := make([]int32, gamma)
 	for i, x := range vs.Drafts {
 		drafts[i] = int32(x)
 	}
-	acc, tok, err := o.verifier.Verify(pt, drafts, vs.Q, false, ua, ur, ub[0])
-	if err != nil {
+	acc, tok, err := o.verifier.Verify(pt, drafts, vs.Q, false, ua, ur, ub)
+	if errors.Is(err, backend.ErrBadDraft) {
 		return &Verdict{Err: err}, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	v := spec.Verdict{Accepted: acc, AcceptedByPosition: make([]bool, gamma)}
 	for i := range acc {
@@ -373,4 +385,35 @@ func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 	}
 	v.Emitted = append(v.Emitted, int(tok))
 	return &Verdict{Verdict: v}, nil
+}
+
+// deviceJudgeable says whether a device can apply the rule to vs as the host
+// would: drafts inside the vocabulary, one q per draft, no id twice in a q
+// (a device reads and subtracts a q's entries in parallel; the host takes
+// the first match and subtracts in order).
+func deviceJudgeable(vs *VerifySpec, vocab int) bool {
+	if len(vs.Q) != len(vs.Drafts) {
+		return false
+	}
+	for i, x := range vs.Drafts {
+		if x < 0 || x >= vocab {
+			return false
+		}
+		seen := make(map[int32]bool, len(vs.Q[i].IDs))
+		for _, id := range vs.Q[i].IDs {
+			if seen[id] || id < 0 || int(id) >= vocab {
+				return false
+			}
+			seen[id] = true
+		}
+	}
+	return true
+}
+
+func widen(u []float32) []float64 {
+	out := make([]float64, len(u))
+	for i, x := range u {
+		out[i] = float64(x)
+	}
+	return out
 }

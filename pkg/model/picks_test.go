@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -296,7 +297,7 @@ func (c *cuttingCPU) Verify(p backend.Tensor, drafts []int32, q []sampling.Spars
 	}
 	vd, err := spec.VerifyAt(ds, q, ps, f64(ua), f64(ur), float64(ub))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("%w: %v", backend.ErrBadDraft, err) // as a device says so
 	}
 	return vd.Accepted, int32(vd.Emitted[len(vd.Emitted)-1]), nil
 }
@@ -383,5 +384,85 @@ func TestVerifySteps(t *testing.T) {
 	}
 	if cutter.verifies == 0 {
 		t.Error("the verifier backend never verified")
+	}
+}
+
+// failingVerifier is cuttingCPU whose device verify fails as a broken
+// device would (not a verdict on the drafts).
+type failingVerifier struct{ cuttingCPU }
+
+func (f *failingVerifier) Verify(backend.Tensor, []int32, []sampling.Sparse, bool, []float32, []float32, float32) (int, int32, error) {
+	return 0, 0, fmt.Errorf("an unspecified launch failure")
+}
+
+// TestVerifyFallbacks: on a backend that judges on the device, a step the
+// device cannot judge as the host would (a q naming an id twice) is judged
+// on the host with the same uniforms; a device failure fails the pass and
+// leaves the caches as they were, so the steps can run again.
+func TestVerifyFallbacks(t *testing.T) {
+	dir := writeSmallModel(t)
+	params := &sampling.Params{Temperature: 1.2}
+	feed := []int{3, 1, 4, 1, 5, 9, 26, 5}
+	drafts := []int{9, 26, 5}
+	q := []sampling.Sparse{
+		{IDs: []int32{9, 9, 7}, Probs: []float32{0.3, 0.3, 0.4}}, // 9 twice
+		{IDs: []int32{26, 7}, Probs: []float32{0.6, 0.4}},
+		{IDs: []int32{5, 7}, Probs: []float32{0.6, 0.4}},
+	}
+	cutter := &cuttingCPU{probingCPU: probingCPU{Backend: cpu.New(1)}}
+	m, err := Load(dir, cutter, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seed := uint64(1); seed <= 6; seed++ {
+		dense, judged := m.NewCache(kvcache.Options{}), m.NewCache(kvcache.Options{})
+		want, err := m.Forward([]Seq{{Cache: dense, Tokens: feed, AllLogits: true}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps [][]float32
+		for _, row := range want.Logits[0][len(feed)-4:] {
+			ps = append(ps, sampling.Probs(row, *params))
+		}
+		rng := sampling.NewRNG(seed)
+		next := func(n int) []float64 {
+			out := make([]float64, n)
+			for i := range out {
+				out[i] = float64(float32(rng.Float64()))
+			}
+			return out
+		}
+		ua, ur := next(3), next(3)
+		wantV, wantErr := spec.VerifyAt(drafts, q, ps, ua, ur, next(1)[0])
+		before := cutter.verifies
+		got, err := m.Forward([]Seq{{Cache: judged, Tokens: feed, AllLogits: true, Sampled: params,
+			Verify: &VerifySpec{Drafts: drafts, Q: q, Seed: seed}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := got.Verdicts[0]
+		if cutter.verifies != before {
+			t.Errorf("seed %d: a q with a repeated id went to the device", seed)
+		}
+		if (v.Err == nil) != (wantErr == nil) || v.Accepted != wantV.Accepted || !slices.Equal(v.Emitted, wantV.Emitted) {
+			t.Errorf("seed %d: host fallback gave %+v, want %+v (%v)", seed, v, wantV, wantErr)
+		}
+	}
+
+	broken := &failingVerifier{cuttingCPU{probingCPU: probingCPU{Backend: cpu.New(1)}}}
+	mb, err := Load(dir, broken, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mb.NewCache(kvcache.Options{})
+	good := []sampling.Sparse{q[1], q[1], q[2]}
+	good[0] = sampling.Sparse{IDs: []int32{9, 7}, Probs: []float32{0.6, 0.4}}
+	_, err = mb.Forward([]Seq{{Cache: c, Tokens: feed, AllLogits: true, Sampled: params,
+		Verify: &VerifySpec{Drafts: drafts, Q: good, Seed: 1}}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "launch failure") {
+		t.Fatalf("a failing device verify: %v", err)
+	}
+	if c.Len() != 0 {
+		t.Errorf("a failed pass left the cache at %d positions, want 0", c.Len())
 	}
 }

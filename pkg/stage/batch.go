@@ -362,11 +362,18 @@ func (s *Stage) sample(w *work, o output) {
 	var m float32
 	var q *protocol.Sparse
 	var err error
-	if o.drawn >= 0 {
+	switch {
+	case o.drawn >= 0:
 		x = o.drawn // drawn in the pass
-	} else if x, m, q, err = pick(o, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed)); err != nil {
-		s.fail(w.req, err)
+	case o.logits == nil && o.probs == nil && o.picks == nil && o.sparse == nil:
+		// Asked to draw in the pass, which found nothing to draw from.
+		s.fail(w.req, fmt.Errorf("no token can be drawn: the distribution has no mass"))
 		return
+	default:
+		if x, m, q, err = pick(o, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed)); err != nil {
+			s.fail(w.req, err)
+			return
+		}
 	}
 	rep := &protocol.StepReply{Tokens: []int{x}}
 	if w.req.Sampling.Params().Greedy() {

@@ -926,9 +926,10 @@ func (b *Backend) Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, 
 	}
 	switch tok {
 	case -2:
-		return 0, 0, fmt.Errorf("cuda: verify: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends", int(acc)+1, drafts[acc])
+		return 0, 0, fmt.Errorf("cuda: verify: %w: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends",
+			backend.ErrBadDraft, int(acc)+1, drafts[acc])
 	case -3:
-		return 0, 0, fmt.Errorf("cuda: verify: target distribution %d has no probability mass", int(acc)+1)
+		return 0, 0, fmt.Errorf("cuda: verify: %w: target distribution %d has no probability mass", backend.ErrBadDraft, int(acc)+1)
 	}
 	return int(acc), int32(tok), nil
 }

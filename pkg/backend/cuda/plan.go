@@ -56,7 +56,7 @@ func (p *placer) place(n int64) int {
 	if p.hold > 0 {
 		p.hold -= n
 	} else {
-		for p.cur < len(p.share)-1 && p.used[p.cur] > 0 && p.used[p.cur]+n > p.share[p.cur] {
+		for p.cur < len(p.share)-1 && p.full(n) {
 			p.cur++
 		}
 	}
@@ -70,10 +70,19 @@ func (p *placer) place(n int64) int {
 // hidden state crosses devices only between layers.
 func (p *placer) group(n int64) {
 	p.hold = 0
-	for p.cur < len(p.share)-1 && p.used[p.cur] > 0 && p.used[p.cur]+n > p.share[p.cur] {
+	for p.cur < len(p.share)-1 && p.full(n) {
 		p.cur++
 	}
 	p.hold = n
+}
+
+// full says whether n more bytes pass the current device's share. A device
+// with a share takes at least one tensor or group even when that passes it
+// (a cap below one layer still gives each device a layer); a device with no
+// share (no memory to spare) takes none.
+func (p *placer) full(n int64) bool {
+	c := p.cur
+	return p.share[c] <= 0 || (p.used[c] > 0 && p.used[c]+n > p.share[c])
 }
 
 // defaultReserve is a tenth of a device's memory, at least 1 GiB.

@@ -107,6 +107,20 @@ func TestPlacerCap(t *testing.T) {
 	}
 }
 
+// TestPlacerSkipsFullDevices: a device with nothing to spare (free memory
+// under its reserve) takes no weights, however small.
+func TestPlacerSkipsFullDevices(t *testing.T) {
+	p := newPlacer([]int64{gib / 2, 80 * gib}, []int64{gib, gib}, 0)
+	if d := p.place(1 << 20); d != 1 {
+		t.Errorf("a tensor went to device %d, whose share is %d", d, p.share[d])
+	}
+	p = newPlacer([]int64{gib / 2, 80 * gib}, []int64{gib, gib}, 0)
+	p.group(gib)
+	if d := p.place(gib); d != 1 {
+		t.Errorf("a layer went to device %d, whose share is %d", d, p.share[d])
+	}
+}
+
 func TestDefaultReserve(t *testing.T) {
 	tests := []struct{ total, want int64 }{{80 * gib, 8 * gib}, {4 * gib, gib}}
 	for _, tt := range tests {
