@@ -102,7 +102,7 @@ test: test-deps
 	$(MAKE) --no-print-directory test-cuda-build
 	@mkdir -p build
 	scripts/gpu-check.sh table testdata/gpu-check >build/gpu-check-table.txt
-	grep -q "^quickstart_fast on cuda" build/gpu-check-table.txt
+	grep -q "^quickstart_fast on gpu .*(graphs, tune_gemm)" build/gpu-check-table.txt
 
 fuzz: test-deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./pkg/safetensors
