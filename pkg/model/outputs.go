@@ -357,16 +357,26 @@ func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 		return &Verdict{Verdict: v, Err: err}, nil
 	}
 	b := o.m.b
-	sub := b.New(gamma+1, o.V)
-	defer b.Free(sub)
-	if err := b.CopyRows(sub, 0, o.logits, first, gamma+1); err != nil {
-		return nil, err
+	var pt backend.Tensor
+	if first == 0 && gamma+1 == backend.Rows(o.logits) {
+		// The step is this verify alone: its rows are all the logits.
+		pr, err := o.probe(*s.Sampled)
+		if err != nil {
+			return nil, err
+		}
+		pt = pr.t
+	} else {
+		sub := b.New(gamma+1, o.V)
+		defer b.Free(sub)
+		if err := b.CopyRows(sub, 0, o.logits, first, gamma+1); err != nil {
+			return nil, err
+		}
+		var err error
+		if pt, err = o.prober.Probs(sub, *s.Sampled); err != nil {
+			return nil, err
+		}
+		defer b.Free(pt)
 	}
-	pt, err := o.prober.Probs(sub, *s.Sampled)
-	if err != nil {
-		return nil, err
-	}
-	defer b.Free(pt)
 	drafts := make([]int32, gamma)
 	for i, x := range vs.Drafts {
 		drafts[i] = int32(x)
