@@ -216,9 +216,10 @@ func draftTopK(smp protocol.Sampling) int {
 	return spec.DefaultDraftTopK
 }
 
-// output is what the last stage's pass gave one step: per requested
-// position, picks for a greedy step, probabilities for a sampled one (or
-// logits, for a step that asked for neither).
+// output is what the last stage's pass gave one step (model.Result): per
+// requested position, picks for a greedy step; for a sampled one the drawn
+// token, the drafter's top-k qs or the verify verdict it asked for, else
+// probabilities; logits for a step that asked for none of these.
 type output struct {
 	logits  [][]float32
 	picks   []model.Pick
