@@ -77,7 +77,7 @@ func selftestCmd() *cli.Command {
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&name, "backend", "cpu", "backend to check: cpu or cuda")
 			fs.StringVar(&dtypes, "dtype", "bf16,f32", "storage to check: bf16 (bf16 weights), f32 (all f32), or both")
-			fs.StringVar(&devices, "devices", "", "CUDA devices (default: every visible one)")
+			fs.StringVar(&devices, "devices", "", "CUDA devices (default: every visible one); one listed more than once splits the goldens' layers over handles of it")
 			fs.Uint64Var(&seed, "seed", 0, "seed of the inputs (0: a new one, printed)")
 			fs.StringVar(&only, "only", "", "comma-separated ops to check (default: all)")
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
@@ -91,6 +91,9 @@ func selftestCmd() *cli.Command {
 			}
 			if tune && name != "cuda" {
 				return cli.Usagef("--tune-gemm needs --backend cuda")
+			}
+			if devices != "" && name != "cuda" {
+				return cli.Usagef("--devices needs --backend cuda")
 			}
 			devs, err := parseInts(devices)
 			if err != nil {
