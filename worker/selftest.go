@@ -92,12 +92,12 @@ func selftestCmd() *cli.Command {
 			if tune && name != "cuda" {
 				return cli.Usagef("--tune-gemm needs --backend cuda")
 			}
-			if devices != "" && name != "cuda" {
-				return cli.Usagef("--devices needs --backend cuda")
-			}
 			devs, err := parseInts(devices)
 			if err != nil {
 				return cli.Usagef("--devices %q: %v", devices, err)
+			}
+			if devices != "" && name != "cuda" {
+				return cli.Usagef("--devices needs --backend cuda")
 			}
 			if seed == 0 {
 				seed = uint64(time.Now().UnixNano())
