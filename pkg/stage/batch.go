@@ -216,21 +216,20 @@ func draftTopK(smp protocol.Sampling) int {
 	return spec.DefaultDraftTopK
 }
 
-// output is what the last stage's pass gave one step (model.Result): per
-// requested position, picks for a greedy step; for a sampled one the drawn
-// token, the drafter's top-k qs or the verify verdict it asked for, else
-// probabilities; logits for a step that asked for none of these.
+// output is what the last stage's pass gave one step (model.Result), as
+// seq asked for it: per requested position, picks for a greedy step; for a
+// sampled one the drawn token, the drafter's top-k qs (probabilities when
+// the q is the whole support) or the verify verdict.
 type output struct {
-	logits  [][]float32
 	picks   []model.Pick
 	probs   [][]float32
-	sparse  []sampling.Sparse // a drafter's step: its top-k q
-	drawn   int               // an autoregressive sampled step: its token (-1: none)
-	verdict *model.Verdict    // a sampled verify step: the rule's outcome
+	sparse  []sampling.Sparse
+	drawn   int // -1: none
+	verdict *model.Verdict
 }
 
 func outputOf(res *model.Result, i int) output {
-	o := output{logits: res.Logits[i], drawn: -1}
+	o := output{drawn: -1}
 	if res.Drawn != nil {
 		o.drawn = res.Drawn[i]
 	}
@@ -249,6 +248,7 @@ func outputOf(res *model.Result, i int) output {
 	return o
 }
 
+// len is the number of positions o holds.
 func (o output) len() int {
 	switch {
 	case o.picks != nil:
@@ -257,51 +257,25 @@ func (o output) len() int {
 		return len(o.probs)
 	case o.sparse != nil:
 		return len(o.sparse)
-	case o.logits != nil:
-		return len(o.logits)
 	case o.drawn >= 0:
-		return 1 // a drawn token and nothing else
+		return 1
 	}
 	return 0
 }
 
-// at is position r's share alone (the drawn token belongs to the last).
-func (o output) at(r int) output {
-	a := output{drawn: -1}
-	if r == o.len()-1 {
-		a.drawn = o.drawn
-	}
+// last is the last position's share alone.
+func (o output) last() output {
+	r := o.len() - 1
+	a := output{drawn: o.drawn}
 	switch {
 	case o.picks != nil:
-		a.picks = o.picks[r : r+1]
+		a.picks = o.picks[r:]
 	case o.probs != nil:
-		a.probs = o.probs[r : r+1]
+		a.probs = o.probs[r:]
 	case o.sparse != nil:
-		a.sparse = o.sparse[r : r+1]
-	case o.logits != nil:
-		a.logits = o.logits[r : r+1]
+		a.sparse = o.sparse[r:]
 	}
 	return a
-}
-
-// dist is the first position's distribution under p: the probabilities the
-// pass computed, or sampling.Probs of its logits.
-func (o output) dist(p sampling.Params) []float32 {
-	if o.probs != nil {
-		return o.probs[0]
-	}
-	return sampling.Probs(o.logits[0], p)
-}
-
-func (o output) last() output { return o.at(o.len() - 1) }
-
-// choice is a greedy position's token and margin (the pick, or from its
-// logits when there is none).
-func (o output) choice(vocabLimit int) (int, float32) {
-	if o.picks != nil {
-		return o.picks[0].Token, o.picks[0].Margin
-	}
-	return sampling.ArgmaxMargin(o.logits[0], vocabLimit)
 }
 
 // pass forwards each step with its rows of the batch's hidden states.
@@ -318,59 +292,49 @@ func (s *Stage) pass(batch []*work, hidden []float32) {
 	}
 }
 
-// pick draws the next token at one position. With sparse set it draws
-// from the top-k q it also returns, as a drafter must (the target judges
-// the draft by that q); greedy q is the point mass on the argmax, and a
-// greedy token comes with its margin (0 otherwise).
-func pick(o output, smp protocol.Sampling, sparse bool, rng sampling.RNG) (int, float32, *protocol.Sparse, error) {
-	p := smp.Params()
-	var x int
-	var q *protocol.Sparse
-	if p.Greedy() {
-		x, m := o.choice(p.VocabLimit)
-		if x < 0 {
+// pick is a step's token at its (one) position: greedy, the pass's pick
+// with its margin (q, when asked for, the point mass on it); sampled, a
+// draw from the drafter's top-k q the pass cut (cut here when it is the
+// whole support), which it returns: the target judges the draft by it.
+func pick(o output, smp protocol.Sampling, wantQ bool, rng sampling.RNG) (int, float32, *protocol.Sparse, error) {
+	if o.len() == 0 {
+		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
+	}
+	if p := smp.Params(); p.Greedy() {
+		x := o.picks[0]
+		if x.Token < 0 {
 			return 0, 0, nil, fmt.Errorf("no token can be drawn: the vocabulary is empty")
 		}
-		if sparse {
-			q = &protocol.Sparse{IDs: []int32{int32(x)}, Probs: []float32{1}}
+		var q *protocol.Sparse
+		if wantQ {
+			q = &protocol.Sparse{IDs: []int32{int32(x.Token)}, Probs: []float32{1}}
 		}
-		return x, m, q, nil
+		return x.Token, x.Margin, q, nil
 	}
-	switch {
-	case sparse:
-		var sq sampling.Sparse
-		if o.sparse != nil {
-			sq = o.sparse[0]
-		} else {
-			sq = sampling.TopKSparse(o.dist(p), draftTopK(smp))
-		}
-		x = sq.Sample(rng.Float64())
-		wire := protocol.SparseOf(sq)
-		q = &wire
-	default:
-		x = sampling.Sample(o.dist(p), rng.Float64())
+	var sq sampling.Sparse
+	if o.sparse != nil {
+		sq = o.sparse[0]
+	} else {
+		sq = sampling.TopKSparse(o.probs[0], draftTopK(smp))
 	}
+	x := sq.Sample(rng.Float64())
 	if x < 0 {
 		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
 	}
-	return x, 0, q, nil
+	wire := protocol.SparseOf(sq)
+	return x, 0, &wire, nil
 }
 
-// sample answers prefill and decode with the next token; greedy answers
-// carry the token's margin (one pass finds both).
+// sample answers prefill and decode with the next token: greedy with its
+// margin, sampled as drawn in the pass (or with its q for a split drafter).
 func (s *Stage) sample(w *work, o output) {
 	var x int
 	var m float32
 	var q *protocol.Sparse
-	var err error
-	switch {
-	case o.drawn >= 0:
-		x = o.drawn // drawn in the pass
-	case o.logits == nil && o.probs == nil && o.picks == nil && o.sparse == nil:
-		// Asked to draw in the pass, which found nothing to draw from.
-		s.fail(w.req, fmt.Errorf("no token can be drawn: the distribution has no mass"))
-		return
-	default:
+	if o.drawn >= 0 {
+		x = o.drawn
+	} else {
+		var err error
 		if x, m, q, err = pick(o, w.req.Sampling, w.req.ReturnQ, sampling.NewRNG(w.req.Seed)); err != nil {
 			s.fail(w.req, err)
 			return
@@ -397,24 +361,21 @@ func (s *Stage) verify(w *work, o output) {
 	var v spec.Verdict
 	var err error
 	var margins []float32
-	if params.Greedy() {
-		// The target's choices (picked on the device when the backend
-		// can): no dense one-hot rows of the vocabulary's size.
-		n := o.len() - first
-		choice := make([]int, n)
-		margins = make([]float32, n)
-		for i := range n {
-			choice[i], margins[i] = o.at(first + i).choice(params.VocabLimit)
+	switch {
+	case params.Greedy():
+		// The target's choices, picked in the pass: no dense one-hot rows
+		// of the vocabulary's size.
+		picks := o.picks[min(first, len(o.picks)):]
+		choice := make([]int, len(picks))
+		margins = make([]float32, len(picks))
+		for i, p := range picks {
+			choice[i], margins[i] = p.Token, p.Margin
 		}
 		v, err = spec.VerifyGreedy(req.Drafts, choice)
-	} else if o.verdict != nil {
-		v, err = o.verdict.Verdict, o.verdict.Err // applied in the pass
-	} else {
-		ps := make([][]float32, 0, o.len()-first)
-		for r := first; r < o.len(); r++ {
-			ps = append(ps, o.at(r).dist(params))
-		}
-		v, err = spec.Verify(req.Drafts, sparseQs(req.Q), ps, false, sampling.NewRNG(req.Seed))
+	case o.verdict != nil:
+		v, err = o.verdict.Verdict, o.verdict.Err // the rule, applied in the pass
+	default:
+		err = fmt.Errorf("the pass gave no verdict")
 	}
 	if err != nil {
 		s.fail(req, err)
