@@ -61,46 +61,37 @@ func TopKSparse(probs []float32, k int) Sparse {
 			live++
 		}
 	}
+	var ids []int32
 	if k <= 0 || k >= live {
-		ids := make([]int32, 0, live)
+		ids = make([]int32, 0, live)
 		for i, v := range probs {
 			if v > 0 {
 				ids = append(ids, int32(i))
 			}
 		}
-		sortByProb(ids, probs)
-		out := Sparse{IDs: ids, Probs: make([]float32, len(ids))}
-		for j, i := range ids {
-			out.Probs[j] = probs[i]
+	} else {
+		// A min-heap of the k best seen so far: O(V log k).
+		h := &worstFirst{p: probs, ids: make([]int32, 0, k)}
+		for i, v := range probs {
+			if !(v > 0) {
+				continue
+			}
+			if len(h.ids) < k {
+				heap.Push(h, int32(i))
+				continue
+			}
+			if better(probs, int32(i), h.ids[0]) {
+				h.ids[0] = int32(i)
+				heap.Fix(h, 0)
+			}
 		}
-		return out
+		ids = h.ids
 	}
-	// A min-heap of the k best seen so far: O(V log k).
-	h := &worstFirst{p: probs, ids: make([]int32, 0, k)}
-	for i, v := range probs {
-		if !(v > 0) {
-			continue
-		}
-		if len(h.ids) < k {
-			heap.Push(h, int32(i))
-			continue
-		}
-		if better(probs, int32(i), h.ids[0]) {
-			h.ids[0] = int32(i)
-			heap.Fix(h, 0)
-		}
-	}
-	ids := h.ids
-	sortByProb(ids, probs)
-	var z float64
-	for _, i := range ids {
-		z += float64(probs[i])
-	}
-	out := Sparse{IDs: ids, Probs: make([]float32, len(ids))}
+	vals := make([]float32, len(ids))
 	for j, i := range ids {
-		out.Probs[j] = float32(float64(probs[i]) / z)
+		vals[j] = probs[i]
 	}
-	return out
+	return TopKOfCandidates(ids, vals, live, k)
 }
 
 // TopKOfCandidates is TopKSparse(probs, k) for a caller that holds only
@@ -156,18 +147,6 @@ func better(p []float32, a, b int32) bool {
 		return p[a] > p[b]
 	}
 	return a < b
-}
-
-func sortByProb(ids []int32, p []float32) {
-	slices.SortFunc(ids, func(a, b int32) int {
-		switch {
-		case better(p, a, b):
-			return -1
-		case better(p, b, a):
-			return 1
-		}
-		return 0
-	})
 }
 
 // worstFirst is a container/heap of ids whose root is the least likely one.

@@ -179,3 +179,17 @@ func TestTopKOfCandidates(t *testing.T) {
 		}
 	}
 }
+
+// sortByProb orders ids by probability, highest first, ties by lower id: the
+// reference order of a Sparse.
+func sortByProb(ids []int32, p []float32) {
+	slices.SortFunc(ids, func(a, b int32) int {
+		switch {
+		case better(p, a, b):
+			return -1
+		case better(p, b, a):
+			return 1
+		}
+		return 0
+	})
+}
