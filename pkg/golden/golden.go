@@ -197,15 +197,26 @@ func CheckEach(dir string, open func() (backend.Backend, func(), error), lim Lim
 	return out, nil
 }
 
-func checkOne(dir, name string, be backend.Backend, tol float64) (r Result) {
-	r = Result{Name: name, Tol: tol}
+// open reads golden name of dir and loads its model onto be (the caller
+// frees it); the golden comes back even when the model does not load.
+func open(dir, name string, be backend.Backend) (*File, *model.Model, error) {
 	g, err := Read(dir, name)
 	if err != nil {
-		r.Err = err
-		return r
+		return nil, nil, err
 	}
-	r.DiskDType = g.DiskDType
 	m, err := model.Load(filepath.Join(dir, "models", name), be, model.Options{})
+	if err != nil {
+		return g, nil, err
+	}
+	return g, m, nil
+}
+
+func checkOne(dir, name string, be backend.Backend, tol float64) (r Result) {
+	r = Result{Name: name, Tol: tol}
+	g, m, err := open(dir, name, be)
+	if g != nil {
+		r.DiskDType = g.DiskDType
+	}
 	if err != nil {
 		r.Err = err
 		return r
@@ -341,12 +352,7 @@ func CheckInvariance(dir string, be backend.Backend, chunk int) ([]Invariance, e
 
 func invarianceOne(dir, name string, be backend.Backend, chunk int) (r Invariance) {
 	r = Invariance{Name: name, Identical: true}
-	g, err := Read(dir, name)
-	if err != nil {
-		r.Err = err
-		return r
-	}
-	m, err := model.Load(filepath.Join(dir, "models", name), be, model.Options{})
+	g, m, err := open(dir, name, be)
 	if err != nil {
 		r.Err = err
 		return r

@@ -3,7 +3,6 @@ package golden
 import (
 	"fmt"
 	"io"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -76,12 +75,7 @@ func WriteOutputs(w io.Writer, label string, rs []Outputs) error {
 
 func checkOutputs(dir, name string, be backend.Backend) (r Outputs) {
 	r.Name = name
-	g, err := Read(dir, name)
-	if err != nil {
-		r.Err = err
-		return r
-	}
-	m, err := model.Load(filepath.Join(dir, "models", name), be, model.Options{})
+	g, m, err := open(dir, name, be)
 	if err != nil {
 		r.Err = err
 		return r
