@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+
 	"github.com/draftbench/draftbench/pkg/agent"
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
@@ -44,14 +47,11 @@ func runEmbedded(ctx context.Context, env *cli.Env, spec *jobspec.Job, o runOpti
 	}
 	defer nc.Close()
 	var subj protocol.Subjects
-	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: env.Logger.Named("registry")})
+	reg, stopRegistry, err := watchWorkers(ctx, nc, subj, env.Logger)
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go reg.Watch(wctx)
+	defer stopRegistry()
 
 	worker, err := startWorker(env, srv.ClientURL(), spec, o)
 	if err != nil {
@@ -165,4 +165,19 @@ func devicesNeeded(spec *jobspec.Job) int {
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
+}
+
+// watchWorkers starts the worker registry on nc and watches liveness until
+// the returned stop (or ctx) ends it.
+func watchWorkers(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, log hclog.Logger) (*cluster.Registry, func(), error) {
+	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: log.Named("registry")})
+	if err != nil {
+		return nil, nil, err
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	go reg.Watch(wctx)
+	return reg, func() {
+		stopWatch()
+		reg.Close()
+	}, nil
 }

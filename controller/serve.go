@@ -160,14 +160,11 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: env.Logger.Named("registry")})
+	reg, stopRegistry, err := watchWorkers(ctx, nc, subj, env.Logger)
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go reg.Watch(wctx)
+	defer stopRegistry()
 
 	run := func(ctx context.Context, job *controller.Job, onRequest func(metrics.Request)) (*jobrun.Result, error) {
 		if err := waitForWorker(ctx, reg, o.workerWait, natsrv.Redact(url), log.With("job", job.ID)); err != nil {
