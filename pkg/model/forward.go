@@ -43,10 +43,10 @@ type Seq struct {
 	// probabilities (a verify step), on the device when the backend is a
 	// backend.Verifier (Result.Verdicts).
 	Verify *VerifySpec
-	// DraftTopK (> 0), with Sampled, asks for each position's top-k cut of its
-	// probabilities instead (sampling.TopKSparse: a drafter's q), cut where
-	// the probabilities are when the backend is a backend.TopKer
-	// (Result.Sparse).
+	// DraftTopK (non-zero), with Sampled, asks for each position's top-k cut
+	// of its probabilities instead (sampling.TopKSparse: a drafter's q; a
+	// negative k keeps the whole support), cut where the probabilities are
+	// when the backend is a backend.TopKer (Result.Sparse).
 	DraftTopK int
 }
 
@@ -108,10 +108,10 @@ func (m *Model) Forward(seqs []Seq, hidden []float32) (*Result, error) {
 		if s.Cache == nil || s.Cache.Layers() != len(m.layers) {
 			return nil, fmt.Errorf("sequence %d of the batch has no cache for this shard's %d layers", i, len(m.layers))
 		}
-		if s.Verify != nil && (s.Sampled == nil || !s.AllLogits || s.Draw || s.DraftTopK > 0 || len(s.Verify.Drafts)+1 > n) {
+		if s.Verify != nil && (s.Sampled == nil || !s.AllLogits || s.Draw || s.DraftTopK != 0 || len(s.Verify.Drafts)+1 > n) {
 			return nil, fmt.Errorf("sequence %d of the batch asks for the acceptance rule without sampling parameters, all positions, or enough of them", i)
 		}
-		if s.Draw && (s.Sampled == nil || s.DraftTopK > 0) {
+		if s.Draw && (s.Sampled == nil || s.DraftTopK != 0) {
 			return nil, fmt.Errorf("sequence %d of the batch asks to draw a token without sampling parameters, or with a top-k q", i)
 		}
 		if s.Sampled != nil {

@@ -183,7 +183,7 @@ func (o *outs) fill(res *Result, i int, s Seq, j, n, nseq int) error {
 			return err
 		}
 		res.Drawn[i] = x
-	case s.Sampled != nil && s.DraftTopK > 0:
+	case s.Sampled != nil && s.DraftTopK != 0:
 		if res.Sparse == nil {
 			res.Sparse = make([][]sampling.Sparse, nseq)
 		}

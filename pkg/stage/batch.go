@@ -207,8 +207,7 @@ func sparseQs(q []protocol.Sparse) []sampling.Sparse {
 	return qs
 }
 
-// draftTopK is the k of a drafter's top-k q (negative: the whole support,
-// which the pass leaves to the host).
+// draftTopK is the k of a drafter's top-k q (negative: the whole support).
 func draftTopK(smp protocol.Sampling) int {
 	if smp.DraftTopK != 0 {
 		return smp.DraftTopK
@@ -218,11 +217,9 @@ func draftTopK(smp protocol.Sampling) int {
 
 // output is what the last stage's pass gave one step (model.Result), as
 // seq asked for it: per requested position, picks for a greedy step; for a
-// sampled one the drawn token, the drafter's top-k qs (probabilities when
-// the q is the whole support) or the verify verdict.
+// sampled one the drawn token, the drafter's qs or the verify verdict.
 type output struct {
 	picks   []model.Pick
-	probs   [][]float32
 	sparse  []sampling.Sparse
 	drawn   int // -1: none
 	verdict *model.Verdict
@@ -239,9 +236,6 @@ func outputOf(res *model.Result, i int) output {
 	if res.Picks != nil {
 		o.picks = res.Picks[i]
 	}
-	if res.Probs != nil {
-		o.probs = res.Probs[i]
-	}
 	if res.Sparse != nil {
 		o.sparse = res.Sparse[i]
 	}
@@ -253,8 +247,6 @@ func (o output) len() int {
 	switch {
 	case o.picks != nil:
 		return len(o.picks)
-	case o.probs != nil:
-		return len(o.probs)
 	case o.sparse != nil:
 		return len(o.sparse)
 	case o.drawn >= 0:
@@ -270,8 +262,6 @@ func (o output) last() output {
 	switch {
 	case o.picks != nil:
 		a.picks = o.picks[r:]
-	case o.probs != nil:
-		a.probs = o.probs[r:]
 	case o.sparse != nil:
 		a.sparse = o.sparse[r:]
 	}
@@ -294,8 +284,8 @@ func (s *Stage) pass(batch []*work, hidden []float32) {
 
 // pick is a step's token at its (one) position: greedy, the pass's pick
 // with its margin (q, when asked for, the point mass on it); sampled, a
-// draw from the drafter's top-k q the pass cut (cut here when it is the
-// whole support), which it returns: the target judges the draft by it.
+// draw from the drafter's q the pass cut, which it returns: the target
+// judges the draft by it.
 func pick(o output, smp protocol.Sampling, wantQ bool, rng sampling.RNG) (int, float32, *protocol.Sparse, error) {
 	if o.len() == 0 {
 		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
@@ -311,12 +301,7 @@ func pick(o output, smp protocol.Sampling, wantQ bool, rng sampling.RNG) (int, f
 		}
 		return x.Token, x.Margin, q, nil
 	}
-	var sq sampling.Sparse
-	if o.sparse != nil {
-		sq = o.sparse[0]
-	} else {
-		sq = sampling.TopKSparse(o.probs[0], draftTopK(smp))
-	}
+	sq := o.sparse[0]
 	x := sq.Sample(rng.Float64())
 	if x < 0 {
 		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
