@@ -185,16 +185,7 @@ func checkOutputs(dir, name string, be backend.Backend) (r Outputs) {
 		}
 		var want spec.Verdict
 		if verifier {
-			rng := sampling.NewRNG(s)
-			next := func(n int) []float64 {
-				out := make([]float64, n)
-				for i := range out {
-					out[i] = float64(float32(rng.Float64()))
-				}
-				return out
-			}
-			ua, ur := next(gamma), next(gamma)
-			want, err = spec.VerifyAt(drafts, qs, rows, ua, ur, next(1)[0])
+			want, err = spec.VerifySeeded(drafts, qs, rows, s)
 		} else {
 			want, err = spec.Verify(drafts, qs, rows, false, sampling.NewRNG(s))
 		}

@@ -330,19 +330,6 @@ func (o *outs) draw(s Seq, at int) (int, error) {
 func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 	vs := s.Verify
 	gamma := len(vs.Drafts)
-	var ua, ur []float32
-	var ub float32
-	if o.canVerify {
-		rng := sampling.NewRNG(vs.Seed)
-		next := func(n int) []float32 {
-			u := make([]float32, n)
-			for i := range u {
-				u[i] = float32(rng.Float64())
-			}
-			return u
-		}
-		ua, ur, ub = next(gamma), next(gamma), next(1)[0]
-	}
 	if !o.canProbe || !o.canVerify || !deviceJudgeable(vs, o.V) {
 		ps, err := o.hostProbs(*s.Sampled, first, gamma+1)
 		if err != nil {
@@ -350,7 +337,7 @@ func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 		}
 		var v spec.Verdict
 		if o.canVerify {
-			v, err = spec.VerifyAt(vs.Drafts, vs.Q, ps, widen(ua), widen(ur), float64(ub))
+			v, err = spec.VerifySeeded(vs.Drafts, vs.Q, ps, vs.Seed)
 		} else {
 			v, err = spec.Verify(vs.Drafts, vs.Q, ps, false, sampling.NewRNG(vs.Seed))
 		}
@@ -381,6 +368,7 @@ func (o *outs) verify(s Seq, first int) (*Verdict, error) {
 	for i, x := range vs.Drafts {
 		drafts[i] = int32(x)
 	}
+	ua, ur, ub := spec.Uniforms(vs.Seed, gamma)
 	acc, tok, err := o.verifier.Verify(pt, drafts, vs.Q, false, ua, ur, ub)
 	if errors.Is(err, backend.ErrBadDraft) {
 		return &Verdict{Err: err}, nil
@@ -418,12 +406,4 @@ func deviceJudgeable(vs *VerifySpec, vocab int) bool {
 		}
 	}
 	return true
-}
-
-func widen(u []float32) []float64 {
-	out := make([]float64, len(u))
-	for i, x := range u {
-		out[i] = float64(x)
-	}
-	return out
 }

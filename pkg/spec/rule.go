@@ -101,6 +101,36 @@ func VerifyAt(drafts []int, q []sampling.Sparse, p [][]float32, uAcc, uRes []flo
 	})
 }
 
+// Uniforms are the uniforms a device applying the rule to gamma drafts takes
+// up front from sampling.NewRNG(seed), in VerifyAt's order (every accept,
+// every residual, then the bonus), as the float32s a device computes with.
+func Uniforms(seed uint64, gamma int) (accept, residual []float32, bonus float32) {
+	rng := sampling.NewRNG(seed)
+	next := func(n int) []float32 {
+		u := make([]float32, n)
+		for i := range u {
+			u[i] = float32(rng.Float64())
+		}
+		return u
+	}
+	accept, residual = next(gamma), next(gamma)
+	return accept, residual, next(1)[0]
+}
+
+// VerifySeeded is VerifyAt at Uniforms(seed, γ): the verdict a device that
+// judges the step with that seed reaches.
+func VerifySeeded(drafts []int, q []sampling.Sparse, p [][]float32, seed uint64) (Verdict, error) {
+	ua, ur, ub := Uniforms(seed, len(drafts))
+	widen := func(u []float32) []float64 {
+		out := make([]float64, len(u))
+		for i, x := range u {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	return VerifyAt(drafts, q, p, widen(ua), widen(ur), float64(ub))
+}
+
 // verify is the sampled rule with u giving each uniform as it is needed,
 // in the order accept (each examined draft), then residual or bonus.
 func verify(drafts []int, q []sampling.Sparse, p [][]float32, u func(k uniform, i int) float64) (Verdict, error) {
