@@ -346,9 +346,17 @@ func TestRunCancel(t *testing.T) {
 				running.Add(1)
 				defer running.Add(-1)
 				defer returned.Add(1)
-				if r.Index == tt.cancelAt && r.Warmup == (tt.plan.WarmupRequests > 0) {
+				phase := r.Warmup == (tt.plan.WarmupRequests > 0)
+				switch {
+				case phase && r.Index == tt.cancelAt:
 					cancel()
 					<-ctx.Done() // in flight until it sees the cancel, as a real session would
+					return ctx.Err()
+				case phase && r.Index > tt.cancelAt:
+					// Later requests last until the cancel too, so the generator
+					// cannot run through the whole plan before the cancelling
+					// request is scheduled.
+					<-ctx.Done()
 					return ctx.Err()
 				}
 				return nil
