@@ -57,6 +57,19 @@ func models(t *testing.T, layers int) (string, string) {
 	return dir + "/target", dir + "/drafter"
 }
 
+// strangerDrafter writes a tiny model whose tokenizer has another
+// vocabulary than the ones models and tinyModels write.
+func strangerDrafter(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "stranger")
+	s := tinymodel.Default()
+	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 64, 128, 1, 4, 2, 16, 280
+	if err := tinymodel.Write(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func writeJob(t *testing.T, target, drafter string, prompts, tokens int, extra string) string {
 	t.Helper()
 	var ps []string
@@ -291,6 +304,17 @@ func TestBrokenJobsAreRefused(t *testing.T) {
 			}
 		})
 	}
+	t.Run("drafter with another tokenizer", func(t *testing.T) {
+		stranger := strangerDrafter(t)
+		src := fmt.Sprintf("job \"bad\" {\n  model \"target\" { path = %q }\n  model \"drafter\" { path = %q }\n  dataset \"prompts\" { prompts = [\"hi\"] }\n  placement { strategy = \"same\" }\n}\n", target, stranger)
+		path := filepath.Join(t.TempDir(), "bad.hcl")
+		os.WriteFile(path, []byte(src), 0o644)
+		out, err := exec.Command(filepath.Join(binDir, "controller"), "validate", path).CombinedOutput()
+		want := path + ":3,"
+		if err == nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), "tokenizers differ") {
+			t.Errorf("want an error naming %q and the tokenizers, got %v:\n%s", want, err, out)
+		}
+	})
 	for name, src := range map[string]string{
 		"syntax error":  "job \"x\" {\n  model \"target\" {\n",
 		"missing model": "job \"x\" {\n  model \"target\" { path = \"/nonexistent\" }\n  model \"drafter\" { path = \"/nonexistent2\" }\n  dataset \"prompts\" { prompts = [\"hi\"] }\n}\n",

@@ -20,7 +20,6 @@ import (
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/model"
-	"github.com/draftbench/draftbench/pkg/tokenizer"
 )
 
 func runCmd() *cli.Command {
@@ -79,9 +78,9 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 	}
 	log.Info("plan", "strategy", plan.Strategy, "target_devices", plan.Target.Devices)
 
-	tok, err := tokenizer.Load(job.Models.Target.Path)
+	tok, err := jobrun.LoadTokenizer(job)
 	if err != nil {
-		return job.Errorf("model.target.path", "target tokenizer: %w", err)
+		return err
 	}
 	defer tok.Close()
 	be := cpu.New(threads)
@@ -92,14 +91,6 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 		return job.Errorf("model.target.path", "%w", err)
 	}
 	if job.Modes.Speculative {
-		dt, err := tokenizer.Load(job.Models.Drafter.Path)
-		if err != nil {
-			return job.Errorf("model.drafter.path", "drafter tokenizer: %w", err)
-		}
-		defer dt.Close()
-		if err := tokenizer.Compatible(tok, dt); err != nil {
-			return job.Errorf("model.drafter.path", "%w", err)
-		}
 		engine.Drafter, err = model.Load(job.Models.Drafter.Path, be, model.Options{})
 		if err != nil {
 			return job.Errorf("model.drafter.path", "%w", err)

@@ -180,7 +180,12 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 	}
 	server, err := jobstore.NewServer(jobstore.ServerConfig{
 		Conn: nc, Store: store, Run: run, Workers: reg.Workers, Log: env.Logger,
-		Check: func(j *jobspec.Job) error { return j.CheckPaths(jobspec.StatFunc(os.Stat)) },
+		Check: func(j *jobspec.Job) error {
+			if err := j.CheckPaths(jobspec.StatFunc(os.Stat)); err != nil {
+				return err
+			}
+			return jobrun.CheckTokenizers(j)
+		},
 	})
 	if err != nil {
 		return err

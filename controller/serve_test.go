@@ -66,6 +66,16 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("a drafter with another tokenizer is refused at submit", func(t *testing.T) {
+		stranger := strangerDrafter(t)
+		res := invoke("submit", "testdata/serve-job.hcl", "--nats", url, "-var", "target="+target,
+			"-var", "drafter="+stranger, "-var", "out="+filepath.Join(out, "refused"))
+		if res.code != 1 || !strings.HasPrefix(res.stderr, "controller submit: error: testdata/serve-job.hcl:") ||
+			!strings.Contains(res.stderr, "tokenizers differ") || !strings.Contains(res.stderr, stranger) || res.stdout != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 1 and the drafter's tokenizer named", res.code, res.stdout, res.stderr)
+		}
+	})
+
 	// Submitted before any worker: the job waits, so a tail started now
 	// sees every request live.
 	sub := invoke(append([]string{"submit", "testdata/serve-job.hcl", "--nats", url}, jobVars("first")...)...)
@@ -153,8 +163,16 @@ func TestServeEndToEnd(t *testing.T) {
 		if err := os.MkdirAll(broken, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		// A folder that passes the path check but holds no model.
+		// A folder that passes the checks at submit (path, tokenizer) but
+		// holds no model.
 		if err := os.WriteFile(filepath.Join(broken, "config.json"), []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := os.ReadFile(filepath.Join(target, "tokenizer.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(broken, "tokenizer.json"), tok, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		for _, tc := range []struct {

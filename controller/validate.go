@@ -39,6 +39,9 @@ func validateCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := jobrun.CheckTokenizers(job); err != nil {
+				return err
+			}
 			if asJSON {
 				models := map[string]any{"target": plan.Target}
 				if plan.Drafter != nil {

@@ -25,7 +25,6 @@ import (
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
-	"github.com/draftbench/draftbench/pkg/tokenizer"
 )
 
 // Config is what running a job needs.
@@ -90,22 +89,13 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(spec.Models.Target.Path)
+	tok, err := jobrun.LoadTokenizer(spec)
 	if err != nil {
-		return nil, spec.Errorf("model.target.path", "target tokenizer: %w", err)
+		return nil, err
 	}
 	defer tok.Close()
 	models := []cluster.ModelSpec{{Role: placement.RoleTarget, Dir: spec.Models.Target.Path, Plan: &plan.Target}}
 	if spec.Modes.Speculative && plan.Drafter != nil {
-		dt, err := tokenizer.Load(spec.Models.Drafter.Path)
-		if err != nil {
-			return nil, spec.Errorf("model.drafter.path", "drafter tokenizer: %w", err)
-		}
-		err = tokenizer.Compatible(tok, dt)
-		dt.Close()
-		if err != nil {
-			return nil, spec.Errorf("model.drafter.path", "%w", err)
-		}
 		models = append(models, cluster.ModelSpec{Role: placement.RoleDrafter, Dir: spec.Models.Drafter.Path, Plan: plan.Drafter})
 	}
 	maxBatch := 0
