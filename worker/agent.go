@@ -60,7 +60,7 @@ func agentCmd() *cli.Command {
 			f.tls.Add(fs)
 			fs.StringVar(&f.nkey, "nkey", "", "NKey seed file (a worker-role user of the controller's NATS)")
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads the CPU devices share (0 = all cores)")
-			fs.DurationVar(&f.gpuInterval, "gpu-interval", time.Second, "GPU monitor sampling interval (NVML)")
+			fs.DurationVar(&f.gpuInterval, "gpu-interval", time.Second, "GPU monitor sampling interval (NVML) when no job asks for one (a job's gpu_monitor.interval wins while its stages run)")
 			addGPUFlags(fs, &f.gpu)
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runAgent(env, f) },
@@ -119,7 +119,7 @@ func runAgent(env *cli.Env, f agentFlags) error {
 	// The id is chosen here, not by agent.New, because the GPU monitor answers
 	// on a subject named after it.
 	id := uuid.NewString()
-	gpuReason := startGPUMonitor(ctx, nc, subjects, id, f.name, devices, f.gpuInterval, log.Named("gpumon"))
+	gpuReason, setGPUInterval := startGPUMonitor(ctx, nc, subjects, id, f.name, devices, f.gpuInterval, log.Named("gpumon"))
 	if gpuReason != "" {
 		log.Info("no GPU monitor", "reason", gpuReason)
 	}
@@ -127,6 +127,7 @@ func runAgent(env *cli.Env, f agentFlags) error {
 		WorkerID:     id,
 		GPUMonitor:   gpuReason,
 		CPUThreads:   f.threads,
+		GPUInterval:  setGPUInterval,
 		GPU:          f.gpu,
 		Conn:         nc,
 		Subjects:     subjects,

@@ -17,9 +17,10 @@ import (
 // publishes each sample on <prefix>.gpu.<host>.<device> until ctx ends, and
 // answers the controller's reads at phase changes on the worker's gpu_read
 // subject. It returns "" when sampling runs, else why it does not (for the
-// registration; the controller then asks for no reads).
+// registration; the controller then asks for no reads), and the monitor's
+// SetInterval (nil without a monitor), through which jobs set the interval.
 func startGPUMonitor(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, worker, host string, devices []protocol.Device,
-	interval time.Duration, log hclog.Logger) string {
+	interval time.Duration, log hclog.Logger) (string, func(time.Duration)) {
 	var gpus []int
 	for _, d := range devices {
 		if d.Kind == protocol.DeviceGPU {
@@ -27,14 +28,14 @@ func startGPUMonitor(ctx context.Context, nc *nats.Conn, subj protocol.Subjects,
 		}
 	}
 	if len(gpus) == 0 {
-		return "worker " + host + " offers CPU devices only: no GPU to monitor"
+		return "worker " + host + " offers CPU devices only: no GPU to monitor", nil
 	}
 	mon, err := gpumon.OpenNVML(gpus, gpumon.WithHost(host), gpumon.WithLogger(log))
 	if err != nil {
-		return "NVML on " + host + ": " + err.Error()
+		return "NVML on " + host + ": " + err.Error(), nil
 	}
 	if !mon.Available() {
-		return mon.Reason()
+		return mon.Reason(), nil
 	}
 	// Without the reads a mode shorter than the interval has the periodic
 	// samples only, as before them: a failed subscription is no reason to
@@ -64,5 +65,5 @@ func startGPUMonitor(ctx context.Context, nc *nats.Conn, subj protocol.Subjects,
 		}
 	}()
 	log.Info("GPU monitor running", "devices", gpus, "interval", interval)
-	return ""
+	return "", mon.SetInterval
 }

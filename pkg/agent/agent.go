@@ -103,6 +103,10 @@ type Config struct {
 	GPU GPUOptions
 	// CPUThreads are the cores the CPU devices share (0: runtime.NumCPU()).
 	CPUThreads int
+	// GPUInterval, when set, is told the GPU sampling interval the jobs of
+	// the stages here ask for whenever it changes: the shortest, or 0 when no
+	// stage asks (the worker's own interval then). It must not block.
+	GPUInterval func(time.Duration)
 
 	// StopGrace is how long a stage has to exit after SIGTERM before SIGKILL
 	// (0: DefaultStopGrace).
@@ -130,10 +134,11 @@ type Agent struct {
 	reregister   chan string
 	running      atomic.Bool
 
-	mu      sync.Mutex
-	stages  map[stageKey]*proc
-	closing bool
-	work    sync.WaitGroup // assign and release handlers in flight
+	mu          sync.Mutex
+	stages      map[stageKey]*proc
+	closing     bool
+	gpuInterval time.Duration  // the last one told to cfg.GPUInterval
+	work        sync.WaitGroup // assign and release handlers in flight
 }
 
 // New checks cfg and fills in its defaults.

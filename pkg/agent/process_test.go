@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -402,5 +404,38 @@ func TestStopEscalates(t *testing.T) {
 				t.Errorf("stage process %d still exists", st.PID)
 			}
 		})
+	}
+}
+
+// TestGPUIntervalFollowsStages: the worker's GPU monitor is told the shortest
+// sampling interval the jobs of its stages ask for, and 0 once none asks.
+func TestGPUIntervalFollowsStages(t *testing.T) {
+	var mu sync.Mutex
+	var told []time.Duration
+	c := newCluster(t, "", func(cfg *Config) {
+		cfg.GPUInterval = func(d time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			told = append(told, d)
+		}
+	})
+	slow, fast := qwen3Assignment(t), qwen3Assignment(t)
+	slow.GPUIntervalMS, fast.GPUIntervalMS = 500, 200
+	fast.Devices = []int{1}
+	for _, as := range []*protocol.Assignment{slow, fast} {
+		if st := c.ctl.assign(c.agent.ID(), as); st.State != protocol.StageReady {
+			t.Fatalf("assigning %s: %+v", as.Instance, st)
+		}
+	}
+	for _, as := range []*protocol.Assignment{fast, slow} {
+		if ack := c.ctl.release(c.agent.ID(), &protocol.Release{Instance: as.Instance}); ack.Error != "" {
+			t.Fatalf("release: %s", ack.Error)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []time.Duration{500 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond, 0}
+	if !slices.Equal(told, want) {
+		t.Errorf("intervals told %v, want %v", told, want)
 	}
 }

@@ -107,6 +107,7 @@ func (a *Agent) start(as *protocol.Assignment) (*proc, error) {
 		PID:      p.cmd.Process.Pid,
 	}
 	a.stages[key] = p
+	a.tellGPUInterval()
 	log.Info("stage starting", "pid", p.status.PID, "model", as.ModelDir,
 		"layers", fmt.Sprintf("[%d,%d)", as.Layers[0], as.Layers[1]), "devices", as.Devices, "kind", kind)
 	a.publish(p.status)
@@ -317,6 +318,24 @@ func (a *Agent) publish(st protocol.StageStatus) {
 	}
 }
 
+// tellGPUInterval passes the shortest GPU sampling interval the stages'
+// jobs ask for to cfg.GPUInterval when it changed. The caller holds a.mu.
+func (a *Agent) tellGPUInterval() {
+	if a.cfg.GPUInterval == nil {
+		return
+	}
+	var d time.Duration
+	for _, p := range a.stages {
+		if ms := p.assignment.GPUIntervalMS; ms > 0 && (d == 0 || time.Duration(ms)*time.Millisecond < d) {
+			d = time.Duration(ms) * time.Millisecond
+		}
+	}
+	if d != a.gpuInterval {
+		a.gpuInterval = d
+		a.cfg.GPUInterval(d)
+	}
+}
+
 // release stops the stages of an instance (all when Instance is empty) and
 // forgets them once they have exited.
 func (a *Agent) release(rel *protocol.Release) {
@@ -339,6 +358,7 @@ func (a *Agent) release(rel *protocol.Release) {
 			delete(a.stages, p.key)
 		}
 	}
+	a.tellGPUInterval()
 	a.mu.Unlock()
 	if len(targets) > 0 {
 		a.log.Info("released", "instance", rel.Instance, "stages", len(targets), "reason", rel.Reason)

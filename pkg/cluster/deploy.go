@@ -52,7 +52,10 @@ type Deployment struct {
 type DeployOptions struct {
 	LoadTimeout    time.Duration // per stage, loading weights included (default 10 minutes)
 	MaxBatchTokens int
-	Log            hclog.Logger
+	// GPUInterval is the job's GPU sampling interval, asked of the workers
+	// that run its stages (0: each worker's own).
+	GPUInterval time.Duration
+	Log         hclog.Logger
 }
 
 // Deploy assigns every stage of the models' plans to the alive worker on
@@ -80,7 +83,8 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 				return nil, fmt.Errorf("%s stage %d: %w", m.Role, k, err)
 			}
 			a := &protocol.Assignment{Instance: instance, Role: m.Role, ModelDir: m.Dir, Layers: st.Layers,
-				Devices: st.Devices, Stage: k, Stages: n, MaxBatchTokens: opt.MaxBatchTokens}
+				Devices: st.Devices, Stage: k, Stages: n, MaxBatchTokens: opt.MaxBatchTokens,
+				GPUIntervalMS: opt.GPUInterval.Milliseconds()}
 			if k < n-1 {
 				a.Next = subj.Stage(instance, k+1)
 			}

@@ -37,15 +37,23 @@ type gpuMonitor struct {
 	log     hclog.Logger
 }
 
+// gpuInterval is the job's GPU sampling interval: what the workers running
+// its stages sample at (0 when the monitor is off: the workers' own).
+func gpuInterval(spec *jobspec.Job) time.Duration {
+	if !spec.GPUMonitor.Enabled {
+		return 0
+	}
+	if d := spec.GPUMonitor.Interval.Std(); d > 0 {
+		return d
+	}
+	return time.Second
+}
+
 func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) (*gpuMonitor, error) {
 	if !spec.GPUMonitor.Enabled {
 		return &gpuMonitor{reason: "gpu_monitor is disabled in the job"}, nil
 	}
-	interval := spec.GPUMonitor.Interval.Std()
-	if interval <= 0 {
-		interval = time.Second
-	}
-	g := &gpuMonitor{agg: gpumon.NewAggregator(interval), enabled: true, spec: spec, log: hclog.NewNullLogger()}
+	g := &gpuMonitor{agg: gpumon.NewAggregator(gpuInterval(spec)), enabled: true, spec: spec, log: hclog.NewNullLogger()}
 	roles := map[[2]any]gpumon.Role{}
 	set := func(p *placement.ModelPlan, r gpumon.Role) {
 		if p == nil {

@@ -9,6 +9,7 @@
 package gpumon
 
 import (
+	"time"
 	"errors"
 	"fmt"
 	"os"
@@ -145,6 +146,8 @@ type Monitor struct {
 	gpus      []*gpu
 	oldEvents bool // use GetCurrentClocksThrottleReasons
 	closed    bool
+	// intervals carries SetInterval's latest value to Run.
+	intervals chan time.Duration
 }
 
 // OpenNVML opens the host's NVIDIA driver library (nvml.New()). Without a driver the monitor is
@@ -177,7 +180,7 @@ func open(lib Library, devices []int, keep func(uuid string) bool, opts []Option
 		}
 		o.host = h
 	}
-	m := &Monitor{lib: lib, host: o.host, clock: o.clock, log: o.logger}
+	m := &Monitor{lib: lib, host: o.host, clock: o.clock, log: o.logger, intervals: make(chan time.Duration, 1)}
 	libName := o.libPath
 	if libName == "" {
 		libName = defaultLibrary

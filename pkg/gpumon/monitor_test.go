@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
@@ -370,4 +371,49 @@ func runTicks(t *testing.T, h *scriptedHost, m *Monitor, ticks int) []Sample {
 		t.Fatalf("Run: %v", err)
 	}
 	return out
+}
+
+// TestSetInterval: a running Run moves to the interval a job asks for, and back to its own
+// interval when asked for 0.
+func TestSetInterval(t *testing.T) {
+	h := newScriptedHost(t, dgxScripts())
+	m, err := Open(h.srv, nil, WithHost("node-a"), WithClock(h.clk))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	n := len(m.Devices())
+	got := make(chan Sample, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, step, func(s Sample) { got <- s }) }()
+	collect := func(when time.Time) {
+		t.Helper()
+		for range n {
+			if s := <-got; !s.T.Equal(when) {
+				t.Errorf("sample of device %d at %v, want %v", s.Device, s.T, when)
+			}
+		}
+	}
+	collect(at(0))
+	if tk := <-h.clk.tickers; tk.period != step {
+		t.Fatalf("first ticker period %v, want %v", tk.period, step)
+	}
+	for _, tc := range []struct {
+		set, want time.Duration
+		tick      int
+	}{{250 * time.Millisecond, 250 * time.Millisecond, 1}, {0, step, 2}, {2 * step, 2 * step, 3}} {
+		m.SetInterval(tc.set)
+		tk := <-h.clk.tickers
+		if tk.period != tc.want {
+			t.Errorf("SetInterval(%v): ticker period %v, want %v", tc.set, tk.period, tc.want)
+		}
+		<-tk.ready
+		h.clk.Set(at(tc.tick))
+		tk.ch <- at(tc.tick)
+		collect(at(tc.tick))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 }

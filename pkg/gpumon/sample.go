@@ -53,12 +53,31 @@ func (m *Monitor) sweep(all bool) ([]Sample, error) {
 	return out, nil
 }
 
-// Run samples every device at once and then at each tick of interval, handing each sample to
-// fn, until ctx is done; it then returns nil. fn runs on Run's goroutine.
+// SetInterval makes a running Run sample every d from now on (d <= 0: Run's own interval
+// again): a job asks for its gpu_monitor interval on the workers that run its stages. The
+// latest call wins; it never blocks.
+func (m *Monitor) SetInterval(d time.Duration) {
+	for {
+		select {
+		case m.intervals <- d:
+			return
+		default:
+		}
+		select { // replace a value Run has not taken yet
+		case <-m.intervals:
+		default:
+		}
+	}
+}
+
+// Run samples every device at once and then at each tick of interval (or of the interval
+// SetInterval gives), handing each sample to fn, until ctx is done; it then returns nil. fn
+// runs on Run's goroutine.
 func (m *Monitor) Run(ctx context.Context, interval time.Duration, fn func(Sample)) error {
 	if interval <= 0 {
 		return fmt.Errorf("gpumon: sampling interval %v on %s: must be positive", interval, m.host)
 	}
+	base, current := interval, interval
 	emit := func() error {
 		samples, err := m.Sweep()
 		if err != nil {
@@ -73,11 +92,20 @@ func (m *Monitor) Run(ctx context.Context, interval time.Duration, fn func(Sampl
 		return err
 	}
 	t := m.clock.NewTicker(interval)
-	defer t.Stop()
+	defer func() { t.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case d := <-m.intervals:
+			if d <= 0 {
+				d = base
+			}
+			if d != current {
+				m.log.Info("sampling interval changed", "from", current, "to", d)
+				t.Stop()
+				t, current = m.clock.NewTicker(d), d
+			}
 		case <-t.C():
 			if err := emit(); err != nil {
 				return err

@@ -154,6 +154,9 @@ type Assignment struct {
 	Next string `json:"next"`
 	// MaxBatchTokens bounds the tokens of one batched step (0: the stage's default).
 	MaxBatchTokens int `json:"max_batch_tokens,omitempty"`
+	// GPUIntervalMS is the sampling interval of the job's gpu_monitor, which
+	// the worker's GPU monitor takes while the stage runs (0: the worker's own).
+	GPUIntervalMS int64 `json:"gpu_interval_ms,omitempty"`
 }
 
 func (m *Assignment) version() *int { return &m.V }
@@ -176,6 +179,8 @@ func (m *Assignment) Validate() error {
 		return fmt.Errorf("stage %d of %d has no next subject", m.Stage, m.Stages)
 	case m.MaxBatchTokens < 0:
 		return fmt.Errorf("max_batch_tokens %d is negative", m.MaxBatchTokens)
+	case m.GPUIntervalMS < 0:
+		return fmt.Errorf("gpu_interval_ms %d is negative", m.GPUIntervalMS)
 	}
 	if m.DType != "" {
 		if _, err := backend.ParseDType(m.DType); err != nil {
