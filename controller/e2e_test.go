@@ -285,7 +285,7 @@ func TestBrokenJobsAreRefused(t *testing.T) {
 		{"negative count", `load { num_prompts = -1 }`, "num_prompts"},
 		{"both load modes", "load {\n num_prompts = 3\n rate = 2\n }", "both set"},
 		{"unknown attribute", `bogus = 1`, `An argument named "bogus" is not expected here`},
-		{"ratio does not fit", "placement {\n strategy = \"multi_gpu_ratio\"\n devices = \"0,1\"\n }", "needs 8 devices"},
+		{"ratio does not fit", "placement {\n strategy = \"multi_gpu_ratio\"\n devices = \"0\"\n }", "needs 8 devices"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -325,6 +325,22 @@ func TestBrokenJobsAreRefused(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), path+":") {
 			t.Errorf("%s: want an error naming %s:line, got %v:\n%s", name, path, err, out)
 		}
+	}
+}
+
+// TestValidatePlansAsRunDoes: without placement.devices, validate plans on
+// the devices `controller run` would offer here (CPU devices with their
+// share of memory, so auto can place by memory).
+func TestValidatePlansAsRunDoes(t *testing.T) {
+	target, drafter := models(t, 2)
+	src := fmt.Sprintf("job \"auto\" {\n  model \"target\" { path = %q }\n  model \"drafter\" { path = %q }\n  dataset \"prompts\" { prompts = [\"hi\"] }\n  placement { strategy = \"auto\" }\n}\n", target, drafter)
+	path := filepath.Join(t.TempDir(), "auto.hcl")
+	os.WriteFile(path, []byte(src), 0o644)
+	cmd := exec.Command(filepath.Join(binDir, "controller"), "validate", path)
+	cmd.Env = append(os.Environ(), "CUDA_VISIBLE_DEVICES=")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "target: "+target+" (Qwen3ForCausalLM, 2 layers) on devices [0]") {
+		t.Errorf("validate with strategy auto: %v\n%s", err, out)
 	}
 }
 

@@ -94,15 +94,8 @@ func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*ex
 	args := []string{"--nats", url, "--name", "local", "--log-level", env.Logger.GetLevel().String()}
 	gpus := 0
 	if o.cpuDevices <= 0 {
-		// The GPUs NVML reports (narrowed by CUDA_VISIBLE_DEVICES), when there
-		// are any: the worker finds the same ones itself.
-		if devs, err := agent.Discover(agent.DeviceOptions{CUDAVisibleDevices: env.Getenv("CUDA_VISIBLE_DEVICES")}); err == nil {
-			for _, d := range devs {
-				if d.Kind == protocol.DeviceGPU {
-					gpus++
-				}
-			}
-		}
+		// The worker finds the same GPUs itself.
+		gpus = len(localGPUs(env))
 	}
 	if gpus == 0 {
 		n := o.cpuDevices

@@ -68,7 +68,8 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 	if out == "" {
 		out = jobrun.DefaultOutputDir(job.Name, jobID)
 	}
-	devices, err := jobrun.DevicesFromJob(job, localDevices(env))
+	local, _ := localDevices(env, job)
+	devices, err := jobrun.DevicesFromJob(job, local)
 	if err != nil {
 		return err
 	}

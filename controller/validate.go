@@ -5,11 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 
+	"github.com/draftbench/draftbench/pkg/agent"
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/placement"
+	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
 func validateCmd() *cli.Command {
@@ -31,12 +34,16 @@ func validateCmd() *cli.Command {
 			if err := job.CheckPaths(jobspec.StatFunc(os.Stat)); err != nil {
 				return err
 			}
-			devices, err := jobrun.DevicesFromJob(job, localDevices(env))
+			local, what := localDevices(env, job)
+			devices, err := jobrun.DevicesFromJob(job, local)
 			if err != nil {
 				return err
 			}
 			plan, target, drafter, err := jobrun.Plan(job, devices)
 			if err != nil {
+				if job.Placement.Devices == "" {
+					return fmt.Errorf("%w (planned on %s, as `controller run` here would; set placement.devices to plan for other machines)", err, what)
+				}
 				return err
 			}
 			if err := jobrun.CheckTokenizers(job); err != nil {
@@ -77,18 +84,35 @@ func printModelPlan(env *cli.Env, role, path, arch string, layers int, p *placem
 	}
 }
 
-// localDevices is what this machine offers when no worker reports devices:
-// CUDA_VISIBLE_DEVICES when set, else one CPU device.
-func localDevices(env *cli.Env) []placement.Device {
-	if v := env.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
-		refs, err := jobspec.ParseDevices(v)
-		if err == nil {
-			out := make([]placement.Device, 0, len(refs))
-			for _, r := range refs {
-				out = append(out, placement.Device{Index: r.Index, Host: r.Host})
-			}
-			return out
+// localDevices is what `controller run` offers the job on this machine when
+// placement.devices is not set, so validate plans as run does: the GPUs NVML
+// reports (narrowed by CUDA_VISIBLE_DEVICES), else as many CPU devices as the
+// job asks for, sharing the host's memory. what says which, for errors.
+func localDevices(env *cli.Env, spec *jobspec.Job) (devices []placement.Device, what string) {
+	gpus := localGPUs(env)
+	var devs []protocol.Device
+	if len(gpus) > 0 {
+		devs, what = gpus, fmt.Sprintf("this machine's %d GPU(s)", len(gpus))
+	} else {
+		n := devicesNeeded(spec)
+		var err error
+		if devs, err = agent.Discover(agent.DeviceOptions{CPUDevices: n}); err != nil {
+			devs = agent.CPUDevices(n, 0)
 		}
+		what = fmt.Sprintf("%d CPU device(s) of this machine, which has no GPU", n)
 	}
-	return []placement.Device{{Index: 0, Name: "cpu"}}
+	for _, d := range devs {
+		devices = append(devices, placement.Device{Index: d.Index, Name: d.Name, MemoryBytes: uint64(d.MemoryBytes), FreeBytes: uint64(d.MemoryBytes)})
+	}
+	return devices, what
+}
+
+// localGPUs are the GPUs NVML reports on this machine, narrowed by
+// CUDA_VISIBLE_DEVICES; none without a driver.
+func localGPUs(env *cli.Env) []protocol.Device {
+	devs, err := agent.Discover(agent.DeviceOptions{CUDAVisibleDevices: env.Getenv("CUDA_VISIBLE_DEVICES")})
+	if err != nil {
+		return nil
+	}
+	return slices.DeleteFunc(devs, func(d protocol.Device) bool { return d.Kind != protocol.DeviceGPU })
 }

@@ -50,6 +50,9 @@ func Plan(job *jobspec.Job, devices []placement.Device) (*placement.Plan, *model
 	if err != nil {
 		return nil, nil, nil, job.Errorf("placement.strategy", "%w", err)
 	}
+	// Where the plan departs from the job (a ratio split over fewer devices),
+	// the console, validate and the results say so.
+	job.Warnings = append(job.Warnings, plan.Notes...)
 	return plan, target, drafter, nil
 }
 

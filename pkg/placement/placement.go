@@ -95,6 +95,8 @@ type Plan struct {
 	Strategy string     `json:"strategy"`
 	Target   ModelPlan  `json:"target"`
 	Drafter  *ModelPlan `json:"drafter,omitempty"`
+	// Notes say where the plan departs from what the job asked for.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Make plans req. Errors say which model, what it needs and what the
@@ -128,10 +130,11 @@ func Make(req Request) (*Plan, error) {
 	}
 
 	var picks []pick
+	var notes []string
 	var err error
 	switch req.Strategy {
 	case MultiGPURatio:
-		picks, err = ratio(req.Devices, models)
+		picks, notes, err = ratio(req.Devices, models)
 	case Separate:
 		picks, err = separate(req.Devices, models)
 	case Same:
@@ -148,7 +151,7 @@ func Make(req Request) (*Plan, error) {
 		return nil, err
 	}
 
-	plan := &Plan{Strategy: req.Strategy}
+	plan := &Plan{Strategy: req.Strategy, Notes: notes}
 	for i, m := range models {
 		mp, err := modelPlan(*m, req.Devices, picks[i])
 		if err != nil {
@@ -179,28 +182,82 @@ type pick struct {
 }
 
 // ratio gives the first target.GPUs devices to the target and the next
-// drafter.GPUs to the drafter: 8 devices at 6:2 → 0-5 and 6-7.
-func ratio(devs []Device, models []*ModelReq) ([]pick, error) {
+// drafter.GPUs to the drafter: 8 devices at 6:2 → 0-5 and 6-7. With fewer
+// devices than that it splits those there are by the same ratio, as the
+// seed's TARGET_GPU_RATIO:DRAFTER_GPU_RATIO did ("split the visible GPUs by
+// ratio"): 4 devices at 6:2 → 0-2 and 3; a note says so.
+func ratio(devs []Device, models []*ModelReq) ([]pick, []string, error) {
 	need := 0
 	var parts []string
 	for _, m := range models {
 		if m.GPUs < 1 {
-			return nil, fmt.Errorf("%s: %s.gpus = %d; it needs at least 1", MultiGPURatio, m.Role, m.GPUs)
+			return nil, nil, fmt.Errorf("%s: %s.gpus = %d; it needs at least 1", MultiGPURatio, m.Role, m.GPUs)
 		}
 		need += m.GPUs
 		parts = append(parts, fmt.Sprintf("%s %d", m.Role, m.GPUs))
 	}
+	counts := make([]int, len(models))
+	for i, m := range models {
+		counts[i] = m.GPUs
+	}
+	var notes []string
 	if need > len(devs) {
-		return nil, fmt.Errorf("%s needs %d devices (%s) but %s given: %s",
-			MultiGPURatio, need, strings.Join(parts, " + "), countIs(len(devs)), list(devs))
+		if len(devs) < len(models) {
+			return nil, nil, fmt.Errorf("%s needs %d devices (%s), or one per model split by that ratio, but %s given: %s; use %s to share one",
+				MultiGPURatio, need, strings.Join(parts, " + "), countIs(len(devs)), list(devs), Same)
+		}
+		counts = splitByRatio(len(devs), counts)
+		var got []string
+		for i, m := range models {
+			got = append(got, fmt.Sprintf("%s %d", m.Role, counts[i]))
+		}
+		notes = append(notes, fmt.Sprintf("%s asks for %d devices (%s) and %s given: split by the same ratio, %s",
+			MultiGPURatio, need, strings.Join(parts, " + "), countIs(len(devs)), strings.Join(got, " + ")))
 	}
 	picks := make([]pick, len(models))
 	next := 0
-	for i, m := range models {
-		picks[i] = pick{ords: seq(next, m.GPUs)}
-		next += m.GPUs
+	for i := range models {
+		picks[i] = pick{ords: seq(next, counts[i])}
+		next += counts[i]
 	}
-	return picks, nil
+	return picks, notes, nil
+}
+
+// splitByRatio shares n devices in proportion to weights (n ≥ len(weights)):
+// each its whole share, at least one; what is left to the largest fractions,
+// ties to the earlier (the target).
+func splitByRatio(n int, weights []int) []int {
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	out := make([]int, len(weights))
+	frac := make([]int, len(weights)) // in 1/total
+	used := 0
+	for i, w := range weights {
+		out[i], frac[i] = max(1, n*w/total), n*w%total
+		used += out[i]
+	}
+	for ; used > n; used-- { // minimums of one overshot: take from the largest
+		big := 0
+		for i := range out {
+			if out[i] > out[big] {
+				big = i
+			}
+		}
+		out[big]--
+	}
+	for ; used < n; used++ {
+		best := 0
+		for i := range frac {
+			if frac[i] > frac[best] {
+				best = i
+			}
+		}
+		out[best]++
+		frac[best] = -1
+	}
+	return out
 }
 
 func separate(devs []Device, models []*ModelReq) ([]pick, error) {

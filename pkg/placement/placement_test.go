@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -50,6 +51,18 @@ func TestMake(t *testing.T) {
 				Drafter: &ModelPlan{Devices: []int{6, 7}, Stages: []Stage{
 					st("", 0, 28, []int{6, 7}, [2]int{0, 14}, [2]int{14, 28}),
 				}},
+			},
+		},
+		{
+			name: "4 GPUs at 6:2: the visible devices split by the ratio",
+			req:  Request{Strategy: MultiGPURatio, Devices: gpus("", 4, 80*gib), Target: target36, Drafter: drafter28},
+			want: &Plan{
+				Strategy: MultiGPURatio,
+				Target: ModelPlan{Devices: []int{0, 1, 2}, Stages: []Stage{
+					st("", 0, 36, []int{0, 1, 2}, [2]int{0, 12}, [2]int{12, 24}, [2]int{24, 36}),
+				}},
+				Drafter: &ModelPlan{Devices: []int{3}, Stages: []Stage{st("", 0, 28, []int{3}, [2]int{0, 28})}},
+				Notes:   []string{"multi_gpu_ratio asks for 8 devices (target 6 + drafter 2) and only 4 are given: split by the same ratio, target 3 + drafter 1"},
 			},
 		},
 		{
@@ -258,10 +271,10 @@ func TestMakeErrors(t *testing.T) {
 			want: "separate needs 2 devices (target on the first, drafter on the second) but only 1 is given: 0; use same to share one",
 		},
 		{
-			name: "ratio needs more devices than given",
-			req: Request{Strategy: MultiGPURatio, Devices: gpus("", 8, 80*gib),
-				Target: target36, Drafter: &ModelReq{Layers: 28, GPUs: 4}},
-			want: "multi_gpu_ratio needs 10 devices (target 6 + drafter 4) but only 8 are given: 0,1,2,3,4,5,6,7",
+			name: "ratio with fewer devices than models",
+			req: Request{Strategy: MultiGPURatio, Devices: gpus("", 1, 80*gib),
+				Target: target36, Drafter: &ModelReq{Layers: 28, GPUs: 2}},
+			want: "multi_gpu_ratio needs 8 devices (target 6 + drafter 2), or one per model split by that ratio, but only 1 is given: 0; use same to share one",
 		},
 		{
 			name: "ratio with zero gpus",
@@ -388,5 +401,27 @@ func TestApportion(t *testing.T) {
 				t.Errorf("apportion(%d, %v, %v, %v) = %v, want %v", tc.total, tc.weights, tc.mins, tc.caps, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSplitByRatio(t *testing.T) {
+	for _, tc := range []struct {
+		n       int
+		weights []int
+		want    []int
+	}{
+		{8, []int{6, 2}, []int{6, 2}},
+		{4, []int{6, 2}, []int{3, 1}},
+		{2, []int{6, 2}, []int{1, 1}},
+		{3, []int{6, 2}, []int{2, 1}},
+		{8, []int{6, 4}, []int{5, 3}},
+		{5, []int{1, 1}, []int{3, 2}},
+		{7, []int{1, 6}, []int{1, 6}},
+		{3, []int{9}, []int{3}},
+	} {
+		got := splitByRatio(tc.n, tc.weights)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("splitByRatio(%d, %v) = %v, want %v", tc.n, tc.weights, got, tc.want)
+		}
 	}
 }
