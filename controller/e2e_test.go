@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,6 +182,77 @@ func TestRunWritesEverything(t *testing.T) {
 	}
 	if n != 8 {
 		t.Errorf("%d requests in %s, want 8", n, report.FileRequests)
+	}
+}
+
+// TestRunSaysWhatItSkipsAndKeepsEarlierResults: a malformed dataset line is
+// skipped and said on the console and in the results; a second run into the
+// same folder sets the first one's results aside instead of mixing or
+// replacing them.
+func TestRunSaysWhatItSkipsAndKeepsEarlierResults(t *testing.T) {
+	target, drafter := models(t, 2)
+	data := t.TempDir()
+	lines := `{"conversations": [{"from": "human", "value": "Tell me about the sea."}, {"from": "gpt", "value": "It is wide."}]}
+{"conversations": [{"from": "human", "value": "broken
+{"conversations": [{"from": "human", "value": "Tell me about lighthouses."}]}
+`
+	if err := os.WriteFile(filepath.Join(data, "sharegpt_gpt4.jsonl"), []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`job "skips" {
+  model "target" { path = %q }
+  model "drafter" { path = %q }
+  placement { strategy = "same" }
+  dataset "sharegpt" { dir = %q }
+  load { num_prompts = 2 }
+  generation { max_new_tokens = 4 }
+}
+`, target, drafter, data)
+	job := filepath.Join(t.TempDir(), "job.hcl")
+	if err := os.WriteFile(job, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	run := func() string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "controller"), "run", job, "--out", out, "--log-level", "warn")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("controller run: %v\n%s", err, b)
+		}
+		return string(b)
+	}
+	first := run()
+	want := `dataset "sharegpt": skipped 1 of 3 records: invalid_json=1 (first at sharegpt_gpt4.jsonl:2)`
+	if !strings.Contains(first, want) {
+		t.Errorf("the console does not say %q:\n%s", want, first)
+	}
+	var res struct{ Warnings []string }
+	data2, err := os.ReadFile(filepath.Join(out, report.FileResults))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data2, &res); err != nil || !slices.Contains(res.Warnings, want) {
+		t.Errorf("results warnings %q (%v), want %q among them", res.Warnings, err, want)
+	}
+	firstRequests, err := os.ReadFile(filepath.Join(out, report.FileRequests))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	second := run()
+	if !strings.Contains(second, "held the results of an earlier run: moved them to "+filepath.Join(out, "earlier-")) {
+		t.Errorf("the second run does not say where the first one's results went:\n%s", second)
+	}
+	aside, _ := filepath.Glob(filepath.Join(out, "earlier-*", report.FileRequests))
+	if len(aside) != 1 {
+		t.Fatalf("earlier requests.jsonl set aside: %v, want one", aside)
+	}
+	if b, _ := os.ReadFile(aside[0]); !bytes.Equal(b, firstRequests) {
+		t.Errorf("the first run's requests.jsonl changed when set aside")
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, report.FileRequests)); bytes.Count(b, []byte("\n")) != 4 {
+		t.Errorf("the second run's requests.jsonl has %d lines, want 4 (its own only)", bytes.Count(b, []byte("\n")))
 	}
 }
 

@@ -123,15 +123,27 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	n := len(schedule)
-	sel, err := selectPrompts(job, tok, n)
+	sel, dataWarnings, err := selectPrompts(job, tok, n)
 	if err != nil {
 		return nil, err
 	}
 	var warnings []string
 	warnings = append(warnings, job.Warnings...)
 	if sel.Warning != "" {
-		warnings = append(warnings, sel.Warning)
-		log.Warn(sel.Warning)
+		dataWarnings = append(dataWarnings, sel.Warning)
+	}
+	// Skipped records and missing files are in the results' dataset stats,
+	// and said on the console too, where the user looks.
+	for _, w := range dataWarnings {
+		warnings = append(warnings, w)
+		log.Warn(w)
+	}
+	if aside, err := report.SetAside(dir); err != nil {
+		return nil, err
+	} else if aside != "" {
+		w := fmt.Sprintf("%s held the results of an earlier run: moved them to %s (give each run its own --out or output_dir to keep runs apart)", dir, aside)
+		warnings = append(warnings, w)
+		log.Warn(w)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -338,7 +350,7 @@ func loadPlan(job *jobspec.Job) loadgen.Plan {
 }
 
 // selectPrompts loads the job's dataset and takes n prompts in a seeded order.
-func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, error) {
+func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, []string, error) {
 	seed := uint64(job.Seed)
 	maxLen := 0
 	if job.Batch.Enabled {
@@ -349,15 +361,17 @@ func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, e
 	case "prompts":
 		d, err := dataset.Inline(job.Dataset.Prompts)
 		if err != nil {
-			return dataset.Selection{}, fmt.Errorf("dataset \"prompts\": %w", err)
+			return dataset.Selection{}, nil, fmt.Errorf("dataset \"prompts\": %w", err)
 		}
-		return d.Take(n, take)
+		sel, err := d.Take(n, take)
+		return sel, d.Warnings(), err
 	case "sharegpt":
 		d, err := dataset.LoadShareGPT(job.Dataset.Dir, job.Dataset.Files, dataset.LoadOptions{})
 		if err != nil {
-			return dataset.Selection{}, fmt.Errorf("dataset \"sharegpt\": %w", err)
+			return dataset.Selection{}, nil, fmt.Errorf("dataset \"sharegpt\": %w", err)
 		}
-		return d.Take(n, take)
+		sel, err := d.Take(n, take)
+		return sel, d.Warnings(), err
 	case "synthetic":
 		var avoid []int
 		for _, id := range tok.SpecialTokens() {
@@ -367,10 +381,11 @@ func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, e
 		if maxLen > 0 {
 			in = min(in, maxLen)
 		}
-		return dataset.Synthetic(n, dataset.SyntheticConfig{InputTokens: in, RangeRatio: job.Dataset.RangeRatio,
+		sel, err := dataset.Synthetic(n, dataset.SyntheticConfig{InputTokens: in, RangeRatio: job.Dataset.RangeRatio,
 			VocabLo: 0, VocabHi: tok.VocabSize(), Avoid: avoid, Seed: seed})
+		return sel, nil, err
 	}
-	return dataset.Selection{}, fmt.Errorf("dataset kind %q is not one of sharegpt, synthetic, prompts", job.Dataset.Kind)
+	return dataset.Selection{}, nil, fmt.Errorf("dataset kind %q is not one of sharegpt, synthetic, prompts", job.Dataset.Kind)
 }
 
 // DefaultOutputDir is results/<job name>-<first 8 characters of the id>,
