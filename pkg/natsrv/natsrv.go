@@ -59,6 +59,7 @@ type Server struct {
 	ns       *server.Server
 	storeDir string
 	tempDir  bool
+	lock     *os.File // the store's lock, held until cleanup
 }
 
 // Start starts a server and waits until it accepts clients.
@@ -97,12 +98,19 @@ func Start(opts Options) (*Server, error) {
 	}
 	s := &Server{storeDir: opts.StoreDir}
 	if s.storeDir == "" {
-		dir, err := os.MkdirTemp("", "draftbench-jetstream-")
+		removeStaleTemps()
+		dir, err := os.MkdirTemp("", tempPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("natsrv: creating a JetStream folder: %w", err)
 		}
 		s.storeDir, s.tempDir = dir, true
 	}
+	lock, err := lockStore(s.storeDir)
+	if err != nil {
+		s.cleanup()
+		return nil, fmt.Errorf("natsrv: %w", err)
+	}
+	s.lock = lock
 	port := opts.Port
 	if port == 0 {
 		port = server.RANDOM_PORT // the server reads 0 as its default, 4222
@@ -185,6 +193,10 @@ func (s *Server) Shutdown() {
 func (s *Server) cleanup() {
 	if s.tempDir {
 		os.RemoveAll(s.storeDir)
+	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
 	}
 }
 

@@ -1,0 +1,65 @@
+package natsrv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// lockFile, in a store folder, is held locked (flock) by the server using
+// the folder, with its pid inside: two servers writing one JetStream store
+// corrupt it.
+const lockFile = "draftbench.lock"
+
+// tempPrefix names the temporary stores of servers started without a
+// StoreDir (`controller run`).
+const tempPrefix = "draftbench-jetstream-"
+
+// lockStore takes dir's lock, or says which process holds it.
+func lockStore(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the store %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("locking the store %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			holder := "another process"
+			if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+				holder = "process " + strings.TrimSpace(string(b))
+			}
+			return nil, fmt.Errorf("the store %s is in use by %s: two servers must not share a JetStream store; give this one its own --store", dir, holder)
+		}
+		return nil, fmt.Errorf("locking the store %s: %w", dir, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// removeStaleTemps removes the temporary stores of servers that are gone
+// (a `controller run` killed with SIGKILL cannot remove its own): those whose
+// lock nobody holds.
+func removeStaleTemps() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
+	for _, dir := range dirs {
+		if _, err := os.Stat(filepath.Join(dir, lockFile)); err != nil {
+			continue // not ours to judge: no lock file
+		}
+		f, err := lockStore(dir)
+		if err != nil {
+			continue // alive
+		}
+		os.RemoveAll(dir)
+		f.Close()
+	}
+}
