@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/nats-io/nats.go"
 
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/jobstore"
@@ -123,8 +122,7 @@ func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
 		if cause := errors.Unwrap(err); cause != nil {
 			err = cause // natsrv's prefix repeats the URL
 		}
-		// nats.go reports a refused token as the server's text, not always as ErrAuthorization.
-		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		if natsrv.Refused(err) {
 			return nil, nil, fmt.Errorf("the NATS server at %s refused this client: give its --token (or $%s), --nkey or --creds (%w)", f.url, tokenEnv, err)
 		}
 		return nil, nil, fmt.Errorf("no NATS server answered at %s: is `controller serve` running? (%w)", f.url, err)

@@ -162,6 +162,11 @@ func connectAgent(ctx context.Context, f agentFlags, log hclog.Logger) (*nats.Co
 		if err == nil {
 			return nc, nil
 		}
+		// A server that is not up yet is waited for; one that refuses the
+		// credentials will refuse them at every try.
+		if natsrv.Refused(err) {
+			return nil, fmt.Errorf("the NATS server at %s refused this worker: give its --token (or $%s), --nkey or --creds (%w)", natsrv.Redact(f.nats), agent.TokenEnv, err)
+		}
 		log.Info("waiting for NATS", "attempt", attempt, "retry_in", connectRetry, "error", err)
 		select {
 		case <-ctx.Done():

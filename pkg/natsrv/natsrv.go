@@ -354,3 +354,10 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// Refused reports whether err is a server refusing the client's credentials.
+// nats.go reports a refused token as the server's text, not always as
+// nats.ErrAuthorization.
+func Refused(err error) bool {
+	return err != nil && (errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation"))
+}
