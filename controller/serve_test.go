@@ -623,3 +623,33 @@ func TestSplitListen(t *testing.T) {
 		})
 	}
 }
+
+// TestSubmitWaitInterrupted: Ctrl-C on `submit --wait` says that the job goes
+// on, and how to follow or stop it.
+func TestSubmitWaitInterrupted(t *testing.T) {
+	target, drafter := tinyModels(t)
+	s := startServe(t, t.TempDir()) // no worker: the job waits
+	cmd := exec.Command(filepath.Join(binDir, "controller"), "submit", "testdata/serve-job.hcl", "--wait", "--nats", s.url,
+		"-var", "target="+target, "-var", "drafter="+drafter, "-var", "out="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no job id: %v; stderr %s", err, stderr.String())
+	}
+	id := strings.TrimSpace(line)
+	waitForConsumer(t, s.url) // submit is following the job
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	err = cmd.Wait()
+	want := "controller submit: error: interrupted; job " + id[:8] + " goes on running: follow it with `controller tail " + id[:8] + "`, stop it with `controller cancel " + id[:8] + "`"
+	if err == nil || !strings.Contains(stderr.String(), want) {
+		t.Errorf("exit %v, stderr:\n%s\nwant %q", err, stderr.String(), want)
+	}
+}

@@ -69,11 +69,21 @@ ends and exits non-zero unless it succeeded.`,
 				return nil
 			})
 			if err != nil {
+				if ctx.Err() != nil {
+					return interrupted(reply.JobID)
+				}
 				return err
 			}
 			return jobEnd(env, final)
 		},
 	}
+}
+
+// interrupted is what a client following a job says when it is stopped:
+// the job itself goes on.
+func interrupted(jobID string) error {
+	return fmt.Errorf("interrupted; job %s goes on running: follow it with `controller tail %s`, stop it with `controller cancel %s`",
+		short(jobID), short(jobID), short(jobID))
 }
 
 // natsFlags are the connection flags of every client command.
