@@ -324,6 +324,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, s := range subs[2:] {
 		_ = s.Unsubscribe()
 	}
+	if ctx.Err() != nil && !nc.IsClosed() {
+		a.leave()
+	}
 	a.stopAll("the worker is shutting down")
 	a.work.Wait()
 	unsubscribe()
@@ -415,6 +418,21 @@ func (a *Agent) beat(inbox string) {
 	}
 	if err != nil {
 		a.log.Warn("sending a heartbeat", "error", err)
+	}
+}
+
+// leave sends the last heartbeat, marked Leaving, so the controller stops
+// counting on this worker at once (no new stages, its jobs end now).
+func (a *Agent) leave() {
+	hb := &protocol.Heartbeat{WorkerID: a.id, Host: a.cfg.Name, Sent: a.cfg.Clock.Now(), Stages: a.Stages(), Leaving: true}
+	data, err := protocol.Encode(hb)
+	if err == nil {
+		if err = a.cfg.Conn.Publish(a.cfg.Subjects.WorkerHeartbeat(a.id), data); err == nil {
+			err = a.cfg.Conn.Flush()
+		}
+	}
+	if err != nil {
+		a.log.Warn("telling the controller this worker leaves", "error", err)
 	}
 }
 

@@ -286,3 +286,27 @@ func TestGPUOptionsReachGPUStages(t *testing.T) {
 		}
 	}
 }
+
+// TestLeavesOnShutdown: an agent stopped through its context sends a last
+// heartbeat marked Leaving, so the controller need not wait for silence.
+func TestLeavesOnShutdown(t *testing.T) {
+	srv := startServer(t, natsrv.Options{})
+	ctl := newController(t, connect(t, srv.ClientURL(), "controller", ""), protocol.Subjects{}, 1000).listen()
+	log, _ := testLogger(t)
+	a, err := New(Config{Conn: connect(t, srv.ClientURL(), "agent", ""), Name: "host-a", Devices: CPUDevices(1, 1<<30), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	ctl.registration()
+	if hb := recv(t, ctl.beats, "heartbeat"); hb.Leaving {
+		t.Errorf("a running agent's heartbeat is marked leaving: %+v", hb)
+	}
+	cancel()
+	if err := recv(t, done, "Run's end"); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+	ctl.beat("marked leaving", func(hb *protocol.Heartbeat) bool { return hb.Leaving && hb.WorkerID == a.ID() })
+}

@@ -183,7 +183,13 @@ func (d *Deployment) Watch(reg *Registry, fail func(error)) error {
 			d.mu.Lock()
 			d.lost[w.ID] = true
 			d.mu.Unlock()
-			once.Do(func() { fail(fmt.Errorf("worker %s on host %s stopped sending heartbeats", w.ID[:8], w.Host)) })
+			once.Do(func() {
+				if w.Left {
+					fail(fmt.Errorf("worker %s on host %s shut down", w.ID[:8], w.Host))
+				} else {
+					fail(fmt.Errorf("worker %s on host %s stopped sending heartbeats", w.ID[:8], w.Host))
+				}
+			})
 		}
 	})
 	sub, err := d.nc.Subscribe(d.subj.AllWorkerStages(), func(m *nats.Msg) {

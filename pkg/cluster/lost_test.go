@@ -42,3 +42,45 @@ func TestOnLostStops(t *testing.T) {
 		t.Errorf("calls %v: want the running job's watcher only", calls)
 	}
 }
+
+// TestLeavingWorker: a worker's Leaving heartbeat removes it at once and
+// tells the jobs' watchers, without waiting three intervals.
+func TestLeavingWorker(t *testing.T) {
+	_, nc := natstest.Start(t, natsrv.Options{})
+	var subj protocol.Subjects
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	told := make(chan Worker, 1)
+	reg.OnLost(func(w Worker) { told <- w })
+	id := uuid.NewString()
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a", BuildVersion: "test",
+		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hb, err := protocol.Encode(&protocol.Heartbeat{WorkerID: id, Host: "gpu-a", Sent: clock.Now(), Leaving: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(subj.WorkerHeartbeat(id), hb); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-told:
+		if w.ID != id || !w.Left || !w.Lost {
+			t.Errorf("told of %+v; want worker %s, left and lost", w, id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watchers were not told of the leaving worker")
+	}
+	if ws := reg.Workers(); len(ws) != 0 {
+		t.Errorf("workers after the leave: %+v, want none", ws)
+	}
+}

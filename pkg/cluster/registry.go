@@ -23,14 +23,16 @@ import (
 
 // Worker is a registered worker as the controller sees it.
 type Worker struct {
-	ID       string                 `json:"id"`
-	Host     string                 `json:"host"`
-	Devices  []protocol.Device      `json:"devices"`
-	Version  string                 `json:"version"`
-	Joined   time.Time              `json:"joined"`
-	LastSeen time.Time              `json:"last_seen"`
-	Lost     bool                   `json:"lost"`
-	Stages   []protocol.StageStatus `json:"stages,omitempty"`
+	ID       string            `json:"id"`
+	Host     string            `json:"host"`
+	Devices  []protocol.Device `json:"devices"`
+	Version  string            `json:"version"`
+	Joined   time.Time         `json:"joined"`
+	LastSeen time.Time         `json:"last_seen"`
+	Lost     bool              `json:"lost"`
+	// Left says the worker shut down and said so (a Leaving heartbeat).
+	Left   bool                   `json:"left,omitempty"`
+	Stages []protocol.StageStatus `json:"stages,omitempty"`
 	// GPUMonitor is "" when the worker publishes GPU samples, else why not.
 	GPUMonitor string `json:"gpu_monitor,omitempty"`
 	// CUDAModes are the CUDA backend's opt-in modes of its GPU stages.
@@ -149,6 +151,21 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 	}
 	w.LastSeen = r.opt.Now()
 	w.Stages = hb.Stages
+	if hb.Leaving {
+		// Forgotten at once, and its jobs told now, as of a lost worker.
+		w.Lost, w.Left = true, true
+		delete(r.workers, w.ID)
+		r.notify()
+		left := *w
+		fns := slices.Collect(maps.Values(r.lostFns))
+		r.opt.Log.Info("worker left", "worker", w.ID, "host", w.Host)
+		go func() {
+			for _, f := range fns {
+				f(left)
+			}
+		}()
+		return
+	}
 	if m.Reply != "" {
 		if data, err := protocol.Encode(&protocol.Ack{}); err == nil {
 			_ = m.Respond(data)

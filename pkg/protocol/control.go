@@ -119,6 +119,9 @@ type Heartbeat struct {
 	Host     string        `json:"host"`
 	Sent     time.Time     `json:"sent"`
 	Stages   []StageStatus `json:"stages,omitempty"` // the stages the worker runs
+	// Leaving marks a worker's last heartbeat: it is shutting down, so the
+	// controller forgets it now instead of three intervals later.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 func (m *Heartbeat) version() *int { return &m.V }
@@ -374,7 +377,9 @@ type JobProgress struct {
 	Mode      string `json:"mode"` // "speculative" or "target"
 	Completed int    `json:"completed"`
 	Failed    int    `json:"failed"`
-	Total     int    `json:"total"` // 0 when the load is time-bound (rate mode)
+	// Cancelled counts the requests a cancel cut short; they are not failures.
+	Cancelled int `json:"cancelled,omitempty"`
+	Total     int `json:"total"` // 0 when the load is time-bound (rate mode)
 }
 
 // JobStatus answers a request on JobStatus (whose body is ignored).
@@ -389,6 +394,9 @@ type JobStatus struct {
 	Started   *time.Time    `json:"started,omitempty"`
 	Finished  *time.Time    `json:"finished,omitempty"`
 	Progress  []JobProgress `json:"progress,omitempty"`
+	// Waiting says what a running job waits for before its first request
+	// ("a worker to join …"); empty once it runs.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 func (m *JobStatus) version() *int { return &m.V }
