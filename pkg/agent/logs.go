@@ -112,7 +112,9 @@ func parseLine(s string, def hclog.Level) (hclog.Level, string, []any) {
 		return def, s, nil
 	}
 	var fields map[string]any
-	if err := json.Unmarshal([]byte(s), &fields); err != nil {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber() // 77672448 stays 77672448, not 7.7672448e+07
+	if err := dec.Decode(&fields); err != nil {
 		return def, s, nil
 	}
 	msg, ok := fields["@message"].(string)
@@ -134,7 +136,15 @@ func parseLine(s string, def hclog.Level) (hclog.Level, string, []any) {
 	slices.Sort(keys)
 	args := make([]any, 0, 2*len(keys))
 	for _, k := range keys {
-		args = append(args, k, fields[k])
+		v := fields[k]
+		if n, ok := v.(json.Number); ok {
+			if i, err := n.Int64(); err == nil {
+				v = i
+			} else if f, err := n.Float64(); err == nil {
+				v = f
+			}
+		}
+		args = append(args, k, v)
 	}
 	return level, msg, args
 }

@@ -26,10 +26,10 @@ func TestParseLine(t *testing.T) {
 		},
 		{
 			name:      "numbers stay numbers",
-			line:      `{"@level":"debug","@message":"loaded","weight_bytes":1024}`,
+			line:      `{"@level":"debug","@message":"loaded","weight_bytes":77672448,"ratio":0.5}`,
 			wantLevel: hclog.Debug,
 			wantMsg:   "loaded",
-			wantArgs:  []any{"weight_bytes", float64(1024)},
+			wantArgs:  []any{"ratio", 0.5, "weight_bytes", int64(77672448)},
 		},
 		{
 			name:      "unknown level",

@@ -215,7 +215,10 @@ type logger struct {
 	fatal chan<- string
 }
 
-func (l logger) Noticef(f string, v ...any) { l.l.Info(fmt.Sprintf(f, v...)) }
+// Noticef lines (the banner, JetStream's logo, every listen address) are
+// the server's chatter at start and stop: debug lines here, since the
+// controller logs the URL and store it serves on itself.
+func (l logger) Noticef(f string, v ...any) { l.l.Debug(fmt.Sprintf(f, v...)) }
 func (l logger) Warnf(f string, v ...any)   { l.l.Warn(fmt.Sprintf(f, v...)) }
 func (l logger) Fatalf(f string, v ...any) {
 	msg := fmt.Sprintf(f, v...)

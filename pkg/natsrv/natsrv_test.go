@@ -207,7 +207,7 @@ func TestStoreDir(t *testing.T) {
 
 func TestLogsGoToHclog(t *testing.T) {
 	var buf bytes.Buffer
-	log := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info})
+	log := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Debug})
 	s := start(t, Options{Logger: log, ServerName: "logged"})
 	nc, err := Connect(s.ClientURL(), ConnectOptions{Name: "test", Logger: log})
 	if err != nil {
