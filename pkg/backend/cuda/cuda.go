@@ -45,8 +45,16 @@ func (e *Error) Error() string {
 	if e.Device >= 0 {
 		on = fmt.Sprintf(" on device %d", e.Device)
 	}
-	return fmt.Sprintf("cuda: %s%s: %s failed at %s: %s (code %d)", e.Op, on, e.Call, e.Where, e.Msg, e.Code)
+	msg := fmt.Sprintf("cuda: %s%s: %s failed at %s: %s (code %d)", e.Op, on, e.Call, e.Where, e.Msg, e.Code)
+	if e.OOM {
+		msg += "; " + oomHint
+	}
+	return msg
 }
+
+// oomHint is the seed's advice for a GPU out of memory, in the job's terms.
+const oomHint = "the GPU is out of memory: lower batch.size or batch.max_length (BATCH_SIZE, MAX_BATCH_LENGTH) " +
+	"or generation.gamma (GAMMA_VALUE), or give the model more GPUs (docs/troubleshooting.md)"
 
 // check turns a db_status into an error naming the operation and the device.
 func check(op string, ordinal int, st C.db_status) error {

@@ -61,3 +61,16 @@ func TestBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestOOMErrorAdvises: an out-of-memory error says what to lower, as the
+// seed's troubleshooting did; other errors do not.
+func TestOOMErrorAdvises(t *testing.T) {
+	oom := (&Error{Op: "alloc", Device: 1, Call: "cudaMalloc(out, bytes)", Where: "device.cu:132", Msg: "out of memory", Code: 2, OOM: true}).Error()
+	if !strings.HasPrefix(oom, "cuda: alloc on device 1: cudaMalloc(out, bytes) failed at device.cu:132: out of memory (code 2); the GPU is out of memory: lower batch.size") ||
+		!strings.Contains(oom, "GAMMA_VALUE") {
+		t.Errorf("OOM error %q lacks the advice", oom)
+	}
+	if other := (&Error{Op: "gemm", Device: 0, Call: "x", Where: "y", Msg: "z", Code: 13}).Error(); strings.Contains(other, "out of memory") {
+		t.Errorf("a non-OOM error advises on memory: %q", other)
+	}
+}
