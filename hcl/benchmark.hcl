@@ -9,10 +9,19 @@
 # As in the original, NUM_PROMPTS wins when both are set, and mode 1 with 100
 # prompts runs when neither is. -var mode=count or -var mode=rate overrides
 # that choice (the rate then still comes from AUTO_RATE, default 1.0).
+#
+# WARMUP_REQUESTS (default 1; not a knob of the original) sends that many
+# untimed requests per mode before the measured ones; 0 turns it off.
 
 variable "mode" {
   description = "auto: choose from NUM_PROMPTS / AUTO_RATE like run_benchmark.sh; count: mode 1; rate: mode 2."
   default     = "auto"
+
+  # Without it a typo such as -var mode=rates would silently run mode 1.
+  validation {
+    condition     = contains(["auto", "count", "rate"], var.mode)
+    error_message = "mode must be auto, count or rate."
+  }
 }
 
 locals {
@@ -51,6 +60,11 @@ job "benchmark" {
     num_prompts = local.rate_mode ? null : env("NUM_PROMPTS", 100)
     rate        = local.rate_mode ? env("AUTO_RATE", 1.0) : null
     duration    = local.rate_mode ? env("AUTO_DURATION", 300) : null # seconds
+    # One untimed request per mode first: the first calls load kernels and
+    # fill memory pools, which would land on whichever mode runs first (see
+    # hcl/quickstart.hcl). The original had no warm-up; WARMUP_REQUESTS=0
+    # measures as it did.
+    warmup_requests = env("WARMUP_REQUESTS", 1)
   }
 
   batch {

@@ -70,7 +70,7 @@ func (d *decoder) job(b *hcl.Block) *Job {
 		Pos:        d.pos,
 	}
 	d.pos["job"] = b.DefRange
-	content := d.content(b.Body, jobSchema)
+	content := d.content(b.Body, jobSchema, "job")
 	a := content.Attributes
 	if d.str(a, "", "output_dir", &j.OutputDir) && j.OutputDir == "" {
 		d.errorf("output_dir", "output_dir is empty; leave it out for the default results/<job name>-<short id>")
@@ -97,14 +97,14 @@ func (d *decoder) job(b *hcl.Block) *Job {
 			d.model(j, blk)
 		case "placement":
 			d.pos["placement"] = blk.DefRange
-			a := d.content(blk.Body, placementSchema).Attributes
+			a := d.content(blk.Body, placementSchema, "placement").Attributes
 			d.str(a, "placement", "strategy", &j.Placement.Strategy)
 			d.devices(a, "placement", "devices", &j.Placement.Devices)
 		case "dataset":
 			d.dataset(j, blk)
 		case "load":
 			d.pos["load"] = blk.DefRange
-			a := d.content(blk.Body, loadSchema).Attributes
+			a := d.content(blk.Body, loadSchema, "load").Attributes
 			d.integer(a, "load", "num_prompts", &j.Load.NumPrompts)
 			d.float(a, "load", "rate", &j.Load.Rate)
 			d.duration(a, "load", "duration", &j.Load.Duration)
@@ -114,13 +114,13 @@ func (d *decoder) job(b *hcl.Block) *Job {
 			d.integer(a, "load", "warmup_requests", &j.Load.WarmupRequests)
 		case "batch":
 			d.pos["batch"] = blk.DefRange
-			a := d.content(blk.Body, batchSchema).Attributes
+			a := d.content(blk.Body, batchSchema, "batch").Attributes
 			d.boolean(a, "batch", "enabled", &j.Batch.Enabled)
 			d.integer(a, "batch", "size", &j.Batch.Size)
 			d.integer(a, "batch", "max_length", &j.Batch.MaxLength)
 		case "generation":
 			d.pos["generation"] = blk.DefRange
-			a := d.content(blk.Body, generationSchema).Attributes
+			a := d.content(blk.Body, generationSchema, "generation").Attributes
 			d.integer(a, "generation", "max_new_tokens", &j.Generation.MaxNewTokens)
 			d.integer(a, "generation", "gamma", &j.Generation.Gamma)
 			d.float(a, "generation", "temperature", &j.Generation.Temperature)
@@ -129,12 +129,12 @@ func (d *decoder) job(b *hcl.Block) *Job {
 			d.boolean(a, "generation", "ignore_eos", &j.Generation.IgnoreEOS)
 		case "modes":
 			d.pos["modes"] = blk.DefRange
-			a := d.content(blk.Body, modesSchema).Attributes
+			a := d.content(blk.Body, modesSchema, "modes").Attributes
 			d.boolean(a, "modes", "speculative", &j.Modes.Speculative)
 			d.boolean(a, "modes", "target_ar", &j.Modes.TargetAR)
 		case "gpu_monitor":
 			d.pos["gpu_monitor"] = blk.DefRange
-			a := d.content(blk.Body, gpuMonitorSchema).Attributes
+			a := d.content(blk.Body, gpuMonitorSchema, "gpu_monitor").Attributes
 			d.boolean(a, "gpu_monitor", "enabled", &j.GPUMonitor.Enabled)
 			d.duration(a, "gpu_monitor", "interval", &j.GPUMonitor.Interval)
 			d.integer(a, "gpu_monitor", "cooldown_below_c", &j.GPUMonitor.CooldownBelowC)
@@ -206,12 +206,14 @@ func (d *decoder) model(j *Job, b *hcl.Block) {
 	path := "model." + role
 	d.pos[path] = b.DefRange
 	m := Model{DType: defaultDType}
-	a := d.content(b.Body, modelSchema).Attributes
+	a := d.content(b.Body, modelSchema, fmt.Sprintf("model %q", role)).Attributes
 	d.str(a, path, "path", &m.Path)
 	if d.integer(a, path, "gpus", &m.GPUs) && m.GPUs < 1 {
 		d.fail(path+".gpus", "%s.gpus must be at least 1, got %d", path, m.GPUs)
 	}
-	d.str(a, path, "dtype", &m.DType)
+	if d.str(a, path, "dtype", &m.DType) {
+		m.DType = normalizeDType(m.DType)
+	}
 	d.integer(a, path, "stages", &m.Stages)
 	if role == RoleTarget {
 		j.Models.Target = m
@@ -232,7 +234,7 @@ func (d *decoder) dataset(j *Job, b *hcl.Block) {
 	d.pos["dataset"] = b.DefRange
 	d.pos[path] = b.DefRange
 	ds := Dataset{Kind: kind}
-	a := d.content(b.Body, schema).Attributes
+	a := d.content(b.Body, schema, fmt.Sprintf("dataset %q", kind)).Attributes
 	switch kind {
 	case DatasetShareGPT:
 		ds.Files = DefaultShareGPTFiles()
@@ -248,8 +250,8 @@ func (d *decoder) dataset(j *Job, b *hcl.Block) {
 	j.Dataset = ds
 }
 
-func (d *decoder) content(body hcl.Body, schema *hcl.BodySchema) *hcl.BodyContent {
-	content, diags := body.Content(schema)
+func (d *decoder) content(body hcl.Body, schema *hcl.BodySchema, in string) *hcl.BodyContent {
+	content, diags := bodyContent(body, schema, in)
 	d.diags = append(d.diags, diags...)
 	return content
 }
@@ -380,13 +382,19 @@ func (d *decoder) boolean(attrs hcl.Attributes, path, name string, dst *bool) bo
 	if !ok {
 		return false
 	}
-	b, err := convert.Convert(v, cty.Bool)
-	if err != nil {
-		d.fail(key, "%s must be true or false, got %s", key, describe(v))
-		return false
+	if v.Type() == cty.String {
+		// Booleans from the environment: env("ENABLE_BATCH", true) gives
+		// "False" when a Python user writes ENABLE_BATCH=False.
+		if b, ok := parseBool(v.AsString()); ok {
+			*dst = b
+			return true
+		}
+	} else if b, err := convert.Convert(v, cty.Bool); err == nil {
+		*dst = b.True()
+		return true
 	}
-	*dst = b.True()
-	return true
+	d.fail(key, "%s must be true or false (any case, or 1 or 0), got %s", key, describe(v))
+	return false
 }
 
 func (d *decoder) strings(attrs hcl.Attributes, path, name string, dst *[]string) bool {

@@ -5,6 +5,7 @@
 package jobspec
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -56,8 +57,24 @@ var (
 	datasets   = []string{DatasetShareGPT, DatasetSynthetic, DatasetPrompts}
 	arrivals   = []string{ArrivalPoisson, ArrivalConstant, ArrivalGamma}
 	dtypes     = []string{"auto", "bf16", "f16", "f32"}
-	roles      = []string{RoleTarget, RoleDrafter}
+	// dtypeAliases are the Hugging Face (torch_dtype) spellings, read as ours.
+	dtypeAliases = map[string]string{"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+	roles        = []string{RoleTarget, RoleDrafter}
 )
+
+// normalizeDType maps a dtype as written to its canonical name: any case,
+// and the Hugging Face spellings bfloat16, float16 and float32. Unknown
+// names are returned as written, for validation to refuse.
+func normalizeDType(s string) string {
+	t := strings.ToLower(strings.TrimSpace(s))
+	if a, ok := dtypeAliases[t]; ok {
+		return a
+	}
+	if oneOf(t, dtypes) {
+		return t
+	}
+	return s
+}
 
 // defaultShareGPTFiles are the prompt files the original benchmark read
 // from SHAREGPT_DIR (SEED.md).
@@ -90,7 +107,9 @@ type Job struct {
 	GPUMonitor GPUMonitor `json:"gpu_monitor"`
 
 	// Warnings are findings that do not stop the job (a setting that has no
-	// effect), one line each with its position.
+	// effect), one line each with its position. Parse and UnmarshalJSON
+	// leave it empty rather than nil, so that it encodes as [] where a
+	// caller puts it in JSON of its own.
 	Warnings []string `json:"warnings,omitempty"`
 
 	// Source is what the job was parsed from, enough to parse it again
@@ -103,6 +122,23 @@ type Job struct {
 	// "dataset.sharegpt.dir", "load.rate", "variable.num_prompts". A block's
 	// entry is its header. Fields left at their default have no entry.
 	Pos map[string]hcl.Range `json:"-"`
+}
+
+// UnmarshalJSON decodes a job as encoding/json would, with Warnings
+// empty rather than nil as after Parse, so that a job sent as JSON equals
+// the parsed one.
+func (j *Job) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil // as encoding/json does for null
+	}
+	type plain Job // without this method
+	if err := json.Unmarshal(b, (*plain)(j)); err != nil {
+		return err
+	}
+	if j.Warnings == nil {
+		j.Warnings = []string{}
+	}
+	return nil
 }
 
 // Models holds the two model blocks.

@@ -98,9 +98,12 @@ func ParseFile(path string, cfg Config) (*Job, error) {
 func Parse(filename string, src []byte, cfg Config) (*Job, error) {
 	p := &parser{cfg: cfg, envRead: map[string]string{}}
 	job, diags := p.parse(filename, src)
+	explainReferences(diags, p.varNames, p.localNames)
 	if err := newError(diags); err != nil {
 		return nil, err
 	}
+	// Never nil, so that JSON shows "warnings": [] rather than null.
+	job.Warnings = []string{}
 	for _, d := range diags {
 		if d.Severity == hcl.DiagWarning {
 			job.Warnings = append(job.Warnings, FormatDiagnostic(d))
@@ -114,6 +117,12 @@ type parser struct {
 	cfg      Config
 	envRead  map[string]string
 	varFiles []VarFile
+	// sources says where each variable's value came from ("its default",
+	// "-var x=1", "DRAFTBENCH_VAR_x=1", "-var-file f.hcl"), for messages.
+	sources map[string]string
+	// varNames and localNames are the declared variables and locals, for
+	// messages about references to undeclared ones.
+	varNames, localNames []string
 }
 
 var rootSchema = &hcl.BodySchema{
@@ -129,7 +138,7 @@ func (p *parser) parse(filename string, src []byte) (*Job, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	content, d := file.Body.Content(rootSchema)
+	content, d := bodyContent(file.Body, rootSchema, "the top level")
 	diags = append(diags, d...)
 
 	var varBlocks, localBlocks, jobBlocks hcl.Blocks
@@ -145,8 +154,11 @@ func (p *parser) parse(filename string, src []byte) (*Job, hcl.Diagnostics) {
 	}
 
 	vars, varDiags := decodeVariables(varBlocks)
-	values, d := p.resolveVariables(filename, vars)
+	values, d := p.resolveVariables(vars)
 	varDiags = append(varDiags, d...)
+	if !varDiags.HasErrors() {
+		varDiags = append(varDiags, p.checkValidations(vars, values)...)
+	}
 	diags = append(diags, varDiags...)
 	if varDiags.HasErrors() {
 		// Without variable values every reference to var.x would add a
@@ -160,6 +172,10 @@ func (p *parser) parse(filename string, src []byte) (*Job, hcl.Diagnostics) {
 	}
 	locals, d := evalLocals(localBlocks, ctx)
 	diags = append(diags, d...)
+	for name := range locals {
+		p.localNames = append(p.localNames, name)
+	}
+	sort.Strings(p.localNames)
 	ctx.Variables["local"] = objectOf(locals)
 
 	switch {
@@ -253,7 +269,7 @@ func evalLocals(blocks hcl.Blocks, ctx *hcl.EvalContext) (map[string]cty.Value, 
 
 // localsReady reports whether every local that expr uses is evaluated.
 // References to undeclared locals count as ready so that evaluation reports
-// them with HCL's own message.
+// them (see explainReferences).
 func localsReady(expr hcl.Expression, done map[string]cty.Value, declared map[string]*hcl.Attribute) bool {
 	for _, t := range expr.Variables() {
 		if t.RootName() != "local" || len(t) < 2 {

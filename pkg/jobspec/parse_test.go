@@ -39,15 +39,15 @@ func TestParseInvalid(t *testing.T) {
 			`syntax.hcl:6,19: Invalid expression; Expected the start of an expression, but found an invalid expression token.`,
 		}},
 		{"unknown.hcl", []string{
-			`unknown.hcl:1,1: Unsupported block type; Blocks of type "jobs" are not expected here. Did you mean "job"?`,
-			`unknown.hcl:6,5: Unsupported argument; An argument named "layers" is not expected here.`,
+			`unknown.hcl:1,1: Unsupported block type; Blocks of type "jobs" are not expected here. Did you mean "job"? The top level takes blocks variable, locals, job and no attributes.`,
+			`unknown.hcl:6,5: Unsupported argument; An argument named "layers" is not expected here. model "target" takes attributes path, gpus, dtype, stages and no blocks.`,
 			`unknown.hcl:8,3: model "helper" is not one of target, drafter`,
-			`unknown.hcl:12,5: Unsupported argument; An argument named "prompts" is not expected here.`,
-			`unknown.hcl:15,5: Unsupported argument; An argument named "num_prompt" is not expected here. Did you mean "num_prompts"?`,
-			`unknown.hcl:17,3: Unsupported block type; Blocks of type "sampling" are not expected here.`,
+			`unknown.hcl:12,5: Unsupported argument; An argument named "prompts" is not expected here. dataset "synthetic" takes attributes input_tokens, range_ratio and no blocks.`,
+			`unknown.hcl:15,5: Unsupported argument; An argument named "num_prompt" is not expected here. Did you mean "num_prompts"? load takes attributes num_prompts, rate, duration, arrival, burstiness, max_concurrency, warmup_requests and no blocks.`,
+			`unknown.hcl:17,3: Unsupported block type; Blocks of type "sampling" are not expected here. Did you mean "generation"? job takes attributes output_dir, seed and blocks model, placement, dataset, load, batch, generation, modes, gpu_monitor.`,
 		}},
 		{"enums.hcl", []string{
-			`enums.hcl:4,5: model.target.dtype "fp8" is not one of auto, bf16, f16, f32`,
+			`enums.hcl:4,5: model.target.dtype "fp8" is not one of auto, bf16, f16, f32 (or the Hugging Face names bfloat16, float16, float32)`,
 			`enums.hcl:10,5: placement.strategy "ratio" is not one of multi_gpu_ratio, separate, same, auto`,
 			`enums.hcl:12,3: dataset "csv" is not one of sharegpt, synthetic, prompts`,
 			`enums.hcl:17,5: load.arrival "uniform" is not one of poisson, constant, gamma`,
@@ -104,11 +104,11 @@ func TestParseInvalid(t *testing.T) {
 			`types.hcl:11,5: dataset.sharegpt.files must be a list of strings, got string "sharegpt_gpt4.jsonl"`,
 			`types.hcl:14,5: load.num_prompts must be a number, got string "ten"`,
 			`types.hcl:17,5: generation.gamma must be a whole number, got 2.5`,
-			`types.hcl:18,5: generation.ignore_eos must be true or false, got string "yes"`,
+			`types.hcl:18,5: generation.ignore_eos must be true or false (any case, or 1 or 0), got string "yes"`,
 			`types.hcl:21,5: gpu_monitor.interval: "1 second" is not a duration; use a Go duration such as "300s" or "5m", or a number of seconds`,
 		}},
 		{"variables.hcl", []string{
-			`variables.hcl:1,1: variable "needed" has no value; give it a default, -var needed=..., a -var-file or DRAFTBENCH_VAR_needed`,
+			`variables.hcl:1,10: variable "needed" has no value; give it a default, -var needed=..., a -var-file or DRAFTBENCH_VAR_needed`,
 			`variables.hcl:5,3: variable "count": default is not a valid number: a number is required`,
 			`variables.hcl:8,1: variable "count" is declared twice; the first is at variables.hcl:3,1`,
 		}},
@@ -118,7 +118,7 @@ func TestParseInvalid(t *testing.T) {
 		{"references.hcl", []string{
 			`references.hcl:2,3: local.a refers to itself, directly or through other locals`,
 			`references.hcl:3,3: local.b refers to itself, directly or through other locals`,
-			`references.hcl:8,15: Unsupported attribute; This object does not have an attribute named "missing".`,
+			`references.hcl:8,12: variable "missing" is not declared; the job file declares no variables`,
 			`references.hcl:11,5: model.drafter.path is missing or empty; set it to a Hugging Face model folder`,
 			`references.hcl:14,20: Call to unknown function; There is no function named "nosuchfunc".`,
 		}},
@@ -158,6 +158,7 @@ func TestParseValid(t *testing.T) {
 			Generation: Generation{MaxNewTokens: 100, Gamma: 4, TopP: 1, IgnoreEOS: true},
 			Modes:      Modes{Speculative: true, TargetAR: true},
 			GPUMonitor: GPUMonitor{Enabled: true, Interval: Duration(time.Second), CooldownTimeout: defaultCooldownTimeout},
+			Warnings:   []string{},
 		}},
 		{"everything.hcl", Job{
 			Name:      "everything",
@@ -175,6 +176,7 @@ func TestParseValid(t *testing.T) {
 			Generation: Generation{MaxNewTokens: 256, Gamma: 8, Temperature: 0.7, TopK: 50, TopP: 0.9},
 			Modes:      Modes{Speculative: true},
 			GPUMonitor: GPUMonitor{Interval: Duration(250 * time.Millisecond), CooldownTimeout: defaultCooldownTimeout},
+			Warnings:   []string{},
 		}},
 	}
 	for _, tc := range tests {
@@ -254,7 +256,7 @@ func TestWarnings(t *testing.T) {
 		cfg  Config
 		want []string
 	}{
-		{"none", "vars.hcl", Config{Vars: []string{"model_dir=/m"}}, nil},
+		{"none", "vars.hcl", Config{Vars: []string{"model_dir=/m"}}, []string{}},
 		{"unused drafter", "vars.hcl", Config{Vars: []string{"model_dir=/m", "speculative=false"}}, []string{
 			`vars.hcl:34,3: model "drafter" is not loaded: modes.speculative is false`,
 		}},

@@ -112,10 +112,24 @@ func (v *validator) models() {
 			v.errorf(p+".gpus", "%s.gpus must be at least 1, got %d", p, m.GPUs)
 		}
 		v.atLeast(p+".stages", m.Stages, 0, " (0 = one per host)")
-		if j.Placement.Strategy == StrategyMultiGPURatio && m.GPUs >= 1 && m.Stages > m.GPUs {
-			v.errorf(p+".stages", "%s.stages (%d) is more than its %d gpus; a stage needs at least one device", p, m.Stages, m.GPUs)
+		// A stage needs at least one device. The placement planner checks
+		// this too, but names the field "target.stages" and points at
+		// placement.strategy; here the message and position are the field's.
+		switch j.Placement.Strategy {
+		case StrategySame, StrategySeparate:
+			if m.Stages > 1 {
+				v.errorf(p+".stages", "%s.stages (%d) needs %d devices, but placement.strategy %q gives each model one device; use 0 or 1",
+					p, m.Stages, m.Stages, j.Placement.Strategy)
+			}
+		default: // multi_gpu_ratio: gpus is the count; auto: the upper bound
+			if m.GPUs >= 1 && m.Stages > m.GPUs {
+				v.errorf(p+".stages", "%s.stages (%d) is more than its %d gpus; a stage needs at least one device", p, m.Stages, m.GPUs)
+			}
 		}
-		v.enum(p+".dtype", m.DType, dtypes)
+		if !oneOf(m.DType, dtypes) {
+			v.errorf(p+".dtype", "%s.dtype %q is not one of %s (or the Hugging Face names bfloat16, float16, float32)",
+				p, m.DType, strings.Join(dtypes, ", "))
+		}
 	}
 	for _, x := range j.roleModels() {
 		check(x.role, x.m)

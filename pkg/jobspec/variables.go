@@ -12,6 +12,7 @@ import (
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
 )
 
 // variable is one variable block.
@@ -20,12 +21,27 @@ type variable struct {
 	description string
 	typ         cty.Type  // cty.DynamicPseudoType when neither type nor a primitive default says
 	def         cty.Value // cty.NilVal without a default
-	rng         hcl.Range
+	nullDefault bool      // default = null: a value must be given
+	rng         hcl.Range // the block header
+	label       hcl.Range // the name in the header, where value errors point
+	validations []*validation
 	broken      bool // its declaration failed; "has no value" would repeat that
+}
+
+// validation is one validation block of a variable, as in Nomad and
+// Terraform: the value is refused when condition is false.
+type validation struct {
+	condition *hcl.Attribute
+	message   *hcl.Attribute
 }
 
 var variableSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "default"}, {Name: "description"}, {Name: "type"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "validation"}},
+}
+
+var validationSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "condition"}, {Name: "error_message"}},
 }
 
 func decodeVariables(blocks hcl.Blocks) ([]*variable, hcl.Diagnostics) {
@@ -33,7 +49,7 @@ func decodeVariables(blocks hcl.Blocks) ([]*variable, hcl.Diagnostics) {
 	var vars []*variable
 	seen := map[string]*variable{}
 	for _, b := range blocks {
-		v := &variable{name: b.Labels[0], typ: cty.DynamicPseudoType, rng: b.DefRange}
+		v := &variable{name: b.Labels[0], typ: cty.DynamicPseudoType, rng: b.DefRange, label: b.LabelRanges[0]}
 		if !hclsyntax.ValidIdentifier(v.name) {
 			diags = append(diags, errorf(b.DefRange.Ptr(),
 				"variable %q: a name must start with a letter and hold only letters, digits, _ and -", v.name))
@@ -43,8 +59,19 @@ func decodeVariables(blocks hcl.Blocks) ([]*variable, hcl.Diagnostics) {
 			diags = append(diags, errorf(b.DefRange.Ptr(), "variable %q is declared twice; the first is at %s", v.name, where(prev.rng)))
 			continue
 		}
-		content, d := b.Body.Content(variableSchema)
+		content, d := bodyContent(b.Body, variableSchema, fmt.Sprintf("variable %q", v.name))
 		diags = append(diags, d...)
+		if d.HasErrors() {
+			// A misspelt default would otherwise also say "has no value".
+			v.broken = true
+		}
+		for _, vb := range content.Blocks {
+			val, d := decodeValidation(v, vb)
+			diags = append(diags, d...)
+			if val != nil {
+				v.validations = append(v.validations, val)
+			}
+		}
 
 		typed := false
 		if a, ok := content.Attributes["type"]; ok {
@@ -78,6 +105,7 @@ func decodeVariables(blocks hcl.Blocks) ([]*variable, hcl.Diagnostics) {
 				v.broken = true
 			case dv.IsNull():
 				// default = null: the variable must be given a value.
+				v.nullDefault = true
 			case typed:
 				cv, err := convert.Convert(dv, v.typ)
 				if err != nil {
@@ -102,16 +130,57 @@ func decodeVariables(blocks hcl.Blocks) ([]*variable, hcl.Diagnostics) {
 	return vars, diags
 }
 
+// decodeValidation reads one validation block of v.
+func decodeValidation(v *variable, b *hcl.Block) (*validation, hcl.Diagnostics) {
+	c, diags := bodyContent(b.Body, validationSchema, "validation")
+	val := &validation{condition: c.Attributes["condition"], message: c.Attributes["error_message"]}
+	if val.condition == nil {
+		diags = append(diags, errorf(b.DefRange.Ptr(),
+			"variable %q: a validation block needs condition = <an expression of var.%s that is true for a good value>", v.name, v.name))
+	}
+	if val.message == nil {
+		diags = append(diags, errorf(b.DefRange.Ptr(),
+			"variable %q: a validation block needs error_message = \"...\", said when the condition is false", v.name))
+	}
+	if val.condition != nil && !refersTo(val.condition.Expr, v.name) {
+		diags = append(diags, errorf(val.condition.Range.Ptr(),
+			"variable %q: a validation condition must refer to var.%s, the value it checks", v.name, v.name))
+		val.condition = nil
+	}
+	if val.condition == nil || val.message == nil {
+		v.broken = true
+		return nil, diags
+	}
+	return val, diags
+}
+
+// refersTo reports whether expr reads var.name.
+func refersTo(expr hcl.Expression, name string) bool {
+	for _, t := range expr.Variables() {
+		if t.RootName() != "var" || len(t) < 2 {
+			continue
+		}
+		if a, ok := t[1].(hcl.TraverseAttr); ok && a.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // resolveVariables gives every variable its value; later sources win:
-// default < DRAFTBENCH_VAR_<name> < -var-file files < -var flags.
-func (p *parser) resolveVariables(filename string, vars []*variable) (map[string]cty.Value, hcl.Diagnostics) {
+// default < DRAFTBENCH_VAR_<name> < -var-file files < -var flags. Each
+// value's source is kept in p.sources for messages.
+func (p *parser) resolveVariables(vars []*variable) (map[string]cty.Value, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	byName := make(map[string]*variable, len(vars))
 	values := make(map[string]cty.Value, len(vars))
+	p.sources = map[string]string{}
 	for _, v := range vars {
 		byName[v.name] = v
+		p.varNames = append(p.varNames, v.name)
 		if v.def != cty.NilVal {
 			values[v.name] = v.def
+			p.sources[v.name] = "its default"
 		}
 	}
 
@@ -122,16 +191,18 @@ func (p *parser) resolveVariables(filename string, vars []*variable) (map[string
 			continue
 		}
 		p.envRead[key] = s
+		source := fmt.Sprintf("%s=%s", key, s)
 		val, err := fromString(s, v.typ)
 		if err != nil {
-			diags = append(diags, errorf(v.rng.Ptr(), "%s=%s: %s", key, s, err))
+			diags = append(diags, errorf(v.label.Ptr(), "variable %q from %s: %s", v.name, source, err))
 			continue
 		}
 		values[v.name] = val
+		p.sources[v.name] = source
 	}
 
 	for _, path := range p.cfg.VarFiles {
-		diags = append(diags, p.readVarFile(path, byName, values, filename)...)
+		diags = append(diags, p.readVarFile(path, byName, values)...)
 	}
 
 	for _, flag := range p.cfg.Vars {
@@ -142,30 +213,108 @@ func (p *parser) resolveVariables(filename string, vars []*variable) (map[string
 		}
 		v, ok := byName[name]
 		if !ok {
-			diags = append(diags, errorf(nil, "-var %s: %s declares no variable %q%s", flag, filename, name, declared(byName)))
+			diags = append(diags, errorf(nil, "-var %s: %s", flag, undeclaredVariable(name, p.varNames)))
 			continue
 		}
+		source := "-var " + flag
 		val, err := fromString(s, v.typ)
 		if err != nil {
-			diags = append(diags, errorf(v.rng.Ptr(), "-var %s: %s", flag, err))
+			diags = append(diags, errorf(v.label.Ptr(), "variable %q from %s: %s", name, source, err))
 			continue
 		}
 		values[name] = val
+		p.sources[name] = source
 	}
 
 	for _, v := range vars {
-		if _, ok := values[v.name]; !ok && !v.broken {
-			diags = append(diags, errorf(v.rng.Ptr(),
-				"variable %q has no value; give it a default, -var %s=..., a -var-file or %s%s",
-				v.name, v.name, EnvVarPrefix, v.name))
+		if _, ok := values[v.name]; ok || v.broken {
+			continue
 		}
+		if v.nullDefault {
+			diags = append(diags, errorf(v.label.Ptr(),
+				"variable %q needs a value (its default is null); give it with -var %s=..., a -var-file or %s%s",
+				v.name, v.name, EnvVarPrefix, v.name))
+			continue
+		}
+		diags = append(diags, errorf(v.label.Ptr(),
+			"variable %q has no value; give it a default, -var %s=..., a -var-file or %s%s",
+			v.name, v.name, EnvVarPrefix, v.name))
 	}
 	return values, diags
 }
 
+// checkValidations evaluates every validation block against the final
+// values. A false condition refuses the value with the block's
+// error_message, located at the condition.
+func (p *parser) checkValidations(vars []*variable, values map[string]cty.Value) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": objectOf(values)},
+		Functions: p.functions(),
+	}
+	for _, v := range vars {
+		value, ok := values[v.name]
+		if !ok {
+			continue
+		}
+		for _, val := range v.validations {
+			at := val.condition.Range.Ptr()
+			cond, d := val.condition.Expr.Value(ctx)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				continue
+			}
+			b, err := convert.Convert(cond, cty.Bool)
+			if err != nil || !b.IsKnown() || b.IsNull() {
+				diags = append(diags, errorf(at, "variable %q: a validation condition must be true or false, got %s", v.name, describe(cond)))
+				continue
+			}
+			if b.True() {
+				continue
+			}
+			msg, d := val.message.Expr.Value(ctx)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				continue
+			}
+			text, err := convert.Convert(msg, cty.String)
+			if err != nil || !text.IsKnown() || text.IsNull() || strings.TrimSpace(text.AsString()) == "" {
+				diags = append(diags, errorf(val.message.Range.Ptr(), "variable %q: error_message must be a non-empty string", v.name))
+				continue
+			}
+			diags = append(diags, errorf(at, "invalid value %s for variable %q (from %s): %s",
+				showValue(value), v.name, p.sources[v.name], text.AsString()))
+		}
+	}
+	return diags
+}
+
+// showValue renders a variable value for a message: strings quoted,
+// numbers and bools plain, collections as JSON, long ones cut.
+func showValue(v cty.Value) string {
+	var s string
+	switch {
+	case v.IsNull():
+		s = "null"
+	case v.Type() == cty.String:
+		s = fmt.Sprintf("%q", v.AsString())
+	default:
+		b, err := ctyjson.Marshal(v, v.Type())
+		if err != nil {
+			s = v.Type().FriendlyName()
+		} else {
+			s = string(b)
+		}
+	}
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
 // readVarFile applies one -var-file: "name = value" attributes evaluated as
 // literals (functions allowed, no variables).
-func (p *parser) readVarFile(path string, byName map[string]*variable, values map[string]cty.Value, jobFile string) hcl.Diagnostics {
+func (p *parser) readVarFile(path string, byName map[string]*variable, values map[string]cty.Value) hcl.Diagnostics {
 	src, err := p.cfg.readFile(path)
 	if err != nil {
 		return hcl.Diagnostics{errorf(nil, "-var-file %s: %s", path, err)}
@@ -183,11 +332,12 @@ func (p *parser) readVarFile(path string, byName map[string]*variable, values ma
 	}
 	sort.Strings(names)
 	ctx := &hcl.EvalContext{Functions: p.functions()}
+	source := "-var-file " + path
 	for _, name := range names {
 		a := attrs[name]
 		v, ok := byName[name]
 		if !ok {
-			diags = append(diags, errorf(a.NameRange.Ptr(), "%s declares no variable %q%s", jobFile, name, declared(byName)))
+			diags = append(diags, errorf(a.NameRange.Ptr(), "%s", undeclaredVariable(name, p.varNames)))
 			continue
 		}
 		val, d := a.Expr.Value(ctx)
@@ -201,25 +351,13 @@ func (p *parser) readVarFile(path string, byName map[string]*variable, values ma
 			val, err = convert.Convert(val, v.typ)
 		}
 		if err != nil {
-			diags = append(diags, errorf(a.NameRange.Ptr(), "variable %q: %s", name, err))
+			diags = append(diags, errorf(a.NameRange.Ptr(), "variable %q from %s: %s", name, source, err))
 			continue
 		}
 		values[name] = val
+		p.sources[name] = source
 	}
 	return diags
-}
-
-// declared lists the declared variable names for "no such variable" errors.
-func declared(byName map[string]*variable) string {
-	if len(byName) == 0 {
-		return " (it declares none)"
-	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return "; declared: " + strings.Join(names, ", ")
 }
 
 // fromString converts a value given as text (environment, -var) to the
@@ -231,6 +369,12 @@ func fromString(s string, ty cty.Type) (cty.Value, error) {
 	switch {
 	case ty == cty.String:
 		return raw, nil
+	case ty == cty.Bool:
+		b, ok := parseBool(s)
+		if !ok {
+			return cty.NilVal, fmt.Errorf("%q is not a bool; use true or false (any case), 1 or 0", s)
+		}
+		return cty.BoolVal(b), nil
 	case ty.IsPrimitiveType():
 		v, err := convert.Convert(cty.StringVal(trimmed), ty)
 		if err != nil {
@@ -268,6 +412,19 @@ func fromString(s string, ty cty.Type) (cty.Value, error) {
 	}
 }
 
+// parseBool reads a boolean written as text: true or false in any case
+// (ENABLE_BATCH=False, as Python users write it), or 1 or 0, which go-cty
+// already accepts. Surrounding spaces are ignored.
+func parseBool(s string) (value, ok bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "1":
+		return true, true
+	case "false", "0":
+		return false, true
+	}
+	return false, false
+}
+
 // functions are the functions a job file may call: env() over the injected
 // environment and a few from go-cty's stdlib.
 func (p *parser) functions() map[string]function.Function {
@@ -287,6 +444,7 @@ func (p *parser) functions() map[string]function.Function {
 		"min":       stdlib.MinFunc,
 		"max":       stdlib.MaxFunc,
 		"coalesce":  stdlib.CoalesceFunc,
+		"contains":  stdlib.ContainsFunc,
 	}
 }
 

@@ -97,32 +97,32 @@ func TestVariableErrors(t *testing.T) {
 		want []string
 	}{
 		{"no value", Config{}, []string{
-			`vars.hcl:20,1: variable "model_dir" has no value; give it a default, -var model_dir=..., a -var-file or DRAFTBENCH_VAR_model_dir`,
+			`vars.hcl:20,10: variable "model_dir" has no value; give it a default, -var model_dir=..., a -var-file or DRAFTBENCH_VAR_model_dir`,
 		}},
 		{"unknown -var", Config{Vars: []string{"model_dir=/m", "gama=6"}}, []string{
-			`-var gama=6: vars.hcl declares no variable "gama"; ` + declared,
+			`-var gama=6: variable "gama" is not declared; ` + declared + `. Did you mean "gamma"?`,
 		}},
 		{"-var without =", Config{Vars: []string{"model_dir"}}, []string{
 			// Problems with a place in a file come first, then the others.
-			`vars.hcl:20,1: variable "model_dir" has no value; give it a default, -var model_dir=..., a -var-file or DRAFTBENCH_VAR_model_dir`,
+			`vars.hcl:20,10: variable "model_dir" has no value; give it a default, -var model_dir=..., a -var-file or DRAFTBENCH_VAR_model_dir`,
 			`-var "model_dir": want name=value`,
 		}},
 		{"number from a word", Config{Vars: []string{"model_dir=/m", "gamma=six"}}, []string{
-			`vars.hcl:6,1: -var gamma=six: "six" is not a number`,
+			`vars.hcl:6,10: variable "gamma" from -var gamma=six: "six" is not a number`,
 		}},
 		{"bool from the environment", Config{Env: map[string]string{
 			"DRAFTBENCH_VAR_model_dir": "/m", "DRAFTBENCH_VAR_speculative": "maybe",
 		}}, []string{
-			`vars.hcl:11,1: DRAFTBENCH_VAR_speculative=maybe: "maybe" is not a bool`,
+			`vars.hcl:11,10: variable "speculative" from DRAFTBENCH_VAR_speculative=maybe: "maybe" is not a bool; use true or false (any case), 1 or 0`,
 		}},
 		{"broken HCL list", Config{Vars: []string{"model_dir=/m", "prompts=[1,"}}, []string{
-			`vars.hcl:15,1: -var prompts=[1,: "[1," is not a valid HCL value: Missing expression`,
+			`vars.hcl:15,10: variable "prompts" from -var prompts=[1,: "[1," is not a valid HCL value: Missing expression`,
 		}},
 		{"unknown name in a var file", Config{Vars: []string{"model_dir=/m"}, VarFiles: []string{"testdata/vars/unknown.hcl"}}, []string{
-			`testdata/vars/unknown.hcl:2,1: vars.hcl declares no variable "gama"; ` + declared,
+			`testdata/vars/unknown.hcl:2,1: variable "gama" is not declared; ` + declared + `. Did you mean "gamma"?`,
 		}},
 		{"wrong type in a var file", Config{Vars: []string{"model_dir=/m"}, VarFiles: []string{"testdata/vars/badtype.hcl"}}, []string{
-			`testdata/vars/badtype.hcl:1,1: variable "gamma": "six" is not a number`,
+			`testdata/vars/badtype.hcl:1,1: variable "gamma" from -var-file testdata/vars/badtype.hcl: "six" is not a number`,
 		}},
 		{"unreadable var file", Config{
 			Vars: []string{"model_dir=/m"}, VarFiles: []string{"site.hcl"},
