@@ -84,7 +84,10 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 		return err
 	}
 	defer tok.Close()
-	be := cpu.New(threads)
+	be, err := cpu.ForDType(job.Models.Target.DType, threads)
+	if err != nil {
+		return job.Errorf("model.target.dtype", "%w", err)
+	}
 	start := time.Now()
 	engine := &jobrun.Local{}
 	engine.Target, err = model.Load(job.Models.Target.Path, be, model.Options{})
@@ -92,7 +95,11 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 		return job.Errorf("model.target.path", "%w", err)
 	}
 	if job.Modes.Speculative {
-		engine.Drafter, err = model.Load(job.Models.Drafter.Path, be, model.Options{})
+		dbe, err := cpu.ForDType(job.Models.Drafter.DType, threads)
+		if err != nil {
+			return job.Errorf("model.drafter.dtype", "%w", err)
+		}
+		engine.Drafter, err = model.Load(job.Models.Drafter.Path, dbe, model.Options{})
 		if err != nil {
 			return job.Errorf("model.drafter.path", "%w", err)
 		}

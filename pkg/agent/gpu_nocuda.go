@@ -9,6 +9,6 @@ import "github.com/draftbench/draftbench/pkg/backend"
 const cudaBuilt = false
 
 // gpuBackend refuses: a worker built without CUDA cannot serve a GPU group.
-func gpuBackend(devices int, weightBytes int64, o GPUOptions) (backend.Backend, error) {
+func gpuBackend(devices int, weightBytes int64, dtype string, o GPUOptions) (backend.Backend, error) {
 	return nil, ErrNoCUDA
 }

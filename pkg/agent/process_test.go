@@ -300,6 +300,12 @@ func TestBrokenAssignments(t *testing.T) {
 			wantErr: []string{"names no devices"},
 		},
 		{
+			// The job's dtype reaches the stage's backend, which says what it can store.
+			name:    "dtype the CPU cannot store",
+			edit:    func(a *protocol.Assignment) { a.DType = "f16" },
+			wantErr: []string{`dtype "f16": the CPU backend stores weights in bf16 or f32`},
+		},
+		{
 			name:    "invalid message",
 			raw:     `{"v":1,"instance":"x","layers":[0,3],"stages":1}`,
 			wantErr: []string{"model_dir is empty"},

@@ -157,10 +157,13 @@ func RunStage(ctx context.Context, cfg StageConfig) error {
 
 	var be backend.Backend
 	var err error
-	if cfg.NewBackend == nil && cfg.Kind == protocol.DeviceGPU {
-		be, err = gpuBackend(len(a.Devices), shardBytes(a), cfg.GPU)
-	} else {
+	switch {
+	case cfg.NewBackend != nil:
 		be, err = newBackend(cfg.Kind, len(a.Devices), cfg.Threads)
+	case cfg.Kind == protocol.DeviceGPU:
+		be, err = gpuBackend(len(a.Devices), shardBytes(a), a.DType, cfg.GPU)
+	default:
+		be, err = cpu.ForDType(a.DType, cfg.Threads)
 	}
 	if err != nil {
 		return fail(err)
@@ -252,7 +255,7 @@ func defaultBackend(kind protocol.DeviceKind, devices, threads int) (backend.Bac
 	case protocol.DeviceCPU, "":
 		return cpu.New(threads), nil
 	case protocol.DeviceGPU:
-		return gpuBackend(devices, 0, GPUOptions{})
+		return gpuBackend(devices, 0, "", GPUOptions{})
 	}
 	return nil, fmt.Errorf("device kind %q is not one of cpu, gpu", kind)
 }

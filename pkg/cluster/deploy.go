@@ -20,9 +20,10 @@ import (
 
 // ModelSpec is what a deployment needs to know of one model.
 type ModelSpec struct {
-	Role string // target | drafter
-	Dir  string
-	Plan *placement.ModelPlan
+	Role  string // target | drafter
+	Dir   string
+	DType string // the job's model dtype: how the stages store the weights ("" or "auto": as the backend chooses)
+	Plan  *placement.ModelPlan
 }
 
 // stageRef is one assigned stage.
@@ -85,6 +86,9 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 			a := &protocol.Assignment{Instance: instance, Role: m.Role, ModelDir: m.Dir, Layers: st.Layers,
 				Devices: st.Devices, Stage: k, Stages: n, MaxBatchTokens: opt.MaxBatchTokens,
 				GPUIntervalMS: opt.GPUInterval.Milliseconds()}
+			if m.DType != "auto" {
+				a.DType = m.DType
+			}
 			if k < n-1 {
 				a.Next = subj.Stage(instance, k+1)
 			}
@@ -109,7 +113,10 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 	}
 	wg.Wait()
 	for i, j := range jobs {
-		if errs[i] == nil {
+		// A stage that failed to start is released too: its worker keeps
+		// reporting it (as failed) in every heartbeat until told to forget it.
+		var nr *notReady
+		if errs[i] == nil || errors.As(errs[i], &nr) {
 			d.stages = append(d.stages, j.ref)
 		}
 	}
@@ -142,11 +149,17 @@ func (d *Deployment) assign(ctx context.Context, ref stageRef, a *protocol.Assig
 		return fmt.Errorf("%s: bad answer: %w", where, err)
 	}
 	if st.State != protocol.StageReady {
-		return fmt.Errorf("%s: %s: %s", where, st.State, st.Error)
+		return &notReady{fmt.Errorf("%s: %s: %s", where, st.State, st.Error)}
 	}
 	d.log.Info("stage ready", "stage", where, "pid", st.PID)
 	return nil
 }
+
+// notReady is the error of a stage its worker answered for but could not
+// start: the worker holds it, failed, until it is released.
+type notReady struct{ error }
+
+func (e *notReady) Unwrap() error { return e.error }
 
 // workerFor picks the alive worker on the stage's host (the only one when the
 // plan names no host).

@@ -94,9 +94,9 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 		return nil, err
 	}
 	defer tok.Close()
-	models := []cluster.ModelSpec{{Role: placement.RoleTarget, Dir: spec.Models.Target.Path, Plan: &plan.Target}}
+	models := []cluster.ModelSpec{{Role: placement.RoleTarget, Dir: spec.Models.Target.Path, DType: spec.Models.Target.DType, Plan: &plan.Target}}
 	if spec.Modes.Speculative && plan.Drafter != nil {
-		models = append(models, cluster.ModelSpec{Role: placement.RoleDrafter, Dir: spec.Models.Drafter.Path, Plan: plan.Drafter})
+		models = append(models, cluster.ModelSpec{Role: placement.RoleDrafter, Dir: spec.Models.Drafter.Path, DType: spec.Models.Drafter.DType, Plan: plan.Drafter})
 	}
 	maxBatch := 0
 	if spec.Batch.Enabled {

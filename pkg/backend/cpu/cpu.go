@@ -50,10 +50,11 @@ func (t *Tensor) Data() []float32 { return t.data }
 
 // Backend is the CPU backend. The zero value is not usable; call New.
 type Backend struct {
-	mu         sync.Mutex
-	ropes      map[*backend.RoPE]*ropeTable
-	f32Weights bool
-	threads    int
+	mu          sync.Mutex
+	ropes       map[*backend.RoPE]*ropeTable
+	f32Weights  bool
+	bf16Weights bool // f32 and f16 weight matrices narrowed to bf16 at load
+	threads     int
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -76,6 +77,24 @@ func NewF32(threads int) *Backend {
 	b := New(threads)
 	b.f32Weights = true
 	return b
+}
+
+// ForDType is the CPU backend for a job's model dtype: "auto" (or "") keeps
+// bf16 weights in bf16 and computes f16/f32 ones in f32, "bf16" also narrows
+// f32 and f16 weight matrices to bf16 (half the bytes per token), "f32"
+// widens every weight to f32. The CPU has no f16 kernels.
+func ForDType(dtype string, threads int) (*Backend, error) {
+	switch dtype {
+	case "", "auto":
+		return New(threads), nil
+	case "bf16":
+		b := New(threads)
+		b.bf16Weights = true
+		return b, nil
+	case "f32":
+		return NewF32(threads), nil
+	}
+	return nil, fmt.Errorf("cpu: dtype %q: the CPU backend stores weights in bf16 or f32 (dtype auto, bf16 or f32)", dtype)
 }
 
 // Name implements backend.Backend.
@@ -115,6 +134,13 @@ func (b *Backend) Load(shape []int, src backend.DType, raw []byte) (backend.Tens
 	}
 	if err := safetensors.ToFloat32(t.data, st, raw); err != nil {
 		return nil, err
+	}
+	if b.bf16Weights && len(shape) == 2 {
+		t.bf = make([]uint16, n)
+		for i, f := range t.data {
+			t.bf[i] = safetensors.Float32ToBF16(f)
+		}
+		t.data = nil
 	}
 	return t, nil
 }

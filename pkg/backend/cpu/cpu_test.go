@@ -285,3 +285,52 @@ func BenchmarkAttentionDecode(b *testing.B) {
 }
 
 var benchThreads = 0
+
+// TestForDType: dtype "bf16" narrows f32 weight matrices to bf16 as a bf16
+// checkpoint of the same values would hold them; "f32" widens; vectors stay
+// f32; f16 is refused.
+func TestForDType(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	w := randVec(r, 4*8)
+	raw := make([]byte, 4*len(w))
+	for i, f := range w {
+		u := math.Float32bits(f)
+		raw[4*i], raw[4*i+1], raw[4*i+2], raw[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+	}
+	b, err := ForDType("bf16", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := b.Load([]int{4, 8}, backend.F32, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mt.(*Tensor)
+	if m.bf == nil || m.data != nil {
+		t.Fatalf("dtype bf16: an f32 weight matrix was kept in f32")
+	}
+	for i, f := range w {
+		if m.bf[i] != safetensors.Float32ToBF16(f) {
+			t.Fatalf("element %d: %#04x, want %#04x", i, m.bf[i], safetensors.Float32ToBF16(f))
+		}
+	}
+	vt, err := b.Load([]int{8}, backend.F32, raw[:32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := vt.(*Tensor); v.bf != nil || v.data[3] != w[3] {
+		t.Errorf("dtype bf16: a vector (a norm's weight) was narrowed")
+	}
+	for _, tc := range []struct {
+		dtype string
+		f32   bool
+	}{{"", false}, {"auto", false}, {"f32", true}} {
+		b, err := ForDType(tc.dtype, 1)
+		if err != nil || b.f32Weights != tc.f32 || b.bf16Weights {
+			t.Errorf("ForDType(%q): %+v, %v", tc.dtype, b, err)
+		}
+	}
+	if _, err := ForDType("f16", 1); err == nil {
+		t.Error("dtype f16 accepted on the CPU")
+	}
+}

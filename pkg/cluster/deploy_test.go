@@ -1,0 +1,106 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/natstest"
+	"github.com/draftbench/draftbench/pkg/placement"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+// TestFailedDeploymentReleasesFailedStages: when a stage fails to start, the
+// deployment releases it as well as the ones that started, so its worker
+// forgets it instead of reporting it (and counting it in `status workers`)
+// for as long as it runs.
+func TestFailedDeploymentReleasesFailedStages(t *testing.T) {
+	_, nc := natstest.Start(t, natsrv.Options{})
+	var subj protocol.Subjects
+	w := Worker{ID: uuid.NewString(), Host: "gpu-a", Devices: []protocol.Device{{Index: 0, Name: "cpu", Kind: protocol.DeviceCPU}}}
+
+	var mu sync.Mutex
+	var released []string
+	assigned := map[string]protocol.Assignment{}
+	answer := func(m *nats.Msg, msg protocol.Message) {
+		data, err := protocol.Encode(msg)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = m.Respond(data)
+	}
+	// The worker starts the target's stage and fails the drafter's.
+	if _, err := nc.Subscribe(subj.WorkerAssign(w.ID), func(m *nats.Msg) {
+		var a protocol.Assignment
+		if err := protocol.Decode(m.Data, &a); err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		assigned[a.Role] = a
+		mu.Unlock()
+		st := &protocol.StageStatus{WorkerID: w.ID, Instance: a.Instance, Stage: a.Stage, Stages: a.Stages, State: protocol.StageReady}
+		if a.Role == placement.RoleDrafter {
+			st.State, st.Error = protocol.StageFailed, "out of memory"
+		}
+		answer(m, st)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(subj.WorkerRelease(w.ID), func(m *nats.Msg) {
+		var r protocol.Release
+		if err := protocol.Decode(m.Data, &r); err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		released = append(released, r.Instance)
+		mu.Unlock()
+		answer(m, &protocol.Ack{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	plan := &placement.ModelPlan{Devices: []int{0}, Stages: []placement.Stage{{Devices: []int{0}, Layers: [2]int{0, 2}}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := Deploy(ctx, nc, subj, []Worker{w}, []ModelSpec{
+		{Role: placement.RoleTarget, Dir: "/models/target", DType: "f32", Plan: plan},
+		{Role: placement.RoleDrafter, Dir: "/models/drafter", DType: "auto", Plan: plan},
+	}, DeployOptions{LoadTimeout: 10 * time.Second, GPUInterval: 250 * time.Millisecond})
+	if err == nil {
+		t.Fatal("a deployment with a failed stage succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var roles []string
+	for _, inst := range released {
+		switch {
+		case len(inst) > 6 && inst[:6] == "target":
+			roles = append(roles, placement.RoleTarget)
+		case len(inst) > 7 && inst[:7] == "drafter":
+			roles = append(roles, placement.RoleDrafter)
+		}
+	}
+	// The job's settings reach the workers with each stage.
+	if a := assigned[placement.RoleTarget]; a.DType != "f32" || a.GPUIntervalMS != 250 {
+		t.Errorf("target assignment: dtype %q, gpu interval %d ms; want f32, 250", a.DType, a.GPUIntervalMS)
+	}
+	if a := assigned[placement.RoleDrafter]; a.DType != "" {
+		t.Errorf("drafter assignment: dtype %q; want none for auto", a.DType)
+	}
+	slices.Sort(roles)
+	if want := []string{placement.RoleDrafter, placement.RoleTarget}; !slices.Equal(roles, want) {
+		t.Errorf("released %v, want both the started and the failed instance", released)
+	}
+}
