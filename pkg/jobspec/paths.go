@@ -70,7 +70,8 @@ func (j *Job) CheckPaths(fsys Stater) error {
 				}
 			}
 			if !found {
-				add(key, "%s %q holds none of %s", key, ds.Dir, strings.Join(ds.Files, ", "))
+				add(key, "%s %q holds none of %s; name the files it holds with files = [...] (JSON arrays or JSONL, such as vLLM's ShareGPT_V3_unfiltered_cleaned_split.json)",
+					key, ds.Dir, strings.Join(ds.Files, ", "))
 			}
 		}
 	}

@@ -35,7 +35,7 @@ func TestCheckPaths(t *testing.T) {
 		}},
 		{"drafter unused", []string{"drafter=models/absent", "speculative=false"}, nil},
 		{"sharegpt without its files", []string{"sharegpt=data/other"}, []string{
-			`paths.hcl:22,5: dataset.sharegpt.dir "data/other" holds none of sharegpt_gpt4.jsonl, sharegpt_V3_format.jsonl, sharegpt_zh_38K_format.jsonl`,
+			`paths.hcl:22,5: dataset.sharegpt.dir "data/other" holds none of sharegpt_gpt4.jsonl, sharegpt_V3_format.jsonl, sharegpt_zh_38K_format.jsonl; name the files it holds with files = [...] (JSON arrays or JSONL, such as vLLM's ShareGPT_V3_unfiltered_cleaned_split.json)`,
 		}},
 		{"everything wrong", []string{"target=models/absent", "drafter=models/file", "sharegpt=nowhere"}, []string{
 			`paths.hcl:16,5: model.target.path "models/absent": it does not exist`,

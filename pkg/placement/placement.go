@@ -125,7 +125,7 @@ func Make(req Request) (*Plan, error) {
 			return nil, fmt.Errorf("%s has %d layers; it needs at least one", m.Role, m.Layers)
 		}
 		if m.Stages < 0 {
-			return nil, fmt.Errorf("%s.stages = %d; use 0 for one stage per host, or a positive count", m.Role, m.Stages)
+			return nil, fmt.Errorf("model.%s.stages = %d; use 0 for one stage per host, or a positive count", m.Role, m.Stages)
 		}
 	}
 
@@ -279,8 +279,8 @@ func modelPlan(m ModelReq, all []Device, p pick) (*ModelPlan, error) {
 		devs[i] = all[o]
 	}
 	if m.Layers < len(devs) {
-		return nil, fmt.Errorf("%s has %d layers but %d devices (%s); every device needs at least one layer, so give it at most %d",
-			m.Role, m.Layers, len(devs), list(devs), m.Layers)
+		return nil, fmt.Errorf("%s has %d layers but %s (%s); every device needs at least one layer, so give it at most %d",
+			m.Role, m.Layers, devices(len(devs)), list(devs), m.Layers)
 	}
 	groups, err := stageGroups(m, devs)
 	if err != nil {
@@ -345,6 +345,14 @@ func list(devs []Device) string {
 		parts[i] = d.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// devices is "1 device" or "n devices".
+func devices(n int) string {
+	if n == 1 {
+		return "1 device"
+	}
+	return strconv.Itoa(n) + " devices"
 }
 
 func countIs(n int) string {

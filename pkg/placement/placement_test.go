@@ -289,13 +289,13 @@ func TestMakeErrors(t *testing.T) {
 		{
 			name: "more stages than devices",
 			req:  Request{Strategy: MultiGPURatio, Devices: gpus("", 4, 80*gib), Target: ModelReq{Layers: 36, GPUs: 2, Stages: 3}},
-			want: "target.stages = 3 but target has 2 devices (0,1); a stage needs at least one device",
+			want: "model.target.stages = 3 but target has 2 devices (0,1); a stage needs at least one device",
 		},
 		{
 			name: "fewer stages than hosts",
 			req: Request{Strategy: MultiGPURatio, Devices: append(gpus("a", 2, 80*gib), gpus("b", 2, 80*gib)...),
 				Target: ModelReq{Layers: 36, GPUs: 4, Stages: 1}},
-			want: "target.stages = 1 but its devices sit on 2 hosts (a, b); a stage runs on one host, so use at least 2",
+			want: "model.target.stages = 1 but its devices sit on 2 hosts (a, b); a stage runs on one host, so use at least 2",
 		},
 		{
 			// 16.5 GiB over 32 layers is 528 MiB a layer; 8 GiB holds 15.

@@ -30,11 +30,11 @@ func stageGroups(m ModelReq, devs []Device) ([][]int, error) {
 		return groups, nil
 	}
 	if m.Stages > len(devs) {
-		return nil, fmt.Errorf("%s.stages = %d but %s has %d devices (%s); a stage needs at least one device",
-			m.Role, m.Stages, m.Role, len(devs), list(devs))
+		return nil, fmt.Errorf("model.%s.stages = %d but %s has %s (%s); a stage needs at least one device",
+			m.Role, m.Stages, m.Role, devices(len(devs)), list(devs))
 	}
 	if m.Stages < len(hosts) {
-		return nil, fmt.Errorf("%s.stages = %d but its devices sit on %d hosts (%s); a stage runs on one host, so use at least %d",
+		return nil, fmt.Errorf("model.%s.stages = %d but its devices sit on %d hosts (%s); a stage runs on one host, so use at least %d",
 			m.Role, m.Stages, len(hosts), strings.Join(hosts, ", "), len(hosts))
 	}
 
