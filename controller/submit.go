@@ -24,7 +24,7 @@ func submitCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "submit",
 		Synopsis: "send a job to `controller serve` and print its id",
-		Usage: `controller submit JOB.hcl [-var k=v]... [-var-file F] [--nats URL] [--wait]
+		Usage: `controller submit JOB.hcl [-var k=v]... [-var-file F] [--nats URL] [--token T] [--wait]
 
 The job is parsed here with the variables and the environment values it
 reads, then parsed again and checked by the controller, which reads model

@@ -123,9 +123,7 @@ func (p *Program) Run(args []string, stdout, stderr io.Writer, getenv func(strin
 	}
 	usage := func(w io.Writer) {
 		fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", strings.TrimSpace(cmd.Usage), cmd.Synopsis)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		printFlags(w, fs)
 	}
 	if err := parseInterspersed(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -194,7 +192,13 @@ func (p *Program) help(w io.Writer) {
 	cmds := append([]*Command(nil), p.Commands...)
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
 	for _, c := range cmds {
-		fmt.Fprintf(w, "  %s\n", strings.TrimSpace(strings.Split(c.Usage, "\n")[0]))
+		// The synopsis lines: up to the first blank line of the usage.
+		for _, line := range strings.Split(strings.TrimSpace(c.Usage), "\n") {
+			if strings.TrimSpace(line) == "" {
+				break
+			}
+			fmt.Fprintf(w, "  %s\n", strings.TrimRight(line, " "))
+		}
 	}
 	fmt.Fprintf(w, "\nCommands:\n")
 	for _, c := range cmds {
@@ -212,4 +216,32 @@ func (r *Repeated) Set(v string) error { *r = append(*r, v); return nil }
 // Usagef returns a usage error.
 func Usagef(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// printFlags lists fs's flags as the usage lines and docs write them:
+// --name, except the job variables' -var and -var-file (Nomad's and
+// Terraform's spelling); Go's flag package accepts either.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		dash := "--"
+		if f.Name == "var" || f.Name == "var-file" {
+			dash = "-"
+		}
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  " + dash + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch f.DefValue {
+		case "", "0", "false", "0s", "[]":
+		default:
+			if fmt.Sprintf("%T", f.Value) == "*flag.stringValue" { // as flag.PrintDefaults quotes
+				fmt.Fprintf(w, " (default %q)", f.DefValue)
+			} else {
+				fmt.Fprintf(w, " (default %v)", f.DefValue)
+			}
+		}
+		fmt.Fprintln(w)
+	})
 }

@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"bytes"
+	"flag"
+	"testing"
+	"time"
+)
+
+// TestPrintFlags: flags print with two dashes, as usage lines and docs write
+// them, the job variables with one; defaults only when they say something.
+func TestPrintFlags(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.String("nats", "nats://127.0.0.1:4222", "NATS `URL`")
+	fs.Bool("wait", false, "wait until the job ends")
+	fs.Duration("interval", time.Second, "how often")
+	fs.Int("threads", 0, "threads (0: all)")
+	fs.Func("var", "set a job variable: -var name=value", func(string) error { return nil })
+	var b bytes.Buffer
+	printFlags(&b, fs)
+	want := `  --interval duration
+    	how often (default 1s)
+  --nats URL
+    	NATS URL (default "nats://127.0.0.1:4222")
+  --threads int
+    	threads (0: all)
+  -var value
+    	set a job variable: -var name=value
+  --wait
+    	wait until the job ends
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
