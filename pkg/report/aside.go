@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // outputs are the names a run writes into its output folder.
@@ -28,14 +29,20 @@ func SetAside(dir string) (string, error) {
 			return "", fmt.Errorf("looking for earlier results in %s: %w", dir, err)
 		}
 		found = append(found, name)
-		if stamp == nil || st.ModTime().After(stamp.ModTime()) {
+		// The time of the run is its latest file's; a folder's changes
+		// whenever an entry is added.
+		if !st.IsDir() && (stamp == nil || st.ModTime().After(stamp.ModTime())) {
 			stamp = st
 		}
 	}
 	if len(found) == 0 {
 		return "", nil
 	}
-	base := filepath.Join(dir, "earlier-"+stamp.ModTime().UTC().Format("20060102T150405Z"))
+	when := time.Now()
+	if stamp != nil {
+		when = stamp.ModTime()
+	}
+	base := filepath.Join(dir, "earlier-"+when.UTC().Format("20060102T150405Z"))
 	aside := base
 	for i := 2; ; i++ {
 		err := os.Mkdir(aside, 0o755)
