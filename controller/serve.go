@@ -217,6 +217,9 @@ func waitForWorker(ctx context.Context, reg *cluster.Registry, limit time.Durati
 		return nil
 	}
 	log.Info("waiting for a worker", "limit", limit)
+	// status shows it: a job waiting here is running but has nothing to run on.
+	jobstore.SetWaiting(ctx, fmt.Sprintf("a worker to join (the job fails if none joins within %s of its start)", limit))
+	defer jobstore.SetWaiting(ctx, "")
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	if _, err := reg.Wait(wctx, 1); err != nil {

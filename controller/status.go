@@ -11,6 +11,7 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/jobstore"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
@@ -23,7 +24,7 @@ func statusCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "status",
 		Synopsis: "list the jobs, show one job, or list the workers (status workers)",
-		Usage: `controller status [JOB_ID | workers] [--nats URL]
+		Usage: `controller status [JOB_ID | workers] [--nats URL] [--token T]
 
 Without an argument, a table of every job; with a job id (or a unique
 beginning of one), that job's details; with "workers", the workers table.`,
@@ -71,7 +72,7 @@ func cancelCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "cancel",
 		Synopsis: "cancel a queued or running job (a running one keeps the results of its finished requests)",
-		Usage:    "controller cancel JOB_ID [--reason TEXT] [--nats URL]",
+		Usage:    "controller cancel JOB_ID [--reason TEXT] [--nats URL] [--token T]",
 		Flags: func(fs *flag.FlagSet) {
 			nf.add(fs)
 			fs.StringVar(&reason, "reason", "", "why, recorded in the job's status (default: cancelled by a client)")
@@ -111,7 +112,11 @@ func printJobs(w io.Writer, jobs []protocol.JobStatus, omitted int, loc *time.Lo
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tSUBMITTED\tPROGRESS\tOUTPUT")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, j.State, j.Submitted.In(loc).Format(timeLayout),
+		state := string(j.State)
+		if j.Waiting != "" && !jobstore.Final(j.State) {
+			state += " (waiting)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, state, j.Submitted.In(loc).Format(timeLayout),
 			orDash(progress(j.Progress)), orDash(j.OutputDir))
 	}
 	return tw.Flush()
@@ -126,7 +131,11 @@ func printJob(w io.Writer, st *protocol.JobStatus, loc *time.Location) error {
 	}
 	row("Job", st.JobID)
 	row("Name", st.Name)
-	row("State", string(st.State))
+	state := string(st.State)
+	if st.Waiting != "" && !jobstore.Final(st.State) {
+		state += ", waiting for " + st.Waiting
+	}
+	row("State", state)
 	row("Error", st.Error)
 	row("Submitted", st.Submitted.In(loc).Format(timeLayout))
 	if st.Started != nil {
@@ -150,17 +159,25 @@ func orDash(s string) string {
 	return s
 }
 
-// progress reads "speculative 4/8, target 0/8": finished requests of the
-// total (count mode), failed ones said apart.
+// progress reads "speculative 4/8, target 0/8": ended requests of the
+// total (count mode), failed and cancelled ones said apart
+// ("speculative 8/30 (1 failed, 2 cancelled)").
 func progress(ps []protocol.JobProgress) string {
 	parts := make([]string, 0, len(ps))
 	for _, p := range ps {
-		s := fmt.Sprintf("%s %d", p.Mode, p.Completed+p.Failed)
+		s := fmt.Sprintf("%s %d", p.Mode, p.Completed+p.Failed+p.Cancelled)
 		if p.Total > 0 {
 			s += fmt.Sprintf("/%d", p.Total)
 		}
+		var apart []string
 		if p.Failed > 0 {
-			s += fmt.Sprintf(" (%d failed)", p.Failed)
+			apart = append(apart, fmt.Sprintf("%d failed", p.Failed))
+		}
+		if p.Cancelled > 0 {
+			apart = append(apart, fmt.Sprintf("%d cancelled", p.Cancelled))
+		}
+		if len(apart) > 0 {
+			s += " (" + strings.Join(apart, ", ") + ")"
 		}
 		parts = append(parts, s)
 	}
@@ -180,7 +197,7 @@ func printWorkers(w io.Writer, workers []cluster.Worker, now time.Time) error {
 			lost = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%d\n", wk.Host, wk.ID, devices(wk.Devices),
-			now.Sub(wk.LastSeen).Round(100*time.Millisecond), lost, len(wk.Stages))
+			now.Sub(wk.LastSeen).Round(100*time.Millisecond), lost, wk.RunningStages())
 	}
 	return tw.Flush()
 }

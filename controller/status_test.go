@@ -42,6 +42,15 @@ func TestPrintJobs(t *testing.T) {
 			"ID                                    NAME        STATE      SUBMITTED            PROGRESS                                OUTPUT\n" +
 			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  succeeded  2026-03-04 05:06:07  speculative 8/8, target 8/8 (1 failed)  /r/quickstart-aaaaaaaa\n" +
 			"bbbbbbbb-0000-4000-8000-000000000002  rate        queued     2026-03-04 05:06:09  target 0                                /r/rate-bbbbbbbb\n"},
+		{"cancelled requests and a waiting job", []protocol.JobStatus{
+			{JobID: jobA, Name: "quickstart", State: protocol.JobCancelled, Submitted: t0, OutputDir: "/r/q",
+				Progress: []protocol.JobProgress{{Mode: "speculative", Completed: 5, Failed: 1, Cancelled: 2, Total: 30}, {Mode: "target", Total: 30}}},
+			{JobID: jobB, Name: "rate", State: protocol.JobRunning, Submitted: t1, OutputDir: "/r/rate", Waiting: "a worker to join",
+				Progress: []protocol.JobProgress{{Mode: "target"}}},
+		}, 0, "" +
+			"ID                                    NAME        STATE              SUBMITTED            PROGRESS                                               OUTPUT\n" +
+			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  cancelled          2026-03-04 05:06:07  speculative 8/30 (1 failed, 2 cancelled), target 0/30  /r/q\n" +
+			"bbbbbbbb-0000-4000-8000-000000000002  rate        running (waiting)  2026-03-04 05:06:09  target 0                                               /r/rate\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
@@ -80,6 +89,28 @@ func TestPrintJob(t *testing.T) {
 			"Duration:  1m13.25s\n" +
 			"Progress:  speculative 3/8\n" +
 			"Output:    /r/q\n"},
+		{"waiting for a worker", protocol.JobStatus{JobID: jobB, Name: "rate", State: protocol.JobRunning, Submitted: t0, Started: &t1,
+			Waiting: "a worker to join (the job fails if none joins within 5m0s of its start)", OutputDir: "/r/rate",
+			Progress: []protocol.JobProgress{{Mode: "target", Total: 8}}}, "" +
+			"Job:       bbbbbbbb-0000-4000-8000-000000000002\n" +
+			"Name:      rate\n" +
+			"State:     running, waiting for a worker to join (the job fails if none joins within 5m0s of its start)\n" +
+			"Submitted: 2026-03-04 05:06:07\n" +
+			"Started:   2026-03-04 05:06:09\n" +
+			"Progress:  target 0/8\n" +
+			"Output:    /r/rate\n"},
+		{"failed before writing anything", protocol.JobStatus{JobID: jobA, Name: "quickstart", State: protocol.JobFailed,
+			Error: "deploying the models: no worker", Submitted: t0, Started: &t1, Finished: &t2,
+			Progress: []protocol.JobProgress{{Mode: "speculative", Total: 8}}}, "" +
+			"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
+			"Name:      quickstart\n" +
+			"State:     failed\n" +
+			"Error:     deploying the models: no worker\n" +
+			"Submitted: 2026-03-04 05:06:07\n" +
+			"Started:   2026-03-04 05:06:09\n" +
+			"Finished:  2026-03-04 05:07:22\n" +
+			"Duration:  1m13.25s\n" +
+			"Progress:  speculative 0/8\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
@@ -111,6 +142,21 @@ func TestPrintWorkers(t *testing.T) {
 			"HOST    ID                                    DEVICES                      LAST HEARTBEAT  LOST  STAGES\n" +
 			"dgx-1   aaaaaaaa-0000-4000-8000-000000000001  2 gpu NVIDIA H100 80GB HBM3  1m13.3s ago     no    1\n" +
 			"laptop  bbbbbbbb-0000-4000-8000-000000000002  1 cpu                        1m15.3s ago     yes   0\n"},
+		// STAGES counts what runs: not the failed and exited stages a worker
+		// still reports, nor what a lost worker last reported.
+		{"failed, exited and lost stages", []cluster.Worker{
+			{ID: jobA, Host: "dgx-1", LastSeen: t1, Devices: []protocol.Device{gpu(0), gpu(1)},
+				Stages: []protocol.StageStatus{
+					{Instance: "target-1", Stages: 2, State: protocol.StageFailed, Error: "out of memory"},
+					{Instance: "target-1", Stage: 1, Stages: 2, State: protocol.StageExited, Error: "released"},
+					{Instance: "target-2", Stages: 2, State: protocol.StageReady},
+					{Instance: "target-2", Stage: 1, Stages: 2, State: protocol.StageStarting}}},
+			{ID: jobB, Host: "dgx-2", LastSeen: t0, Lost: true, Devices: []protocol.Device{gpu(0)},
+				Stages: []protocol.StageStatus{{Instance: "drafter-1", Stages: 1, State: protocol.StageReady}}},
+		}, "" +
+			"HOST   ID                                    DEVICES                      LAST HEARTBEAT  LOST  STAGES\n" +
+			"dgx-1  aaaaaaaa-0000-4000-8000-000000000001  2 gpu NVIDIA H100 80GB HBM3  1m13.3s ago     no    2\n" +
+			"dgx-2  bbbbbbbb-0000-4000-8000-000000000002  1 gpu NVIDIA H100 80GB HBM3  1m15.3s ago     yes   0\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer

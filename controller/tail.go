@@ -19,7 +19,7 @@ func tailCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "tail",
 		Synopsis: "print a job's requests as they finish, then its summary",
-		Usage: `controller tail [JOB_ID] [--from-start] [--nats URL]
+		Usage: `controller tail [JOB_ID] [--from-start] [--nats URL] [--token T]
 
 Prints one line per finished request (mode, index, TTFT, TPOT, E2EL, tokens,
 acceptance), then the summary, and exits when the job ends: 0 if it
@@ -102,7 +102,11 @@ func requestLine(r metrics.Request) string {
 		label += " warmup"
 	}
 	fmt.Fprintf(&b, "%-18s #%-4d", label, r.Index)
-	if r.Failed() {
+	switch {
+	case r.Cancelled:
+		fmt.Fprintf(&b, " cancelled after %d tokens: %s", r.OutputTokens, r.Error)
+		return b.String()
+	case r.Failed():
 		fmt.Fprintf(&b, " failed after %d tokens: %s", r.OutputTokens, r.Error)
 		return b.String()
 	}

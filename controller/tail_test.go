@@ -21,6 +21,8 @@ func TestRequestLine(t *testing.T) {
 	warmup.Warmup, warmup.Index = true, 0
 	failed := metrics.Request{Index: 7, Mode: metrics.ModeTarget, InputTokens: 5, SentAt: t0, Error: "stage target-1/0: lost"}
 	silent := metrics.Request{Index: 1, Mode: metrics.ModeTarget, InputTokens: 5, SentAt: t0}
+	cancelled := spec
+	cancelled.Error, cancelled.Cancelled = "round 2: verify step of session s on draftbench.stage.target-1.0: context canceled (cancelled by the user)", true
 	for _, tc := range []struct {
 		name string
 		r    metrics.Request
@@ -31,6 +33,7 @@ func TestRequestLine(t *testing.T) {
 		{"warmup", warmup, "target warmup      #0    ttft 2.50 ms  tpot -  e2el 2.50 ms  tokens 5 in 1 out"},
 		{"failed", failed, "target             #7    failed after 0 tokens: stage target-1/0: lost"},
 		{"no token", silent, "target             #1    no tokens  tokens 5 in 0 out"},
+		{"cancelled", cancelled, "speculative        #3    cancelled after 4 tokens: round 2: verify step of session s on draftbench.stage.target-1.0: context canceled (cancelled by the user)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := requestLine(tc.r); got != tc.want {

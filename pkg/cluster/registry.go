@@ -39,6 +39,23 @@ type Worker struct {
 	CUDAModes []string `json:"cuda_modes,omitempty"`
 }
 
+// RunningStages counts the worker's stages that are starting or serving.
+// Its heartbeats also list the stages that failed or exited until the
+// worker forgets them, and a lost worker's last list says nothing of what
+// still runs: neither counts.
+func (w Worker) RunningStages() int {
+	if w.Lost {
+		return 0
+	}
+	n := 0
+	for _, st := range w.Stages {
+		if st.State == protocol.StageStarting || st.State == protocol.StageReady {
+			n++
+		}
+	}
+	return n
+}
+
 // Options configure a Registry.
 type Options struct {
 	Heartbeat time.Duration // interval asked of workers (default 1s)

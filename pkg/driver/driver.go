@@ -28,7 +28,9 @@ type Pipeline struct {
 	Stages  int
 }
 
-// Stepper sends one step and waits for its reply (protocol.StepClient).
+// Stepper sends one step and waits for its reply (protocol.StepClient). Its
+// errors name the step (protocol.StepError); the driver adds only what the
+// step was for.
 type Stepper interface {
 	Step(ctx context.Context, subject string, req *protocol.StepRequest) (*protocol.StepReply, error)
 }
@@ -113,12 +115,14 @@ func (s *session) step(ctx context.Context, p Pipeline, req *protocol.StepReques
 	rep, err := s.e.send(sctx, p.Subject, req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("%s on %s: no reply within %s (a stage is down or overloaded)", req.Op, p.Subject, timeout)
+			return nil, protocol.StepError(req, p.Subject, fmt.Errorf("no reply within %s (a stage is down or overloaded)", timeout))
 		}
-		return nil, fmt.Errorf("%s on %s: %w", req.Op, p.Subject, err)
+		// send's errors (the step client's, or its own) name the step
+		// already: wrapping them again would repeat the op and subject.
+		return nil, err
 	}
 	if err := rep.Err(); err != nil {
-		return nil, err
+		return nil, protocol.StepError(req, p.Subject, err)
 	}
 	return rep, nil
 }
@@ -176,7 +180,7 @@ func (e *Engine) send(ctx context.Context, subject string, req *protocol.StepReq
 			}
 			return r.rep, r.err
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%s step of session %s on %s: %w", req.Op, req.Session, subject, ctx.Err())
+			return nil, protocol.StepError(req, subject, ctx.Err())
 		case <-timer.C:
 			attempt()
 			timer.Reset(e.resendAfter(req.Op))
@@ -236,13 +240,13 @@ func (s *session) emit(rep *protocol.StepReply) {
 func (s *session) ar(ctx context.Context) error {
 	rep, err := s.step(ctx, s.e.Target, &protocol.StepRequest{Op: protocol.OpPrefill, Tokens: s.seq})
 	if err != nil {
-		return fmt.Errorf("prefill: %w", err)
+		return err // "prefill step of session … on …: …"
 	}
 	s.emit(rep)
 	for !s.done {
 		rep, err := s.step(ctx, s.e.Target, &protocol.StepRequest{Op: protocol.OpDecode, CacheLen: len(s.seq) - 1, Tokens: s.seq[len(s.seq)-1:]})
 		if err != nil {
-			return fmt.Errorf("decode at %d tokens: %w", len(s.seq)-s.prompt, err)
+			return fmt.Errorf("after %d tokens: %w", len(s.seq)-s.prompt, err)
 		}
 		s.emit(rep)
 	}
@@ -255,7 +259,7 @@ func (s *session) ar(ctx context.Context) error {
 func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 	rep, err := s.step(ctx, s.e.Target, &protocol.StepRequest{Op: protocol.OpPrefill, Tokens: s.seq})
 	if err != nil {
-		return nil, fmt.Errorf("prefill: %w", err)
+		return nil, err
 	}
 	s.emit(rep)
 	var rounds []metrics.Round
@@ -264,12 +268,12 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		start := s.e.now()
 		drafts, qs, dCache, compute, err := s.draft(ctx, dLen)
 		if err != nil {
-			return rounds, fmt.Errorf("round %d: draft: %w", round, err)
+			return rounds, fmt.Errorf("round %d: %w", round, err)
 		}
 		v, err := s.step(ctx, s.e.Target, &protocol.StepRequest{Op: protocol.OpVerify, CacheLen: len(s.seq) - 1,
 			Tokens: s.seq[len(s.seq)-1:], Drafts: drafts, Q: qs})
 		if err != nil {
-			return rounds, fmt.Errorf("round %d: verify: %w", round, err)
+			return rounds, fmt.Errorf("round %d: %w", round, err)
 		}
 		s.emit(v)
 		dLen = min(dCache, len(s.seq)-1)

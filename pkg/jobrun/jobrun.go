@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -90,6 +91,80 @@ type Options struct {
 	Power       func() []report.PowerSeries
 	Environment any
 	JobID       string
+}
+
+// Cancelled is the cause to cancel a run's context with when someone stops the run on
+// purpose (a user's cancel, a controller shutdown) rather than because something failed. The
+// requests it cuts short count as cancelled, not failed, and the warnings say who stopped the
+// run and why. A plain context.Canceled (an interrupt) is a cancel too; any other cause (a lost
+// worker, a dead stage) fails the requests it cuts short.
+type Cancelled struct {
+	By     string // who stopped the run: "the user", "a controller shutdown"
+	Reason string // why, when they said; may be empty
+}
+
+func (c *Cancelled) Error() string {
+	s := "cancelled"
+	if c.By != "" {
+		s += " by " + c.By
+	}
+	if c.Reason != "" {
+		s += ": " + c.Reason
+	}
+	return s
+}
+
+// ending says how a run whose context ended is ending, completing "the job …": "was cancelled
+// by the user (reason: wrong model)", or "failed (worker … stopped sending heartbeats)"; and
+// whether that is a cancel. The context must be done.
+func ending(ctx context.Context) (how string, cancel bool) {
+	cause := context.Cause(ctx)
+	var c *Cancelled
+	switch {
+	case errors.As(cause, &c):
+		how = "was cancelled"
+		if c.By != "" {
+			how += " by " + c.By
+		}
+		if c.Reason != "" {
+			how += " (reason: " + c.Reason + ")"
+		}
+		return how, true
+	case cause == nil, errors.Is(cause, context.Canceled):
+		return "was cancelled", true
+	case errors.Is(cause, context.DeadlineExceeded):
+		return "ran out of time", false
+	}
+	return "failed (" + cause.Error() + ")", false
+}
+
+// cutShort is the warning for a mode its run's end stopped before all its requests finished,
+// or "" when they all finished anyway. ctx must be done.
+func cutShort(ctx context.Context, mode metrics.Mode, planned int, recs []metrics.Request) string {
+	how, _ := ending(ctx)
+	var done, failed, cancelled int
+	for _, r := range recs {
+		switch {
+		case r.Mode != mode || r.Warmup:
+		case r.Cancelled:
+			cancelled++
+		case r.Failed():
+			failed++
+		default:
+			done++
+		}
+	}
+	if done >= planned {
+		return ""
+	}
+	w := fmt.Sprintf("the job %s during the %s mode: %d of %d requests finished", how, mode, done, planned)
+	if failed > 0 {
+		w += fmt.Sprintf(", %d failed", failed)
+	}
+	if cancelled > 0 {
+		w += fmt.Sprintf(", %d cancelled", cancelled)
+	}
+	return w
 }
 
 // Result is what a run produced.
@@ -169,8 +244,14 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	var mu sync.Mutex
 	var all []metrics.Request
 	for _, mode := range modes {
-		if err := ctx.Err(); err != nil {
-			warnings = append(warnings, fmt.Sprintf("job cancelled before the %s mode", mode))
+		if ctx.Err() != nil {
+			// this mode and every later one: none of them ran
+			for _, m := range modes[slices.Index(modes, mode):] {
+				how, _ := ending(ctx)
+				w := fmt.Sprintf("the %s mode did not run: the job %s before it", m, how)
+				warnings = append(warnings, w)
+				log.Warn(w)
+			}
 			break
 		}
 		if opt.BeforeMode != nil {
@@ -196,7 +277,11 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 			if !r.Warmup {
 				prog.Done(rec.Failed())
 			}
-			if rec.Failed() {
+			switch {
+			case rec.Cancelled:
+				log.Debug("request cancelled", "mode", mode, "index", r.Index, "error", rec.Error)
+				return errors.New(rec.Error)
+			case rec.Failed():
 				log.Warn("request failed", "mode", mode, "index", r.Index, "error", rec.Error)
 				return errors.New(rec.Error)
 			}
@@ -207,9 +292,16 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("%s mode: %w", mode, err)
 		}
-		log.Info("mode finished", "mode", mode, "completed", rep.Completed, "failed", rep.Failed, "elapsed", rep.Elapsed)
-		if rep.Canceled {
-			warnings = append(warnings, fmt.Sprintf("%s mode was cancelled after %d of %d requests", mode, rep.Completed+rep.Failed, rep.Planned))
+		log.Info("mode finished", "mode", mode, "sent", rep.Sent, "planned", rep.Planned, "elapsed", rep.Elapsed)
+		// Also when every request was sent before the end: the ones in flight were cut short.
+		if ctx.Err() != nil {
+			mu.Lock()
+			w := cutShort(ctx, mode, rep.Planned, all)
+			mu.Unlock()
+			if w != "" {
+				warnings = append(warnings, w)
+				log.Warn(w)
+			}
 		}
 	}
 	if opt.Phases != nil {
@@ -314,8 +406,17 @@ func runOne(ctx context.Context, engine Engine, mode metrics.Mode, r loadgen.Req
 	rec.Rounds = res.Rounds
 	if err != nil {
 		rec.Error = err.Error()
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) && !errors.Is(cause, context.Canceled) {
-			rec.Error += " (" + cause.Error() + ")"
+		if ctx.Err() != nil {
+			// Cut short by the run's end: by a cancel, or by the failure that ended the job.
+			_, rec.Cancelled = ending(ctx)
+			cause := context.Cause(ctx)
+			var c *Cancelled
+			switch {
+			case errors.As(cause, &c):
+				rec.Error += " (" + c.Error() + ")" // "cancelled by the user: …"
+			case !errors.Is(err, cause) && !errors.Is(cause, context.Canceled):
+				rec.Error += " (" + cause.Error() + ")"
+			}
 		}
 		return rec
 	}

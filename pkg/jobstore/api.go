@@ -13,8 +13,9 @@ import (
 // prefix gets its own ("acme.draftbench" → ACME_DRAFTBENCH_JOBS), so two
 // deployments can share a NATS server.
 const (
-	bucketSuffix = "_JOBS"
-	streamSuffix = "_RESULTS"
+	bucketSuffix    = "_JOBS"
+	streamSuffix    = "_RESULTS"
+	gpuStreamSuffix = "_GPU"
 )
 
 // BucketName is the KV bucket holding the job states.
@@ -22,6 +23,9 @@ func BucketName(subj protocol.Subjects) string { return nameBase(subj) + bucketS
 
 // StreamName is the stream holding the results.
 func StreamName(subj protocol.Subjects) string { return nameBase(subj) + streamSuffix }
+
+// GPUStreamName is the stream holding the workers' GPU monitor samples.
+func GPUStreamName(subj protocol.Subjects) string { return nameBase(subj) + gpuStreamSuffix }
 
 func nameBase(subj protocol.Subjects) string {
 	return strings.ToUpper(strings.ReplaceAll(subj.Prefix(), ".", "_"))

@@ -2,6 +2,7 @@ package jobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -152,6 +153,14 @@ type fakeRunner struct {
 	fail error
 	// panics is how many of the first jobs make it panic (jobs run one at a time).
 	panics int
+	// inFlight makes a blocked runner record one more request once its
+	// context ends, cut short as jobrun records it: cancelled when the cause
+	// is a jobrun.Cancelled, failed otherwise.
+	inFlight bool
+	// waitFor, when set, is what the runner waits for (SetWaiting) until
+	// proceed is closed, before its first request.
+	waitFor string
+	proceed chan struct{}
 }
 
 func newRunner() *fakeRunner { return &fakeRunner{started: make(chan string, 16)} }
@@ -162,6 +171,15 @@ func (f *fakeRunner) run(ctx context.Context, job *controller.Job, onRequest fun
 		f.panics--
 		panic("boom")
 	}
+	if f.waitFor != "" {
+		SetWaiting(ctx, f.waitFor)
+		select {
+		case <-f.proceed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		SetWaiting(ctx, "")
+	}
 	if f.fail != nil {
 		return nil, f.fail
 	}
@@ -171,6 +189,14 @@ func (f *fakeRunner) run(ctx context.Context, job *controller.Job, onRequest fun
 			for i := range job.Spec.Load.WarmupRequests + job.Spec.Load.NumPrompts {
 				if f.blockAfter > 0 && len(recs) == f.blockAfter {
 					<-ctx.Done()
+					if f.inFlight {
+						rec := record(mode, len(recs), i-job.Spec.Load.WarmupRequests, i < job.Spec.Load.WarmupRequests)
+						rec.Error = "round 1: verify step: " + ctx.Err().Error()
+						var c *jobrun.Cancelled
+						rec.Cancelled = errors.As(context.Cause(ctx), &c)
+						recs = append(recs, rec)
+						onRequest(rec)
+					}
 					return
 				}
 				warmup := i < job.Spec.Load.WarmupRequests

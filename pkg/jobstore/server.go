@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 // Runner runs one job to its end. It calls onRequest with every finished
@@ -41,8 +43,18 @@ type ServerConfig struct {
 	Log     hclog.Logger     // nil: discarded
 }
 
-// errShutdown is the cause of the running job's context when Serve stops.
+// errShutdown says why jobs end when Serve stops.
 var errShutdown = errors.New("the controller shut down")
+
+// shutdown is the cause of the running job's context when Serve stops: the
+// job is stopped on purpose, so the requests it cuts short count as
+// cancelled (jobrun.Cancelled), though the job itself ends failed.
+type shutdown struct{}
+
+func (shutdown) Error() string { return errShutdown.Error() }
+func (shutdown) Unwrap() []error {
+	return []error{errShutdown, &jobrun.Cancelled{By: "a controller shutdown"}}
+}
 
 // Reasons a job ends without finishing, as its status says.
 const (
@@ -50,10 +62,15 @@ const (
 	defaultCancel   = "cancelled by a client"
 )
 
-// cancelled is the cause of a job's context when a client cancels it.
-type cancelled struct{ reason string }
+// cancelled is the cause of a job's context when a client cancels it;
+// reason is what the status says, given what the user wrote (may be empty).
+type cancelled struct{ reason, given string }
 
 func (c *cancelled) Error() string { return c.reason }
+
+// Unwrap makes the cancel a jobrun.Cancelled, so the requests it cuts short
+// count as cancelled and the warnings name the user and their reason.
+func (c *cancelled) Unwrap() error { return &jobrun.Cancelled{By: "the user", Reason: c.given} }
 
 // Server queues submitted jobs and runs them one at a time, recording each
 // change in the Store, and answers the job and worker requests of
@@ -134,7 +151,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		running := s.running
 		s.mu.Unlock()
 		if running != nil {
-			running.cancel(errShutdown)
+			running.cancel(shutdown{})
 		}
 	})
 	defer stop()
@@ -245,7 +262,8 @@ func (s *Server) onSubmit(m *nats.Msg) any {
 	}
 	e := &entry{job: job, st: protocol.JobStatus{JobID: job.ID, Name: spec.Name, State: protocol.JobQueued,
 		OutputDir: job.Out, Submitted: s.cfg.Now(), Progress: initialProgress(spec)}}
-	e.ctx, e.cancel = context.WithCancelCause(context.Background())
+	waiting := func(what string) { s.setWaiting(e, what) }
+	e.ctx, e.cancel = context.WithCancelCause(context.WithValue(context.Background(), waitingKey{}, waiting))
 
 	// Held across the save so a shutdown cannot slip between storing the
 	// job and queueing it, which would leave it queued for nobody.
@@ -324,13 +342,14 @@ func (s *Server) onCancel(m *nats.Msg, tok int) any {
 // Cancel cancels job id: a queued job ends at once, the running one when
 // its runner has stopped and written the results of its finished requests.
 func (s *Server) Cancel(id, reason string) error {
+	given := reason
 	if reason == "" {
 		reason = defaultCancel
 	}
 	s.mu.Lock()
 	if e := s.running; e != nil && e.job.ID == id {
 		s.mu.Unlock()
-		e.cancel(&cancelled{reason: reason})
+		e.cancel(&cancelled{reason: reason, given: given})
 		s.log.Info("cancelling the running job", "job", id, "reason", reason)
 		return nil
 	}
@@ -357,7 +376,8 @@ func (s *Server) finishQueued(e *entry, state protocol.JobState, why string) {
 	e.cancel(nil)
 	now := s.cfg.Now()
 	s.update(e, func(st *protocol.JobStatus) {
-		st.State, st.Error, st.Finished = state, why, &now
+		// It never ran: no file was written, so no output folder to point at.
+		st.State, st.Error, st.Finished, st.OutputDir = state, why, &now, ""
 	})
 	s.log.Info("job ended before it started", "job", e.job.ID, "state", state, "reason", why)
 }
@@ -417,6 +437,7 @@ func (s *Server) next(ctx context.Context) *entry {
 // run runs e to its end and records how it ended.
 func (s *Server) run(e *entry) {
 	log := s.log.With("job", e.job.ID, "name", e.job.Spec.Name)
+	began := time.Now() // the file system's clock, whatever cfg.Now is
 	started := s.cfg.Now()
 	s.update(e, func(st *protocol.JobStatus) { st.State, st.Started = protocol.JobRunning, &started })
 	log.Info("job started")
@@ -436,20 +457,24 @@ func (s *Server) run(e *entry) {
 	s.mu.Lock()
 	s.running = nil
 	s.update(e, func(st *protocol.JobStatus) {
-		st.Finished = &finished
-		if res != nil {
+		st.Finished, st.Waiting = &finished, ""
+		switch {
+		case res != nil:
 			if abs, aerr := filepath.Abs(res.Dir); aerr == nil {
 				st.OutputDir = abs
 			}
+		case !wroteRecords(st.OutputDir, began):
+			// It ended before writing anything: there are no results to point at.
+			st.OutputDir = ""
 		}
 		stopped := false // by a cancel or a shutdown, not by a failure
 		switch {
 		case err == nil:
 			st.State = protocol.JobSucceeded
-		case errors.As(cause, &c):
-			st.State, st.Error, stopped = protocol.JobCancelled, c.reason, true
 		case errors.Is(cause, errShutdown):
 			st.State, st.Error, stopped = protocol.JobFailed, errShutdown.Error()+" during the job", true
+		case errors.As(cause, &c):
+			st.State, st.Error, stopped = protocol.JobCancelled, c.reason, true
 		default:
 			st.State, st.Error = protocol.JobFailed, err.Error()
 		}
@@ -490,14 +515,50 @@ func (s *Server) onRequest(e *entry, r metrics.Request) {
 	s.update(e, func(st *protocol.JobStatus) {
 		for i := range st.Progress {
 			if st.Progress[i].Mode == string(r.Mode) {
-				if r.Failed() {
+				switch {
+				case r.Cancelled:
+					st.Progress[i].Cancelled++
+				case r.Failed():
 					st.Progress[i].Failed++
-				} else {
+				default:
 					st.Progress[i].Completed++
 				}
 			}
 		}
 	})
+}
+
+// waitingKey holds, in the context a runner gets, the function that sets
+// its job's JobStatus.Waiting.
+type waitingKey struct{}
+
+// SetWaiting records in the status of the job that ctx runs what the job
+// waits for before it can start ("a worker to join …"), so that status
+// shows it rather than a bare "running"; "" clears it. A context that is
+// not a job's (a test, controller run) is ignored.
+func SetWaiting(ctx context.Context, what string) {
+	if f, ok := ctx.Value(waitingKey{}).(func(string)); ok {
+		f(what)
+	}
+}
+
+func (s *Server) setWaiting(e *entry, what string) {
+	s.update(e, func(st *protocol.JobStatus) {
+		if !Final(st.State) {
+			st.Waiting = what
+		}
+	})
+}
+
+// wroteRecords reports whether request records were written in dir since
+// the job began: then a job that returned no results still left some.
+func wroteRecords(dir string, since time.Time) bool {
+	if dir == "" {
+		return false
+	}
+	fi, err := os.Stat(filepath.Join(dir, report.FileRequests))
+	// a coarse file system clock may round the time down by up to a second
+	return err == nil && !fi.ModTime().Before(since.Add(-time.Second))
 }
 
 // update changes e's status and saves it; a failed save is logged, as the

@@ -209,6 +209,10 @@ func TestCancel(t *testing.T) {
 			if len(got.requests) != tc.requests || (got.summary != nil) != tc.summary {
 				t.Errorf("%d records and summary %v, want %d and %v", len(got.requests), got.summary != nil, tc.requests, tc.summary)
 			}
+			// A job with results points at them; one that never ran, at nothing.
+			if (final.OutputDir != "") != tc.summary {
+				t.Errorf("output %q, want one only with results", final.OutputDir)
+			}
 			s.stop()
 			for len(runner.started) > 0 {
 				if started := <-runner.started; started == id && tc.requests == 0 {
@@ -270,6 +274,86 @@ func TestRunnerFails(t *testing.T) {
 	}
 	if final.State != protocol.JobFailed || final.Error != runner.fail.Error() || got.summary != nil {
 		t.Errorf("final %s (%q), summary %v; want failed with the runner's error, no summary", final.State, final.Error, got.summary != nil)
+	}
+	// Nothing was written: status must not point at a results folder.
+	if final.OutputDir != "" {
+		t.Errorf("output %q for a job that wrote no file, want none", final.OutputDir)
+	}
+}
+
+// The requests in flight when a job is stopped on purpose (a cancel, a
+// shutdown) count as cancelled, not failed; the runner sees the stop as a
+// jobrun.Cancelled.
+func TestStoppedJobCountsCancelledRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stop  func(t *testing.T, s *served, id string)
+		state protocol.JobState
+	}{
+		{"cancel", func(t *testing.T, s *served, id string) {
+			if err := s.client.Cancel(testContext(t), id, "operator asked"); err != nil {
+				t.Fatal(err)
+			}
+		}, protocol.JobCancelled},
+		{"shutdown", func(t *testing.T, s *served, id string) { s.stop() }, protocol.JobFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runner := newRunner()
+			runner.blockAfter, runner.inFlight = 3, true // the warmup, two measured, then one in flight
+			s := serve(t, nil, runner, nil)
+			id := s.submit(t)
+			<-runner.started
+			waitRecords(t, s, id, 3)
+			tc.stop(t, s, id)
+			var final *protocol.JobStatus
+			deadline := time.Now().Add(waitLimit)
+			for {
+				st, err := s.store.Get(testContext(t), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if Final(st.State) {
+					final = st
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("job still %s", st.State)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			want := protocol.JobProgress{Mode: "speculative", Completed: 2, Cancelled: 1, Total: 3}
+			if final.State != tc.state || len(final.Progress) == 0 || final.Progress[0] != want {
+				t.Errorf("final %s, progress %+v; want %s and %+v", final.State, final.Progress, tc.state, want)
+			}
+		})
+	}
+}
+
+// A job waiting before its first request (for a worker) says so in its
+// status, and says nothing of it once it runs or ends.
+func TestWaiting(t *testing.T) {
+	runner := newRunner()
+	runner.waitFor, runner.proceed = "a worker to join", make(chan struct{})
+	s := serve(t, nil, runner, nil)
+	id := s.submit(t)
+	<-runner.started
+	deadline := time.Now().Add(waitLimit)
+	for {
+		st, err := s.client.Status(testContext(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == protocol.JobRunning && st.Waiting == "a worker to join" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %s, waiting %q; want running and waiting for a worker", st.State, st.Waiting)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(runner.proceed)
+	if final := s.waitEnd(t, id); final.State != protocol.JobSucceeded || final.Waiting != "" {
+		t.Errorf("final %s, waiting %q; want succeeded, waiting for nothing", final.State, final.Waiting)
 	}
 }
 

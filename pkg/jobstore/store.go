@@ -102,28 +102,55 @@ func Open(ctx context.Context, nc *nats.Conn, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("jobstore: opening the job bucket %s: %w", bucket, err)
 	}
 
-	name, want := StreamName(opt.Subjects), opt.Subjects.AllResults()
-	stream, err := js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        name,
-			Description: "draftbench results: per-request records, progress and summary of every job",
-			Subjects:    []string{want},
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardOld,
-			MaxAge:      opt.MaxAge,
-			MaxBytes:    opt.MaxBytes,
-			Replicas:    opt.Replicas,
-		})
+	if err := ensureStream(ctx, js, "results", jetstream.StreamConfig{
+		Name:        StreamName(opt.Subjects),
+		Description: "draftbench results: per-request records, progress and summary of every job",
+		Subjects:    []string{opt.Subjects.AllResults()},
+		MaxAge:      opt.MaxAge,
+		MaxBytes:    opt.MaxBytes,
+		Replicas:    opt.Replicas,
+	}); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("jobstore: opening the results stream %s on %s: %w", name, want, err)
-	}
-	if subjects := stream.CachedInfo().Config.Subjects; !slices.Contains(subjects, want) {
-		return nil, fmt.Errorf("jobstore: stream %s exists with subjects %v; it must capture %s", name, subjects, want)
+	// The workers' monitor samples (DESIGN §5: published into JetStream),
+	// so power over time can be replayed; bounded tighter than the results,
+	// since a host of eight GPUs sends about 200 MB a day.
+	if err := ensureStream(ctx, js, "GPU samples", jetstream.StreamConfig{
+		Name:        GPUStreamName(opt.Subjects),
+		Description: "draftbench GPU monitor samples of every worker (gpumon.Sample JSON)",
+		Subjects:    []string{opt.Subjects.AllGPU()},
+		MaxAge:      GPUMaxAge,
+		MaxBytes:    GPUMaxBytes,
+		Replicas:    opt.Replicas,
+	}); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// The bounds of the GPU samples stream.
+const (
+	GPUMaxAge   = 7 * 24 * time.Hour
+	GPUMaxBytes = 1 << 30
+)
+
+// ensureStream opens the stream cfg names, creating it (file storage,
+// oldest dropped at the limits) when it does not exist; an existing stream
+// must capture cfg's subject.
+func ensureStream(ctx context.Context, js jetstream.JetStream, what string, cfg jetstream.StreamConfig) error {
+	want := cfg.Subjects[0]
+	stream, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		cfg.Storage, cfg.Retention, cfg.Discard = jetstream.FileStorage, jetstream.LimitsPolicy, jetstream.DiscardOld
+		stream, err = js.CreateStream(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("jobstore: opening the %s stream %s on %s: %w", what, cfg.Name, want, err)
+	}
+	if subjects := stream.CachedInfo().Config.Subjects; !slices.Contains(subjects, want) {
+		return fmt.Errorf("jobstore: stream %s exists with subjects %v; it must capture %s", cfg.Name, subjects, want)
+	}
+	return nil
 }
 
 // Subjects are the subjects the store publishes on.
@@ -214,7 +241,10 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 			continue
 		}
 		st.Error = fmt.Sprintf("%s while the job was %s", reason, st.State)
-		st.State, st.Finished = protocol.JobFailed, &now
+		st.State, st.Finished, st.Waiting = protocol.JobFailed, &now, ""
+		if st.Started == nil || !wroteRecords(st.OutputDir, *st.Started) {
+			st.OutputDir = "" // it wrote nothing there
+		}
 		if err := s.Save(ctx, &st); err != nil {
 			return ended, err
 		}

@@ -31,9 +31,10 @@ func TestOpen(t *testing.T) {
 		name                   string
 		subj                   protocol.Subjects
 		bucket, stream, filter string
+		gpuStream, gpuFilter   string
 	}{
-		{"default prefix", protocol.Subjects{}, "DRAFTBENCH_JOBS", "DRAFTBENCH_RESULTS", "draftbench.results.>"},
-		{"own prefix", acme, "ACME_BENCH_JOBS", "ACME_BENCH_RESULTS", "acme.bench.results.>"},
+		{"default prefix", protocol.Subjects{}, "DRAFTBENCH_JOBS", "DRAFTBENCH_RESULTS", "draftbench.results.>", "DRAFTBENCH_GPU", "draftbench.gpu.>"},
+		{"own prefix", acme, "ACME_BENCH_JOBS", "ACME_BENCH_RESULTS", "acme.bench.results.>", "ACME_BENCH_GPU", "acme.bench.gpu.>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nc := connect(t, startNATS(t, "").ClientURL())
@@ -65,6 +66,23 @@ func TestOpen(t *testing.T) {
 				cfg.MaxAge != DefaultMaxAge || cfg.MaxBytes != DefaultMaxBytes || cfg.Discard != jetstream.DiscardOld {
 				t.Errorf("stream config: subjects %v, storage %v, max age %v, max bytes %d, discard %v",
 					cfg.Subjects, cfg.Storage, cfg.MaxAge, cfg.MaxBytes, cfg.Discard)
+			}
+			// GPU samples published on the monitor's subjects are kept.
+			if GPUStreamName(tc.subj) != tc.gpuStream {
+				t.Errorf("GPU stream name %s, want %s", GPUStreamName(tc.subj), tc.gpuStream)
+			}
+			if err := nc.Publish(tc.subj.GPU("node-a", 3), []byte(`{"host":"node-a","device":3}`)); err != nil {
+				t.Fatal(err)
+			}
+			gst, err := js.Stream(ctx, tc.gpuStream)
+			if err != nil {
+				t.Fatalf("stream %s: %v", tc.gpuStream, err)
+			}
+			if g := gst.CachedInfo().Config; !reflect.DeepEqual(g.Subjects, []string{tc.gpuFilter}) || g.MaxAge != GPUMaxAge || g.MaxBytes != GPUMaxBytes {
+				t.Errorf("GPU stream config: subjects %v, max age %v, max bytes %d", g.Subjects, g.MaxAge, g.MaxBytes)
+			}
+			if _, err := gst.GetLastMsgForSubject(ctx, tc.subj.GPU("node-a", 3)); err != nil {
+				t.Errorf("the GPU sample was not kept: %v", err)
 			}
 		})
 	}

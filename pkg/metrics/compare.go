@@ -27,7 +27,8 @@ type Lossless struct {
 	// verify step and a decode step (a backend that is not batch-invariant)
 	// flips such a choice; a mismatch that is not a near-tie is a bug.
 	NearTies int `json:"near_ties"`
-	// Skipped says why nothing was checked (sampling at temperature > 0); empty when checked.
+	// Skipped says why nothing was checked (sampling at temperature > 0, or no prompt
+	// completed in both modes); empty when checked.
 	Skipped string `json:"skipped,omitempty"`
 }
 
@@ -64,8 +65,8 @@ func marginAt(margins []float32, pos int) *float32 {
 // of one mode with the same Index are an error: the pairing would be ambiguous.
 func Compare(spec, target Summary, specReqs, targetReqs []Request, greedy bool) (Comparison, error) {
 	c := Comparison{
-		SpeedupTPOT:             ratio(target.TPOT.Median, spec.TPOT.Median),
-		SpeedupE2EL:             ratio(target.E2EL.Median, spec.E2EL.Median),
+		SpeedupTPOT:             ratio(median(target.TPOT), median(spec.TPOT)),
+		SpeedupE2EL:             ratio(median(target.E2EL), median(spec.E2EL)),
 		SpeedupOutputThroughput: ratio(spec.OutputThroughput, target.OutputThroughput),
 		Lossless:                Lossless{Mismatches: []Mismatch{}},
 	}
@@ -88,6 +89,9 @@ func Compare(spec, target Summary, specReqs, targetReqs []Request, greedy bool) 
 		}
 	}
 	sort.Ints(indexes)
+	if len(indexes) == 0 {
+		c.Lossless.Skipped = "no prompt completed in both modes"
+	}
 	for _, i := range indexes {
 		c.Lossless.Checked++
 		sr, tr := specByIndex[i], targetByIndex[i]
@@ -109,7 +113,7 @@ func Compare(spec, target Summary, specReqs, targetReqs []Request, greedy bool) 
 func completedByIndex(mode Mode, reqs []Request) (map[int]Request, error) {
 	out := make(map[int]Request, len(reqs))
 	for _, r := range reqs {
-		if r.Mode != mode || r.Warmup || r.Failed() {
+		if r.Mode != mode || r.Warmup || !r.Completed() {
 			continue
 		}
 		if prev, dup := out[r.Index]; dup {
@@ -131,10 +135,20 @@ func firstDifference(a, b []int32) (int, bool) {
 	return n, len(a) == len(b)
 }
 
-func ratio(num, den float64) *float64 {
-	if num <= 0 || den <= 0 {
+// ratio is num / den, or nil when either is missing (not measured) or not positive.
+func ratio(num, den *float64) *float64 {
+	if num == nil || den == nil || *num <= 0 || *den <= 0 {
 		return nil
 	}
-	r := num / den
+	r := *num / *den
 	return &r
+}
+
+// median is d's median, nil without a sample.
+func median(d *Distribution) *float64 {
+	if d == nil {
+		return nil
+	}
+	m := d.Median
+	return &m
 }

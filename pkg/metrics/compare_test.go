@@ -10,7 +10,7 @@ import (
 
 func TestCompareSpeedups(t *testing.T) {
 	summary := func(tpot, e2el, throughput float64) Summary {
-		return Summary{TPOT: Distribution{Median: tpot}, E2EL: Distribution{Median: e2el}, OutputThroughput: throughput}
+		return Summary{TPOT: &Distribution{Median: tpot}, E2EL: &Distribution{Median: e2el}, OutputThroughput: &throughput}
 	}
 	tests := []struct {
 		name               string
@@ -28,9 +28,18 @@ func TestCompareSpeedups(t *testing.T) {
 			tpot: ptr(0.5), e2el: ptr(0.5), output: ptr(0.5),
 		},
 		{
-			// nothing to divide: a mode without completed requests has zero medians
-			name: "empty side gives null",
+			// nothing to divide: zero medians
+			name: "zero side gives null",
 			spec: summary(0, 0, 0), target: summary(30, 100, 20),
+		},
+		{
+			// a mode that never ran, or where no request completed, has no figures at all
+			name: "missing side gives null",
+			spec: summary(10, 50, 40), target: Summary{NumRequests: 3, Cancelled: 3, DurationS: ptr(1)},
+		},
+		{
+			name: "both missing give null",
+			spec: Summary{}, target: Summary{},
 		},
 	}
 	for _, tt := range tests {
@@ -67,6 +76,7 @@ func TestCompareLossless(t *testing.T) {
 		return withIDs(Request{Index: index, Mode: ModeTarget, SentAt: t0}, "t", out...)
 	}
 	failed := func(r Request) Request { r.Error = "lost"; return r }
+	cancelled := func(r Request) Request { r.Error, r.Cancelled = "context canceled", true; return r }
 	warmup := func(r Request) Request { r.Warmup = true; return r }
 
 	tests := []struct {
@@ -104,6 +114,21 @@ func TestCompareLossless(t *testing.T) {
 			target:      []Request{target(0, 1), failed(target(1, 8)), target(2, 7), warmup(target(0, 8))},
 			greedy:      true,
 			wantChecked: 1, wantMismatches: []Mismatch{},
+		},
+		{
+			// a cancelled request's output is cut short: comparing it would report a mismatch
+			name:        "cancelled requests are not checked",
+			spec:        []Request{spec(0, 1, 2), cancelled(spec(1, 2))},
+			target:      []Request{target(0, 1, 2), target(1, 2, 3)},
+			greedy:      true,
+			wantChecked: 1, wantMismatches: []Mismatch{},
+		},
+		{
+			name:        "nothing completed in both modes skips the check",
+			spec:        []Request{cancelled(spec(0, 1))},
+			target:      []Request{target(0, 1, 2)},
+			greedy:      true,
+			wantChecked: 0, wantMismatches: []Mismatch{}, wantSkipped: true,
 		},
 		{
 			name:        "sampling skips the check",

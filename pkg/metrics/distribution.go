@@ -6,8 +6,8 @@ import (
 )
 
 // Distribution summarises a sample of latencies, all in milliseconds. The JSON keys are part of
-// the results contract (DESIGN §7). An empty sample gives all zeros: JSON has no NaN, and a
-// consumer can tell an empty sample from the counts next to it (completed, num_drafts).
+// the results contract (DESIGN §7). An empty sample has no distribution at all: Describe gives
+// nil, written as JSON null, so that no figure of 0 ms can be read as a measurement.
 type Distribution struct {
 	Mean   float64 `json:"mean"`
 	Median float64 `json:"median"`
@@ -21,10 +21,11 @@ type Distribution struct {
 
 // Describe computes the distribution of values the way vLLM's benchmark_serving does with numpy:
 // np.mean, np.median, np.std (population, ddof=0) and np.percentile with its default "linear"
-// method. values is not modified.
-func Describe(values []float64) Distribution {
+// method. values is not modified. An empty sample gives nil: it has no mean, median or
+// percentile, and zeros would pass for measured latencies.
+func Describe(values []float64) *Distribution {
 	if len(values) == 0 {
-		return Distribution{}
+		return nil
 	}
 	sorted := append([]float64(nil), values...)
 	sort.Float64s(sorted)
@@ -39,7 +40,7 @@ func Describe(values []float64) Distribution {
 		d := v - mean
 		sq += d * d
 	}
-	return Distribution{
+	return &Distribution{
 		Mean:   mean,
 		Median: Percentile(sorted, 50),
 		Std:    math.Sqrt(sq / float64(len(sorted))),

@@ -10,8 +10,14 @@ const eps = 1e-9
 
 func near(a, b float64) bool { return math.Abs(a-b) <= eps*math.Max(1, math.Abs(b)) }
 
-func assertDistribution(t *testing.T, got, want Distribution) {
+func assertDistribution(t *testing.T, got, want *Distribution) {
 	t.Helper()
+	if got == nil || want == nil {
+		if got != want {
+			t.Errorf("distribution = %+v, want %+v", got, want)
+		}
+		return
+	}
 	fields := []struct {
 		name      string
 		got, want float64
@@ -34,26 +40,27 @@ func TestDescribe(t *testing.T) {
 	tests := []struct {
 		name   string
 		values []float64
-		want   Distribution
+		want   *Distribution
 	}{
-		{name: "empty", values: nil, want: Distribution{}},
-		{name: "single", values: []float64{5}, want: Distribution{Mean: 5, Median: 5, Min: 5, Max: 5, P90: 5, P95: 5, P99: 5}},
+		// no sample, no distribution: nil is JSON null, never zeros that read as measured
+		{name: "empty", values: nil, want: nil},
+		{name: "single", values: []float64{5}, want: &Distribution{Mean: 5, Median: 5, Min: 5, Max: 5, P90: 5, P95: 5, P99: 5}},
 		{
 			// np.percentile([1,2,3,4,10], [90,95,99]) -> [7.6, 8.8, 9.76]; np.std -> sqrt(10)
 			name:   "odd count, unsorted input",
 			values: []float64{10, 1, 4, 3, 2},
-			want:   Distribution{Mean: 4, Median: 3, Std: math.Sqrt(10), Min: 1, Max: 10, P90: 7.6, P95: 8.8, P99: 9.76},
+			want:   &Distribution{Mean: 4, Median: 3, Std: math.Sqrt(10), Min: 1, Max: 10, P90: 7.6, P95: 8.8, P99: 9.76},
 		},
 		{
 			// np.percentile([1,2,3,4], [50,90,95,99]) -> [2.5, 3.7, 3.85, 3.97]; np.std -> sqrt(1.25)
 			name:   "even count",
 			values: []float64{1, 2, 3, 4},
-			want:   Distribution{Mean: 2.5, Median: 2.5, Std: math.Sqrt(1.25), Min: 1, Max: 4, P90: 3.7, P95: 3.85, P99: 3.97},
+			want:   &Distribution{Mean: 2.5, Median: 2.5, Std: math.Sqrt(1.25), Min: 1, Max: 4, P90: 3.7, P95: 3.85, P99: 3.97},
 		},
 		{
 			name:   "all equal",
 			values: []float64{7, 7, 7},
-			want:   Distribution{Mean: 7, Median: 7, Min: 7, Max: 7, P90: 7, P95: 7, P99: 7},
+			want:   &Distribution{Mean: 7, Median: 7, Min: 7, Max: 7, P90: 7, P95: 7, P99: 7},
 		},
 	}
 	for _, tt := range tests {

@@ -33,8 +33,11 @@ type Request struct {
 	InputTokens  int    `json:"input_tokens"`
 	OutputTokens int    `json:"output_tokens"`
 	Warmup       bool   `json:"warmup"`
-	// Error is empty for a completed request and says why for a failed one.
+	// Error is empty for a completed request and says why for a failed or cancelled one.
 	Error string `json:"error,omitempty"`
+	// Cancelled marks a request cut short on purpose (the job was cancelled or the controller
+	// shut down) rather than by a failure: it counts as cancelled, not failed.
+	Cancelled bool `json:"cancelled,omitempty"`
 
 	SentAt time.Time `json:"sent_at"`
 	// FinishedAt is when the request ended, successfully or not; zero means "at its last
@@ -76,8 +79,11 @@ type Round struct {
 // Overhead is the coordination overhead of the round: wall time minus worker compute time.
 func (r Round) Overhead() time.Duration { return r.Wall - r.Compute }
 
-// Failed reports whether the request ended with an error.
-func (r Request) Failed() bool { return r.Error != "" }
+// Completed reports whether the request ran to its end: no error, not cancelled.
+func (r Request) Completed() bool { return r.Error == "" && !r.Cancelled }
+
+// Failed reports whether the request ended with an error of its own, not by a cancel.
+func (r Request) Failed() bool { return r.Error != "" && !r.Cancelled }
 
 // End is when the request ended: FinishedAt, or its last emission, or SentAt, the latest.
 func (r Request) End() time.Time {
@@ -99,6 +105,9 @@ func (r Request) Validate() error {
 	}
 	if r.SentAt.IsZero() {
 		return errors.New("sent_at is not set")
+	}
+	if r.Cancelled && r.Error == "" {
+		return errors.New("cancelled without an error saying why")
 	}
 	if r.InputTokens < 0 || r.OutputTokens < 0 {
 		return fmt.Errorf("negative token count (input %d, output %d)", r.InputTokens, r.OutputTokens)

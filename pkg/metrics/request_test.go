@@ -181,6 +181,8 @@ func TestValidate(t *testing.T) {
 		{"positions short", func(r *Request) { r.Rounds[0].AcceptedByPosition = []bool{true, true} }, "accepted_by_position has 2 entries for 4 drafted"},
 		{"positions disagree", func(r *Request) { r.Rounds[0].AcceptedByPosition[3] = true }, "accepted_by_position marks 3 accepted, accepted is 2"},
 		{"negative wall", func(r *Request) { r.Rounds[0].Wall = -time.Millisecond }, "round 0: negative time"},
+		{"cancelled with its reason", func(r *Request) { r.Cancelled, r.Error = true, "context canceled" }, ""},
+		{"cancelled without a reason", func(r *Request) { r.Cancelled = true }, "cancelled without an error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,22 +6,28 @@ import (
 )
 
 // Summary holds the figures of one mode. The JSON keys are the contract of DESIGN §7; the
-// speculative-only keys are present only in speculative mode.
+// speculative-only keys are present only in speculative mode. "cancelled" is one more count
+// next to "failed": requests cut short by a cancel are not failures.
+//
+// A figure that was not measured is nil, written as JSON null, never 0: duration_s when no
+// request was sent, the throughputs when none completed, a distribution without a sample
+// (no completed request, or none of more than one token for tpot_ms).
 type Summary struct {
-	NumRequests          int     `json:"num_requests"`
-	Completed            int     `json:"completed"`
-	Failed               int     `json:"failed"`
-	DurationS            float64 `json:"duration_s"`
-	RequestThroughput    float64 `json:"request_throughput"`     // completed req/s
-	OutputThroughput     float64 `json:"output_throughput"`      // output tok/s
-	TotalTokenThroughput float64 `json:"total_token_throughput"` // (input + output) tok/s
-	TotalInputTokens     int     `json:"total_input_tokens"`
-	TotalOutputTokens    int     `json:"total_output_tokens"`
+	NumRequests          int      `json:"num_requests"` // completed + failed + cancelled
+	Completed            int      `json:"completed"`
+	Failed               int      `json:"failed"`
+	Cancelled            int      `json:"cancelled"`
+	DurationS            *float64 `json:"duration_s"`
+	RequestThroughput    *float64 `json:"request_throughput"`     // completed req/s
+	OutputThroughput     *float64 `json:"output_throughput"`      // output tok/s
+	TotalTokenThroughput *float64 `json:"total_token_throughput"` // (input + output) tok/s
+	TotalInputTokens     int      `json:"total_input_tokens"`
+	TotalOutputTokens    int      `json:"total_output_tokens"`
 
-	TTFT Distribution `json:"ttft_ms"`
-	TPOT Distribution `json:"tpot_ms"`
-	ITL  Distribution `json:"itl_ms"`
-	E2EL Distribution `json:"e2el_ms"`
+	TTFT *Distribution `json:"ttft_ms"`
+	TPOT *Distribution `json:"tpot_ms"`
+	ITL  *Distribution `json:"itl_ms"`
+	E2EL *Distribution `json:"e2el_ms"`
 
 	*SpecStats // speculative mode only
 }
@@ -37,8 +43,9 @@ type SpecStats struct {
 	// when every round adds its correction or bonus token; 0 without drafts.
 	MeanAcceptanceLength float64 `json:"mean_acceptance_length"`
 	// AcceptanceByPosition[i] is the acceptance rate of draft position i+1; see Acceptance.
-	AcceptanceByPosition []float64    `json:"acceptance_by_position"`
-	CoordinationOverhead Distribution `json:"coordination_overhead_ms"`
+	AcceptanceByPosition []float64 `json:"acceptance_by_position"`
+	// CoordinationOverhead is nil (JSON null) without a round.
+	CoordinationOverhead *Distribution `json:"coordination_overhead_ms"`
 }
 
 // Acceptance computes the acceptance figures of a set of rounds.
@@ -95,6 +102,7 @@ type Samples struct {
 	NumRequests  int
 	Completed    int
 	Failed       int
+	Cancelled    int
 	InputTokens  int // completed requests only, as vLLM counts them
 	OutputTokens int // completed requests only
 	Start, End   time.Time
@@ -104,8 +112,8 @@ type Samples struct {
 }
 
 // Collect gathers the samples of one mode from reqs. Requests of the other mode are ignored, so
-// a caller may pass all of a job's records; warmup requests are left out entirely; failed
-// requests are counted but give no latency or acceptance samples. A record that fails Validate
+// a caller may pass all of a job's records; warmup requests are left out entirely; failed and
+// cancelled requests are counted but give no latency or acceptance samples. A record that fails Validate
 // is an error, since every figure would silently mean something else.
 func Collect(mode Mode, reqs []Request) (*Samples, error) {
 	if !mode.Valid() {
@@ -125,6 +133,10 @@ func Collect(mode Mode, reqs []Request) (*Samples, error) {
 		}
 		if end := r.End(); end.After(s.End) {
 			s.End = end
+		}
+		if r.Cancelled {
+			s.Cancelled++
+			continue
 		}
 		if r.Failed() {
 			s.Failed++
@@ -149,12 +161,15 @@ func Collect(mode Mode, reqs []Request) (*Samples, error) {
 }
 
 // Summary computes the figures of the samples. duration_s runs from the first send to the last
-// request end, failed requests included, as vLLM times the whole benchmark.
+// request end, failed and cancelled requests included, as vLLM times the whole benchmark; it is
+// nil when no request was sent. The throughputs are nil unless a request completed in a
+// positive duration: a rate of 0 would read as a measurement.
 func (s *Samples) Summary() Summary {
 	sum := Summary{
 		NumRequests:       s.NumRequests,
 		Completed:         s.Completed,
 		Failed:            s.Failed,
+		Cancelled:         s.Cancelled,
 		TotalInputTokens:  s.InputTokens,
 		TotalOutputTokens: s.OutputTokens,
 		TTFT:              Describe(s.TTFT),
@@ -163,12 +178,13 @@ func (s *Samples) Summary() Summary {
 		E2EL:              Describe(s.E2EL),
 	}
 	if s.NumRequests > 0 {
-		sum.DurationS = s.End.Sub(s.Start).Seconds()
-	}
-	if sum.DurationS > 0 {
-		sum.RequestThroughput = float64(s.Completed) / sum.DurationS
-		sum.OutputThroughput = float64(s.OutputTokens) / sum.DurationS
-		sum.TotalTokenThroughput = float64(s.InputTokens+s.OutputTokens) / sum.DurationS
+		d := s.End.Sub(s.Start).Seconds()
+		sum.DurationS = &d
+		if s.Completed > 0 && d > 0 {
+			sum.RequestThroughput = perSecond(s.Completed, d)
+			sum.OutputThroughput = perSecond(s.OutputTokens, d)
+			sum.TotalTokenThroughput = perSecond(s.InputTokens+s.OutputTokens, d)
+		}
 	}
 	if s.Mode == ModeSpeculative {
 		acc := Acceptance(s.Rounds)
@@ -184,4 +200,9 @@ func Summarize(mode Mode, reqs []Request) (Summary, error) {
 		return Summary{}, err
 	}
 	return s.Summary(), nil
+}
+
+func perSecond(n int, seconds float64) *float64 {
+	v := float64(n) / seconds
+	return &v
 }

@@ -28,6 +28,19 @@ func targetRequests() []Request {
 	return []Request{r0, warm, r1, failed, other}
 }
 
+// cancelledRequest was cut short by a cancel after one token: its rounds and timings must not
+// count, nor must it count as failed.
+func cancelledRequest(mode Mode, index int, sentMs, endMs float64) Request {
+	r := request(mode, index, sentMs, emissions(sentMs+50, 1))
+	r.InputTokens = 40
+	r.Error, r.Cancelled = "decode at 1 tokens: context canceled (cancelled by the user)", true
+	r.FinishedAt = at(endMs)
+	if mode == ModeSpeculative {
+		r.Rounds = []Round{round(4, []bool{true, true, true, true}, 4, 5, 100, 1)}
+	}
+	return r
+}
+
 func round(gamma int, accepted []bool, acc, emitted int, wallMs, computeMs float64) Round {
 	return Round{
 		Gamma: gamma, Drafted: len(accepted), Accepted: acc, Emitted: emitted, AcceptedByPosition: accepted,
@@ -68,18 +81,18 @@ func TestSummarize(t *testing.T) {
 			mode: ModeTarget,
 			reqs: targetRequests(),
 			want: Summary{
-				NumRequests: 3, Completed: 2, Failed: 1, DurationS: 2.5,
+				NumRequests: 3, Completed: 2, Failed: 1, DurationS: ptr(2.5),
 				// 2 completed, 6 output and 30+6 tokens in 2.5 s
-				RequestThroughput: 0.8, OutputThroughput: 2.4, TotalTokenThroughput: 14.4,
+				RequestThroughput: ptr(0.8), OutputThroughput: ptr(2.4), TotalTokenThroughput: ptr(14.4),
 				TotalInputTokens: 30, TotalOutputTokens: 6,
 				// np.percentile([100, 200], [90, 95, 99]) = 190, 195, 199
-				TTFT: Distribution{Mean: 150, Median: 150, Std: 50, Min: 100, Max: 200, P90: 190, P95: 195, P99: 199},
+				TTFT: &Distribution{Mean: 150, Median: 150, Std: 50, Min: 100, Max: 200, P90: 190, P95: 195, P99: 199},
 				// [30, 100]
-				TPOT: Distribution{Mean: 65, Median: 65, Std: 35, Min: 30, Max: 100, P90: 93, P95: 96.5, P99: 99.3},
+				TPOT: &Distribution{Mean: 65, Median: 65, Std: 35, Min: 30, Max: 100, P90: 93, P95: 96.5, P99: 99.3},
 				// [20, 30, 40, 100]: std = sqrt(3875/4); p90 at index 2.7 = 40 + 0.7*60
-				ITL: Distribution{Mean: 47.5, Median: 35, Std: math.Sqrt(968.75), Min: 20, Max: 100, P90: 82, P95: 91, P99: 98.2},
+				ITL: &Distribution{Mean: 47.5, Median: 35, Std: math.Sqrt(968.75), Min: 20, Max: 100, P90: 82, P95: 91, P99: 98.2},
 				// [190, 300]
-				E2EL: Distribution{Mean: 245, Median: 245, Std: 55, Min: 190, Max: 300, P90: 289, P95: 294.5, P99: 298.9},
+				E2EL: &Distribution{Mean: 245, Median: 245, Std: 55, Min: 190, Max: 300, P90: 289, P95: 294.5, P99: 298.9},
 			},
 		},
 		{
@@ -88,17 +101,17 @@ func TestSummarize(t *testing.T) {
 			reqs: specRequests(),
 			want: Summary{
 				// start 0, end 130 ms (s0's last token; the failed one ended at 60 ms)
-				NumRequests: 3, Completed: 2, Failed: 1, DurationS: 0.13,
-				RequestThroughput: 2 / 0.13, OutputThroughput: 12 / 0.13, TotalTokenThroughput: 42 / 0.13,
+				NumRequests: 3, Completed: 2, Failed: 1, DurationS: ptr(0.13),
+				RequestThroughput: ptr(2 / 0.13), OutputThroughput: ptr(12 / 0.13), TotalTokenThroughput: ptr(42 / 0.13),
 				TotalInputTokens: 30, TotalOutputTokens: 12,
 				// TTFT [50, 40]; E2EL [130, 60]; TPOT [(130-50)/9, (60-40)/1]
-				TTFT: Distribution{Mean: 45, Median: 45, Std: 5, Min: 40, Max: 50, P90: 49, P95: 49.5, P99: 49.9},
-				E2EL: Distribution{Mean: 95, Median: 95, Std: 35, Min: 60, Max: 130, P90: 123, P95: 126.5, P99: 129.3},
-				TPOT: Distribution{Mean: (80.0/9 + 20) / 2, Median: (80.0/9 + 20) / 2, Std: (20 - 80.0/9) / 2, Min: 80.0 / 9, Max: 20,
+				TTFT: &Distribution{Mean: 45, Median: 45, Std: 5, Min: 40, Max: 50, P90: 49, P95: 49.5, P99: 49.9},
+				E2EL: &Distribution{Mean: 95, Median: 95, Std: 35, Min: 60, Max: 130, P90: 123, P95: 126.5, P99: 129.3},
+				TPOT: &Distribution{Mean: (80.0/9 + 20) / 2, Median: (80.0/9 + 20) / 2, Std: (20 - 80.0/9) / 2, Min: 80.0 / 9, Max: 20,
 					P90: 80.0/9 + 0.9*(20-80.0/9), P95: 80.0/9 + 0.95*(20-80.0/9), P99: 80.0/9 + 0.99*(20-80.0/9)},
 				// s0: 30/3 three times, 40/5 five times, 10/1; s1: 20. Sorted: 8 x5, 10 x4, 20.
 				// median at index 4.5 = 9; std = sqrt(120/10); p90 at index 8.1 = 10 + 0.1*10
-				ITL: Distribution{Mean: 10, Median: 9, Std: math.Sqrt(12), Min: 8, Max: 20, P90: 11, P95: 15.5, P99: 19.1},
+				ITL: &Distribution{Mean: 10, Median: 9, Std: math.Sqrt(12), Min: 8, Max: 20, P90: 11, P95: 15.5, P99: 19.1},
 			},
 			spec: &SpecStats{
 				// drafts: 4 rounds; tokens 4+4+1+4; accepted 2+4+1+0
@@ -108,7 +121,7 @@ func TestSummarize(t *testing.T) {
 				// so 2/3, 1/3, 1/3
 				AcceptanceByPosition: []float64{0.75, 2.0 / 3, 1.0 / 3, 1.0 / 3},
 				// overheads [5, 8, 1, 0]: std = sqrt(41/4); p90 at index 2.7 = 5 + 0.7*3
-				CoordinationOverhead: Distribution{Mean: 3.5, Median: 3, Std: math.Sqrt(10.25), Min: 0, Max: 8, P90: 7.1, P95: 7.55, P99: 7.91},
+				CoordinationOverhead: &Distribution{Mean: 3.5, Median: 3, Std: math.Sqrt(10.25), Min: 0, Max: 8, P90: 7.1, P95: 7.55, P99: 7.91},
 			},
 		},
 		{
@@ -116,6 +129,29 @@ func TestSummarize(t *testing.T) {
 			mode: ModeTarget,
 			reqs: specRequests(),
 			want: Summary{},
+		},
+		{
+			// cut short by a cancel: counted apart from the failures, no sample either
+			name: "cancelled requests",
+			mode: ModeTarget,
+			reqs: append(targetRequests(), cancelledRequest(ModeTarget, 3, 2000, 3000)),
+			want: Summary{
+				NumRequests: 4, Completed: 2, Failed: 1, Cancelled: 1, DurationS: ptr(3),
+				RequestThroughput: ptr(2.0 / 3), OutputThroughput: ptr(6.0 / 3), TotalTokenThroughput: ptr(36.0 / 3),
+				TotalInputTokens: 30, TotalOutputTokens: 6,
+				TTFT: &Distribution{Mean: 150, Median: 150, Std: 50, Min: 100, Max: 200, P90: 190, P95: 195, P99: 199},
+				TPOT: &Distribution{Mean: 65, Median: 65, Std: 35, Min: 30, Max: 100, P90: 93, P95: 96.5, P99: 99.3},
+				ITL:  &Distribution{Mean: 47.5, Median: 35, Std: math.Sqrt(968.75), Min: 20, Max: 100, P90: 82, P95: 91, P99: 98.2},
+				E2EL: &Distribution{Mean: 245, Median: 245, Std: 55, Min: 190, Max: 300, P90: 289, P95: 294.5, P99: 298.9},
+			},
+		},
+		{
+			// requests ran but none completed: a duration, and nothing measured per request
+			name: "nothing completed",
+			mode: ModeSpeculative,
+			reqs: []Request{specRequests()[2], cancelledRequest(ModeSpeculative, 3, 0, 400)},
+			want: Summary{NumRequests: 2, Failed: 1, Cancelled: 1, DurationS: ptr(0.4)},
+			spec: &SpecStats{AcceptanceByPosition: []float64{}},
 		},
 	}
 	for _, tt := range tests {
@@ -139,20 +175,23 @@ func TestSummarize(t *testing.T) {
 			}
 			floats := []struct {
 				name      string
-				got, want float64
+				got, want *float64
 			}{
 				{"duration_s", got.DurationS, tt.want.DurationS}, {"request_throughput", got.RequestThroughput, tt.want.RequestThroughput},
 				{"output_throughput", got.OutputThroughput, tt.want.OutputThroughput},
 				{"total_token_throughput", got.TotalTokenThroughput, tt.want.TotalTokenThroughput},
 			}
 			for _, f := range floats {
-				if !near(f.got, f.want) {
-					t.Errorf("%s = %v, want %v", f.name, f.got, f.want)
+				if (f.got == nil) != (f.want == nil) || f.got != nil && !near(*f.got, *f.want) {
+					t.Errorf("%s = %v, want %v", f.name, fmtPtr(f.got), fmtPtr(f.want))
 				}
+			}
+			if got.Cancelled != tt.want.Cancelled {
+				t.Errorf("cancelled = %d, want %d", got.Cancelled, tt.want.Cancelled)
 			}
 			for _, d := range []struct {
 				name      string
-				got, want Distribution
+				got, want *Distribution
 			}{{"ttft", got.TTFT, tt.want.TTFT}, {"tpot", got.TPOT, tt.want.TPOT}, {"itl", got.ITL, tt.want.ITL}, {"e2el", got.E2EL, tt.want.E2EL}} {
 				t.Run(d.name, func(t *testing.T) { assertDistribution(t, d.got, d.want) })
 			}
@@ -214,7 +253,7 @@ func TestAcceptance(t *testing.T) {
 				round(3, []bool{T, F, F}, 1, 2, 1, 1),
 			},
 			want: SpecStats{NumDrafts: 2, NumDraftTokens: 6, NumAcceptedTokens: 4, AcceptanceRate: 4.0 / 6, MeanAcceptanceLength: 3,
-				AcceptanceByPosition: []float64{1, 0.5, 0.5}},
+				AcceptanceByPosition: []float64{1, 0.5, 0.5}, CoordinationOverhead: &Distribution{}},
 		},
 		{
 			// A round that drafted nothing is no draft, but its overhead counts; gamma sets the
@@ -226,7 +265,7 @@ func TestAcceptance(t *testing.T) {
 			},
 			want: SpecStats{NumDrafts: 1, NumDraftTokens: 2, NumAcceptedTokens: 1, AcceptanceRate: 0.5, MeanAcceptanceLength: 2,
 				AcceptanceByPosition: []float64{1, 0, 0, 0, 0},
-				CoordinationOverhead: Distribution{Mean: 2.5, Median: 2.5, Std: 0.5, Min: 2, Max: 3, P90: 2.9, P95: 2.95, P99: 2.99}},
+				CoordinationOverhead: &Distribution{Mean: 2.5, Median: 2.5, Std: 0.5, Min: 2, Max: 3, P90: 2.9, P95: 2.95, P99: 2.99}},
 		},
 	}
 	for _, tt := range tests {
@@ -261,7 +300,8 @@ func TestCollectErrors(t *testing.T) {
 
 // summaryKeys is the DESIGN §7 contract, listed here independently of the struct tags.
 var (
-	summaryKeys = []string{"num_requests", "completed", "failed", "duration_s", "request_throughput",
+	// "cancelled" is this project's addition next to "failed".
+	summaryKeys = []string{"num_requests", "completed", "failed", "cancelled", "duration_s", "request_throughput",
 		"output_throughput", "total_token_throughput", "total_input_tokens", "total_output_tokens",
 		"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"}
 	specKeys = []string{"num_drafts", "num_draft_tokens", "num_accepted_tokens", "acceptance_rate",
@@ -360,5 +400,42 @@ func assertKeys(t *testing.T, what string, obj map[string]json.RawMessage, want 
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("%s keys = %v, want %v", what, got, want)
+	}
+}
+
+// TestSummaryWithoutSamplesIsNull: a mode that never ran, or where no request completed,
+// writes null for every figure it could not measure, never a 0 that reads as measured.
+func TestSummaryWithoutSamplesIsNull(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		mode      Mode
+		reqs      []Request
+		null, not []string
+	}{
+		{"never ran", ModeSpeculative, nil,
+			[]string{"duration_s", "request_throughput", "output_throughput", "total_token_throughput",
+				"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms", "coordination_overhead_ms"},
+			[]string{"num_requests", "completed", "failed", "cancelled"}},
+		{"none completed", ModeTarget, []Request{targetRequests()[3], cancelledRequest(ModeTarget, 3, 0, 900)},
+			[]string{"request_throughput", "output_throughput", "total_token_throughput", "ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"},
+			[]string{"duration_s", "num_requests", "failed", "cancelled"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Summarize(tc.mode, tc.reqs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj := decodeObject(t, s)
+			for _, k := range tc.null {
+				if v, ok := obj[k]; !ok || string(v) != "null" {
+					t.Errorf("%s = %s, want null", k, v)
+				}
+			}
+			for _, k := range tc.not {
+				if v, ok := obj[k]; !ok || string(v) == "null" {
+					t.Errorf("%s = %s, want a number", k, v)
+				}
+			}
+		})
 	}
 }

@@ -44,7 +44,9 @@ func (c *StepClient) Close() error { return c.sub.Unsubscribe() }
 
 // Step sends req to subject (a Stage subject) with its Reply set to a fresh
 // inbox subject and waits for the reply or ctx. A reply that reports a
-// failed step is returned together with its error.
+// failed step is returned together with its error. Every error names the
+// step once, as StepError does: callers add what the step was for, not
+// which step it was.
 func (c *StepClient) Step(ctx context.Context, subject string, req *StepRequest) (*StepReply, error) {
 	req.Reply = c.inbox + "." + strconv.FormatUint(c.n.Add(1), 10)
 	ch := make(chan *StepReply, 1)
@@ -57,17 +59,24 @@ func (c *StepClient) Step(ctx context.Context, subject string, req *StepRequest)
 		c.mu.Unlock()
 	}()
 	if err := Send(c.nc, subject, req.Session.String(), req, nil); err != nil {
-		return nil, fmt.Errorf("sending %s step of session %s to %s: %w", req.Op, req.Session, subject, err)
+		return nil, StepError(req, subject, fmt.Errorf("sending: %w", err))
 	}
 	select {
 	case rep := <-ch:
 		if err := rep.Err(); err != nil {
-			return rep, fmt.Errorf("%s step of session %s: %w", req.Op, req.Session, err)
+			return rep, StepError(req, subject, err)
 		}
 		return rep, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%s step of session %s on %s: %w", req.Op, req.Session, subject, ctx.Err())
+		return nil, StepError(req, subject, ctx.Err())
 	}
+}
+
+// StepError wraps err with the step it ended: "verify step of session S on
+// SUBJECT: err". Code that passes a step's error on adds what the step was
+// for ("round 3: …"), never the op or the subject again.
+func StepError(req *StepRequest, subject string, err error) error {
+	return fmt.Errorf("%s step of session %s on %s: %w", req.Op, req.Session, subject, err)
 }
 
 func (c *StepClient) receive(m *nats.Msg) {

@@ -19,6 +19,10 @@ const maxMismatchLines = 10
 // PrintSummary writes the console summary in the layout of vLLM's benchmark_serving, so its
 // users read it at a glance: a result block per enabled mode, the speculative acceptance block,
 // the comparison block and, when GPU results are available, the GPU block.
+//
+// Nothing unmeasured is printed as a number: a mode that sent no request says it did not run,
+// one where no request completed gives its counts and says so, and a figure without a sample
+// (a null in the JSON) reads "n/a".
 func PrintSummary(w io.Writer, r Results) error {
 	var c console
 	if r.Speculative != nil {
@@ -27,8 +31,8 @@ func PrintSummary(w io.Writer, r Results) error {
 	if r.Target != nil {
 		c.mode("target", r.Target)
 	}
-	if r.Speculative != nil && r.Speculative.SpecStats != nil {
-		c.speculative(r.Speculative.SpecStats)
+	if s := r.Speculative; s != nil && s.SpecStats != nil && s.Completed > 0 {
+		c.speculative(s.SpecStats)
 	}
 	if r.Comparison != nil {
 		c.comparison(r.Comparison)
@@ -59,21 +63,44 @@ func (c *console) line(s string) {
 	c.WriteByte('\n')
 }
 
-// kv writes one "{:<40} {:<10}" row; trailing blanks are trimmed.
+// notMeasured stands for a figure without a sample (null in the JSON).
+const notMeasured = "n/a"
+
+// kv writes one "{:<40} {:<10}" row; trailing blanks are trimmed. A nil *float64 is a figure
+// that was not measured.
 func (c *console) kv(label string, value any) {
-	if f, ok := value.(float64); ok {
-		value = fmt.Sprintf("%.2f", f)
+	switch v := value.(type) {
+	case float64:
+		value = fmt.Sprintf("%.2f", v)
+	case *float64:
+		value = notMeasured
+		if v != nil {
+			value = fmt.Sprintf("%.2f", *v)
+		}
 	}
 	c.line(fmt.Sprintf("%-40s %v", label, value))
 }
 
 func (c *console) mode(name string, s *metrics.Summary) {
 	c.banner(" Serving Benchmark Result ("+name+") ", '=')
+	if s.NumRequests == 0 {
+		c.line("Did not run: no " + name + " request was sent.")
+		c.end()
+		return
+	}
 	c.kv("Successful requests:", s.Completed)
 	c.kv("Failed requests:", s.Failed)
+	if s.Cancelled > 0 {
+		c.kv("Cancelled requests:", s.Cancelled)
+	}
 	c.kv("Benchmark duration (s):", s.DurationS)
 	c.kv("Total input tokens:", s.TotalInputTokens)
 	c.kv("Total generated tokens:", s.TotalOutputTokens)
+	if s.Completed == 0 {
+		c.line("No request completed: there is no throughput or latency to report.")
+		c.end()
+		return
+	}
 	c.kv("Request throughput (req/s):", s.RequestThroughput)
 	c.kv("Output token throughput (tok/s):", s.OutputThroughput)
 	c.kv("Total Token throughput (tok/s):", s.TotalTokenThroughput)
@@ -84,8 +111,14 @@ func (c *console) mode(name string, s *metrics.Summary) {
 	c.end()
 }
 
-func (c *console) distribution(title, short string, d metrics.Distribution) {
+func (c *console) distribution(title, short string, d *metrics.Distribution) {
 	c.banner(title, '-')
+	if d == nil {
+		c.kv("Mean "+short+" (ms):", notMeasured)
+		c.kv("Median "+short+" (ms):", notMeasured)
+		c.kv("P99 "+short+" (ms):", notMeasured)
+		return
+	}
 	c.kv("Mean "+short+" (ms):", d.Mean)
 	c.kv("Median "+short+" (ms):", d.Median)
 	c.kv("P99 "+short+" (ms):", d.P99)
@@ -140,7 +173,7 @@ func (c *console) comparison(cmp *metrics.Comparison) {
 
 func speedup(v *float64) string {
 	if v == nil {
-		return "n/a"
+		return notMeasured
 	}
 	return fmt.Sprintf("%.2fx", *v)
 }

@@ -109,14 +109,48 @@ func resultsCases(t *testing.T) []struct {
 		{name: "sampled", res: Results{
 			Job:         fixtureJob,
 			Speculative: &fx.specSum,
-			Target:      &metrics.Summary{}, // ran, nothing completed: speedups are null
+			Target:      &metrics.Summary{}, // enabled, no request sent: speedups are null
 			Comparison: func() *metrics.Comparison {
 				c := fx.sampledComparison
 				c.SpeedupTPOT, c.SpeedupE2EL, c.SpeedupOutputThroughput = nil, nil, nil
 				return &c
 			}(),
 		}},
+		{name: "cut_short", res: cutShort(t, fx)},
 	}
+}
+
+// cutShort is the fixture job cancelled during the target mode: one speculative request was
+// cancelled in flight, and of the target ones one failed and two were cancelled, so no target
+// request completed and nothing of the target mode may read as measured.
+func cutShort(t *testing.T, fx fixture) Results {
+	t.Helper()
+	var reqs []metrics.Request
+	for _, r := range fx.reqs {
+		switch {
+		case r.Warmup:
+		case r.Mode == metrics.ModeSpeculative && r.Index == 1,
+			r.Mode == metrics.ModeTarget && r.Index > 0:
+			r.Error, r.Cancelled = "decode at 2 tokens: context canceled (cancelled by the user: test over)", true
+		case r.Mode == metrics.ModeTarget:
+			r.Error = "prefill: target stage 0 lost"
+		}
+		reqs = append(reqs, r)
+	}
+	spec, err := metrics.Summarize(metrics.ModeSpeculative, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := metrics.Summarize(metrics.ModeTarget, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmp, err := metrics.Compare(spec, target, reqs, reqs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Results{Job: fixtureJob, Speculative: &spec, Target: &target, Comparison: &cmp,
+		Warnings: []string{"the job was cancelled by the user (reason: test over) during the target mode: 0 of 3 requests finished, 1 failed, 2 cancelled"}}
 }
 
 func TestWriteGolden(t *testing.T) {

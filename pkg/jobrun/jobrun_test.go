@@ -1,0 +1,193 @@
+package jobrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/report"
+)
+
+// testJob runs n synthetic prompts, two at a time, in both modes.
+func testJob(t *testing.T, n int) *jobspec.Job {
+	t.Helper()
+	src := fmt.Sprintf(`job "cut-short" {
+  seed = 3
+  model "target" { path = "/models/target" }
+  model "drafter" { path = "/models/drafter" }
+  placement { strategy = "same" }
+  dataset "synthetic" { input_tokens = 4 }
+  load {
+    num_prompts     = %d
+    max_concurrency = 2
+    warmup_requests = 0
+  }
+  generation {
+    max_new_tokens = 3
+    gamma          = 2
+    temperature    = 0
+  }
+  modes {
+    speculative = true
+    target_ar   = true
+  }
+  gpu_monitor { enabled = false }
+}
+`, n)
+	job, err := jobspec.Parse("test.hcl", []byte(src), jobspec.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+type fakeTokenizer struct{}
+
+func (fakeTokenizer) Encode(text string) ([]int, error) { return []int{1, 2, 3}, nil }
+func (fakeTokenizer) VocabSize() int                    { return 100 }
+func (fakeTokenizer) EOS() []int                        { return nil }
+func (fakeTokenizer) SpecialTokens() map[string]int     { return map[string]int{"<eos>": 0} }
+
+// stopAfter completes the first `done` requests; the ones after it emit a token and wait in
+// flight until two are waiting, then the job's context is ended with cause (a cancel, a lost
+// worker), as the controller does, and they end with the context's error.
+type stopAfter struct {
+	done  int
+	stop  context.CancelCauseFunc
+	cause error
+
+	mu       sync.Mutex
+	calls    int
+	inFlight int
+}
+
+func (e *stopAfter) Generate(ctx context.Context, mode metrics.Mode, g Gen) (GenResult, error) {
+	e.mu.Lock()
+	e.calls++
+	n := e.calls
+	e.mu.Unlock()
+	var res GenResult
+	emit := func(tok int) {
+		g.OnEmit([]int{tok})
+		res.Tokens = append(res.Tokens, tok)
+		if mode == metrics.ModeSpeculative {
+			res.Rounds = append(res.Rounds, metrics.Round{Gamma: g.Gamma, Drafted: 1, Accepted: 1, Emitted: 1, AcceptedByPosition: []bool{true}})
+		}
+	}
+	if n <= e.done {
+		for i := range g.MaxNewTokens {
+			emit(10 + i)
+		}
+		return res, nil
+	}
+	emit(10)
+	e.mu.Lock()
+	e.inFlight++
+	if e.inFlight == 2 {
+		e.stop(e.cause)
+	}
+	e.mu.Unlock()
+	<-ctx.Done()
+	return res, fmt.Errorf("round 1: verify step of session x on draftbench.stage.target-1.0: %w", ctx.Err())
+}
+
+// TestRunCutShort: a job whose context ends during the speculative mode, by a user's cancel
+// or by a failure (a lost worker). The requests in flight count as cancelled or failed as the
+// cause says; the warnings name the cause and count the finished requests right; the target
+// mode, which never ran, is said not to have run and none of its figures is a number.
+func TestRunCutShort(t *testing.T) {
+	lost := errors.New("worker 1a2b3c4d on host gpu-7 stopped sending heartbeats")
+	for _, tc := range []struct {
+		name                 string
+		prompts              int
+		cause                error
+		failed, cancelled    int
+		cutShort, targetSkip string
+		recordError          string
+	}{
+		{"cancelled by the user", 10, &Cancelled{By: "the user", Reason: "test over"}, 0, 2,
+			"the job was cancelled by the user (reason: test over) during the speculative mode: 4 of 10 requests finished, 2 cancelled",
+			"the target mode did not run: the job was cancelled by the user (reason: test over) before it",
+			"round 1: verify step of session x on draftbench.stage.target-1.0: context canceled (cancelled by the user: test over)"},
+		// the last two requests were in flight: every request had been sent
+		{"cancelled with every request sent", 6, &Cancelled{By: "the user"}, 0, 2,
+			"the job was cancelled by the user during the speculative mode: 4 of 6 requests finished, 2 cancelled",
+			"the target mode did not run: the job was cancelled by the user before it",
+			"round 1: verify step of session x on draftbench.stage.target-1.0: context canceled (cancelled by the user)"},
+		{"interrupted", 10, context.Canceled, 0, 2,
+			"the job was cancelled during the speculative mode: 4 of 10 requests finished, 2 cancelled",
+			"the target mode did not run: the job was cancelled before it",
+			"round 1: verify step of session x on draftbench.stage.target-1.0: context canceled"},
+		{"a worker was lost", 10, lost, 2, 0,
+			"the job failed (worker 1a2b3c4d on host gpu-7 stopped sending heartbeats) during the speculative mode: 4 of 10 requests finished, 2 failed",
+			"the target mode did not run: the job failed (worker 1a2b3c4d on host gpu-7 stopped sending heartbeats) before it",
+			"round 1: verify step of session x on draftbench.stage.target-1.0: context canceled (worker 1a2b3c4d on host gpu-7 stopped sending heartbeats)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			dir := t.TempDir()
+			var console strings.Builder
+			res, err := Run(ctx, testJob(t, tc.prompts), fakeTokenizer{}, &stopAfter{done: 4, stop: cancel, cause: tc.cause}, dir,
+				Options{Console: &console})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := res.Results
+			if s := r.Speculative; s.NumRequests != 6 || s.Completed != 4 || s.Failed != tc.failed || s.Cancelled != tc.cancelled {
+				t.Errorf("speculative: %d requests, %d completed, %d failed, %d cancelled; want 6, 4, %d, %d",
+					s.NumRequests, s.Completed, s.Failed, s.Cancelled, tc.failed, tc.cancelled)
+			}
+			for _, rec := range res.Requests {
+				if !rec.Completed() && rec.Error != tc.recordError {
+					t.Errorf("request %d: error %q, want %q", rec.Index, rec.Error, tc.recordError)
+				}
+			}
+			want := []string{tc.cutShort, tc.targetSkip}
+			if strings.Join(r.Warnings, "\n") != strings.Join(want, "\n") {
+				t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(r.Warnings, "\n"), strings.Join(want, "\n"))
+			}
+
+			// The target mode never ran: nothing of it may read as a measurement.
+			if r.Target == nil || r.Target.NumRequests != 0 {
+				t.Fatalf("target summary %+v, want an enabled mode without requests", r.Target)
+			}
+			data, err := os.ReadFile(filepath.Join(dir, report.FileTarget))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var target map[string]json.RawMessage
+			if err := json.Unmarshal(data, &target); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"duration_s", "request_throughput", "output_throughput", "total_token_throughput",
+				"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"} {
+				if string(target[k]) != "null" {
+					t.Errorf("%s: %s = %s, want null", report.FileTarget, k, target[k])
+				}
+			}
+			if c := r.Comparison; c == nil || c.SpeedupTPOT != nil || c.SpeedupE2EL != nil || c.SpeedupOutputThroughput != nil {
+				t.Errorf("comparison %+v, want null speedups", c)
+			}
+
+			out := console.String()
+			targetBlock := "======= Serving Benchmark Result (target) ========\n" +
+				"Did not run: no target request was sent.\n" +
+				"==================================================\n"
+			if !strings.Contains(out, targetBlock) {
+				t.Errorf("console summary does not say the target mode did not run:\n%s", out)
+			}
+			if !strings.Contains(out, "Warning: "+tc.cutShort) {
+				t.Errorf("console summary lacks the warning %q:\n%s", tc.cutShort, out)
+			}
+		})
+	}
+}
