@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -624,32 +625,46 @@ func TestSplitListen(t *testing.T) {
 	}
 }
 
-// TestSubmitWaitInterrupted: Ctrl-C on `submit --wait` says that the job goes
-// on, and how to follow or stop it.
-func TestSubmitWaitInterrupted(t *testing.T) {
+// TestFollowInterrupted: Ctrl-C on `submit --wait` or `tail` says that the
+// job goes on, and how to follow or stop it. Both commands catch the signal
+// from before they print their first line on.
+func TestFollowInterrupted(t *testing.T) {
 	target, drafter := tinyModels(t)
 	s := startServe(t, t.TempDir()) // no worker: the job waits
-	cmd := exec.Command(filepath.Join(binDir, "controller"), "submit", "testdata/serve-job.hcl", "--wait", "--nats", s.url,
+	var id string
+	follow := func(name string, firstLine func(stdout, stderr *bufio.Reader) (string, error), args ...string) {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "controller"), args...)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		outR, errR := bufio.NewReader(stdout), bufio.NewReader(stderr)
+		line, err := firstLine(outR, errR)
+		if err != nil {
+			t.Fatalf("%s: no first line: %v", name, err)
+		}
+		if id == "" {
+			id = strings.TrimSpace(line)
+		}
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		rest, _ := io.ReadAll(errR)
+		err = cmd.Wait()
+		want := "controller " + name + ": error: interrupted; job " + id[:8] + " goes on running: follow it with `controller tail " + id[:8] + "`, stop it with `controller cancel " + id[:8] + "`"
+		if err == nil || !strings.Contains(string(rest), want) {
+			t.Errorf("%s: exit %v, stderr:\n%s\nwant %q", name, err, rest, want)
+		}
+	}
+	follow("submit", func(out, _ *bufio.Reader) (string, error) { return out.ReadString('\n') }, // the job id
+		"submit", "testdata/serve-job.hcl", "--wait", "--nats", s.url,
 		"-var", "target="+target, "-var", "drafter="+drafter, "-var", "out="+t.TempDir())
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("no job id: %v; stderr %s", err, stderr.String())
-	}
-	id := strings.TrimSpace(line)
-	waitForConsumer(t, s.url) // submit is following the job
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	err = cmd.Wait()
-	want := "controller submit: error: interrupted; job " + id[:8] + " goes on running: follow it with `controller tail " + id[:8] + "`, stop it with `controller cancel " + id[:8] + "`"
-	if err == nil || !strings.Contains(stderr.String(), want) {
-		t.Errorf("exit %v, stderr:\n%s\nwant %q", err, stderr.String(), want)
-	}
+	follow("tail", func(_, errs *bufio.Reader) (string, error) { return errs.ReadString('\n') }, // "following job …"
+		"tail", "--nats", s.url)
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/jobstore"
 	"github.com/draftbench/draftbench/pkg/natsrv"

@@ -67,6 +67,9 @@ func tail(ctx context.Context, env *cli.Env, client *jobstore.Client, args []str
 		return printErr // a closed pipe ends tail
 	})
 	if err != nil {
+		if ctx.Err() != nil && !jobstore.Final(st.State) {
+			return interrupted(id)
+		}
 		return err
 	}
 	if final == nil {
