@@ -444,8 +444,13 @@ func loadPlan(job *jobspec.Job) loadgen.Plan {
 	} else {
 		p.NumRequests = job.Load.NumPrompts
 	}
-	if job.Batch.Enabled {
+	switch {
+	case job.Batch.Enabled:
 		p.BatchSize = job.Batch.Size
+	case job.Load.Mode != jobspec.LoadModeRate && p.MaxConcurrency == 0:
+		// The seed's ENABLE_BATCH=false: prompts one by one (rate mode
+		// sends each at its arrival time either way).
+		p.MaxConcurrency = 1
 	}
 	return p
 }

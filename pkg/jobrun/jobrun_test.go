@@ -191,3 +191,32 @@ func TestRunCutShort(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadPlanBatching: with batching, prompts go in batches of batch.size;
+// without it (the seed's ENABLE_BATCH=false) one by one in count mode, unless
+// max_concurrency says otherwise; rate mode sends at the arrival times.
+func TestLoadPlanBatching(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		enabled              bool
+		mode                 string
+		maxConcurrency       int
+		wantBatch, wantConcr int
+	}{
+		{"batches", true, jobspec.LoadModeCount, 0, 4, 0},
+		{"one by one", false, jobspec.LoadModeCount, 0, 0, 1},
+		{"max_concurrency wins", false, jobspec.LoadModeCount, 3, 0, 3},
+		{"rate mode", false, jobspec.LoadModeRate, 0, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job := &jobspec.Job{}
+			job.Batch.Enabled, job.Batch.Size = tc.enabled, 4
+			job.Load.Mode, job.Load.NumPrompts, job.Load.MaxConcurrency = tc.mode, 8, tc.maxConcurrency
+			job.Load.Rate = 2
+			p := loadPlan(job)
+			if p.BatchSize != tc.wantBatch || p.MaxConcurrency != tc.wantConcr {
+				t.Errorf("batch size %d, max concurrency %d; want %d, %d", p.BatchSize, p.MaxConcurrency, tc.wantBatch, tc.wantConcr)
+			}
+		})
+	}
+}
