@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -111,6 +112,9 @@ func benchCmd() *cli.Command {
 			defer eng.close()
 			m, err := model.Load(dir, eng.Backend, model.Options{RandomWeights: random, Seed: seed}) // the backend itself: its RandomLoader draws on the device
 			if err != nil {
+				if !random && errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("%w (to time the shape of config.json without weights, add --random-weights)", err)
+				}
 				return err
 			}
 			weights := m.MemoryBytes() // bf16 weight matrices stay bf16 on the CPU backend

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,11 +77,11 @@ func generateCmd() *cli.Command {
 			fs.BoolVar(&f.adaptive, "adaptive-gamma", false, "grow gamma by 2 after a fully accepted round, shrink by 1 otherwise")
 			fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
 		},
-		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runGenerate(env, f) },
+		Run: func(env *cli.Env, fs *flag.FlagSet) error { return runGenerate(env, fs, f) },
 	}
 }
 
-func runGenerate(env *cli.Env, f generateFlags) error {
+func runGenerate(env *cli.Env, fs *flag.FlagSet, f generateFlags) error {
 	if f.model == "" {
 		return cli.Usagef("--model is required")
 	}
@@ -92,6 +93,15 @@ func runGenerate(env *cli.Env, f generateFlags) error {
 	}
 	if f.logits && f.drafter != "" {
 		return cli.Usagef("--logits is for plain generation; drop --drafter")
+	}
+	if f.drafter == "" && explicit(fs, "gamma", "adaptive-gamma", "draft-top-k") {
+		return cli.Usagef("--gamma, --adaptive-gamma and --draft-top-k need --drafter DIR")
+	}
+	if st, err := os.Stat(f.model); err != nil || !st.IsDir() {
+		if err == nil {
+			err = errors.New("not a folder")
+		}
+		return fmt.Errorf("model folder %s: %w", f.model, err)
 	}
 	params := sampling.Params{Temperature: f.temperature, TopK: f.topK, TopP: f.topP}
 
@@ -220,4 +230,15 @@ func loadDrafter(f generateFlags, targetTok *tokenizer.Tokenizer, be *cpu.Backen
 		}
 	}
 	return model.Load(f.drafter, be, model.Options{})
+}
+
+// explicit reports whether any of the named flags was given.
+func explicit(fs *flag.FlagSet, names ...string) bool {
+	found := false
+	fs.Visit(func(fl *flag.Flag) {
+		if slices.Contains(names, fl.Name) {
+			found = true
+		}
+	})
+	return found
 }
