@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -138,7 +139,10 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		}
 		srv, err := natsrv.Start(sopts)
 		if err != nil {
-			return fmt.Errorf("%w (--listen %s, --token)", err, o.listen)
+			if errors.Is(err, natsrv.ErrNoAuth) {
+				return fmt.Errorf("%w (--listen %s, --token)", err, o.listen)
+			}
+			return err
 		}
 		defer srv.Shutdown()
 		url = srv.ClientURL()

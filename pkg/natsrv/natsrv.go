@@ -68,7 +68,7 @@ func Start(opts Options) (*Server, error) {
 		opts.Host = "127.0.0.1"
 	}
 	if !loopback(opts.Host) && !opts.authenticated() {
-		return nil, fmt.Errorf("natsrv: refusing to listen on %s without authentication: set a token, or listen on 127.0.0.1", opts.Host)
+		return nil, noAuthError{opts.Host}
 	}
 	if opts.Token != "" && len(opts.Users) > 0 {
 		return nil, errors.New("natsrv: give a token or users, not both")
@@ -222,7 +222,7 @@ func (l logger) Noticef(f string, v ...any) { l.l.Debug(fmt.Sprintf(f, v...)) }
 func (l logger) Warnf(f string, v ...any)   { l.l.Warn(fmt.Sprintf(f, v...)) }
 func (l logger) Fatalf(f string, v ...any) {
 	msg := fmt.Sprintf(f, v...)
-	l.l.Error(msg)
+	l.l.Debug(msg) // Start returns it as its error
 	select {
 	case l.fatal <- msg:
 	default:
@@ -357,6 +357,18 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// ErrNoAuth is Start's refusal to listen beyond loopback without
+// authentication (errors.Is).
+var ErrNoAuth = errors.New("natsrv: refusing to listen beyond loopback without authentication")
+
+type noAuthError struct{ host string }
+
+func (e noAuthError) Error() string {
+	return fmt.Sprintf("natsrv: refusing to listen on %s without authentication: set a token, or listen on 127.0.0.1", e.host)
+}
+
+func (noAuthError) Is(target error) bool { return target == ErrNoAuth }
 
 // Refused reports whether err is a server refusing the client's credentials.
 // nats.go reports a refused token as the server's text, not always as
