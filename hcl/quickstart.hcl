@@ -1,5 +1,5 @@
 # Quickstart: a tiny target and drafter on the CPU, eight short prompts.
-# It finishes in about a minute on two cores and needs no GPU:
+# It finishes in about ten seconds on two cores (docs/perf.md) and needs no GPU:
 #
 #   make models            # writes build/models/tiny-target and tiny-drafter
 #   bin/controller run hcl/quickstart.hcl

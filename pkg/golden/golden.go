@@ -417,7 +417,9 @@ func WriteInvariance(w io.Writer, label string, chunk int, rs []Invariance) erro
 			fmt.Fprintf(&b, "%-12s %5d  max |Δlogit| %.3g\n", r.Name, r.Rows, r.MaxAbs)
 		}
 	}
-	fmt.Fprintf(&b, "invariance %s: %d of %d goldens bit-identical between decode and %d-token steps\n", label, same, len(rs), chunk)
+	fmt.Fprintf(&b, "invariance %s: %d of %d goldens bit-identical between decode and %d-token steps "+
+		"(a measurement, not a check: only the CPU backend with bf16 weights and --batch-invariant GPU stages are built to be)\n",
+		label, same, len(rs), chunk)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
