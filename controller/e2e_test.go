@@ -222,8 +222,13 @@ func TestRunSaysWhatItSkipsAndKeepsEarlierResults(t *testing.T) {
 		}
 		return string(b)
 	}
-	first := run()
 	want := `dataset "sharegpt": skipped 1 of 3 records: invalid_json=1 (first at sharegpt_gpt4.jsonl:2)`
+	// validate reads the dataset too.
+	v, err := exec.Command(filepath.Join(binDir, "controller"), "validate", job).CombinedOutput()
+	if err != nil || !strings.Contains(string(v), "warning: "+want) || !strings.Contains(string(v), "dataset: 2 usable records of 3 read") {
+		t.Errorf("validate: %v\n%s\nwant the skipped record and the counts", err, v)
+	}
+	first := run()
 	if !strings.Contains(first, want) {
 		t.Errorf("the console does not say %q:\n%s", want, first)
 	}

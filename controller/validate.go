@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/draftbench/draftbench/pkg/agent"
 	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/dataset"
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/placement"
@@ -46,8 +48,20 @@ func validateCmd() *cli.Command {
 				}
 				return err
 			}
+			var data *dataset.Stats
 			if err := jobrun.CheckTokenizers(job); err != nil {
 				return err
+			}
+			// The dataset is read too (not tokenized), so a malformed record
+			// is found here rather than in the run.
+			if job.Dataset.Kind == jobspec.DatasetShareGPT {
+				d, err := dataset.LoadShareGPT(job.Dataset.Dir, job.Dataset.Files, dataset.LoadOptions{})
+				if err != nil {
+					return job.Errorf("dataset.sharegpt.dir", "%w", err)
+				}
+				job.Warnings = append(job.Warnings, d.Warnings()...)
+				st := d.Stats()
+				data = &st
 			}
 			if asJSON {
 				models := map[string]any{"target": plan.Target}
@@ -57,12 +71,15 @@ func validateCmd() *cli.Command {
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(map[string]any{"job": job.Name, "strategy": plan.Strategy, "models": models,
-					"load": job.Load, "modes": job.Modes, "warnings": job.Warnings})
+					"load": job.Load, "modes": job.Modes, "dataset": data, "warnings": job.Warnings})
 			}
 			fmt.Fprintf(env.Stdout, "%s: valid\n", env.Args[0])
 			fmt.Fprintf(env.Stdout, "%s\n", job)
 			for _, w := range job.Warnings {
 				fmt.Fprintf(env.Stdout, "warning: %s\n", w)
+			}
+			if data != nil {
+				fmt.Fprintf(env.Stdout, "dataset: %d usable records of %d read from %s\n", data.Loaded, data.Records, strings.Join(data.Files, ", "))
 			}
 			printModelPlan(env, "target", job.Models.Target.Path, target.Architecture, target.Layers, &plan.Target)
 			if plan.Drafter != nil && drafter != nil {
