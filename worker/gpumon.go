@@ -56,7 +56,7 @@ func startGPUMonitor(ctx context.Context, nc *nats.Conn, subj protocol.Subjects,
 			if err != nil {
 				return
 			}
-			if err := nc.Publish(subj.GPU(host, s.Device), data); err != nil {
+			if err := nc.PublishMsg(protocol.RecordMsg(subj.GPU(host, s.Device), data)); err != nil {
 				log.Debug("publishing a GPU sample", "error", err)
 			}
 		})

@@ -102,7 +102,7 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 	}
 	sub, err := nc.Subscribe(subj.AllGPU(), func(m *nats.Msg) {
 		var s gpumon.Sample
-		if json.Unmarshal(m.Data, &s) == nil {
+		if protocol.CheckRecordVersion(m.Header) == nil && json.Unmarshal(m.Data, &s) == nil {
 			g.agg.Add(s)
 		}
 	})

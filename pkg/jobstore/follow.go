@@ -103,6 +103,9 @@ func Follow(ctx context.Context, js jetstream.JetStream, subj protocol.Subjects,
 			return nil, fmt.Errorf("reading %s from stream %s: %w", filter, name, err)
 		}
 		ev := Event{Seq: meta.Sequence.Stream, Time: meta.Timestamp, Stored: meta.Sequence.Stream <= lastSeq}
+		if err := protocol.CheckRecordVersion(msg.Headers()); err != nil {
+			return nil, fmt.Errorf("message %d of stream %s: %w", ev.Seq, name, err)
+		}
 		if err := decodeEvent(subj, job, msg.Subject(), msg.Data(), &ev); err != nil {
 			return nil, fmt.Errorf("message %d of stream %s: %w", ev.Seq, name, err)
 		}

@@ -279,7 +279,7 @@ func (s *Store) PublishSummary(ctx context.Context, job string, res report.Resul
 func (s *Store) publish(ctx context.Context, subject string, data []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if _, err := s.js.Publish(ctx, subject, data); err != nil {
+	if _, err := s.js.PublishMsg(ctx, protocol.RecordMsg(subject, data)); err != nil {
 		return fmt.Errorf("jobstore: publishing on %s: %w", subject, err)
 	}
 	return nil

@@ -322,6 +322,9 @@ func TestPublishRequestIsTheRequestsLine(t *testing.T) {
 		if string(msg.Data) != lines.Text() {
 			t.Errorf("record %d:\n stream %s\n file   %s", i, msg.Data, lines.Text())
 		}
+		if v := msg.Header.Get(protocol.HeaderVersion); v != "1" {
+			t.Errorf("record %d: version header %q, want 1", i, v)
+		}
 	}
 }
 

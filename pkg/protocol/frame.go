@@ -27,6 +27,32 @@ const (
 	HeaderShape   = "Draftbench-Shape"   // tensor shape, "rows,cols", chunk 0
 )
 
+// HeaderVersion carries the protocol version of a record whose body is a
+// file's line as the user reads it (a request record is a line of
+// requests.jsonl, a summary is benchmark_results.json, a GPU sample is
+// gpumon's JSON): those bodies have no "v" field, so the version travels
+// beside them and the bytes stay those of the file.
+const HeaderVersion = "Draftbench-Version"
+
+// RecordMsg is a record for subject with its version header.
+func RecordMsg(subject string, data []byte) *nats.Msg {
+	return &nats.Msg{Subject: subject, Data: data, Header: nats.Header{HeaderVersion: []string{strconv.Itoa(Version)}}}
+}
+
+// CheckRecordVersion accepts a record without the header (written before
+// it existed) or of a version this build reads.
+func CheckRecordVersion(h nats.Header) error {
+	v := h.Get(HeaderVersion)
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > Version {
+		return fmt.Errorf("%w: record of version %q, this build reads 1 to %d", ErrVersion, v, Version)
+	}
+	return nil
+}
+
 // DTypeF32 is the only tensor element type on the wire: little-endian IEEE
 // float32, what every backend computes activations in.
 const DTypeF32 = "f32"

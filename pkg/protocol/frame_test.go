@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -328,6 +329,26 @@ func TestSparseProbsRoundTripExactly(t *testing.T) {
 	for i, p := range back.Q[0].Probs {
 		if math.Float32bits(p) != math.Float32bits(q.Probs[i]) {
 			t.Fatalf("prob %d: %v came back as %v", i, q.Probs[i], p)
+		}
+	}
+}
+
+func TestRecordVersion(t *testing.T) {
+	m := RecordMsg("draftbench.results.x.requests", []byte("{}\n"))
+	if m.Header.Get(HeaderVersion) != "1" || string(m.Data) != "{}\n" {
+		t.Errorf("record message %+v", m)
+	}
+	for _, tc := range []struct {
+		v  string
+		ok bool
+	}{{"", true}, {"1", true}, {"2", false}, {"0", false}, {"x", false}} {
+		h := nats.Header{}
+		if tc.v != "" {
+			h.Set(HeaderVersion, tc.v)
+		}
+		err := CheckRecordVersion(h)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrVersion)) {
+			t.Errorf("version %q: %v, want ok=%v", tc.v, err, tc.ok)
 		}
 	}
 }
