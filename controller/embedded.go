@@ -19,6 +19,8 @@ import (
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/controller"
 	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/jobstore"
+	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
@@ -65,11 +67,26 @@ func runEmbedded(ctx context.Context, env *cli.Env, spec *jobspec.Job, o runOpti
 		return fmt.Errorf("the local worker did not register: %w", err)
 	}
 	job := controller.NewJob(spec, o.out)
+	// Live results go to the embedded server's JetStream as they would to
+	// serve's, so `nats sub 'draftbench.results.>'` works during a run too.
+	store, err := jobstore.Open(ctx, nc, jobstore.Options{Subjects: subj, Log: env.Logger})
+	if err != nil {
+		return err
+	}
+	log.Info("live results", "subscribe", fmt.Sprintf("nats sub --server %s '%s'", srv.ClientURL(), subj.AllResults()))
 	res, err := controller.Run(ctx, controller.Config{
 		NC: nc, Subjects: subj, Registry: reg, Log: env.Logger, Console: env.Stdout, Progress: env.Stderr,
 		Terminal: isTerminal(os.Stderr),
+		OnRequest: func(jobID string, r metrics.Request) {
+			if err := store.PublishRequest(ctx, jobID, r); err != nil {
+				log.Debug("publishing a request record", "error", err)
+			}
+		},
 	}, job)
 	if res != nil {
+		if perr := store.PublishSummary(context.Background(), job.ID, res.Results); perr != nil {
+			log.Debug("publishing the summary", "error", perr)
+		}
 		fmt.Fprintf(env.Stdout, "results written to %s\n", res.Dir)
 	}
 	return err
