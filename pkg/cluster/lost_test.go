@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/natsrv/natstest"
@@ -14,28 +15,14 @@ import (
 // TestOnLostStops: a job that has ended stops hearing of lost workers (a
 // long-running controller registers one watcher per job).
 func TestOnLostStops(t *testing.T) {
-	_, nc := natstest.Start(t, natsrv.Options{})
-	var subj protocol.Subjects
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	nc, subj, clock, reg := registryOnFakeClock(t)
 	calls := map[string]int{}
 	stopOld := reg.OnLost(func(Worker) { calls["ended job"]++ })
 	reg.OnLost(func(Worker) { calls["running job"]++ })
 	stopOld()
 	stopOld() // twice is harmless
 
-	data, err := protocol.Encode(&protocol.Registration{WorkerID: uuid.NewString(), Host: "gpu-a", BuildVersion: "test",
-		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	register(t, nc, subj, uuid.NewString(), "gpu-a")
 	clock.Add(4 * time.Second)
 	reg.Check()
 	if calls["ended job"] != 0 || calls["running job"] != 1 {
@@ -46,25 +33,11 @@ func TestOnLostStops(t *testing.T) {
 // TestLeavingWorker: a worker's Leaving heartbeat removes it at once and
 // tells the jobs' watchers, without waiting three intervals.
 func TestLeavingWorker(t *testing.T) {
-	_, nc := natstest.Start(t, natsrv.Options{})
-	var subj protocol.Subjects
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	nc, subj, clock, reg := registryOnFakeClock(t)
 	told := make(chan Worker, 1)
 	reg.OnLost(func(w Worker) { told <- w })
 	id := uuid.NewString()
-	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a", BuildVersion: "test",
-		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	register(t, nc, subj, id, "gpu-a")
 	hb, err := protocol.Encode(&protocol.Heartbeat{WorkerID: id, Host: "gpu-a", Sent: clock.Now(), Leaving: true})
 	if err != nil {
 		t.Fatal(err)
@@ -82,5 +55,33 @@ func TestLeavingWorker(t *testing.T) {
 	}
 	if ws := reg.Workers(); len(ws) != 0 {
 		t.Errorf("workers after the leave: %+v, want none", ws)
+	}
+}
+
+// registryOnFakeClock is a registry on an embedded server, its clock moved by
+// the test, with a heartbeat interval of one second.
+func registryOnFakeClock(t *testing.T) (*nats.Conn, protocol.Subjects, *fakeClock, *Registry) {
+	t.Helper()
+	_, nc := natstest.Start(t, natsrv.Options{})
+	var subj protocol.Subjects
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	return nc, subj, clock, reg
+}
+
+// register registers a worker with one CPU device, as an agent would.
+func register(t *testing.T, nc *nats.Conn, subj protocol.Subjects, id, host string) {
+	t.Helper()
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: host, BuildVersion: "test",
+		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
