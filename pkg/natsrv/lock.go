@@ -16,8 +16,18 @@ import (
 const lockFile = "draftbench.lock"
 
 // tempPrefix names the temporary stores of servers started without a
-// StoreDir (`controller run`).
-const tempPrefix = "draftbench-jetstream-"
+// StoreDir (`controller run`); tempMark, written inside one once its
+// server holds the lock, is what makes a folder removable when unlocked (a
+// user's --store never has it, whatever its name).
+const (
+	tempPrefix = "draftbench-jetstream-"
+	tempMark   = "draftbench.temporary"
+)
+
+// markTemporary marks dir, whose lock the caller holds, as a temporary store.
+func markTemporary(dir string) error {
+	return os.WriteFile(filepath.Join(dir, tempMark), []byte("removed when its server stops\n"), 0o600)
+}
 
 // lockStore takes dir's lock, or says which process holds it.
 func lockStore(dir string) (*os.File, error) {
@@ -47,13 +57,14 @@ func lockStore(dir string) (*os.File, error) {
 }
 
 // removeStaleTemps removes the temporary stores of servers that are gone
-// (a `controller run` killed with SIGKILL cannot remove its own): those whose
-// lock nobody holds.
+// (a `controller run` killed with SIGKILL cannot remove its own): those
+// marked temporary whose lock nobody holds. The mark is written only under
+// the lock, so a store being set up (no mark yet) is never taken for stale.
 func removeStaleTemps() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
 	for _, dir := range dirs {
-		if _, err := os.Stat(filepath.Join(dir, lockFile)); err != nil {
-			continue // not ours to judge: no lock file
+		if _, err := os.Stat(filepath.Join(dir, tempMark)); err != nil {
+			continue // not a temporary store, or one still being set up
 		}
 		f, err := lockStore(dir)
 		if err != nil {

@@ -46,6 +46,26 @@ func TestStaleTempStoresRemoved(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(stale, lockFile), []byte("1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := markTemporary(stale); err != nil {
+		t.Fatal(err)
+	}
+	// A user's store of a similar name, its server stopped: never removed.
+	users := filepath.Join(os.TempDir(), tempPrefix+"keep")
+	if s, err := Start(Options{StoreDir: users}); err != nil {
+		t.Fatal(err)
+	} else {
+		s.Shutdown()
+	}
+	// A temporary store being set up (locked, not yet marked) is not stale.
+	setup, err := os.MkdirTemp("", tempPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := lockStore(setup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	next, err := Start(Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +74,9 @@ func TestStaleTempStoresRemoved(t *testing.T) {
 	if _, err := os.Stat(stale); err == nil {
 		t.Errorf("stale store %s is still there", stale)
 	}
-	if _, err := os.Stat(live.StoreDir()); err != nil {
-		t.Errorf("the live server's store is gone: %v", err)
+	for _, dir := range []string{live.StoreDir(), users, setup} {
+		if _, err := os.Stat(filepath.Join(dir, lockFile)); err != nil {
+			t.Errorf("%s was removed: %v", dir, err)
+		}
 	}
 }

@@ -111,6 +111,12 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("natsrv: %w", err)
 	}
 	s.lock = lock
+	if s.tempDir {
+		if err := markTemporary(s.storeDir); err != nil {
+			s.cleanup()
+			return nil, fmt.Errorf("natsrv: %w", err)
+		}
+	}
 	port := opts.Port
 	if port == 0 {
 		port = server.RANDOM_PORT // the server reads 0 as its default, 4222

@@ -214,6 +214,7 @@ func TestLogsGoToHclog(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.Close()
+	s.Shutdown() // the server's goroutines write to buf until then
 	if out := buf.String(); !strings.Contains(out, "nats: ") || !strings.Contains(out, "Server is ready") {
 		t.Errorf("server log lines not in hclog output:\n%s", out)
 	}
