@@ -428,7 +428,9 @@ func (a *Agent) leave() {
 	data, err := protocol.Encode(hb)
 	if err == nil {
 		if err = a.cfg.Conn.Publish(a.cfg.Subjects.WorkerHeartbeat(a.id), data); err == nil {
-			err = a.cfg.Conn.Flush()
+			// Bounded: a worker stopping while NATS is away must not hold
+			// its stages' SIGTERM back for the default 10 s.
+			err = a.cfg.Conn.FlushTimeout(time.Second)
 		}
 	}
 	if err != nil {

@@ -230,9 +230,10 @@ func RunStage(ctx context.Context, cfg StageConfig) error {
 	return <-served
 }
 
-// shardBytes estimates the bytes of the assigned layer range from the
-// folder's safetensors headers (0 when they cannot be read): its layers, and
-// the embeddings and head shared out to the first and last stages.
+// shardBytes estimates the bytes of the assigned layer range, as stored in
+// the job's dtype, from the folder's safetensors headers (0 when they cannot
+// be read): its layers, and the embeddings and head shared out to the first
+// and last stages.
 func shardBytes(a *protocol.Assignment) int64 {
 	info, err := model.Inspect(a.ModelDir)
 	if err != nil {
@@ -246,7 +247,7 @@ func shardBytes(a *protocol.Assignment) int64 {
 	if a.Layers[1] == info.Layers {
 		n += outer - outer/2
 	}
-	return n
+	return int64(float64(n) * info.StorageScale(a.DType))
 }
 
 // defaultBackend picks the backend for the assigned devices.

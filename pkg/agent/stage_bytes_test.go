@@ -27,6 +27,14 @@ func TestShardBytes(t *testing.T) {
 	if sum != info.Bytes {
 		t.Errorf("shards add up to %d bytes, the folder holds %d", sum, info.Bytes)
 	}
+	// The golden model is f32 on disk: stored as bf16 it takes half.
+	whole := &protocol.Assignment{ModelDir: dir, Layers: [2]int{0, 3}, DType: "bf16"}
+	if n := shardBytes(whole); n != info.Parameters*2 {
+		t.Errorf("all layers in bf16: %d bytes, want %d (2 a parameter)", n, info.Parameters*2)
+	}
+	if whole.DType = "f32"; shardBytes(whole) != info.Bytes {
+		t.Errorf("all layers in f32: %d bytes, want the folder's %d", shardBytes(whole), info.Bytes)
+	}
 	if n := shardBytes(&protocol.Assignment{ModelDir: t.TempDir(), Layers: [2]int{0, 1}}); n != 0 {
 		t.Errorf("no model: %d bytes", n)
 	}

@@ -269,6 +269,7 @@ func (a *Agent) supervise(p *proc) {
 	}
 	st := p.status
 	close(p.done)
+	a.tellGPUInterval() // an ended stage asks for nothing
 	a.mu.Unlock()
 
 	a.log.Info("stage ended", "instance", st.Instance, "stage", st.Stage, "pid", st.PID, "state", st.State, "reason", st.Error)
@@ -326,6 +327,9 @@ func (a *Agent) tellGPUInterval() {
 	}
 	var d time.Duration
 	for _, p := range a.stages {
+		if live := p.status.State == protocol.StageStarting || p.status.State == protocol.StageReady; !live {
+			continue
+		}
 		if ms := p.assignment.GPUIntervalMS; ms > 0 && (d == 0 || time.Duration(ms)*time.Millisecond < d) {
 			d = time.Duration(ms) * time.Millisecond
 		}

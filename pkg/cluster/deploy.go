@@ -85,7 +85,7 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 			}
 			a := &protocol.Assignment{Instance: instance, Role: m.Role, ModelDir: m.Dir, Layers: st.Layers,
 				Devices: st.Devices, Stage: k, Stages: n, MaxBatchTokens: opt.MaxBatchTokens,
-				GPUIntervalMS: opt.GPUInterval.Milliseconds()}
+				GPUIntervalMS: (opt.GPUInterval + time.Millisecond - 1).Milliseconds()} // under 1 ms: 1, not the worker's own
 			if m.DType != "auto" {
 				a.DType = m.DType
 			}

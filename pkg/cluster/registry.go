@@ -169,12 +169,17 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 	w.LastSeen = r.opt.Now()
 	w.Stages = hb.Stages
 	if hb.Leaving {
-		// Forgotten at once, and its jobs told now, as of a lost worker.
+		// Forgotten at once, and its jobs told now, as of a lost worker
+		// (unless they were told already: once per loss).
+		wasLost := w.Lost
 		w.Lost, w.Left = true, true
 		delete(r.workers, w.ID)
 		r.notify()
 		left := *w
 		fns := slices.Collect(maps.Values(r.lostFns))
+		if wasLost {
+			fns = nil
+		}
 		r.opt.Log.Info("worker left", "worker", w.ID, "host", w.Host)
 		go func() {
 			for _, f := range fns {

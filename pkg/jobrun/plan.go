@@ -30,11 +30,14 @@ func PlacementRequest(job *jobspec.Job, devices []placement.Device, target, draf
 	if job.Batch.Enabled {
 		maxTokens = job.Batch.Size * job.Batch.MaxLength
 	}
+	stored := func(info *model.Info, dtype string) uint64 {
+		return uint64(float64(info.Bytes) * info.StorageScale(dtype))
+	}
 	req := placement.Request{Strategy: job.Placement.Strategy, Devices: devices, MaxTokens: maxTokens,
-		Target: placement.ModelReq{Role: placement.RoleTarget, Layers: target.Layers, WeightBytes: uint64(target.Bytes),
+		Target: placement.ModelReq{Role: placement.RoleTarget, Layers: target.Layers, WeightBytes: stored(target, job.Models.Target.DType),
 			KVBytesPerToken: uint64(target.KVBytesPerToken), GPUs: job.Models.Target.GPUs, Stages: job.Models.Target.Stages}}
 	if drafter != nil {
-		req.Drafter = &placement.ModelReq{Role: placement.RoleDrafter, Layers: drafter.Layers, WeightBytes: uint64(drafter.Bytes),
+		req.Drafter = &placement.ModelReq{Role: placement.RoleDrafter, Layers: drafter.Layers, WeightBytes: stored(drafter, job.Models.Drafter.DType),
 			KVBytesPerToken: uint64(drafter.KVBytesPerToken), GPUs: job.Models.Drafter.GPUs, Stages: job.Models.Drafter.Stages}
 	}
 	return req

@@ -238,11 +238,12 @@ job "t" {
 		{"-var False", Config{Vars: []string{"spec=False"}}, true, false, "auto", ""},
 		{"DRAFTBENCH_VAR_ TRUE", Config{Env: map[string]string{"DRAFTBENCH_VAR_spec": "TRUE"}}, true, true, "auto", ""},
 		{"bfloat16", Config{Env: map[string]string{"DTYPE": "bfloat16"}}, true, true, "bf16", ""},
-		{"float16", Config{Env: map[string]string{"DTYPE": "float16"}}, true, true, "f16", ""},
+		{"float16 is read, and refused as storage", Config{Env: map[string]string{"DTYPE": "float16"}}, false, false, "",
+			`t.hcl:7,5: model.target.dtype "f16": no backend stores weights in f16; use auto (an f16 checkpoint is computed in f32 on CPUs, bf16 on GPUs), bf16 or f32`},
 		{"float32", Config{Env: map[string]string{"DTYPE": "float32"}}, true, true, "f32", ""},
 		{"BF16", Config{Env: map[string]string{"DTYPE": "BF16"}}, true, true, "bf16", ""},
 		{"fp8 is refused", Config{Env: map[string]string{"DTYPE": "fp8"}}, false, false, "",
-			`t.hcl:7,5: model.target.dtype "fp8" is not one of auto, bf16, f16, f32 (or the Hugging Face names bfloat16, float16, float32)`},
+			`t.hcl:7,5: model.target.dtype "fp8" is not one of auto, bf16, f32 (or the Hugging Face names bfloat16, float32)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -47,7 +47,7 @@ func TestParseInvalid(t *testing.T) {
 			`unknown.hcl:17,3: Unsupported block type; Blocks of type "sampling" are not expected here. Did you mean "generation"? job takes attributes output_dir, seed and blocks model, placement, dataset, load, batch, generation, modes, gpu_monitor.`,
 		}},
 		{"enums.hcl", []string{
-			`enums.hcl:4,5: model.target.dtype "fp8" is not one of auto, bf16, f16, f32 (or the Hugging Face names bfloat16, float16, float32)`,
+			`enums.hcl:4,5: model.target.dtype "fp8" is not one of auto, bf16, f32 (or the Hugging Face names bfloat16, float32)`,
 			`enums.hcl:10,5: placement.strategy "ratio" is not one of multi_gpu_ratio, separate, same, auto`,
 			`enums.hcl:12,3: dataset "csv" is not one of sharegpt, synthetic, prompts`,
 			`enums.hcl:17,5: load.arrival "uniform" is not one of poisson, constant, gamma`,

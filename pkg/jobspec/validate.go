@@ -2,6 +2,7 @@ package jobspec
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -126,9 +127,13 @@ func (v *validator) models() {
 				v.errorf(p+".stages", "%s.stages (%d) is more than its %d gpus; a stage needs at least one device", p, m.Stages, m.GPUs)
 			}
 		}
-		if !oneOf(m.DType, dtypes) {
-			v.errorf(p+".dtype", "%s.dtype %q is not one of %s (or the Hugging Face names bfloat16, float16, float32)",
-				p, m.DType, strings.Join(dtypes, ", "))
+		switch {
+		case m.DType == "f16":
+			// A checkpoint's f16 is read (auto), but no backend stores it.
+			v.errorf(p+".dtype", "%s.dtype \"f16\": no backend stores weights in f16; use auto (an f16 checkpoint is computed in f32 on CPUs, bf16 on GPUs), bf16 or f32", p)
+		case !oneOf(m.DType, dtypes):
+			v.errorf(p+".dtype", "%s.dtype %q is not one of %s (or the Hugging Face names bfloat16, float32)",
+				p, m.DType, strings.Join(slices.DeleteFunc(slices.Clone(dtypes), func(d string) bool { return d == "f16" }), ", "))
 		}
 	}
 	for _, x := range j.roleModels() {

@@ -71,3 +71,16 @@ func Inspect(dir string) (*Info, error) {
 	}
 	return info, nil
 }
+
+// StorageScale is how many bytes a backend stores per byte on disk when a
+// job asks for dtype: "bf16" keeps 2 bytes a parameter and "f32" 4 (vectors
+// are few, so the whole is scaled), anything else the checkpoint's own.
+// Memory planning (placement, the split over a stage's GPUs) multiplies the
+// bytes on disk by it.
+func (i *Info) StorageScale(dtype string) float64 {
+	per := map[string]int64{"bf16": 2, "f32": 4}[dtype]
+	if per == 0 || i.Bytes <= 0 || i.Parameters <= 0 {
+		return 1
+	}
+	return float64(per*i.Parameters) / float64(i.Bytes)
+}
