@@ -180,7 +180,18 @@ func fileExists(p string) bool {
 // watchWorkers starts the worker registry on nc and watches liveness until
 // the returned stop (or ctx) ends it.
 func watchWorkers(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, log hclog.Logger) (*cluster.Registry, func(), error) {
-	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: log.Named("registry")})
+	rlog := log.Named("registry")
+	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: rlog,
+		// Stages no job of this controller holds were left by one that
+		// stopped (a crash, a restart): they would keep their devices.
+		OnOrphans: func(w cluster.Worker, instances []string) {
+			for _, inst := range instances {
+				rlog.Warn("releasing a stage no job of this controller holds", "worker", w.Host, "instance", inst)
+				if err := cluster.ReleaseInstance(nc, subj, w, inst, "no job of this controller holds it (left by a controller that stopped)"); err != nil {
+					rlog.Warn("releasing a left-over stage", "worker", w.Host, "instance", inst, "error", err)
+				}
+			}
+		}})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -667,4 +668,79 @@ func TestFollowInterrupted(t *testing.T) {
 		"-var", "target="+target, "-var", "drafter="+drafter, "-var", "out="+t.TempDir())
 	follow("tail", func(_, errs *bufio.Reader) (string, error) { return errs.ReadString('\n') }, // "following job …"
 		"tail", "--nats", s.url)
+}
+
+// TestLeftStagesReleasedAfterACrash: a controller killed mid-job leaves its
+// stages running on the worker; the controller started again on the same
+// store and port releases them once the worker is back, so they hold no
+// device through the next job.
+func TestLeftStagesReleasedAfterACrash(t *testing.T) {
+	target, drafter := tinyModels(t)
+	store := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	url := "nats://" + addr
+	startServeProcess := func() *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "controller"), "serve", "--listen", addr, "--store", store)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs lockedBuffer
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || !strings.Contains(line, "controller serving on") {
+			t.Fatalf("serve did not start: %q %v\n%s", line, err, logs.String())
+		}
+		go func() { _, _ = io.Copy(io.Discard, out) }()
+		return cmd
+	}
+	first := startServeProcess()
+	startAgent(t, filepath.Join(binDir, "worker"), url)
+	raw := subscribeResults(t, url)
+	firstRecord := raw.waiter(t)
+	sub := invoke("submit", "testdata/serve-job.hcl", "--nats", url, "-var", "target="+target, "-var", "drafter="+drafter,
+		"-var", "out="+t.TempDir(), "-var", "prompts=400")
+	if sub.code != 0 {
+		t.Fatalf("submit: %s", sub.stderr)
+	}
+	firstRecord(strings.TrimSpace(sub.stdout)) // the job's stages run
+
+	_ = first.Process.Kill() // no release, no goodbye
+	_ = first.Wait()
+	startServeProcess()
+	// Heartbeats after the restart must come to show no live stage.
+	beats := connectTest(t, url)
+	hbs, err := beats.SubscribeSync("draftbench.workers.*.heartbeat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for {
+		m, err := hbs.NextMsg(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("the left stages are still running %s after the restart: %v", waitLimit, err)
+		}
+		var hb protocol.Heartbeat
+		if protocol.Decode(m.Data, &hb) != nil {
+			continue
+		}
+		live := 0
+		for _, st := range hb.Stages {
+			if st.State == protocol.StageReady || st.State == protocol.StageStarting {
+				live++
+			}
+		}
+		if live == 0 {
+			return
+		}
+	}
 }

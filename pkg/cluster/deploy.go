@@ -43,7 +43,8 @@ type Deployment struct {
 	log      hclog.Logger
 	stages   []stageRef
 	sub      *nats.Subscription
-	stopLost func() // ends Watch's interest in lost workers
+	stopLost func()    // ends Watch's interest in lost workers
+	owner    *Registry // told of the instances held (DeployOptions.Registry)
 
 	mu   sync.Mutex
 	lost map[string]bool // workers Watch saw go silent
@@ -56,7 +57,10 @@ type DeployOptions struct {
 	// GPUInterval is the job's GPU sampling interval, asked of the workers
 	// that run its stages (0: each worker's own).
 	GPUInterval time.Duration
-	Log         hclog.Logger
+	// Registry, when set, is told which stage instances the deployment holds
+	// (Own, Disown), so stages left by an earlier controller are told apart.
+	Registry *Registry
+	Log      hclog.Logger
 }
 
 // Deploy assigns every stage of the models' plans to the alive worker on
@@ -77,6 +81,10 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 	var jobs []job
 	for _, m := range models {
 		instance := protocol.Sanitize(m.Role + "-" + uuid.NewString()[:8])
+		if opt.Registry != nil {
+			opt.Registry.Own(instance)
+			d.owner = opt.Registry
+		}
 		n := len(m.Plan.Stages)
 		for k, st := range m.Plan.Stages {
 			w, err := workerFor(workers, st)
@@ -228,6 +236,27 @@ func (d *Deployment) Watch(reg *Registry, fail func(error)) error {
 // (the agent's grace period before SIGKILL is 10s).
 const releaseTimeout = 15 * time.Second
 
+// ReleaseInstance asks worker w to stop the stages of instance and waits
+// for its answer.
+func ReleaseInstance(nc *nats.Conn, subj protocol.Subjects, w Worker, instance, reason string) error {
+	rel, err := protocol.Encode(&protocol.Release{Instance: instance, Reason: reason})
+	if err != nil {
+		return err
+	}
+	msg, err := nc.Request(subj.WorkerRelease(w.ID), rel, releaseTimeout)
+	if err != nil {
+		return err
+	}
+	var ack protocol.Ack
+	if err := protocol.Decode(msg.Data, &ack); err != nil {
+		return err
+	}
+	if ack.Error != "" {
+		return errors.New(ack.Error)
+	}
+	return nil
+}
+
 // Release stops every stage of the deployment. Workers are asked in
 // parallel. A worker Watch saw go silent is told without waiting for an
 // answer that cannot come: the server delivers the release if the worker's
@@ -276,5 +305,10 @@ func (d *Deployment) Release(reason string) {
 		}()
 	}
 	wg.Wait()
+	if d.owner != nil {
+		for _, s := range d.stages {
+			d.owner.Disown(s.instance)
+		}
+	}
 	d.stages = nil
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -58,14 +59,72 @@ func TestLeavingWorker(t *testing.T) {
 	}
 }
 
+// TestOrphanedStages: stages a worker runs that no deployment of this
+// controller owns (left by a controller that crashed) are reported, each at
+// most once per orphanRetry; owned, ended and released ones are not.
+func TestOrphanedStages(t *testing.T) {
+	reported := make(chan []string, 4)
+	nc, subj, clock, reg := registryOnFakeClock(t, func(o *Options) {
+		o.OnOrphans = func(_ Worker, instances []string) { reported <- instances }
+	})
+	id := uuid.NewString()
+	register(t, nc, subj, id, "gpu-a")
+	reg.Own("target-mine")
+	beat := func() {
+		t.Helper()
+		hb, err := protocol.Encode(&protocol.Heartbeat{WorkerID: id, Host: "gpu-a", Sent: clock.Now(), Stages: []protocol.StageStatus{
+			{WorkerID: id, Instance: "target-mine", Stage: 0, Stages: 1, State: protocol.StageReady},
+			{WorkerID: id, Instance: "target-left", Stage: 0, Stages: 2, State: protocol.StageReady},
+			{WorkerID: id, Instance: "target-left", Stage: 1, Stages: 2, State: protocol.StageStarting},
+			{WorkerID: id, Instance: "drafter-ended", Stage: 0, Stages: 1, State: protocol.StageExited},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Request(subj.WorkerHeartbeat(id), hb, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want []string) {
+		t.Helper()
+		select {
+		case got := <-reported:
+			if !slices.Equal(got, want) {
+				t.Errorf("orphans %v, want %v", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no orphans reported, want %v", want)
+		}
+	}
+	beat()
+	expect([]string{"target-left"})
+	beat() // within orphanRetry: not again
+	clock.Add(orphanRetry + time.Second)
+	beat()
+	expect([]string{"target-left"})
+	reg.Disown("target-mine")
+	clock.Add(orphanRetry + time.Second)
+	beat()
+	expect([]string{"target-mine", "target-left"})
+	select {
+	case got := <-reported:
+		t.Errorf("reported %v more than once per interval", got)
+	default:
+	}
+}
+
 // registryOnFakeClock is a registry on an embedded server, its clock moved by
 // the test, with a heartbeat interval of one second.
-func registryOnFakeClock(t *testing.T) (*nats.Conn, protocol.Subjects, *fakeClock, *Registry) {
+func registryOnFakeClock(t *testing.T, tweak ...func(*Options)) (*nats.Conn, protocol.Subjects, *fakeClock, *Registry) {
 	t.Helper()
 	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	clock := &fakeClock{t: time.Unix(1000, 0)}
-	reg, err := NewRegistry(nc, subj, Options{Heartbeat: time.Second, Now: clock.Now})
+	opt := Options{Heartbeat: time.Second, Now: clock.Now}
+	for _, f := range tweak {
+		f(&opt)
+	}
+	reg, err := NewRegistry(nc, subj, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,17 @@ type Options struct {
 	// arrive, so no worker is declared lost; after it comes back every
 	// worker gets three fresh intervals.
 	Connected func() bool
+	// OnOrphans is told of stages a worker runs (starting or ready) that no
+	// deployment of this registry's controller owns (Own): stages a stopped
+	// or crashed controller left behind, which would hold the devices and
+	// skew the next job. It runs on a goroutine of its own, at most once per
+	// orphanRetry for one instance.
+	OnOrphans func(w Worker, instances []string)
 }
+
+// orphanRetry spaces the reports of one orphaned instance: a release takes
+// up to a stage's stop grace to show in the heartbeats.
+const orphanRetry = 15 * time.Second
 
 // Registry tracks workers through their registrations and heartbeats.
 type Registry struct {
@@ -80,6 +90,43 @@ type Registry struct {
 	nextFn  int
 	subs    []*nats.Subscription
 	down    bool // the controller's connection was down at the last Check
+	// owned are the stage instances this controller's deployments hold;
+	// orphans when each unowned one was last reported.
+	owned   map[string]bool
+	orphans map[string]time.Time
+}
+
+// Own records that a deployment of this controller holds instance, before
+// its stages are assigned: heartbeats showing it are then not orphans.
+func (r *Registry) Own(instance string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.owned[instance] = true
+}
+
+// Disown forgets instance once its deployment released it.
+func (r *Registry) Disown(instance string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.owned, instance)
+}
+
+// orphansOf lists the live stages of hb no deployment owns and not reported
+// within orphanRetry. The caller holds r.mu.
+func (r *Registry) orphansOf(stages []protocol.StageStatus, now time.Time) []string {
+	var out []string
+	for _, st := range stages {
+		live := st.State == protocol.StageStarting || st.State == protocol.StageReady
+		if !live || r.owned[st.Instance] || slices.Contains(out, st.Instance) {
+			continue
+		}
+		if last, ok := r.orphans[st.Instance]; ok && now.Sub(last) < orphanRetry {
+			continue
+		}
+		r.orphans[st.Instance] = now
+		out = append(out, st.Instance)
+	}
+	return out
 }
 
 // NewRegistry starts answering registrations and reading heartbeats.
@@ -97,7 +144,7 @@ func NewRegistry(nc *nats.Conn, subj protocol.Subjects, opt Options) (*Registry,
 		opt.Connected = nc.IsConnected
 	}
 	r := &Registry{nc: nc, subj: subj, opt: opt, workers: map[string]*Worker{}, changed: make(chan struct{}),
-		lostFns: map[int]func(Worker){}}
+		lostFns: map[int]func(Worker){}, owned: map[string]bool{}, orphans: map[string]time.Time{}}
 	sub, err := nc.Subscribe(subj.WorkersRegister(), r.onRegister)
 	if err != nil {
 		return nil, err
@@ -168,6 +215,11 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 	}
 	w.LastSeen = r.opt.Now()
 	w.Stages = hb.Stages
+	if r.opt.OnOrphans != nil && !hb.Leaving {
+		if orphans := r.orphansOf(hb.Stages, w.LastSeen); len(orphans) > 0 {
+			go r.opt.OnOrphans(*w, orphans)
+		}
+	}
 	if hb.Leaving {
 		// Forgotten at once, and its jobs told now, as of a lost worker
 		// (unless they were told already: once per loss).

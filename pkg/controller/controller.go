@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	log.Info("deploying", "target_stages", len(plan.Target.Stages), "strategy", plan.Strategy)
 	start := time.Now()
 	dep, err := cluster.Deploy(ctx, cfg.NC, cfg.Subjects, alive, models, cluster.DeployOptions{
-		LoadTimeout: cfg.LoadTimeout, MaxBatchTokens: maxBatch, GPUInterval: gpuInterval(spec), Log: log})
+		LoadTimeout: cfg.LoadTimeout, MaxBatchTokens: maxBatch, GPUInterval: gpuInterval(spec), Registry: cfg.Registry, Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("deploying the models: %w", err)
 	}
