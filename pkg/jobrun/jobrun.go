@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/draftbench/draftbench/pkg/dataset"
+	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/loadgen"
 	"github.com/draftbench/draftbench/pkg/metrics"
@@ -213,6 +214,16 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		warnings = append(warnings, w)
 		log.Warn(w)
 	}
+	// One run at a time writes a folder: a second one would set the first
+	// one's files aside while it still appends to them.
+	lock, err := dirlock.Take(dir, report.FileLock)
+	if errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", dir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the output folder %s: %w", dir, err)
+	}
+	defer lock.Release()
 	if aside, err := report.SetAside(dir); err != nil {
 		return nil, err
 	} else if aside != "" {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/report"
@@ -218,5 +219,23 @@ func TestLoadPlanBatching(t *testing.T) {
 				t.Errorf("batch size %d, max concurrency %d; want %d, %d", p.BatchSize, p.MaxConcurrency, tc.wantBatch, tc.wantConcr)
 			}
 		})
+	}
+}
+
+// TestOutputFolderOneRunAtATime: a run refuses a folder another run is
+// writing, instead of setting its files aside under it.
+func TestOutputFolderOneRunAtATime(t *testing.T) {
+	dir := t.TempDir()
+	held, err := dirlock.Take(dir, report.FileLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(context.Background(), testJob(t, 1), fakeTokenizer{}, &stopAfter{done: 10}, dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "the output folder "+dir+" is in use by process") {
+		t.Errorf("a run into a folder being written: %v", err)
+	}
+	held.Release()
+	if _, err := Run(context.Background(), testJob(t, 1), fakeTokenizer{}, &stopAfter{done: 10}, dir, Options{}); err != nil {
+		t.Errorf("once the folder is free: %v", err)
 	}
 }

@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
+
+	"github.com/draftbench/draftbench/pkg/dirlock"
 )
 
 // lockFile, in a store folder, is held locked (flock) by the server using
@@ -30,30 +29,15 @@ func markTemporary(dir string) error {
 }
 
 // lockStore takes dir's lock, or says which process holds it.
-func lockStore(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the store %s: %w", dir, err)
+func lockStore(dir string) (*dirlock.Lock, error) {
+	l, err := dirlock.Take(dir, lockFile)
+	if errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("the store %s is %w: two servers must not share a JetStream store; give this one its own --store", dir, err)
 	}
-	path := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("locking the store %s: %w", dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder := "another process"
-			if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
-				holder = "process " + strings.TrimSpace(string(b))
-			}
-			return nil, fmt.Errorf("the store %s is in use by %s: two servers must not share a JetStream store; give this one its own --store", dir, holder)
-		}
-		return nil, fmt.Errorf("locking the store %s: %w", dir, err)
-	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return f, nil
+	return l, nil
 }
 
 // removeStaleTemps removes the temporary stores of servers that are gone
@@ -71,6 +55,6 @@ func removeStaleTemps() {
 			continue // alive
 		}
 		os.RemoveAll(dir)
-		f.Close()
+		f.Release()
 	}
 }

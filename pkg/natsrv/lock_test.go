@@ -65,7 +65,7 @@ func TestStaleTempStoresRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer held.Close()
+	defer held.Release()
 	next, err := Start(Options{})
 	if err != nil {
 		t.Fatal(err)

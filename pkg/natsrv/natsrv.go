@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
@@ -59,7 +60,7 @@ type Server struct {
 	ns       *server.Server
 	storeDir string
 	tempDir  bool
-	lock     *os.File // the store's lock, held until cleanup
+	lock     *dirlock.Lock // the store's lock, held until cleanup
 }
 
 // Start starts a server and waits until it accepts clients.
@@ -200,10 +201,8 @@ func (s *Server) cleanup() {
 	if s.tempDir {
 		os.RemoveAll(s.storeDir)
 	}
-	if s.lock != nil {
-		s.lock.Close() // releases the flock
-		s.lock = nil
-	}
+	s.lock.Release()
+	s.lock = nil
 }
 
 func loopback(host string) bool {

@@ -21,6 +21,8 @@ const (
 	FileGPU         = "benchmark_results_gpu.json"
 	FileRequests    = "requests.jsonl"
 	DirPlots        = "plots"
+	// FileLock, kept locked while a run writes the folder, holds its pid.
+	FileLock = ".draftbench.lock"
 )
 
 // Job identifies the run in the results.
