@@ -322,8 +322,16 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		return nil, err
 	}
 
+	jobInfo := report.Job{ID: opt.JobID, Name: job.Name, StartedAt: started, FinishedAt: opt.Now(), Outcome: report.OutcomeCompleted}
+	if ctx.Err() != nil {
+		how, cancel := ending(ctx)
+		jobInfo.Outcome, jobInfo.Reason = report.OutcomeFailed, "the job "+how
+		if cancel {
+			jobInfo.Outcome = report.OutcomeCancelled
+		}
+	}
 	res := report.Results{
-		Job:         report.Job{ID: opt.JobID, Name: job.Name, StartedAt: started, FinishedAt: opt.Now()},
+		Job:         jobInfo,
 		Config:      job,
 		Environment: opt.Environment,
 		Dataset:     sel.Stats,

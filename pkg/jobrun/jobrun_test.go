@@ -152,6 +152,13 @@ func TestRunCutShort(t *testing.T) {
 					t.Errorf("request %d: error %q, want %q", rec.Index, rec.Error, tc.recordError)
 				}
 			}
+			wantOutcome := report.OutcomeFailed
+			if tc.cancelled > 0 {
+				wantOutcome = report.OutcomeCancelled
+			}
+			if r.Job.Outcome != wantOutcome || !strings.HasPrefix(tc.cutShort, r.Job.Reason+" during") {
+				t.Errorf("job outcome %q, reason %q; want %q and the start of %q", r.Job.Outcome, r.Job.Reason, wantOutcome, tc.cutShort)
+			}
 			want := []string{tc.cutShort, tc.targetSkip}
 			if strings.Join(r.Warnings, "\n") != strings.Join(want, "\n") {
 				t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(r.Warnings, "\n"), strings.Join(want, "\n"))
@@ -235,7 +242,11 @@ func TestOutputFolderOneRunAtATime(t *testing.T) {
 		t.Errorf("a run into a folder being written: %v", err)
 	}
 	held.Release()
-	if _, err := Run(context.Background(), testJob(t, 1), fakeTokenizer{}, &stopAfter{done: 10}, dir, Options{}); err != nil {
-		t.Errorf("once the folder is free: %v", err)
+	res, err := Run(context.Background(), testJob(t, 1), fakeTokenizer{}, &stopAfter{done: 10}, dir, Options{})
+	if err != nil {
+		t.Fatalf("once the folder is free: %v", err)
+	}
+	if j := res.Results.Job; j.Outcome != report.OutcomeCompleted || j.Reason != "" {
+		t.Errorf("a whole run: outcome %q, reason %q; want completed", j.Outcome, j.Reason)
 	}
 }

@@ -31,7 +31,19 @@ type Job struct {
 	Name       string    `json:"name"`
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Outcome is how the run ended: OutcomeCompleted, OutcomeCancelled or
+	// OutcomeFailed, with Reason saying why for the last two ("" in files
+	// written before it existed).
+	Outcome string `json:"outcome,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
+
+// How a run ended (Job.Outcome).
+const (
+	OutcomeCompleted = "completed" // every planned request was sent and answered (some may have failed)
+	OutcomeCancelled = "cancelled" // a user's cancel, Ctrl-C or a controller shutdown cut it short
+	OutcomeFailed    = "failed"    // a lost worker, a dead stage or a deadline cut it short
+)
 
 // Results is everything benchmark_results.json holds. Config, Environment, GPU and Dataset
 // belong to other packages and are written as they marshal (any value, or a json.RawMessage).
