@@ -124,7 +124,9 @@ func requestLine(r metrics.Request) string {
 	}
 	fmt.Fprintf(&b, " ttft %.2f ms  tpot %s  e2el %.2f ms  tokens %d in %d out", m.TTFT, tpot, m.E2EL, r.InputTokens, r.OutputTokens)
 	if m.SpecStats != nil {
-		fmt.Fprintf(&b, "  acceptance %.1f%% (length %.2f)", 100*m.AcceptanceRate, m.MeanAcceptanceLength)
+		if m.AcceptanceRate != nil && m.MeanAcceptanceLength != nil {
+			fmt.Fprintf(&b, "  acceptance %.1f%% (length %.2f)", 100**m.AcceptanceRate, *m.MeanAcceptanceLength)
+		}
 	}
 	return b.String()
 }

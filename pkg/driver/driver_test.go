@@ -141,7 +141,7 @@ func TestGreedyOverNATSMatchesInProcess(t *testing.T) {
 						}
 						if mode == metrics.ModeSpeculative {
 							acc := metrics.Acceptance(res.Rounds)
-							if acc.NumDrafts == 0 || acc.AcceptanceRate <= 0 {
+							if acc.NumDrafts == 0 || acc.AcceptanceRate == nil || *acc.AcceptanceRate <= 0 {
 								t.Errorf("gamma %d: no acceptance recorded: %+v", gamma, acc)
 							}
 							for _, r := range res.Rounds {

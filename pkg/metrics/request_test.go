@@ -289,7 +289,6 @@ func checkGolden(t *testing.T, name string, got []byte) {
 	}
 }
 
-func ptr(v float64) *float64 { return &v }
 
 func fmtPtr(p *float64) any {
 	if p == nil {

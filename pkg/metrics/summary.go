@@ -37,13 +37,13 @@ type SpecStats struct {
 	NumDrafts         int `json:"num_drafts"`
 	NumDraftTokens    int `json:"num_draft_tokens"`
 	NumAcceptedTokens int `json:"num_accepted_tokens"`
-	// AcceptanceRate is accepted / drafted tokens; 0 without drafts.
-	AcceptanceRate float64 `json:"acceptance_rate"`
+	// AcceptanceRate is accepted / drafted tokens; nil (null) without drafts.
+	AcceptanceRate *float64 `json:"acceptance_rate"`
 	// MeanAcceptanceLength is 1 + accepted / drafts: tokens emitted per target forward pass
 	// when every round adds its correction or bonus token; 0 without drafts.
-	MeanAcceptanceLength float64 `json:"mean_acceptance_length"`
+	MeanAcceptanceLength *float64 `json:"mean_acceptance_length"`
 	// AcceptanceByPosition[i] is the acceptance rate of draft position i+1; see Acceptance.
-	AcceptanceByPosition []float64 `json:"acceptance_by_position"`
+	AcceptanceByPosition []*float64 `json:"acceptance_by_position"`
 	// CoordinationOverhead is nil (JSON null) without a round.
 	CoordinationOverhead *Distribution `json:"coordination_overhead_ms"`
 }
@@ -81,15 +81,16 @@ func Acceptance(rounds []Round) SpecStats {
 			}
 		}
 	}
-	s.AcceptanceByPosition = make([]float64, width)
+	// A rate without a draft behind it is not 0 %: it is not measured (null).
+	s.AcceptanceByPosition = make([]*float64, width)
 	for i := range width {
 		if reached[i] > 0 {
-			s.AcceptanceByPosition[i] = float64(accepted[i]) / float64(reached[i])
+			s.AcceptanceByPosition[i] = ptr(float64(accepted[i]) / float64(reached[i]))
 		}
 	}
 	if s.NumDrafts > 0 {
-		s.AcceptanceRate = float64(s.NumAcceptedTokens) / float64(s.NumDraftTokens)
-		s.MeanAcceptanceLength = 1 + float64(s.NumAcceptedTokens)/float64(s.NumDrafts)
+		s.AcceptanceRate = ptr(float64(s.NumAcceptedTokens) / float64(s.NumDraftTokens))
+		s.MeanAcceptanceLength = ptr(1 + float64(s.NumAcceptedTokens)/float64(s.NumDrafts))
 	}
 	s.CoordinationOverhead = Describe(overhead)
 	return s
@@ -206,3 +207,5 @@ func perSecond(n int, seconds float64) *float64 {
 	v := float64(n) / seconds
 	return &v
 }
+
+func ptr(v float64) *float64 { return &v }

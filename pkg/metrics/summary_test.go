@@ -116,10 +116,10 @@ func TestSummarize(t *testing.T) {
 			spec: &SpecStats{
 				// drafts: 4 rounds; tokens 4+4+1+4; accepted 2+4+1+0
 				NumDrafts: 4, NumDraftTokens: 13, NumAcceptedTokens: 7,
-				AcceptanceRate: 7.0 / 13, MeanAcceptanceLength: 1 + 7.0/4,
+				AcceptanceRate: ptr(7.0 / 13), MeanAcceptanceLength: ptr(1 + 7.0/4),
 				// position 1: 3 of 4 drafts; positions 2-4: the short round did not reach them,
 				// so 2/3, 1/3, 1/3
-				AcceptanceByPosition: []float64{0.75, 2.0 / 3, 1.0 / 3, 1.0 / 3},
+				AcceptanceByPosition: rates(0.75, 2.0/3, 1.0/3, 1.0/3),
 				// overheads [5, 8, 1, 0]: std = sqrt(41/4); p90 at index 2.7 = 5 + 0.7*3
 				CoordinationOverhead: &Distribution{Mean: 3.5, Median: 3, Std: math.Sqrt(10.25), Min: 0, Max: 8, P90: 7.1, P95: 7.55, P99: 7.91},
 			},
@@ -151,7 +151,7 @@ func TestSummarize(t *testing.T) {
 			mode: ModeSpeculative,
 			reqs: []Request{specRequests()[2], cancelledRequest(ModeSpeculative, 3, 0, 400)},
 			want: Summary{NumRequests: 2, Failed: 1, Cancelled: 1, DurationS: ptr(0.4)},
-			spec: &SpecStats{AcceptanceByPosition: []float64{}},
+			spec: &SpecStats{AcceptanceByPosition: []*float64{}},
 		},
 	}
 	for _, tt := range tests {
@@ -217,14 +217,14 @@ func assertSpecStats(t *testing.T, got, want SpecStats) {
 		t.Errorf("drafts, draft tokens, accepted = %d, %d, %d, want %d, %d, %d",
 			got.NumDrafts, got.NumDraftTokens, got.NumAcceptedTokens, want.NumDrafts, want.NumDraftTokens, want.NumAcceptedTokens)
 	}
-	if !near(got.AcceptanceRate, want.AcceptanceRate) || !near(got.MeanAcceptanceLength, want.MeanAcceptanceLength) {
+	if !nearPtr(got.AcceptanceRate, want.AcceptanceRate) || !nearPtr(got.MeanAcceptanceLength, want.MeanAcceptanceLength) {
 		t.Errorf("acceptance rate, length = %v, %v, want %v, %v", got.AcceptanceRate, got.MeanAcceptanceLength, want.AcceptanceRate, want.MeanAcceptanceLength)
 	}
 	if len(got.AcceptanceByPosition) != len(want.AcceptanceByPosition) {
 		t.Fatalf("acceptance_by_position = %v, want %v", got.AcceptanceByPosition, want.AcceptanceByPosition)
 	}
 	for i := range got.AcceptanceByPosition {
-		if !near(got.AcceptanceByPosition[i], want.AcceptanceByPosition[i]) {
+		if !nearPtr(got.AcceptanceByPosition[i], want.AcceptanceByPosition[i]) {
 			t.Errorf("acceptance_by_position = %v, want %v", got.AcceptanceByPosition, want.AcceptanceByPosition)
 			break
 		}
@@ -242,7 +242,7 @@ func TestAcceptance(t *testing.T) {
 		{
 			name:   "no rounds",
 			rounds: nil,
-			want:   SpecStats{AcceptanceByPosition: []float64{}},
+			want:   SpecStats{AcceptanceByPosition: []*float64{}},
 		},
 		{
 			// With a fixed gamma and full rounds the rate of position i is vLLM's
@@ -252,8 +252,8 @@ func TestAcceptance(t *testing.T) {
 				round(3, []bool{T, T, T}, 3, 4, 1, 1),
 				round(3, []bool{T, F, F}, 1, 2, 1, 1),
 			},
-			want: SpecStats{NumDrafts: 2, NumDraftTokens: 6, NumAcceptedTokens: 4, AcceptanceRate: 4.0 / 6, MeanAcceptanceLength: 3,
-				AcceptanceByPosition: []float64{1, 0.5, 0.5}, CoordinationOverhead: &Distribution{}},
+			want: SpecStats{NumDrafts: 2, NumDraftTokens: 6, NumAcceptedTokens: 4, AcceptanceRate: ptr(4.0 / 6), MeanAcceptanceLength: ptr(3),
+				AcceptanceByPosition: rates(1, 0.5, 0.5), CoordinationOverhead: &Distribution{}},
 		},
 		{
 			// A round that drafted nothing is no draft, but its overhead counts; gamma sets the
@@ -263,8 +263,9 @@ func TestAcceptance(t *testing.T) {
 				round(5, []bool{T, F}, 1, 2, 3, 1),
 				round(5, nil, 0, 1, 4, 1),
 			},
-			want: SpecStats{NumDrafts: 1, NumDraftTokens: 2, NumAcceptedTokens: 1, AcceptanceRate: 0.5, MeanAcceptanceLength: 2,
-				AcceptanceByPosition: []float64{1, 0, 0, 0, 0},
+			// Positions 3 to 5 were never drafted: no rate (null), not 0.
+			want: SpecStats{NumDrafts: 1, NumDraftTokens: 2, NumAcceptedTokens: 1, AcceptanceRate: ptr(0.5), MeanAcceptanceLength: ptr(2),
+				AcceptanceByPosition: append(rates(1, 0), nil, nil, nil),
 				CoordinationOverhead: &Distribution{Mean: 2.5, Median: 2.5, Std: 0.5, Min: 2, Max: 3, P90: 2.9, P95: 2.95, P99: 2.99}},
 		},
 	}
@@ -438,4 +439,21 @@ func TestSummaryWithoutSamplesIsNull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rates are measured rates.
+func rates(v ...float64) []*float64 {
+	out := make([]*float64, len(v))
+	for i := range v {
+		out[i] = ptr(v[i])
+	}
+	return out
+}
+
+// nearPtr is near for figures that may be unmeasured (nil).
+func nearPtr(a, b *float64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return near(*a, *b)
 }

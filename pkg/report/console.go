@@ -129,10 +129,10 @@ func (c *console) speculative(s *metrics.SpecStats) {
 	c.kv("Drafts:", s.NumDrafts)
 	c.kv("Draft tokens:", s.NumDraftTokens)
 	c.kv("Accepted tokens:", s.NumAcceptedTokens)
-	c.kv("Acceptance rate (%):", 100*s.AcceptanceRate)
+	c.kv("Acceptance rate (%):", percent(s.AcceptanceRate))
 	c.kv("Mean acceptance length:", s.MeanAcceptanceLength)
 	for i, rate := range s.AcceptanceByPosition {
-		c.kv(fmt.Sprintf("Acceptance at position %d (%%):", i+1), 100*rate)
+		c.kv(fmt.Sprintf("Acceptance at position %d (%%):", i+1), percent(rate))
 	}
 	c.distribution("Coordination Overhead", "overhead", s.CoordinationOverhead)
 	c.end()
@@ -262,4 +262,13 @@ func sortedKeys(m map[string]float64) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// percent is a rate as a percentage; nil (not measured) stays nil.
+func percent(rate *float64) *float64 {
+	if rate == nil {
+		return nil
+	}
+	v := 100 * *rate
+	return &v
 }

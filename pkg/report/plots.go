@@ -211,7 +211,13 @@ func acceptancePlot(spec *metrics.Samples) (*plot.Plot, []Skipped, error) {
 	}
 	p := newPlot("Acceptance by draft position", "draft position", "acceptance rate")
 	p.Y.Min, p.Y.Max = 0, 1
-	bars, err := plotter.NewBarChart(plotter.Values(acc.AcceptanceByPosition), vg.Points(30))
+	rates := make(plotter.Values, len(acc.AcceptanceByPosition))
+	for i, r := range acc.AcceptanceByPosition {
+		if r != nil { // a position no round reached has no bar
+			rates[i] = *r
+		}
+	}
+	bars, err := plotter.NewBarChart(rates, vg.Points(30))
 	if err != nil {
 		return nil, nil, fmt.Errorf("bars: %w", err)
 	}
