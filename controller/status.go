@@ -159,13 +159,13 @@ func orDash(s string) string {
 	return s
 }
 
-// progress reads "speculative 4/8, target 0/8": ended requests of the
-// total (count mode), failed and cancelled ones said apart
-// ("speculative 8/30 (1 failed, 2 cancelled)").
+// progress reads "speculative 4/8, target 0/8": finished (completed)
+// requests of the total (count mode), failed and cancelled ones besides
+// ("speculative 5/30 (1 failed, 2 cancelled)"), as the summaries count them.
 func progress(ps []protocol.JobProgress) string {
 	parts := make([]string, 0, len(ps))
 	for _, p := range ps {
-		s := fmt.Sprintf("%s %d", p.Mode, p.Completed+p.Failed+p.Cancelled)
+		s := fmt.Sprintf("%s %d", p.Mode, p.Completed)
 		if p.Total > 0 {
 			s += fmt.Sprintf("/%d", p.Total)
 		}

@@ -40,7 +40,7 @@ func TestPrintJobs(t *testing.T) {
 				Progress: []protocol.JobProgress{{Mode: "target"}}},
 		}, 0, "" +
 			"ID                                    NAME        STATE      SUBMITTED            PROGRESS                                OUTPUT\n" +
-			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  succeeded  2026-03-04 05:06:07  speculative 8/8, target 8/8 (1 failed)  /r/quickstart-aaaaaaaa\n" +
+			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  succeeded  2026-03-04 05:06:07  speculative 8/8, target 7/8 (1 failed)  /r/quickstart-aaaaaaaa\n" +
 			"bbbbbbbb-0000-4000-8000-000000000002  rate        queued     2026-03-04 05:06:09  target 0                                /r/rate-bbbbbbbb\n"},
 		{"cancelled requests and a waiting job", []protocol.JobStatus{
 			{JobID: jobA, Name: "quickstart", State: protocol.JobCancelled, Submitted: t0, OutputDir: "/r/q",
@@ -49,7 +49,7 @@ func TestPrintJobs(t *testing.T) {
 				Progress: []protocol.JobProgress{{Mode: "target"}}},
 		}, 0, "" +
 			"ID                                    NAME        STATE              SUBMITTED            PROGRESS                                               OUTPUT\n" +
-			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  cancelled          2026-03-04 05:06:07  speculative 8/30 (1 failed, 2 cancelled), target 0/30  /r/q\n" +
+			"aaaaaaaa-0000-4000-8000-000000000001  quickstart  cancelled          2026-03-04 05:06:07  speculative 5/30 (1 failed, 2 cancelled), target 0/30  /r/q\n" +
 			"bbbbbbbb-0000-4000-8000-000000000002  rate        running (waiting)  2026-03-04 05:06:09  target 0                                               /r/rate\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
