@@ -81,6 +81,9 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	if len(alive) == 0 {
 		return nil, errors.New("no worker is registered: start `worker --nats URL` on the GPU hosts")
 	}
+	if err := jobrun.CheckOffered(spec, cluster.Devices(alive)); err != nil {
+		return nil, err
+	}
 	devices, err := jobrun.DevicesFromJob(spec, cluster.Devices(alive))
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/report"
 )
 
@@ -248,5 +249,25 @@ func TestOutputFolderOneRunAtATime(t *testing.T) {
 	}
 	if j := res.Results.Job; j.Outcome != report.OutcomeCompleted || j.Reason != "" {
 		t.Errorf("a whole run: outcome %q, reason %q; want completed", j.Outcome, j.Reason)
+	}
+}
+
+func TestCheckOffered(t *testing.T) {
+	offered := []placement.Device{{Host: "w3", Index: 0}}
+	for _, tc := range []struct{ devices, want string }{
+		{`"0,1"`, `test.hcl:4,3: placement.devices names device 1, which no worker offers (the workers offer w3:0)`},
+		{`"w3:0,w3:2"`, `test.hcl:4,3: placement.devices names device w3:2, which no worker offers (the workers offer w3:0)`},
+		{`"w3:0"`, ""},
+		{`"w9:0"`, ""}, // no worker on w9: the deployment says so
+	} {
+		src := "job \"x\" {\n  model \"target\" { path = \"/m\" }\n  placement {\n  devices = " + tc.devices + "\n  strategy = \"same\"\n  }\n  dataset \"prompts\" { prompts = [\"hi\"] }\n  modes { speculative = false }\n}\n"
+		job, err := jobspec.Parse("test.hcl", []byte(src), jobspec.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = CheckOffered(job, offered)
+		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && !strings.HasPrefix(got, tc.want)) {
+			t.Errorf("devices %s: %v, want %q", tc.devices, err, tc.want)
+		}
 	}
 }

@@ -2,6 +2,9 @@ package jobrun
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/model"
@@ -87,4 +90,39 @@ func DevicesFromJob(job *jobspec.Job, fallback []placement.Device) ([]placement.
 		return nil, fmt.Errorf("placement.devices %q names no device", job.Placement.Devices)
 	}
 	return out, nil
+}
+
+// CheckOffered checks, once workers have registered, that every device
+// placement.devices names is one a worker offers, so a wrong index is
+// refused with the job's line instead of failing at deployment. A host with
+// no worker is left to the deployment, which says so.
+func CheckOffered(job *jobspec.Job, offered []placement.Device) error {
+	if job.Placement.Devices == "" {
+		return nil
+	}
+	refs, err := job.Placement.DeviceRefs()
+	if err != nil {
+		return job.Errorf("placement.devices", "%w", err)
+	}
+	hosts := map[string]bool{}
+	var have []string
+	for _, f := range offered {
+		hosts[f.Host] = true
+		have = append(have, f.String())
+	}
+	for _, r := range refs {
+		if r.Host != "" && !hosts[r.Host] {
+			continue
+		}
+		if !slices.ContainsFunc(offered, func(f placement.Device) bool {
+			return f.Index == r.Index && (r.Host == "" || r.Host == f.Host)
+		}) {
+			name := strconv.Itoa(r.Index)
+			if r.Host != "" {
+				name = r.Host + ":" + name
+			}
+			return job.Errorf("placement.devices", "placement.devices names device %s, which no worker offers (the workers offer %s)", name, strings.Join(have, ", "))
+		}
+	}
+	return nil
 }
