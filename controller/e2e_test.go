@@ -416,7 +416,7 @@ func TestValidatePlansAsRunDoes(t *testing.T) {
 	cmd := exec.Command(filepath.Join(binDir, "controller"), "validate", path)
 	cmd.Env = append(os.Environ(), "CUDA_VISIBLE_DEVICES=")
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "target: "+target+" (Qwen3ForCausalLM, 2 layers) on devices [0]") {
+	if err != nil || !strings.Contains(string(out), "target: "+target+" (Qwen3ForCausalLM, 2 layers, dtype auto) on devices [0]") {
 		t.Errorf("validate with strategy auto: %v\n%s", err, out)
 	}
 }

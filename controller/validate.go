@@ -71,27 +71,56 @@ func validateCmd() *cli.Command {
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(map[string]any{"job": job.Name, "strategy": plan.Strategy, "models": models,
-					"load": job.Load, "modes": job.Modes, "dataset": data, "warnings": job.Warnings})
+					"load": job.Load, "modes": job.Modes, "dataset": data, "warnings": job.Warnings,
+					"config": job}) // every setting as resolved, as the results' config holds it
 			}
 			fmt.Fprintf(env.Stdout, "%s: valid\n", env.Args[0])
 			fmt.Fprintf(env.Stdout, "%s\n", job)
+			printSettings(env, job)
 			for _, w := range job.Warnings {
 				fmt.Fprintf(env.Stdout, "warning: %s\n", w)
 			}
 			if data != nil {
 				fmt.Fprintf(env.Stdout, "dataset: %d usable records of %d read from %s\n", data.Loaded, data.Records, strings.Join(data.Files, ", "))
 			}
-			printModelPlan(env, "target", job.Models.Target.Path, target.Architecture, target.Layers, &plan.Target)
+			printModelPlan(env, "target", job.Models.Target.Path, target.Architecture, target.Layers, job.Models.Target.DType, &plan.Target)
 			if plan.Drafter != nil && drafter != nil {
-				printModelPlan(env, "drafter", job.Models.Drafter.Path, drafter.Architecture, drafter.Layers, plan.Drafter)
+				printModelPlan(env, "drafter", job.Models.Drafter.Path, drafter.Architecture, drafter.Layers, job.Models.Drafter.DType, plan.Drafter)
 			}
 			return nil
 		},
 	}
 }
 
-func printModelPlan(env *cli.Env, role, path, arch string, layers int, p *placement.ModelPlan) {
-	fmt.Fprintf(env.Stdout, "%s: %s (%s, %d layers) on devices %v\n", role, path, arch, layers, p.Devices)
+// printSettings says what the knobs resolved to (variables, environment,
+// defaults), so a user can check them before a run.
+func printSettings(env *cli.Env, job *jobspec.Job) {
+	w := env.Stdout
+	if b := job.Batch; b.Enabled {
+		fmt.Fprintf(w, "batch: %d prompts a batch, at most %d tokens a sequence\n", b.Size, b.MaxLength)
+	} else {
+		fmt.Fprintln(w, "batch: off (prompts one by one, unless load.max_concurrency says otherwise)")
+	}
+	g := job.Generation
+	fmt.Fprintf(w, "generation: %d new tokens, gamma %d, temperature %g, top_k %d, top_p %g, ignore_eos %t\n",
+		g.MaxNewTokens, g.Gamma, g.Temperature, g.TopK, g.TopP, g.IgnoreEOS)
+	var modes []string
+	if job.Modes.Speculative {
+		modes = append(modes, "speculative")
+	}
+	if job.Modes.TargetAR {
+		modes = append(modes, "target")
+	}
+	fmt.Fprintf(w, "modes: %s; warm-up requests %d per mode\n", strings.Join(modes, ", "), job.Load.WarmupRequests)
+	if m := job.GPUMonitor; m.Enabled {
+		fmt.Fprintf(w, "gpu monitor: every %s\n", m.Interval)
+	} else {
+		fmt.Fprintln(w, "gpu monitor: off")
+	}
+}
+
+func printModelPlan(env *cli.Env, role, path, arch string, layers int, dtype string, p *placement.ModelPlan) {
+	fmt.Fprintf(env.Stdout, "%s: %s (%s, %d layers, dtype %s) on devices %v\n", role, path, arch, layers, dtype, p.Devices)
 	for i, s := range p.Stages {
 		host := s.Host
 		if host == "" {

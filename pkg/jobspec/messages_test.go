@@ -241,6 +241,7 @@ job "t" {
 		{"float16 is read, and refused as storage", Config{Env: map[string]string{"DTYPE": "float16"}}, false, false, "",
 			`t.hcl:7,5: model.target.dtype "f16": no backend stores weights in f16; use auto (an f16 checkpoint is computed in f32 on CPUs, bf16 on GPUs), bf16 or f32`},
 		{"float32", Config{Env: map[string]string{"DTYPE": "float32"}}, true, true, "f32", ""},
+		{"vLLM's float", Config{Env: map[string]string{"DTYPE": "float"}}, true, true, "f32", ""},
 		{"BF16", Config{Env: map[string]string{"DTYPE": "BF16"}}, true, true, "bf16", ""},
 		{"fp8 is refused", Config{Env: map[string]string{"DTYPE": "fp8"}}, false, false, "",
 			`t.hcl:7,5: model.target.dtype "fp8" is not one of auto, bf16, f32 (or the Hugging Face names bfloat16, float32)`},
