@@ -361,7 +361,11 @@ func (a *Agent) register(ctx context.Context) (time.Duration, bool) {
 		if ctx.Err() != nil || a.cfg.Conn.IsClosed() {
 			return 0, false
 		}
-		a.log.Info("waiting for the controller", "attempt", attempt, "retry_in", backoff, "error", err)
+		log := a.log.Info
+		if errors.Is(err, errRefused) { // the controller's answer, not its absence: worth a warning
+			log = a.log.Warn
+		}
+		log("waiting for the controller", "attempt", attempt, "retry_in", backoff, "error", err)
 		select {
 		case <-ctx.Done():
 			return 0, false
@@ -370,6 +374,9 @@ func (a *Agent) register(ctx context.Context) (time.Duration, bool) {
 		backoff = min(2*backoff, registerBackoffMax)
 	}
 }
+
+// errRefused is a registration the controller answered with an error.
+var errRefused = errors.New("the controller refused the registration")
 
 func (a *Agent) sendRegistration(ctx context.Context, data []byte) (*protocol.RegisterReply, error) {
 	subject := a.cfg.Subjects.WorkersRegister()
@@ -384,7 +391,7 @@ func (a *Agent) sendRegistration(ctx context.Context, data []byte) (*protocol.Re
 		return nil, fmt.Errorf("registering on %s: %w", subject, err)
 	}
 	if rep.Error != "" {
-		return nil, fmt.Errorf("the controller refused the registration: %s", rep.Error)
+		return nil, fmt.Errorf("%w: %s", errRefused, rep.Error)
 	}
 	return rep, nil
 }

@@ -144,3 +144,38 @@ func register(t *testing.T, nc *nats.Conn, subj protocol.Subjects, id, host stri
 		t.Fatal(err)
 	}
 }
+
+// TestHostNameTaken: a second live worker may not register under a host
+// name in use (devices are addressed as host:index); once the first is lost,
+// it may.
+func TestHostNameTaken(t *testing.T) {
+	nc, subj, clock, reg := registryOnFakeClock(t)
+	first := uuid.NewString()
+	register(t, nc, subj, first, "gpu-a")
+	second := uuid.NewString()
+	try := func() string {
+		t.Helper()
+		data, err := protocol.Encode(&protocol.Registration{WorkerID: second, Host: "gpu-a", BuildVersion: "test",
+			Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep protocol.RegisterReply
+		if err := protocol.Decode(msg.Data, &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Error
+	}
+	if got, want := try(), `the host name "gpu-a" is taken by worker `+first+`, which is alive: give each worker its own --name`; got != want {
+		t.Errorf("second worker on gpu-a: %q, want %q", got, want)
+	}
+	clock.Add(4 * time.Second)
+	reg.Check() // the first is lost
+	if got := try(); got != "" {
+		t.Errorf("after the first was lost: %q, want success", got)
+	}
+}

@@ -179,13 +179,28 @@ func (r *Registry) onRegister(m *nats.Msg) {
 	} else {
 		now := r.opt.Now()
 		r.mu.Lock()
-		w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now,
-			GPUMonitor: reg.GPUMonitor, CUDAModes: reg.CUDAModes}
-		_, again := r.workers[reg.WorkerID]
-		r.workers[reg.WorkerID] = w
-		r.notify()
-		r.mu.Unlock()
-		r.opt.Log.Info("worker registered", "worker", reg.WorkerID, "host", reg.Host, "devices", len(reg.Devices), "again", again)
+		// Host names address devices (placement.devices "gpu-1:0"): two
+		// live workers may not share one. A worker restarted under its old
+		// name gets in once the old one has left or is lost.
+		var taken *Worker
+		for _, o := range r.workers {
+			if o.Host == reg.Host && o.ID != reg.WorkerID && !o.Lost {
+				taken = o
+			}
+		}
+		if taken != nil {
+			r.mu.Unlock()
+			reply = &protocol.RegisterReply{Error: fmt.Sprintf("the host name %q is taken by worker %s, which is alive: give each worker its own --name", reg.Host, taken.ID)}
+			r.opt.Log.Warn("registration refused: host name taken", "worker", reg.WorkerID, "host", reg.Host, "taken_by", taken.ID)
+		} else {
+			w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now,
+				GPUMonitor: reg.GPUMonitor, CUDAModes: reg.CUDAModes}
+			_, again := r.workers[reg.WorkerID]
+			r.workers[reg.WorkerID] = w
+			r.notify()
+			r.mu.Unlock()
+			r.opt.Log.Info("worker registered", "worker", reg.WorkerID, "host", reg.Host, "devices", len(reg.Devices), "again", again)
+		}
 	}
 	if m.Reply != "" {
 		data, err := protocol.Encode(reply)
