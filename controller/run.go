@@ -28,7 +28,9 @@ func runCmd() *cli.Command {
 	return &cli.Command{
 		Name:     "run",
 		Synopsis: "run a job on this machine: embedded NATS, a local worker, the result files",
-		Usage:    "controller run JOB.hcl [-var k=v]... [-var-file F] [--out DIR] [--cuda-graphs] [--tune-gemm] [--batch-invariant]",
+		Usage: `controller run JOB.hcl [-var k=v]... [-var-file F] [--out DIR]
+       [--cpu-devices N] [--threads N] [--in-process] [--worker-bin PATH]
+       [--cuda-graphs] [--tune-gemm] [--batch-invariant]`,
 		Flags: func(fs *flag.FlagSet) {
 			jf.add(fs)
 			fs.StringVar(&o.out, "out", "", "output folder (default: the job's output_dir, else results/<job>-<id>)")

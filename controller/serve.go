@@ -55,6 +55,7 @@ func serveCmd() *cli.Command {
 		Name:     "serve",
 		Synopsis: "long-running controller: queue submitted jobs and run them, one at a time, on the workers that join",
 		Usage: `controller serve [--nats URL[,URL...] | --listen 127.0.0.1:4222] [--store DIR] [--token T | --creds FILE]
+       [--users FILE] [--nkey FILE] [--server-cert F --server-key F [--client-ca F]] [--worker-wait 5m]
        [--replicas N]
 
 Without --nats it embeds a NATS server with JetStream, listening on --listen,

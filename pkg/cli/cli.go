@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -122,7 +123,13 @@ func (p *Program) Run(args []string, stdout, stderr io.Writer, getenv func(strin
 		cmd.Flags(fs)
 	}
 	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", strings.TrimSpace(cmd.Usage), cmd.Synopsis)
+		// The synopsis lines, the one-line summary, then the long text.
+		synopsis, more, _ := strings.Cut(strings.TrimSpace(cmd.Usage), "\n\n")
+		fmt.Fprintf(w, "Usage: %s\n\n%s\n", synopsis, cmd.Synopsis)
+		if more = strings.TrimSpace(more); more != "" {
+			fmt.Fprintf(w, "\n%s\n", more)
+		}
+		fmt.Fprintf(w, "\nFlags:\n")
 		printFlags(w, fs)
 	}
 	if err := parseInterspersed(fs, args); err != nil {
@@ -130,7 +137,7 @@ func (p *Program) Run(args []string, stdout, stderr io.Writer, getenv func(strin
 			usage(stdout)
 			return 0
 		}
-		fmt.Fprintf(stderr, "%s: %v\n", fullName, err)
+		fmt.Fprintf(stderr, "%s: %s\n", fullName, dashes(err.Error()))
 		fmt.Fprintf(stderr, "run '%s --help' for usage\n", fullName)
 		return 2
 	}
@@ -243,5 +250,20 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 			}
 		}
 		fmt.Fprintln(w)
+	})
+}
+
+// flagInError is a flag name as Go's flag package writes it in its errors.
+var flagInError = regexp.MustCompile(`(^|[: ])-([a-z][a-z0-9-]*)`)
+
+// dashes spells the flags in a flag-package error as --name, as the usage
+// lines do (the job variables keep Nomad's -var and -var-file).
+func dashes(msg string) string {
+	return flagInError.ReplaceAllStringFunc(msg, func(m string) string {
+		i := strings.Index(m, "-")
+		if name := m[i+1:]; name == "var" || name == "var-file" {
+			return m
+		}
+		return m[:i] + "-" + m[i:]
 	})
 }
