@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 )
@@ -57,6 +58,9 @@ type decoder struct {
 	diags  hcl.Diagnostics
 	pos    map[string]hcl.Range
 	failed map[string]bool
+	// envOf names the environment variable an attribute written as
+	// env("NAME", default) read, for its errors.
+	envOf map[string]string
 }
 
 func (d *decoder) job(b *hcl.Block) *Job {
@@ -274,7 +278,35 @@ func (d *decoder) errorf(key string, format string, args ...any) {
 
 func (d *decoder) fail(key string, format string, args ...any) {
 	d.failed[key] = true
+	if name := d.envOf[key]; name != "" {
+		format += " (from the environment variable " + name + ")"
+	}
 	d.errorf(key, format, args...)
+}
+
+// envName is NAME when expr reads one environment variable, env("NAME",
+// ...), anywhere in it (`local.rate_mode ? env("AUTO_RATE", 1.0) : null`),
+// else "".
+func envName(expr hcl.Expression) string {
+	node, ok := expr.(hclsyntax.Node)
+	if !ok {
+		return ""
+	}
+	var names []string
+	hclsyntax.VisitAll(node, func(n hclsyntax.Node) hcl.Diagnostics {
+		call, ok := n.(*hclsyntax.FunctionCallExpr)
+		if !ok || call.Name != "env" || len(call.Args) == 0 {
+			return nil
+		}
+		if v, diags := call.Args[0].Value(nil); !diags.HasErrors() && v.Type() == cty.String && !v.IsNull() {
+			names = append(names, v.AsString())
+		}
+		return nil
+	})
+	if len(names) != 1 {
+		return ""
+	}
+	return names[0]
 }
 
 func join(path, name string) string {
@@ -294,6 +326,12 @@ func (d *decoder) value(attrs hcl.Attributes, path, name string) (cty.Value, str
 		return cty.NilVal, "", false
 	}
 	key := join(path, name)
+	if env := envName(a.Expr); env != "" {
+		if d.envOf == nil {
+			d.envOf = map[string]string{}
+		}
+		d.envOf[key] = env
+	}
 	v, diags := a.Expr.Value(d.ctx)
 	if diags.HasErrors() {
 		d.diags = append(d.diags, diags...)
@@ -332,6 +370,9 @@ func (d *decoder) number(attrs hcl.Attributes, path, name string) (*big.Float, s
 	v, key, ok := d.value(attrs, path, name)
 	if !ok {
 		return nil, key, false
+	}
+	if v.Type() == cty.String { // " 5" from the environment reads as 5
+		v = cty.StringVal(strings.TrimSpace(v.AsString()))
 	}
 	n, err := convert.Convert(v, cty.Number)
 	if err != nil {

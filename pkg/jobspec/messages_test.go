@@ -217,6 +217,9 @@ job "t" {
   modes {
     speculative = var.spec
   }
+  generation {
+    gamma = env("GAMMA", 4)
+  }
 }
 `
 	tests := []struct {
@@ -234,7 +237,7 @@ job "t" {
 		{"0", Config{Env: map[string]string{"ENABLE_BATCH": "0"}}, false, true, "auto", ""},
 		{"spaces", Config{Env: map[string]string{"ENABLE_BATCH": " false "}}, false, true, "auto", ""},
 		{"yes is refused", Config{Env: map[string]string{"ENABLE_BATCH": "yes"}}, false, false, "",
-			`t.hcl:16,5: batch.enabled must be true or false (any case, or 1 or 0), got string "yes"`},
+			`t.hcl:16,5: batch.enabled must be true or false (any case, or 1 or 0), got string "yes" (from the environment variable ENABLE_BATCH)`},
 		{"-var False", Config{Vars: []string{"spec=False"}}, true, false, "auto", ""},
 		{"DRAFTBENCH_VAR_ TRUE", Config{Env: map[string]string{"DRAFTBENCH_VAR_spec": "TRUE"}}, true, true, "auto", ""},
 		{"bfloat16", Config{Env: map[string]string{"DTYPE": "bfloat16"}}, true, true, "bf16", ""},
@@ -242,6 +245,9 @@ job "t" {
 			`t.hcl:7,5: model.target.dtype "f16": no backend stores weights in f16; use auto (an f16 checkpoint is computed in f32 on CPUs, bf16 on GPUs), bf16 or f32`},
 		{"float32", Config{Env: map[string]string{"DTYPE": "float32"}}, true, true, "f32", ""},
 		{"vLLM's float", Config{Env: map[string]string{"DTYPE": "float"}}, true, true, "f32", ""},
+		{"a number with blanks", Config{Env: map[string]string{"GAMMA": " 6 "}}, true, true, "auto", ""},
+		{"a bad number names its variable", Config{Env: map[string]string{"GAMMA": "six"}}, false, false, "",
+			`t.hcl:22,5: generation.gamma must be a number, got string "six" (from the environment variable GAMMA)`},
 		{"BF16", Config{Env: map[string]string{"DTYPE": "BF16"}}, true, true, "bf16", ""},
 		{"fp8 is refused", Config{Env: map[string]string{"DTYPE": "fp8"}}, false, false, "",
 			`t.hcl:7,5: model.target.dtype "fp8" is not one of auto, bf16, f32 (or the Hugging Face names bfloat16, float32)`},
