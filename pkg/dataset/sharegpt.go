@@ -49,7 +49,6 @@ func LoadShareGPT(dir string, files []string, opts LoadOptions) (*Dataset, error
 		f, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			d.stats.MissingFiles = append(d.stats.MissingFiles, path)
-			d.warnings = append(d.warnings, fmt.Sprintf(`dataset "sharegpt": %s does not exist; reading the other files`, path))
 			continue
 		}
 		if err != nil {
@@ -65,6 +64,11 @@ func LoadShareGPT(dir string, files []string, opts LoadOptions) (*Dataset, error
 	if len(d.stats.Files) == 0 {
 		return nil, fmt.Errorf(`dataset "sharegpt": none of the listed files exists (%s; set dataset.dir or SHAREGPT_DIR): %w`,
 			strings.Join(tried, ", "), fs.ErrNotExist)
+	}
+	if len(d.stats.MissingFiles) > 0 {
+		// One line for all of them: most users have one or two of the seed's three files.
+		d.warnings = append(d.warnings, fmt.Sprintf(`dataset "sharegpt": read %s; not there: %s`,
+			strings.Join(d.stats.Files, ", "), strings.Join(d.stats.MissingFiles, ", ")))
 	}
 	if len(d.records) == 0 {
 		return nil, fmt.Errorf(`dataset "sharegpt": %w in %s: %d records, %s`,
