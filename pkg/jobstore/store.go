@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -244,6 +245,9 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 		st.State, st.Finished, st.Waiting = protocol.JobFailed, &now, ""
 		if st.Started == nil || !wroteRecords(st.OutputDir, *st.Started) {
 			st.OutputDir = "" // it wrote nothing there
+		} else {
+			st.Error += fmt.Sprintf("; the finished requests are in %s (no summary: the controller stopped before writing it)",
+				filepath.Join(st.OutputDir, report.FileRequests))
 		}
 		if err := s.Save(ctx, &st); err != nil {
 			return ended, err

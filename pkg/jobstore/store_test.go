@@ -164,6 +164,7 @@ const (
 	idB = "bbbbbbbb-0000-4000-8000-000000000002"
 	idC = "cccccccc-0000-4000-8000-000000000003"
 	idD = "dddddddd-0000-4000-8000-000000000004"
+	idE = "eeeeeeee-0000-4000-8000-000000000005"
 )
 
 func TestSaveGetList(t *testing.T) {
@@ -223,6 +224,13 @@ func TestRecover(t *testing.T) {
 		idC: status(idC, protocol.JobSucceeded, 3),
 		idD: status(idD, protocol.JobCancelled, 4),
 	}
+	// A running job that had written records: the error says where they are.
+	wrote := status(idE, protocol.JobRunning, 5)
+	wrote.OutputDir, wrote.Started = t.TempDir(), &epoch
+	if err := os.WriteFile(filepath.Join(wrote.OutputDir, report.FileRequests), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before[idE] = wrote
 	for _, st := range before {
 		if err := store.Save(ctx, &st); err != nil {
 			t.Fatal(err)
@@ -233,8 +241,8 @@ func TestRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ended) != 2 {
-		t.Errorf("Recover() ended %d jobs, want the queued and the running one", len(ended))
+	if len(ended) != 3 {
+		t.Errorf("Recover() ended %d jobs, want the queued and the two running ones", len(ended))
 	}
 	client := NewClient(nc, protocol.Subjects{}, 0)
 	for _, tc := range []struct {
@@ -246,8 +254,10 @@ func TestRecover(t *testing.T) {
 		{idB, protocol.JobFailed, "the controller restarted while the job was running"},
 		{idC, protocol.JobSucceeded, ""},
 		{idD, protocol.JobCancelled, ""},
+		{idE, protocol.JobFailed, "the controller restarted while the job was running; the finished requests are in " +
+			filepath.Join(wrote.OutputDir, report.FileRequests) + " (no summary: the controller stopped before writing it)"},
 	} {
-		t.Run(string(before[tc.id].State), func(t *testing.T) {
+		t.Run(tc.id[:1]+" "+string(before[tc.id].State), func(t *testing.T) {
 			got, err := store.Get(ctx, tc.id)
 			if err != nil {
 				t.Fatal(err)
