@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -707,8 +708,9 @@ func TestLeftStagesReleasedAfterACrash(t *testing.T) {
 	startAgent(t, filepath.Join(binDir, "worker"), url)
 	raw := subscribeResults(t, url)
 	firstRecord := raw.waiter(t)
+	out := t.TempDir()
 	sub := invoke("submit", "testdata/serve-job.hcl", "--nats", url, "-var", "target="+target, "-var", "drafter="+drafter,
-		"-var", "out="+t.TempDir(), "-var", "prompts=400")
+		"-var", "out="+out, "-var", "prompts=400")
 	if sub.code != 0 {
 		t.Fatalf("submit: %s", sub.stderr)
 	}
@@ -717,6 +719,14 @@ func TestLeftStagesReleasedAfterACrash(t *testing.T) {
 	_ = first.Process.Kill() // no release, no goodbye
 	_ = first.Wait()
 	startServeProcess()
+	// The restarted controller wrote the cut job's results from its records.
+	var res struct {
+		Job struct{ Outcome, Reason string }
+	}
+	if data, err := os.ReadFile(filepath.Join(out, report.FileResults)); err != nil || json.Unmarshal(data, &res) != nil ||
+		res.Job.Outcome != "failed" || !strings.Contains(res.Job.Reason, "the controller restarted while the job was running") {
+		t.Errorf("results of the job cut by the crash: %v %+v", err, res)
+	}
 	// Heartbeats after the restart must come to show no live stage.
 	beats := connectTest(t, url)
 	hbs, err := beats.SubscribeSync("draftbench.workers.*.heartbeat")

@@ -9,6 +9,7 @@ package jobrun
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -234,6 +235,9 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	if err := writeJob(dir, job, opt.JobID); err != nil {
+		return nil, err
+	}
 	app, err := report.OpenAppender(filepath.Join(dir, report.FileRequests))
 	if err != nil {
 		return nil, err
@@ -336,13 +340,30 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		Environment: opt.Environment,
 		Dataset:     sel.Stats,
 	}
+	res, err = summarize(dir, job, res, all, modes, params.Greedy(), warnings, opt, log)
+	if err != nil {
+		return nil, err
+	}
+	// The job's spec was kept for a controller that would have to write
+	// these files after a crash (Rebuild); they are written.
+	os.Remove(filepath.Join(dir, report.FileJob))
+	if err := report.PrintSummary(opt.Console, res); err != nil {
+		return nil, err
+	}
+	return &Result{Dir: dir, Results: res, Requests: all}, nil
+}
+
+// summarize fills res's modes and comparison from the request records and
+// writes the results files and plots into dir.
+func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.Request, modes []metrics.Mode, greedy bool,
+	warnings []string, opt Options, log hclog.Logger) (report.Results, error) {
 	var samples = map[metrics.Mode]*metrics.Samples{}
 	out := map[metrics.Mode]int{}
 	var summaries = map[metrics.Mode]*metrics.Summary{}
 	for _, mode := range modes {
 		s, err := metrics.Collect(mode, all)
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		samples[mode] = s
 		sum := s.Summary()
@@ -359,9 +380,9 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 				targetReqs = append(targetReqs, r)
 			}
 		}
-		cmp, err := metrics.Compare(*res.Speculative, *res.Target, specReqs, targetReqs, params.Greedy())
+		cmp, err := metrics.Compare(*res.Speculative, *res.Target, specReqs, targetReqs, greedy)
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		res.Comparison = &cmp
 		if cmp.Lossless.Mismatched > 0 {
@@ -381,17 +402,14 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	}
 	res.Warnings = warnings
 	if err := report.Write(dir, res); err != nil {
-		return nil, err
+		return res, err
 	}
 	_, skipped := report.WritePlots(dir, report.PlotData{
 		Speculative: samples[metrics.ModeSpeculative], Target: samples[metrics.ModeTarget], Power: power})
 	for _, s := range skipped {
 		log.Debug("plot skipped", "plot", s.Plot, "reason", s.Reason)
 	}
-	if err := report.PrintSummary(opt.Console, res); err != nil {
-		return nil, err
-	}
-	return &Result{Dir: dir, Results: res, Requests: all}, nil
+	return res, nil
 }
 
 // runOne runs one request and records it, never failing: an error becomes
@@ -554,4 +572,70 @@ func FileName(s string) string {
 	h := fnv.New32a()
 	h.Write([]byte(s))
 	return fmt.Sprintf("%s-%08x", b[:maxFileName-9], h.Sum32())
+}
+
+// keptJob is report.FileJob: what Rebuild needs besides the records.
+type keptJob struct {
+	ID      string       `json:"id"`
+	Started time.Time    `json:"started"`
+	Spec    *jobspec.Job `json:"spec"`
+}
+
+func writeJob(dir string, job *jobspec.Job, id string) error {
+	data, err := json.Marshal(keptJob{ID: id, Started: time.Now(), Spec: job})
+	if err != nil {
+		return fmt.Errorf("keeping the job's spec in %s: %w", dir, err)
+	}
+	return os.WriteFile(filepath.Join(dir, report.FileJob), data, 0o644)
+}
+
+// Rebuild writes the results files of a job a controller left unfinished
+// (it crashed) from the records in dir's requests.jsonl and the spec the run
+// kept there: the modes' figures and the comparison, with the outcome failed
+// for reason. What only the run knew (its environment, the dataset's
+// statistics, the GPU monitor) is left out. It returns false, and no error,
+// when dir holds no kept spec (a run that finished, or one of an older
+// version).
+func Rebuild(dir, reason string, finished time.Time) (bool, error) {
+	data, err := os.ReadFile(filepath.Join(dir, report.FileJob))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var kept keptJob
+	if err := json.Unmarshal(data, &kept); err != nil || kept.Spec == nil {
+		return false, fmt.Errorf("reading %s: %v", filepath.Join(dir, report.FileJob), err)
+	}
+	f, err := os.Open(filepath.Join(dir, report.FileRequests))
+	if err != nil {
+		return false, err
+	}
+	all, _, err := report.ReadRequests(f) // a line cut by the crash is left out
+	f.Close()
+	if err != nil {
+		return false, err
+	}
+	job := kept.Spec
+	var modes []metrics.Mode
+	if job.Modes.Speculative {
+		modes = append(modes, metrics.ModeSpeculative)
+	}
+	if job.Modes.TargetAR {
+		modes = append(modes, metrics.ModeTarget)
+	}
+	res := report.Results{
+		Job: report.Job{ID: kept.ID, Name: job.Name, StartedAt: kept.Started, FinishedAt: finished,
+			Outcome: report.OutcomeFailed, Reason: reason},
+		Config: job,
+		GPU:    map[string]any{"available": false, "reason": "the results were written after the controller stopped: " + reason},
+	}
+	warnings := []string{"written from requests.jsonl after the controller stopped (" + reason + "): requests in flight then are not in it"}
+	greedy := sampling.Params{Temperature: job.Generation.Temperature, TopK: job.Generation.TopK, TopP: job.Generation.TopP}.Greedy()
+	if _, err := summarize(dir, job, res, all, modes, greedy, warnings, Options{}, hclog.NewNullLogger()); err != nil {
+		return false, err
+	}
+	os.Remove(filepath.Join(dir, report.FileJob))
+	return true, nil
 }

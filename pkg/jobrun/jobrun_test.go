@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/jobspec"
@@ -269,5 +270,56 @@ func TestCheckOffered(t *testing.T) {
 		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && !strings.HasPrefix(got, tc.want)) {
 			t.Errorf("devices %s: %v, want %q", tc.devices, err, tc.want)
 		}
+	}
+}
+
+// TestRebuild: the results of a run a controller left unfinished are
+// written from its requests.jsonl and the spec it kept, with the figures the
+// run itself would have written and the outcome failed.
+func TestRebuild(t *testing.T) {
+	dir := t.TempDir()
+	job := testJob(t, 4)
+	res, err := Run(context.Background(), job, fakeTokenizer{}, &stopAfter{done: 100}, dir, Options{JobID: "job-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, report.FileJob)); !os.IsNotExist(err) {
+		t.Errorf("a finished run left %s: %v", report.FileJob, err)
+	}
+	if ok, err := Rebuild(dir, "x", time.Now()); ok || err != nil {
+		t.Errorf("Rebuild of a finished run: %v, %v; want nothing done", ok, err)
+	}
+	// As a crash leaves it: the records and the kept spec, no results.
+	for _, f := range []string{report.FileResults, report.FileSpeculative, report.FileTarget, report.FileGPU} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if err := writeJob(dir, job, "job-1"); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := Rebuild(dir, "the controller restarted while the job was running", time.Now())
+	if !ok || err != nil {
+		t.Fatalf("Rebuild: %v, %v", ok, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, report.FileResults))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got report.Results
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := res.Results
+	if got.Job.ID != "job-1" || got.Job.Outcome != report.OutcomeFailed || got.Job.Reason != "the controller restarted while the job was running" {
+		t.Errorf("job %+v", got.Job)
+	}
+	if got.Speculative.Completed != want.Speculative.Completed || got.Target.Completed != want.Target.Completed ||
+		got.Speculative.TotalOutputTokens != want.Speculative.TotalOutputTokens || *got.Speculative.AcceptanceRate != *want.Speculative.AcceptanceRate {
+		t.Errorf("rebuilt figures differ from the run's: %+v / %+v", got.Speculative, want.Speculative)
+	}
+	if got.Comparison == nil || got.Comparison.Lossless.Checked != want.Comparison.Lossless.Checked {
+		t.Errorf("comparison %+v, want %+v", got.Comparison, want.Comparison)
+	}
+	if _, err := os.Stat(filepath.Join(dir, report.FileJob)); !os.IsNotExist(err) {
+		t.Errorf("the kept spec is still there after the rebuild: %v", err)
 	}
 }

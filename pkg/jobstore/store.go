@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
 	"github.com/draftbench/draftbench/pkg/report"
@@ -245,7 +246,12 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 		st.State, st.Finished, st.Waiting = protocol.JobFailed, &now, ""
 		if st.Started == nil || !wroteRecords(st.OutputDir, *st.Started) {
 			st.OutputDir = "" // it wrote nothing there
+		} else if ok, err := jobrun.Rebuild(st.OutputDir, st.Error, now); ok {
+			st.Error += "; the results of the finished requests are in " + st.OutputDir
 		} else {
+			if err != nil {
+				s.log.Warn("writing the results of a job left unfinished", "job", st.JobID, "dir", st.OutputDir, "error", err)
+			}
 			st.Error += fmt.Sprintf("; the finished requests are in %s (no summary: the controller stopped before writing it)",
 				filepath.Join(st.OutputDir, report.FileRequests))
 		}

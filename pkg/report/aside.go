@@ -10,7 +10,7 @@ import (
 )
 
 // outputs are the names a run writes into its output folder.
-var outputs = []string{FileResults, FileSpeculative, FileTarget, FileGPU, FileRequests, DirPlots}
+var outputs = []string{FileResults, FileSpeculative, FileTarget, FileGPU, FileRequests, DirPlots, FileJob}
 
 // SetAside moves the files an earlier run left in dir into a new folder
 // dir/earlier-<time of that run>, so a run into the same folder neither

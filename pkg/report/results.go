@@ -23,6 +23,9 @@ const (
 	DirPlots        = "plots"
 	// FileLock, kept locked while a run writes the folder, holds its pid.
 	FileLock = ".draftbench.lock"
+	// FileJob holds a running job's spec (JSON) until its results are
+	// written, so a controller restarted after a crash can write them.
+	FileJob = ".draftbench-job.json"
 )
 
 // Job identifies the run in the results.
