@@ -71,7 +71,8 @@ func TestOpen(t *testing.T) {
 			if GPUStreamName(tc.subj) != tc.gpuStream {
 				t.Errorf("GPU stream name %s, want %s", GPUStreamName(tc.subj), tc.gpuStream)
 			}
-			if err := nc.Publish(tc.subj.GPU("node-a", 3), []byte(`{"host":"node-a","device":3}`)); err != nil {
+			// Acknowledged by the stream once stored (workers publish without waiting).
+			if _, err := js.Publish(ctx, tc.subj.GPU("node-a", 3), []byte(`{"host":"node-a","device":3}`)); err != nil {
 				t.Fatal(err)
 			}
 			gst, err := js.Stream(ctx, tc.gpuStream)
