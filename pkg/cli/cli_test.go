@@ -36,11 +36,11 @@ func TestPrintFlags(t *testing.T) {
 
 func TestDashes(t *testing.T) {
 	for in, want := range map[string]string{
-		"flag needs an argument: -out":            "flag needs an argument: --out",
-		"flag provided but not defined: -bogus-x": "flag provided but not defined: --bogus-x",
-		"flag needs an argument: -var":            "flag needs an argument: -var",
+		"flag needs an argument: -out":                     "flag needs an argument: --out",
+		"flag provided but not defined: -bogus-x":          "flag provided but not defined: --bogus-x",
+		"flag needs an argument: -var":                     "flag needs an argument: -var",
 		`invalid value "x" for flag -threads: parse error`: `invalid value "x" for flag --threads: parse error`,
-		"--out is already doubled":                "--out is already doubled",
+		"--out is already doubled":                         "--out is already doubled",
 	} {
 		if got := dashes(in); got != want {
 			t.Errorf("dashes(%q) = %q, want %q", in, got, want)

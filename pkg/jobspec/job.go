@@ -60,7 +60,7 @@ var (
 	// dtypeAliases are the Hugging Face (torch_dtype) spellings, read as ours.
 	dtypeAliases = map[string]string{"bfloat16": "bf16", "float16": "f16", "float32": "f32",
 		"half": "f16", "float": "f32", "fp16": "f16", "fp32": "f32"} // vLLM's --dtype spellings too
-	roles        = []string{RoleTarget, RoleDrafter}
+	roles = []string{RoleTarget, RoleDrafter}
 )
 
 // normalizeDType maps a dtype as written to its canonical name: any case,

@@ -289,7 +289,6 @@ func checkGolden(t *testing.T, name string, got []byte) {
 	}
 }
 
-
 func fmtPtr(p *float64) any {
 	if p == nil {
 		return "nil"
