@@ -4,6 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 GO      ?= go
+GOFMT   ?= $(dir $(shell command -v $(GO)))gofmt
 CACHE   ?= $(HOME)/.cache/draftbench
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/draftbench/draftbench/pkg/cli.Version=$(VERSION)
@@ -96,6 +97,8 @@ unit: test-deps
 # go test ./... includes test/multihost (network namespaces: needs root, as CI
 # runs) and the CUDA compile check needs no GPU.
 test: test-deps
+	@unformatted="$$($(GOFMT) -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './build/*'))"; \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime 5s ./pkg/safetensors
