@@ -39,6 +39,10 @@ func FormatDiagnostic(d *hcl.Diagnostic) string {
 	if d.Detail != "" {
 		msg += "; " + d.Detail
 	}
+	if d.Summary == "Invalid single-argument block definition" {
+		// DESIGN.md's and many blog posts' `batch { enabled = true  size = 4 }`.
+		msg += " HCL allows one attribute on a one-line block: put each attribute on a line of its own."
+	}
 	if d.Subject == nil {
 		return msg
 	}

@@ -70,6 +70,9 @@ func TestUnknownNames(t *testing.T) {
 			`t.hcl:11,3: Unsupported block type; Blocks of type "batching" are not expected here. Did you mean "batch"? ` + jobAttrs},
 		{"block by substring", jobHead + "  monitor {}\n" + jobTail,
 			`t.hcl:11,3: Unsupported block type; Blocks of type "monitor" are not expected here. Did you mean "gpu_monitor"? ` + jobAttrs},
+		{"two attributes on a one-line block", jobHead + "  batch { enabled = true  size = 4 }\n" + jobTail,
+			`t.hcl:11,27: Invalid single-argument block definition; A single-line block definition must end with a closing brace immediately after its single argument definition. ` +
+				`HCL allows one attribute on a one-line block: put each attribute on a line of its own.`},
 		{"block without a close name", jobHead + "  tracing {}\n" + jobTail,
 			`t.hcl:11,3: Unsupported block type; Blocks of type "tracing" are not expected here. ` + jobAttrs},
 		{"block in a block without blocks", strings.Replace(jobHead, `path = "/m/t"`, `path = "/m/t"`+"\n    lora {}", 1) + jobTail,
