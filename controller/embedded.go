@@ -108,7 +108,15 @@ func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*ex
 			return nil, errors.New("no worker binary beside the controller nor on $PATH: run `make build`, or pass --worker-bin")
 		}
 	}
-	args := []string{"--nats", url, "--name", "local", "--log-level", env.Logger.GetLevel().String()}
+	// The local worker is run's own machinery: at the default level its
+	// lines (devices, stages starting and stopping, which the controller's
+	// deploy lines say too) would bury the summary, so it says only warnings
+	// unless debugging was asked for.
+	level := env.Logger.GetLevel()
+	if level == hclog.Info {
+		level = hclog.Warn
+	}
+	args := []string{"--nats", url, "--name", "local", "--log-level", level.String()}
 	gpus := 0
 	if o.cpuDevices <= 0 {
 		// The worker finds the same GPUs itself.
