@@ -10,6 +10,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -186,18 +187,26 @@ func (t *Tokenizer) readConfigs(dir string) error {
 }
 
 func intOrList(raw json.RawMessage) []int {
-	if len(raw) == 0 {
+	// null is "not set" (json.Unmarshal would leave one at 0: id 0 would
+	// end every generation that produced it).
+	if t := bytes.TrimSpace(raw); len(t) == 0 || bytes.Equal(t, []byte("null")) {
 		return nil
 	}
 	var one int
 	if json.Unmarshal(raw, &one) == nil {
 		return []int{one}
 	}
-	var many []int
-	if json.Unmarshal(raw, &many) == nil {
-		return many
+	var many []*int
+	if json.Unmarshal(raw, &many) != nil {
+		return nil
 	}
-	return nil
+	var ids []int
+	for _, id := range many {
+		if id != nil {
+			ids = append(ids, *id)
+		}
+	}
+	return ids
 }
 
 // tokenName reads "eos_token" which is either a string or an AddedToken object.
