@@ -9,6 +9,7 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/backend/cpu"
 	"github.com/draftbench/draftbench/pkg/safetensors"
+	"github.com/draftbench/draftbench/pkg/tinymodel"
 )
 
 // copyModel copies the golden qwen3 folder so a test can break it.
@@ -67,6 +68,17 @@ func TestBrokenModelFolders(t *testing.T) {
 			editConfig(t, dir, func(c map[string]any) { c["num_hidden_layers"] = 4.0 })
 		}, []string{"layer 3", "model.layers.3.input_layernorm.weight is missing"}},
 		{"no weights", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "model.safetensors")) }, []string{"safetensors"}},
+		{"weights are a Git LFS pointer", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "model.safetensors"), []byte(safetensors.LFSPointerPrefix+"v1\noid sha256:abc\nsize 123\n"), 0o644)
+		}, []string{"model.safetensors", "Git LFS pointer", "git lfs pull"}},
+		{"weights a dangling link", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "model.safetensors"))
+			os.Symlink("../../blobs/abc123", filepath.Join(dir, "model.safetensors"))
+		}, []string{"model.safetensors is a link to ../../blobs/abc123, which does not exist"}},
+		{"PyTorch weights", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "model.safetensors"))
+			os.WriteFile(filepath.Join(dir, "pytorch_model.bin"), []byte("PK"), 0o644)
+		}, []string{"it holds pytorch_model.bin: only safetensors weights are read"}},
 		{"header past the end", func(t *testing.T, dir string) {
 			path := filepath.Join(dir, "model.safetensors")
 			data, _ := os.ReadFile(path)
@@ -108,11 +120,48 @@ func TestBrokenModelFolders(t *testing.T) {
 			if err == nil {
 				t.Fatal("loaded a broken model")
 			}
+			// Inspect (validate, placement) finds the same without loading.
+			_, ierr := Inspect(dir)
+			if ierr == nil {
+				t.Fatal("Inspect passed a model Load refuses")
+			}
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
+				if w != "layer 3" && !strings.Contains(ierr.Error(), w) {
+					t.Errorf("Inspect's error %q does not mention %q", ierr, w)
+				}
 			}
 		})
+	}
+}
+
+// TestTokenizerPastTheEmbedding: a tokenizer with more ids than the model has
+// embedding rows is refused by Inspect (padding the other way is fine).
+func TestTokenizerPastTheEmbedding(t *testing.T) {
+	small, big := filepath.Join(t.TempDir(), "small"), filepath.Join(t.TempDir(), "big")
+	s := tinymodel.Default()
+	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab, s.VocabPad = 64, 128, 1, 4, 2, 16, 300, 0
+	if err := tinymodel.Write(small, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Inspect(small); err != nil {
+		t.Fatalf("a good model: %v", err)
+	}
+	s.TokVocab = 340
+	if err := tinymodel.Write(big, s); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(big, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(small, "tokenizer.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Inspect(small)
+	if err == nil || !strings.Contains(err.Error(), "the tokenizer has") || !strings.Contains(err.Error(), "embedding rows") {
+		t.Errorf("Inspect of a model with fewer rows than tokenizer ids: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
@@ -68,6 +69,17 @@ func Inspect(dir string) (*Info, error) {
 	if tk, err := tokenizer.Load(dir); err == nil {
 		info.TokenizerVocab = tk.VocabSize()
 		tk.Close()
+	}
+	// What loading would find wrong, found now: a missing tensor or shard, a
+	// shape config.json does not imply, a dtype the engine does not read.
+	if err := Check(dir); err != nil {
+		return nil, err
+	}
+	// Embedding rows may pad the vocabulary (Qwen: 151936 rows for 151669
+	// ids), never fall short of it: an id past them fails every request.
+	if info.TokenizerVocab > info.VocabSize {
+		return nil, fmt.Errorf("%s: the tokenizer has %d ids but the model only %d embedding rows (vocab_size in config.json)",
+			dir, info.TokenizerVocab, info.VocabSize)
 	}
 	return info, nil
 }

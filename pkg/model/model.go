@@ -60,6 +60,18 @@ type Options struct {
 // Load reads a model folder (or the layer range of opts) onto a backend,
 // reading only the tensors of that range.
 func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
+	return load(dir, b, opts, false)
+}
+
+// Check does what Load does with every tensor (present, shaped as
+// config.json says, of a dtype the engine reads) without reading any data,
+// so validate and inspect catch what loading a stage would fail on.
+func Check(dir string) error {
+	_, err := load(dir, nil, Options{}, true)
+	return err
+}
+
+func load(dir string, b backend.Backend, opts Options, check bool) (*Model, error) {
 	cfg, err := ReadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -75,7 +87,7 @@ func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("layer range [%d,%d) is not inside the %d layers of %s", first, last, cfg.NumHiddenLayers, dir)
 	}
 	m := &Model{Config: cfg, Arch: registry[cfg.Arch], Dir: dir, First: first, Last: last, b: b, rope: cfg.RoPE()}
-	l := &loader{m: m, dir: dir}
+	l := &loader{m: m, dir: dir, check: check}
 	if opts.RandomWeights {
 		l.random = newRandomSource(opts.Seed)
 	} else {
@@ -143,6 +155,7 @@ type loader struct {
 	random *randomSource // set instead of st for random weights
 	dir    string
 	err    error
+	check  bool // names, shapes and dtypes only: no data read, no tensor made (Check)
 }
 
 func (l *loader) get(name string, shape ...int) backend.Tensor {
@@ -170,6 +183,9 @@ func (l *loader) get(name string, shape ...int) backend.Tensor {
 	dt, err := dtypeOf(info)
 	if err != nil {
 		l.err = err
+		return nil
+	}
+	if l.check {
 		return nil
 	}
 	raw, err := l.st.Raw(name)

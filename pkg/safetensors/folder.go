@@ -61,7 +61,7 @@ func OpenFolder(dir string) (*Folder, error) {
 	index := filepath.Join(dir, IndexFileName)
 	data, err := os.ReadFile(index)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("safetensors: %s holds neither %s nor %s: %w", dir, SingleFileName, IndexFileName, fs.ErrNotExist)
+		return nil, fmt.Errorf("safetensors: %s holds neither %s nor %s%s: %w", dir, SingleFileName, IndexFileName, whyNoWeights(dir), fs.ErrNotExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
@@ -254,4 +254,23 @@ func (s *Folder) Close() error {
 	}
 	s.shards = map[string]*openedShard{}
 	return errors.Join(errs...)
+}
+
+// whyNoWeights says what a folder without safetensors weights holds
+// instead, as far as it is a known case: a link whose target is gone (a
+// Hugging Face cache snapshot whose blob is missing), or PyTorch weights.
+func whyNoWeights(dir string) string {
+	for _, name := range []string{SingleFileName, IndexFileName} {
+		path := filepath.Join(dir, name)
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(path)
+			return fmt.Sprintf(" (%s is a link to %s, which does not exist: a download that did not finish?)", name, target)
+		}
+	}
+	for _, name := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "consolidated.00.pth"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return fmt.Sprintf(" (it holds %s: only safetensors weights are read; convert them, e.g. save_pretrained(..., safe_serialization=True))", name)
+		}
+	}
+	return ""
 }

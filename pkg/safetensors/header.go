@@ -91,11 +91,18 @@ type tensorEntry struct {
 	Offsets *[]int64
 }
 
+// LFSPointerPrefix starts the small text file Git LFS leaves in place of a
+// large file that was cloned without LFS.
+const LFSPointerPrefix = "version https://git-lfs.github.com/spec/"
+
 // parseFile parses and validates the header of a whole safetensors file held
 // in data (usually a memory mapping). path is used in errors and TensorInfo.
 func parseFile(path string, data []byte) (*header, error) {
 	fail := func(tensor, reason string, err error) error {
 		return &FormatError{File: path, Tensor: tensor, Reason: reason, Err: err}
+	}
+	if bytes.HasPrefix(data, []byte(LFSPointerPrefix)) {
+		return nil, fail("", fmt.Sprintf("this %d-byte file is a Git LFS pointer, not the weights: fetch them (git lfs pull, or huggingface-cli download)", len(data)), nil)
 	}
 	if len(data) < headerLenSize {
 		return nil, fail("", fmt.Sprintf("file is %d bytes, shorter than the 8-byte header length", len(data)), nil)

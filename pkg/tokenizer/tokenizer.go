@@ -21,6 +21,8 @@ import (
 	"sort"
 
 	"github.com/daulet/tokenizers"
+
+	"github.com/draftbench/draftbench/pkg/safetensors"
 )
 
 // Tokenizer encodes and decodes text for one model folder. It is safe for
@@ -66,6 +68,9 @@ type tokenizerFile struct {
 // tokens; Load refines them from the folder's configuration files.
 func FromFile(path string) (*Tokenizer, error) {
 	data, err := os.ReadFile(path)
+	if err == nil && bytes.HasPrefix(data, []byte(safetensors.LFSPointerPrefix)) {
+		return nil, fmt.Errorf("tokenizer: %s is a Git LFS pointer (%d bytes), not the tokenizer: fetch it (git lfs pull, or huggingface-cli download)", path, len(data))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
