@@ -15,6 +15,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/model"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/report"
 )
@@ -321,5 +322,25 @@ func TestRebuild(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, report.FileJob)); !os.IsNotExist(err) {
 		t.Errorf("the kept spec is still there after the rebuild: %v", err)
+	}
+}
+
+func TestCheckPositions(t *testing.T) {
+	job := testJob(t, 1) // max_new_tokens 3, gamma 2, batching on with max_length 512
+	info := &model.Info{Path: "/m/t", MaxPositions: 4096}
+	if err := checkPositions(job, "target", info); err != nil {
+		t.Errorf("a model long enough: %v", err)
+	}
+	info.MaxPositions = 256
+	if err := checkPositions(job, "target", info); err == nil || !strings.Contains(err.Error(), "batch.max_length 512 is past the target's max_position_embeddings 256") {
+		t.Errorf("max_length past the model: %v", err)
+	}
+	job.Batch.Enabled = false
+	info.MaxPositions = 5
+	if err := checkPositions(job, "drafter", info); err == nil || !strings.Contains(err.Error(), "generation.max_new_tokens 3 (+ gamma 2 + 1) is past the drafter's max_position_embeddings 5") {
+		t.Errorf("generation past the model: %v", err)
+	}
+	if err := checkPositions(job, "drafter", nil); err != nil {
+		t.Errorf("no drafter: %v", err)
 	}
 }

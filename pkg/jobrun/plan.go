@@ -52,6 +52,12 @@ func Plan(job *jobspec.Job, devices []placement.Device) (*placement.Plan, *model
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if err := checkPositions(job, "target", target); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := checkPositions(job, "drafter", drafter); err != nil {
+		return nil, nil, nil, err
+	}
 	plan, err := placement.Make(PlacementRequest(job, devices, target, drafter))
 	if err != nil {
 		return nil, nil, nil, job.Errorf("placement.strategy", "%w", err)
@@ -123,6 +129,24 @@ func CheckOffered(job *jobspec.Job, offered []placement.Device) error {
 			}
 			return job.Errorf("placement.devices", "placement.devices names device %s, which no worker offers (the workers offer %s)", name, strings.Join(have, ", "))
 		}
+	}
+	return nil
+}
+
+// checkPositions refuses sequences longer than a model's
+// max_position_embeddings: every request would fail at that position.
+func checkPositions(job *jobspec.Job, role string, info *model.Info) error {
+	if info == nil || info.MaxPositions <= 0 {
+		return nil
+	}
+	if job.Batch.Enabled && job.Batch.MaxLength > info.MaxPositions {
+		return job.Errorf("batch.max_length", "batch.max_length %d is past the %s's max_position_embeddings %d (%s)",
+			job.Batch.MaxLength, role, info.MaxPositions, info.Path)
+	}
+	// A speculative round may run gamma+1 positions past the last token.
+	if n := job.Generation.MaxNewTokens + job.Generation.Gamma + 1; n > info.MaxPositions {
+		return job.Errorf("generation.max_new_tokens", "generation.max_new_tokens %d (+ gamma %d + 1) is past the %s's max_position_embeddings %d (%s)",
+			job.Generation.MaxNewTokens, job.Generation.Gamma, role, info.MaxPositions, info.Path)
 	}
 	return nil
 }

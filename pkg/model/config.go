@@ -126,6 +126,15 @@ func (c *Config) resolve() error {
 	if c.RopeTheta == 0 {
 		c.RopeTheta = 10000
 	}
+	// Values no trained model has: they give NaNs or garbage silently.
+	switch {
+	case c.RMSNormEps < 0 || math.IsNaN(c.RMSNormEps):
+		return fmt.Errorf("rms_norm_eps must be positive, got %g", c.RMSNormEps)
+	case c.RopeTheta < 0 || math.IsNaN(c.RopeTheta) || math.IsInf(c.RopeTheta, 0):
+		return fmt.Errorf("rope_theta must be positive, got %g", c.RopeTheta)
+	case c.MaxPositionEmbeddings < 0:
+		return fmt.Errorf("max_position_embeddings must not be negative, got %d", c.MaxPositionEmbeddings)
+	}
 	if _, err := c.invFreq(); err != nil {
 		return err
 	}

@@ -58,6 +58,12 @@ func TestBrokenModelFolders(t *testing.T) {
 			editConfig(t, dir, func(c map[string]any) { c["architectures"] = []string{"GPTNeoXForCausalLM"} })
 		}, []string{"config.json", `"GPTNeoXForCausalLM" is not supported`, "Qwen3ForCausalLM"}},
 		{"no config", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "config.json")) }, []string{"config.json"}},
+		{"negative rms_norm_eps", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["rms_norm_eps"] = -1.0 })
+		}, []string{"config.json", "rms_norm_eps must be positive, got -1"}},
+		{"negative rope_theta", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["rope_theta"] = -10000.0 })
+		}, []string{"config.json", "rope_theta must be positive, got -10000"}},
 		{"config not json", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "config.json"), []byte("{"), 0o644)
 		}, []string{"config.json", "not valid JSON"}},
