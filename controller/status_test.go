@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/jobrun"
+	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 var (
@@ -210,5 +213,24 @@ func TestClientUsage(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", res.code, res.stderr, tc.want)
 			}
 		})
+	}
+}
+
+func TestNothingMeasured(t *testing.T) {
+	ok := &metrics.Summary{NumRequests: 4, Completed: 4}
+	none := &metrics.Summary{NumRequests: 2, Failed: 2}
+	res := &jobrun.Result{Results: report.Results{Speculative: none, Target: ok},
+		Requests: []metrics.Request{{Mode: metrics.ModeTarget}, {Mode: metrics.ModeSpeculative, Error: "token id 1025 outside the vocabulary"}}}
+	err := nothingMeasured(res)
+	if want := "no speculative request completed: 2 failed, 0 cancelled (the first: token id 1025 outside the vocabulary)"; err == nil || err.Error() != want {
+		t.Errorf("%v, want %q", err, want)
+	}
+	res.Results.Speculative = ok
+	if err := nothingMeasured(res); err != nil {
+		t.Errorf("both modes measured: %v", err)
+	}
+	res.Results.Target = &metrics.Summary{} // a mode that sent nothing (cut before it) is said by the warnings
+	if err := nothingMeasured(res); err != nil {
+		t.Errorf("a mode without requests: %v", err)
 	}
 }
