@@ -18,7 +18,6 @@ import (
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/controller"
-	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/jobstore"
 	"github.com/draftbench/draftbench/pkg/metrics"
@@ -90,33 +89,12 @@ func runEmbedded(ctx context.Context, env *cli.Env, spec *jobspec.Job, o runOpti
 		}
 		fmt.Fprintf(env.Stdout, "results written to %s\n", res.Dir)
 		if err == nil {
-			err = nothingMeasured(res)
+			err = res.NothingMeasured()
 		}
 	}
 	return err
 }
 
-// nothingMeasured is an error when a mode sent requests and none completed:
-// the run wrote its files, but a script must not take it for a benchmark.
-func nothingMeasured(res *jobrun.Result) error {
-	for _, m := range []struct {
-		name string
-		s    *metrics.Summary
-	}{{"speculative", res.Results.Speculative}, {"target", res.Results.Target}} {
-		if m.s == nil || m.s.NumRequests == 0 || m.s.Completed > 0 {
-			continue
-		}
-		first := ""
-		for _, r := range res.Requests {
-			if string(r.Mode) == m.name && r.Error != "" {
-				first = " (the first: " + r.Error + ")"
-				break
-			}
-		}
-		return fmt.Errorf("no %s request completed: %d failed, %d cancelled%s", m.name, m.s.Failed, m.s.Cancelled, first)
-	}
-	return nil
-}
 
 // startWorker starts `worker --nats URL --cpu-devices N` beside this binary.
 func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*exec.Cmd, error) {

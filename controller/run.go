@@ -128,7 +128,7 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return errors.New("interrupted: partial results written")
 	}
-	return nothingMeasured(res)
+	return res.NothingMeasured()
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

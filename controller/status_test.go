@@ -221,16 +221,16 @@ func TestNothingMeasured(t *testing.T) {
 	none := &metrics.Summary{NumRequests: 2, Failed: 2}
 	res := &jobrun.Result{Results: report.Results{Speculative: none, Target: ok},
 		Requests: []metrics.Request{{Mode: metrics.ModeTarget}, {Mode: metrics.ModeSpeculative, Error: "token id 1025 outside the vocabulary"}}}
-	err := nothingMeasured(res)
+	err := res.NothingMeasured()
 	if want := "no speculative request completed: 2 failed, 0 cancelled (the first: token id 1025 outside the vocabulary)"; err == nil || err.Error() != want {
 		t.Errorf("%v, want %q", err, want)
 	}
 	res.Results.Speculative = ok
-	if err := nothingMeasured(res); err != nil {
+	if err := res.NothingMeasured(); err != nil {
 		t.Errorf("both modes measured: %v", err)
 	}
 	res.Results.Target = &metrics.Summary{} // a mode that sent nothing (cut before it) is said by the warnings
-	if err := nothingMeasured(res); err != nil {
+	if err := res.NothingMeasured(); err != nil {
 		t.Errorf("a mode without requests: %v", err)
 	}
 }

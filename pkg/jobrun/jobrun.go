@@ -176,6 +176,28 @@ type Result struct {
 	Requests []metrics.Request
 }
 
+// NothingMeasured is an error when a mode sent requests and none completed:
+// the run wrote its files, but a script must not take it for a benchmark.
+func (r *Result) NothingMeasured() error {
+	for _, m := range []struct {
+		mode metrics.Mode
+		s    *metrics.Summary
+	}{{metrics.ModeSpeculative, r.Results.Speculative}, {metrics.ModeTarget, r.Results.Target}} {
+		if m.s == nil || m.s.NumRequests == 0 || m.s.Completed > 0 {
+			continue
+		}
+		first := ""
+		for _, rec := range r.Requests {
+			if rec.Mode == m.mode && rec.Error != "" {
+				first = " (the first: " + rec.Error + ")"
+				break
+			}
+		}
+		return fmt.Errorf("no %s request completed: %d failed, %d cancelled%s", m.mode, m.s.Failed, m.s.Cancelled, first)
+	}
+	return nil
+}
+
 // Run executes job with engine and writes its result files into dir.
 func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, dir string, opt Options) (*Result, error) {
 	if opt.Log == nil {

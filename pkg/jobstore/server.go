@@ -442,6 +442,9 @@ func (s *Server) run(e *entry) {
 	s.update(e, func(st *protocol.JobStatus) { st.State, st.Started = protocol.JobRunning, &started })
 	log.Info("job started")
 	res, err := s.call(e)
+	if err == nil && res != nil {
+		err = res.NothingMeasured() // its files are written; the job did not measure
+	}
 	cause := context.Cause(e.ctx)
 	e.cancel(nil)
 	if res != nil {
