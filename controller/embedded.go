@@ -95,7 +95,6 @@ func runEmbedded(ctx context.Context, env *cli.Env, spec *jobspec.Job, o runOpti
 	return err
 }
 
-
 // startWorker starts `worker --nats URL --cpu-devices N` beside this binary.
 func startWorker(env *cli.Env, url string, spec *jobspec.Job, o runOptions) (*exec.Cmd, error) {
 	bin := o.workerBin
