@@ -517,9 +517,11 @@ func loadPlan(job *jobspec.Job) loadgen.Plan {
 // selectPrompts loads the job's dataset and takes n prompts in a seeded order.
 func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, []string, error) {
 	seed := uint64(job.Seed)
+	// batch.max_length bounds a whole sequence (SEED: the maximum sequence
+	// length in a batch): a prompt gets what the new tokens leave of it.
 	maxLen := 0
 	if job.Batch.Enabled {
-		maxLen = job.Batch.MaxLength
+		maxLen = max(1, job.Batch.MaxLength-job.Generation.MaxNewTokens)
 	}
 	take := dataset.TakeOptions{Seed: seed, Tokenizer: tok, MaxLength: maxLen}
 	switch job.Dataset.Kind {

@@ -332,10 +332,23 @@ func TestCheckPositions(t *testing.T) {
 		t.Errorf("a model long enough: %v", err)
 	}
 	info.MaxPositions = 256
-	if err := checkPositions(job, "target", info); err == nil || !strings.Contains(err.Error(), "batch.max_length 512 is past the target's max_position_embeddings 256") {
+	if err := checkPositions(job, "target", info); err == nil || !strings.Contains(err.Error(), "batch.max_length 512 (+ gamma 2 drafted past it) is past the target's max_position_embeddings 256") {
 		t.Errorf("max_length past the model: %v", err)
 	}
+	info.MaxPositions = 513 // 512 + gamma 2 do not fit
+	if err := checkPositions(job, "target", info); err == nil {
+		t.Error("max_length + gamma past the model accepted")
+	}
 	job.Batch.Enabled = false
+	info.MaxPositions = 9 // synthetic input_tokens 4 + 3 + 2
+	if err := checkPositions(job, "target", info); err != nil {
+		t.Errorf("a synthetic prompt that fits: %v", err)
+	}
+	info.MaxPositions = 8
+	if err := checkPositions(job, "target", info); err == nil || !strings.Contains(err.Error(), "input_tokens 4 + max_new_tokens 3 + gamma 2 is past the target's max_position_embeddings 8") {
+		t.Errorf("a synthetic prompt past the model: %v", err)
+	}
+	job.Dataset.Kind = jobspec.DatasetPrompts
 	info.MaxPositions = 5
 	if err := checkPositions(job, "drafter", info); err == nil || !strings.Contains(err.Error(), "generation.max_new_tokens 3 (+ gamma 2 + 1) is past the drafter's max_position_embeddings 5") {
 		t.Errorf("generation past the model: %v", err)

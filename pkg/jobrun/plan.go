@@ -139,12 +139,20 @@ func checkPositions(job *jobspec.Job, role string, info *model.Info) error {
 	if info == nil || info.MaxPositions <= 0 {
 		return nil
 	}
-	if job.Batch.Enabled && job.Batch.MaxLength > info.MaxPositions {
-		return job.Errorf("batch.max_length", "batch.max_length %d is past the %s's max_position_embeddings %d (%s)",
-			job.Batch.MaxLength, role, info.MaxPositions, info.Path)
+	// A sequence grows to its prompt and max_new_tokens, and a speculative
+	// round may draft up to gamma positions past them.
+	gamma := job.Generation.Gamma
+	if job.Batch.Enabled && job.Batch.MaxLength+gamma > info.MaxPositions {
+		return job.Errorf("batch.max_length", "batch.max_length %d (+ gamma %d drafted past it) is past the %s's max_position_embeddings %d (%s)",
+			job.Batch.MaxLength, gamma, role, info.MaxPositions, info.Path)
 	}
-	// A speculative round may run gamma+1 positions past the last token.
-	if n := job.Generation.MaxNewTokens + job.Generation.Gamma + 1; n > info.MaxPositions {
+	if job.Dataset.Kind == jobspec.DatasetSynthetic && !job.Batch.Enabled {
+		if n := job.Dataset.InputTokens + job.Generation.MaxNewTokens + gamma; n > info.MaxPositions {
+			return job.Errorf("dataset.synthetic.input_tokens", "input_tokens %d + max_new_tokens %d + gamma %d is past the %s's max_position_embeddings %d (%s)",
+				job.Dataset.InputTokens, job.Generation.MaxNewTokens, gamma, role, info.MaxPositions, info.Path)
+		}
+	}
+	if n := job.Generation.MaxNewTokens + gamma + 1; n > info.MaxPositions {
 		return job.Errorf("generation.max_new_tokens", "generation.max_new_tokens %d (+ gamma %d + 1) is past the %s's max_position_embeddings %d (%s)",
 			job.Generation.MaxNewTokens, job.Generation.Gamma, role, info.MaxPositions, info.Path)
 	}
