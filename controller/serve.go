@@ -94,6 +94,8 @@ a submitted job are read on this machine, relative to this folder.`,
 				return cli.Usagef("--store holds the embedded server's data; with --nats the server keeps it")
 			case o.natsURL == "" && o.creds != "":
 				return cli.Usagef("--creds is for --nats; the embedded server takes --token")
+			case o.natsURL == "" && o.users != "" && o.nkey == "":
+				return cli.Usagef("--users needs --nkey: the seed of the controller-role NKey in it, with which serve logs in to its own server")
 			case o.workerWait <= 0:
 				return cli.Usagef("--worker-wait %s must be positive", o.workerWait)
 			case o.replicas < 1 || o.replicas > 5:

@@ -517,6 +517,7 @@ func TestServeArguments(t *testing.T) {
 		want string // the start of stderr
 	}{
 		{"an argument", []string{"serve", "job.hcl"}, 2, `controller serve: serve takes no arguments, got ["job.hcl"]`},
+		{"--users without --nkey", []string{"serve", "--users", "users.json"}, 2, "controller serve: --users needs --nkey: the seed of the controller-role NKey in it"},
 		{"--listen with --nats", []string{"serve", "--nats", "nats://h:4222", "--listen", "0.0.0.0:4222"}, 2,
 			"controller serve: --listen configures the embedded server; with --nats there is none"},
 		{"--store with --nats", []string{"serve", "--nats", "nats://h:4222", "--store", store}, 2,
