@@ -19,12 +19,14 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/dirlock"
 	"github.com/draftbench/draftbench/pkg/driver"
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 // Config is what running a job needs.
@@ -77,6 +79,13 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	}
 	log = log.Named("job").With("job", job.ID[:8])
 	spec := job.Spec
+	// A folder another run is writing is refused now, not after the models
+	// are deployed (jobrun.Run takes the lock for the run itself).
+	if l, err := dirlock.Take(job.Out, report.FileLock); errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", job.Out, err)
+	} else if err == nil {
+		l.Release()
+	}
 	alive := cfg.Registry.Alive()
 	if len(alive) == 0 {
 		return nil, errors.New("no worker is registered: start `worker --nats URL` on the GPU hosts")
