@@ -115,7 +115,8 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 		"target": targetInfo, "drafter": drafterInfo,
 	}
 	res, err := jobrun.Run(ctx, job, tok, engine, out, jobrun.Options{
-		Log: env.Logger, Console: env.Stdout, Progress: env.Stderr, Terminal: isTerminal(os.Stderr),
+		MaxContext: jobrun.MaxContext(targetInfo, drafterInfo),
+		Log:        env.Logger, Console: env.Stdout, Progress: env.Stderr, Terminal: isTerminal(os.Stderr),
 		Environment: envInfo, JobID: jobID,
 		GPU: func(map[metrics.Mode]int) any {
 			return map[string]any{"available": false, "reason": "no GPU in this run: the CPU backend was used"}

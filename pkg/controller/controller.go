@@ -167,7 +167,8 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 		onReq = func(r metrics.Request) { cfg.OnRequest(job.ID, r) }
 	}
 	res, err := jobrun.Run(jctx, spec, tok, engine, job.Out, jobrun.Options{
-		Log: log, Console: cfg.Console, Progress: cfg.Progress, Terminal: cfg.Terminal, JobID: job.ID,
+		MaxContext: jobrun.MaxContext(targetInfo, drafterInfo),
+		Log:        log, Console: cfg.Console, Progress: cfg.Progress, Terminal: cfg.Terminal, JobID: job.ID,
 		Environment: envInfo, OnRequest: onReq, GPU: gpuSection, Phases: phases, Power: power, BeforeMode: before,
 	})
 	if err != nil {

@@ -93,6 +93,11 @@ type Options struct {
 	Power       func() []report.PowerSeries
 	Environment any
 	JobID       string
+	// MaxContext is the shortest max_position_embeddings of the job's models
+	// (0: unknown). Without batching, prompts too long to leave room for
+	// max_new_tokens and gamma are left out (counted as too_long) rather
+	// than failing their requests.
+	MaxContext int
 }
 
 // Cancelled is the cause to cancel a run's context with when someone stops the run on
@@ -222,7 +227,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	n := len(schedule)
-	sel, dataWarnings, err := selectPrompts(job, tok, n)
+	sel, dataWarnings, err := selectPrompts(job, tok, n, opt.MaxContext)
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +520,7 @@ func loadPlan(job *jobspec.Job) loadgen.Plan {
 }
 
 // selectPrompts loads the job's dataset and takes n prompts in a seeded order.
-func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, []string, error) {
+func selectPrompts(job *jobspec.Job, tok Tokenizer, n, maxContext int) (dataset.Selection, []string, error) {
 	seed := uint64(job.Seed)
 	// batch.max_length bounds a whole sequence (SEED: the maximum sequence
 	// length in a batch): a prompt gets what the new tokens leave of it.
@@ -524,6 +529,9 @@ func selectPrompts(job *jobspec.Job, tok Tokenizer, n int) (dataset.Selection, [
 		maxLen = max(1, job.Batch.MaxLength-job.Generation.MaxNewTokens)
 	}
 	take := dataset.TakeOptions{Seed: seed, Tokenizer: tok, MaxLength: maxLen}
+	if room := maxContext - job.Generation.MaxNewTokens - job.Generation.Gamma; !job.Batch.Enabled && maxContext > 0 && room > 0 {
+		take.MaxPromptTokens = room
+	}
 	switch job.Dataset.Kind {
 	case "prompts":
 		d, err := dataset.Inline(job.Dataset.Prompts)

@@ -357,3 +357,24 @@ func TestCheckPositions(t *testing.T) {
 		t.Errorf("no drafter: %v", err)
 	}
 }
+
+// TestPromptsPastTheContext: without batching, prompts that leave no room for
+// max_new_tokens and gamma in the models' context are left out, counted.
+func TestPromptsPastTheContext(t *testing.T) {
+	src := "job \"x\" {\n  model \"target\" { path = \"/m\" }\n  dataset \"prompts\" { prompts = [\"a\", \"b\"] }\n" +
+		"  batch { enabled = false }\n  generation {\n    max_new_tokens = 3\n    gamma = 2\n  }\n  modes { speculative = false }\n}\n"
+	job, err := jobspec.Parse("test.hcl", []byte(src), jobspec.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fakeTokenizer makes every prompt 3 tokens: 3 + 3 + 2 fit in 8.
+	if sel, _, err := selectPrompts(job, fakeTokenizer{}, 2, 8); err != nil || len(sel.Prompts) != 2 {
+		t.Errorf("prompts that fit: %v, %v", sel.Prompts, err)
+	}
+	if _, _, err := selectPrompts(job, fakeTokenizer{}, 2, 7); err == nil {
+		t.Error("prompts past the context were used")
+	}
+	if sel, _, err := selectPrompts(job, fakeTokenizer{}, 2, 0); err != nil || len(sel.Prompts) != 2 {
+		t.Errorf("unknown context: %v, %v", sel.Prompts, err)
+	}
+}

@@ -158,3 +158,15 @@ func checkPositions(job *jobspec.Job, role string, info *model.Info) error {
 	}
 	return nil
 }
+
+// MaxContext is the shortest max_position_embeddings of the models given (0
+// when none says), for Options.MaxContext.
+func MaxContext(infos ...*model.Info) int {
+	n := 0
+	for _, info := range infos {
+		if info != nil && info.MaxPositions > 0 && (n == 0 || info.MaxPositions < n) {
+			n = info.MaxPositions
+		}
+	}
+	return n
+}
