@@ -59,8 +59,10 @@ type decoder struct {
 	pos    map[string]hcl.Range
 	failed map[string]bool
 	// envOf names the environment variable an attribute written as
-	// env("NAME", default) read, for its errors.
-	envOf map[string]string
+	// env("NAME", default) read, for its errors; envSet says whether it was
+	// set (else the default was the value).
+	envOf  map[string]string
+	envSet func(name string) bool
 }
 
 func (d *decoder) job(b *hcl.Block) *Job {
@@ -278,10 +280,34 @@ func (d *decoder) errorf(key string, format string, args ...any) {
 
 func (d *decoder) fail(key string, format string, args ...any) {
 	d.failed[key] = true
-	if name := d.envOf[key]; name != "" {
+	if name := d.setEnv(key); name != "" {
 		format += " (from the environment variable " + name + ")"
 	}
 	d.errorf(key, format, args...)
+}
+
+// setEnv is the environment variable key's value came from, when it was
+// set (not the env() default), else "".
+func (d *decoder) setEnv(key string) string {
+	if name := d.envOf[key]; name != "" && d.envSet != nil && d.envSet(name) {
+		return name
+	}
+	return ""
+}
+
+// envSources are the fields whose values came from set environment
+// variables (Job.envFrom).
+func (d *decoder) envSources() map[string]string {
+	var out map[string]string
+	for key := range d.envOf {
+		if name := d.setEnv(key); name != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[key] = name
+		}
+	}
+	return out
 }
 
 // envName is NAME when expr reads one environment variable, env("NAME",

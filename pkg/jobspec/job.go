@@ -123,6 +123,9 @@ type Job struct {
 	// "dataset.sharegpt.dir", "load.rate", "variable.num_prompts". A block's
 	// entry is its header. Fields left at their default have no entry.
 	Pos map[string]hcl.Range `json:"-"`
+	// envFrom maps a field path to the environment variable its value was
+	// read from (env("NAME", ...) with NAME set), for errors to name it.
+	envFrom map[string]string
 }
 
 // UnmarshalJSON decodes a job as encoding/json would, with Warnings

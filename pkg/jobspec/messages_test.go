@@ -245,15 +245,17 @@ job "t" {
 		{"DRAFTBENCH_VAR_ TRUE", Config{Env: map[string]string{"DRAFTBENCH_VAR_spec": "TRUE"}}, true, true, "auto", ""},
 		{"bfloat16", Config{Env: map[string]string{"DTYPE": "bfloat16"}}, true, true, "bf16", ""},
 		{"float16 is read, and refused as storage", Config{Env: map[string]string{"DTYPE": "float16"}}, false, false, "",
-			`t.hcl:7,5: model.target.dtype "f16": no backend stores weights in f16; use auto (an f16 checkpoint is computed in f32 on CPUs, bf16 on GPUs), bf16 or f32`},
+			`t.hcl:7,5: model.target.dtype "f16": no backend stores weights in f16; use auto (an f16 checkpoint is computed in f32 on CPUs, bf16 on GPUs), bf16 or f32 (from the environment variable DTYPE)`},
 		{"float32", Config{Env: map[string]string{"DTYPE": "float32"}}, true, true, "f32", ""},
 		{"vLLM's float", Config{Env: map[string]string{"DTYPE": "float"}}, true, true, "f32", ""},
 		{"a number with blanks", Config{Env: map[string]string{"GAMMA": " 6 "}}, true, true, "auto", ""},
 		{"a bad number names its variable", Config{Env: map[string]string{"GAMMA": "six"}}, false, false, "",
 			`t.hcl:22,5: generation.gamma must be a number, got string "six" (from the environment variable GAMMA)`},
+		{"a number out of range names its variable", Config{Env: map[string]string{"GAMMA": "0"}}, false, false, "",
+			`t.hcl:22,5: generation.gamma must be between 1 and 32, got 0 (from the environment variable GAMMA)`},
 		{"BF16", Config{Env: map[string]string{"DTYPE": "BF16"}}, true, true, "bf16", ""},
 		{"fp8 is refused", Config{Env: map[string]string{"DTYPE": "fp8"}}, false, false, "",
-			`t.hcl:7,5: model.target.dtype "fp8" is not one of auto, bf16, f32 (or the Hugging Face names bfloat16, float32)`},
+			`t.hcl:7,5: model.target.dtype "fp8" is not one of auto, bf16, f32 (or the Hugging Face names bfloat16, float32) (from the environment variable DTYPE)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -188,8 +188,10 @@ func (p *parser) parse(filename string, src []byte) (*Job, hcl.Diagnostics) {
 		}
 	}
 
-	dec := &decoder{ctx: ctx, pos: map[string]hcl.Range{}, failed: map[string]bool{}}
+	dec := &decoder{ctx: ctx, pos: map[string]hcl.Range{}, failed: map[string]bool{},
+		envSet: func(name string) bool { return p.envRead[name] != "" }}
 	job := dec.job(jobBlocks[0])
+	job.envFrom = dec.envSources()
 	for _, v := range vars {
 		job.Pos["variable."+v.name] = v.rng
 	}

@@ -37,6 +37,9 @@ func (v *validator) errorf(path string, format string, args ...any) {
 		}
 		p = p[:i]
 	}
+	if name := v.j.envFrom[path]; name != "" {
+		format += " (from the environment variable " + name + ")"
+	}
 	v.diags = append(v.diags, errorf(v.j.rangeOf(path), format, args...))
 }
 
