@@ -79,16 +79,28 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 		a   *protocol.Assignment
 	}
 	var jobs []job
+	var owned []string
+	if opt.Registry != nil {
+		d.owner = opt.Registry
+	}
+	// A failed deployment owns nothing: a stage that starts after all (its
+	// answer came too late) is then an orphan the registry has released.
+	disown := func() {
+		for _, inst := range owned {
+			opt.Registry.Disown(inst)
+		}
+	}
 	for _, m := range models {
 		instance := protocol.Sanitize(m.Role + "-" + uuid.NewString()[:8])
 		if opt.Registry != nil {
 			opt.Registry.Own(instance)
-			d.owner = opt.Registry
+			owned = append(owned, instance)
 		}
 		n := len(m.Plan.Stages)
 		for k, st := range m.Plan.Stages {
 			w, err := workerFor(workers, st)
 			if err != nil {
+				disown()
 				return nil, fmt.Errorf("%s stage %d: %w", m.Role, k, err)
 			}
 			a := &protocol.Assignment{Instance: instance, Role: m.Role, ModelDir: m.Dir, Layers: st.Layers,
@@ -120,16 +132,16 @@ func Deploy(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, workers 
 		}()
 	}
 	wg.Wait()
-	for i, j := range jobs {
-		// A stage that failed to start is released too: its worker keeps
-		// reporting it (as failed) in every heartbeat until told to forget it.
-		var nr *notReady
-		if errs[i] == nil || errors.As(errs[i], &nr) {
-			d.stages = append(d.stages, j.ref)
-		}
+	// Every stage belongs to the deployment, so a failed one releases them
+	// all: the ready ones, those that failed to start (their worker reports
+	// them until told to forget them) and those whose answer never came (a
+	// cancel or a timeout during a long load: they may start yet).
+	for _, j := range jobs {
+		d.stages = append(d.stages, j.ref)
 	}
 	if err := errors.Join(errs...); err != nil {
 		d.Release("deployment failed")
+		disown()
 		return nil, err
 	}
 	return d, nil

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,5 +103,62 @@ func TestFailedDeploymentReleasesFailedStages(t *testing.T) {
 	slices.Sort(roles)
 	if want := []string{placement.RoleDrafter, placement.RoleTarget}; !slices.Equal(roles, want) {
 		t.Errorf("released %v, want both the started and the failed instance", released)
+	}
+}
+
+// TestUnansweredStageReleased: a stage whose assignment got no answer (a
+// cancel or a timeout during a long load) is released with the rest, and the
+// failed deployment owns nothing, so a stage that starts after all is an
+// orphan the registry releases.
+func TestUnansweredStageReleased(t *testing.T) {
+	_, nc := natstest.Start(t, natsrv.Options{})
+	var subj protocol.Subjects
+	reg, err := NewRegistry(nc, subj, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	w := Worker{ID: uuid.NewString(), Host: "gpu-a", Devices: []protocol.Device{{Index: 0, Name: "cpu", Kind: protocol.DeviceCPU}}}
+	var mu sync.Mutex
+	released := map[string]bool{}
+	if _, err := nc.Subscribe(subj.WorkerAssign(w.ID), func(m *nats.Msg) {
+		var a protocol.Assignment
+		if protocol.Decode(m.Data, &a) != nil || a.Role == placement.RoleDrafter {
+			return // still loading: no answer
+		}
+		data, _ := protocol.Encode(&protocol.StageStatus{WorkerID: w.ID, Instance: a.Instance, Stage: a.Stage, Stages: a.Stages, State: protocol.StageReady})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(subj.WorkerRelease(w.ID), func(m *nats.Msg) {
+		var r protocol.Release
+		if protocol.Decode(m.Data, &r) == nil {
+			mu.Lock()
+			released[strings.SplitN(r.Instance, "-", 2)[0]] = true
+			mu.Unlock()
+		}
+		data, _ := protocol.Encode(&protocol.Ack{})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	plan := &placement.ModelPlan{Devices: []int{0}, Stages: []placement.Stage{{Devices: []int{0}, Layers: [2]int{0, 2}}}}
+	_, err = Deploy(context.Background(), nc, subj, []Worker{w}, []ModelSpec{
+		{Role: placement.RoleTarget, Dir: "/models/target", Plan: plan},
+		{Role: placement.RoleDrafter, Dir: "/models/drafter", Plan: plan},
+	}, DeployOptions{LoadTimeout: 300 * time.Millisecond, Registry: reg})
+	if err == nil {
+		t.Fatal("a deployment with an unanswered stage succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !released[placement.RoleTarget] || !released[placement.RoleDrafter] {
+		t.Errorf("released %v, want the target and the unanswered drafter", released)
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if len(reg.owned) != 0 {
+		t.Errorf("the failed deployment still owns %v", reg.owned)
 	}
 }
