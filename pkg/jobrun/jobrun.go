@@ -628,17 +628,36 @@ func writeJob(dir string, job *jobspec.Job, id string) error {
 // statistics, the GPU monitor) is left out. It returns false, and no error,
 // when dir holds no kept spec (a run that finished, or one of an older
 // version).
-func Rebuild(dir, reason string, finished time.Time) (bool, error) {
-	data, err := os.ReadFile(filepath.Join(dir, report.FileJob))
+func Rebuild(dir, jobID, reason string, finished time.Time) (bool, error) {
+	keptPath := filepath.Join(dir, report.FileJob)
+	kst, err := os.Stat(keptPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
+	// Another run writing the folder now is not the one that was cut.
+	lock, err := dirlock.Take(dir, report.FileLock)
+	if err != nil {
+		return false, fmt.Errorf("the output folder %s: %w", dir, err)
+	}
+	defer lock.Release()
+	data, err := os.ReadFile(keptPath)
+	if err != nil {
+		return false, err
+	}
 	var kept keptJob
 	if err := json.Unmarshal(data, &kept); err != nil || kept.Spec == nil {
-		return false, fmt.Errorf("reading %s: %v", filepath.Join(dir, report.FileJob), err)
+		return false, fmt.Errorf("reading %s: %v", keptPath, err)
+	}
+	if kept.ID != jobID {
+		return false, fmt.Errorf("%s is job %s's, not %s's", keptPath, kept.ID, jobID)
+	}
+	// Cut between writing the results and removing the kept spec: done.
+	if rst, err := os.Stat(filepath.Join(dir, report.FileResults)); err == nil && !rst.ModTime().Before(kst.ModTime()) {
+		os.Remove(keptPath)
+		return true, nil
 	}
 	f, err := os.Open(filepath.Join(dir, report.FileRequests))
 	if err != nil {

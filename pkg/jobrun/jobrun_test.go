@@ -287,7 +287,7 @@ func TestRebuild(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, report.FileJob)); !os.IsNotExist(err) {
 		t.Errorf("a finished run left %s: %v", report.FileJob, err)
 	}
-	if ok, err := Rebuild(dir, "x", time.Now()); ok || err != nil {
+	if ok, err := Rebuild(dir, "job-1", "x", time.Now()); ok || err != nil {
 		t.Errorf("Rebuild of a finished run: %v, %v; want nothing done", ok, err)
 	}
 	// As a crash leaves it: the records and the kept spec, no results.
@@ -297,7 +297,18 @@ func TestRebuild(t *testing.T) {
 	if err := writeJob(dir, job, "job-1"); err != nil {
 		t.Fatal(err)
 	}
-	ok, err := Rebuild(dir, "the controller restarted while the job was running", time.Now())
+	if ok, err := Rebuild(dir, "job-2", "x", time.Now()); ok || err == nil || !strings.Contains(err.Error(), "is job job-1's, not job-2's") {
+		t.Errorf("Rebuild for another job: %v, %v", ok, err)
+	}
+	held, err := dirlock.Take(dir, report.FileLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := Rebuild(dir, "job-1", "x", time.Now()); ok || err == nil {
+		t.Errorf("Rebuild of a folder another run is writing: %v, %v", ok, err)
+	}
+	held.Release()
+	ok, err := Rebuild(dir, "job-1", "the controller restarted while the job was running", time.Now())
 	if !ok || err != nil {
 		t.Fatalf("Rebuild: %v, %v", ok, err)
 	}

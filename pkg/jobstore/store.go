@@ -246,7 +246,7 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 		st.State, st.Finished, st.Waiting = protocol.JobFailed, &now, ""
 		if st.Started == nil || !wroteRecords(st.OutputDir, *st.Started) {
 			st.OutputDir = "" // it wrote nothing there
-		} else if ok, err := jobrun.Rebuild(st.OutputDir, st.Error, now); ok {
+		} else if ok, err := jobrun.Rebuild(st.OutputDir, st.JobID, st.Error, now); ok {
 			st.Error += "; the results of the finished requests are in " + st.OutputDir
 		} else {
 			if err != nil {
