@@ -48,6 +48,9 @@ func inspectCmd() *cli.Command {
 			if info.TokenizerVocab > 0 {
 				fmt.Fprintf(w, "tokenizer ids\t%d\n", info.TokenizerVocab)
 			}
+			if warning := info.VocabWarning(); warning != "" {
+				defer fmt.Fprintf(env.Stderr, "warning: %s\n", warning)
+			}
 			fmt.Fprintf(w, "tied embeddings\t%v\n", info.Tied)
 			fmt.Fprintf(w, "rope theta\t%g\n", info.RopeTheta)
 			fmt.Fprintf(w, "max positions\t%d\n", info.MaxPositions)

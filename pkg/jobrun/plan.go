@@ -52,6 +52,13 @@ func Plan(job *jobspec.Job, devices []placement.Device) (*placement.Plan, *model
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	for _, info := range []*model.Info{target, drafter} {
+		if info != nil {
+			if w := info.VocabWarning(); w != "" {
+				job.Warnings = append(job.Warnings, w)
+			}
+		}
+	}
 	if err := checkPositions(job, "target", target); err != nil {
 		return nil, nil, nil, err
 	}

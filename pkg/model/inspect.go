@@ -75,13 +75,19 @@ func Inspect(dir string) (*Info, error) {
 	if err := Check(dir); err != nil {
 		return nil, err
 	}
-	// Embedding rows may pad the vocabulary (Qwen: 151936 rows for 151669
-	// ids), never fall short of it: an id past them fails every request.
-	if info.TokenizerVocab > info.VocabSize {
-		return nil, fmt.Errorf("%s: the tokenizer has %d ids but the model only %d embedding rows (vocab_size in config.json)",
-			dir, info.TokenizerVocab, info.VocabSize)
-	}
 	return info, nil
+}
+
+// VocabWarning says when the tokenizer has more ids than the model has
+// embedding rows (rows may pad the vocabulary, as Qwen's 151936 rows for
+// 151669 ids do, but not fall short of it): a prompt holding such an id
+// fails its request. "" when they fit, or the tokenizer is unknown.
+func (i *Info) VocabWarning() string {
+	if i.TokenizerVocab <= i.VocabSize {
+		return ""
+	}
+	return fmt.Sprintf("%s: the tokenizer has %d ids but the model only %d embedding rows (vocab_size in config.json): a prompt holding an id past them fails its request",
+		i.Path, i.TokenizerVocab, i.VocabSize)
 }
 
 // StorageScale is how many bytes a backend stores per byte on disk when a
