@@ -18,6 +18,9 @@ type SyntheticConfig struct {
 	VocabLo, VocabHi int
 	// Avoid lists ids never drawn (BOS, EOS, pad and other special tokens).
 	Avoid []int
+	// MaxTokens, when set, caps every length (what batch.max_length or the
+	// models' context leaves a prompt); longer draws are cut and counted.
+	MaxTokens int
 	// Seed is the job seed.
 	Seed uint64
 }
@@ -58,8 +61,13 @@ func Synthetic(n int, cfg SyntheticConfig) (Selection, error) {
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, streamSynthetic))
 	prompts := make([]Prompt, n)
+	cut := 0
 	for i := range prompts {
-		toks := make([]int, minLen+rng.IntN(maxLen-minLen+1))
+		length := minLen + rng.IntN(maxLen-minLen+1)
+		if cfg.MaxTokens > 0 && length > cfg.MaxTokens {
+			length, cut = cfg.MaxTokens, cut+1
+		}
+		toks := make([]int, length)
 		for j := range toks {
 			id := cfg.VocabLo + rng.IntN(allowed)
 			// Walking the sorted avoided ids upwards, each one at or below the candidate
@@ -75,6 +83,6 @@ func Synthetic(n int, cfg SyntheticConfig) (Selection, error) {
 		prompts[i] = Prompt{ID: i, Source: "synthetic", Tokens: toks}
 	}
 	st := newStats("synthetic")
-	st.Records, st.Loaded, st.Usable, st.Selected = n, n, n, n
+	st.Records, st.Loaded, st.Usable, st.Selected, st.Truncated = n, n, n, n, cut
 	return Selection{Prompts: prompts, Stats: st}, nil
 }

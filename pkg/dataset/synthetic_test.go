@@ -140,3 +140,31 @@ func TestSyntheticErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSyntheticMaxTokens: lengths drawn past MaxTokens are cut to it and
+// counted; the others are those drawn without the cap.
+func TestSyntheticMaxTokens(t *testing.T) {
+	cfg := SyntheticConfig{InputTokens: 40, RangeRatio: 0.5, VocabHi: 100, Seed: 7}
+	free, err := Synthetic(64, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxTokens = 45
+	capped, err := Synthetic(64, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := 0
+	for i, p := range capped.Prompts {
+		want := min(len(free.Prompts[i].Tokens), 45)
+		if len(p.Tokens) != want {
+			t.Fatalf("prompt %d: %d tokens, want %d", i, len(p.Tokens), want)
+		}
+		if len(free.Prompts[i].Tokens) > 45 {
+			cut++
+		}
+	}
+	if cut == 0 || capped.Stats.Truncated != cut {
+		t.Errorf("truncated %d, want %d (> 0)", capped.Stats.Truncated, cut)
+	}
+}

@@ -552,12 +552,14 @@ func selectPrompts(job *jobspec.Job, tok Tokenizer, n, maxContext int) (dataset.
 		for _, id := range tok.SpecialTokens() {
 			avoid = append(avoid, id)
 		}
-		in := job.Dataset.InputTokens
-		if maxLen > 0 {
-			in = min(in, maxLen)
+		// Lengths drawn around input_tokens are cut to what batch.max_length
+		// (or, without batching, the models' context) leaves a prompt.
+		limit := maxLen
+		if limit == 0 {
+			limit = take.MaxPromptTokens
 		}
-		sel, err := dataset.Synthetic(n, dataset.SyntheticConfig{InputTokens: in, RangeRatio: job.Dataset.RangeRatio,
-			VocabLo: 0, VocabHi: tok.VocabSize(), Avoid: avoid, Seed: seed})
+		sel, err := dataset.Synthetic(n, dataset.SyntheticConfig{InputTokens: job.Dataset.InputTokens, RangeRatio: job.Dataset.RangeRatio,
+			MaxTokens: limit, VocabLo: 0, VocabHi: tok.VocabSize(), Avoid: avoid, Seed: seed})
 		return sel, nil, err
 	}
 	return dataset.Selection{}, nil, fmt.Errorf("dataset kind %q is not one of sharegpt, synthetic, prompts", job.Dataset.Kind)
