@@ -30,6 +30,10 @@ func markTemporary(dir string) error {
 
 // lockStore takes dir's lock, or says which process holds it.
 func lockStore(dir string) (*dirlock.Lock, error) {
+	// The store holds the jobs and their results: the owner's alone.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the store %s: %w", dir, err)
+	}
 	l, err := dirlock.Take(dir, lockFile)
 	if errors.Is(err, dirlock.ErrHeld) {
 		return nil, fmt.Errorf("the store %s is %w: two servers must not share a JetStream store; give this one its own --store", dir, err)
