@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,5 +178,27 @@ func TestHostNameTaken(t *testing.T) {
 	reg.Check() // the first is lost
 	if got := try(); got != "" {
 		t.Errorf("after the first was lost: %q, want success", got)
+	}
+	// The first comes back: it is told to register again (and would be refused).
+	hb, err := protocol.Encode(&protocol.Heartbeat{WorkerID: first, Host: "gpu-a", Sent: clock.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := nc.Request(subj.WorkerHeartbeat(first), hb, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack protocol.Ack
+	if err := protocol.Decode(msg.Data, &ack); err != nil || !strings.HasPrefix(ack.Error, protocol.UnknownWorker) {
+		t.Errorf("the first worker back: %+v, %v; want %s", ack, err, protocol.UnknownWorker)
+	}
+	hosts := 0
+	for _, w := range reg.Alive() {
+		if w.Host == "gpu-a" {
+			hosts++
+		}
+	}
+	if hosts != 1 {
+		t.Errorf("%d live workers on gpu-a, want 1", hosts)
 	}
 }

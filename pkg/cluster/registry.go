@@ -96,6 +96,17 @@ type Registry struct {
 	orphans map[string]time.Time
 }
 
+// hostTaken reports whether a live worker other than w holds w's host name.
+// The caller holds r.mu.
+func (r *Registry) hostTaken(w *Worker) bool {
+	for _, o := range r.workers {
+		if o.Host == w.Host && o.ID != w.ID && !o.Lost {
+			return true
+		}
+	}
+	return false
+}
+
 // Own records that a deployment of this controller holds instance, before
 // its stages are assigned: heartbeats showing it are then not orphans.
 func (r *Registry) Own(instance string) {
@@ -219,6 +230,13 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w, ok := r.workers[hb.WorkerID]
+	if ok && w.Lost && !hb.Leaving && r.hostTaken(w) {
+		// Back after another worker took its host name: it is forgotten
+		// and must register again, which says why it cannot.
+		delete(r.workers, w.ID)
+		r.notify()
+		ok = false
+	}
 	if !ok {
 		// A worker this controller does not know (it restarted): tell it to register again.
 		if m.Reply != "" {
