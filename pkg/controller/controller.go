@@ -81,12 +81,13 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	spec := job.Spec
 	// A folder another run is writing is refused now, not after the models
 	// are deployed (jobrun.Run takes the lock for the run itself).
-	if _, err := os.Stat(job.Out); err != nil {
-		// No folder, no other run in it: nothing to create before the run does.
-	} else if l, err := dirlock.Take(job.Out, report.FileLock); errors.Is(err, dirlock.ErrHeld) {
-		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", job.Out, err)
-	} else if err == nil {
-		l.Release()
+	// (No folder yet, no other run in it: nothing is created before the run.)
+	if _, err := os.Stat(job.Out); err == nil {
+		l, err := dirlock.Take(job.Out, report.FileLock)
+		if errors.Is(err, dirlock.ErrHeld) {
+			return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", job.Out, err)
+		}
+		l.Release() // nil after another error: the run itself will say it
 	}
 	alive := cfg.Registry.Alive()
 	if len(alive) == 0 {
