@@ -169,17 +169,11 @@ func (d *Deployment) assign(ctx context.Context, ref stageRef, a *protocol.Assig
 		return fmt.Errorf("%s: bad answer: %w", where, err)
 	}
 	if st.State != protocol.StageReady {
-		return &notReady{fmt.Errorf("%s: %s: %s", where, st.State, st.Error)}
+		return fmt.Errorf("%s: %s: %s", where, st.State, st.Error)
 	}
 	d.log.Info("stage ready", "stage", where, "pid", st.PID)
 	return nil
 }
-
-// notReady is the error of a stage its worker answered for but could not
-// start: the worker holds it, failed, until it is released.
-type notReady struct{ error }
-
-func (e *notReady) Unwrap() error { return e.error }
 
 // workerFor picks the alive worker on the stage's host (the only one when the
 // plan names no host).
