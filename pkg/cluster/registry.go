@@ -125,6 +125,12 @@ func (r *Registry) Disown(instance string) {
 // orphansOf lists the live stages of hb no deployment owns and not reported
 // within orphanRetry. The caller holds r.mu.
 func (r *Registry) orphansOf(stages []protocol.StageStatus, now time.Time) []string {
+	// An orphan not reported again within a few retries has gone: forget it.
+	for inst, last := range r.orphans {
+		if now.Sub(last) > 4*orphanRetry {
+			delete(r.orphans, inst)
+		}
+	}
 	var out []string
 	for _, st := range stages {
 		live := st.State == protocol.StageStarting || st.State == protocol.StageReady
