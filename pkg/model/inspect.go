@@ -72,7 +72,7 @@ func Inspect(dir string) (*Info, error) {
 	}
 	// What loading would find wrong, found now: a missing tensor or shard, a
 	// shape config.json does not imply, a dtype the engine does not read.
-	if err := Check(dir); err != nil {
+	if err := check(dir, st); err != nil {
 		return nil, err
 	}
 	return info, nil

@@ -60,18 +60,29 @@ type Options struct {
 // Load reads a model folder (or the layer range of opts) onto a backend,
 // reading only the tensors of that range.
 func Load(dir string, b backend.Backend, opts Options) (*Model, error) {
-	return load(dir, b, opts, false)
+	return load(dir, b, opts, nil)
 }
 
 // Check does what Load does with every tensor (present, shaped as
 // config.json says, of a dtype the engine reads) without reading any data,
 // so validate and inspect catch what loading a stage would fail on.
 func Check(dir string) error {
-	_, err := load(dir, nil, Options{}, true)
+	st, err := safetensors.OpenFolder(dir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return check(dir, st)
+}
+
+// check is Check on the folder's weights already open.
+func check(dir string, st *safetensors.Folder) error {
+	_, err := load(dir, nil, Options{}, st)
 	return err
 }
 
-func load(dir string, b backend.Backend, opts Options, check bool) (*Model, error) {
+// load is Load, or with checkIn set Check over those open weights.
+func load(dir string, b backend.Backend, opts Options, checkIn *safetensors.Folder) (*Model, error) {
 	cfg, err := ReadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -87,10 +98,13 @@ func load(dir string, b backend.Backend, opts Options, check bool) (*Model, erro
 		return nil, fmt.Errorf("layer range [%d,%d) is not inside the %d layers of %s", first, last, cfg.NumHiddenLayers, dir)
 	}
 	m := &Model{Config: cfg, Arch: registry[cfg.Arch], Dir: dir, First: first, Last: last, b: b, rope: cfg.RoPE()}
-	l := &loader{m: m, dir: dir, check: check}
-	if opts.RandomWeights {
+	l := &loader{m: m, dir: dir, check: checkIn != nil}
+	switch {
+	case checkIn != nil:
+		l.st = checkIn
+	case opts.RandomWeights:
 		l.random = newRandomSource(opts.Seed)
-	} else {
+	default:
 		st, err := safetensors.OpenFolder(dir)
 		if err != nil {
 			return nil, err
