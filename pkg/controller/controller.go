@@ -26,7 +26,6 @@ import (
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
-	"github.com/draftbench/draftbench/pkg/report"
 )
 
 // Config is what running a job needs.
@@ -83,9 +82,9 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	// are deployed (jobrun.Run takes the lock for the run itself).
 	// (No folder yet, no other run in it: nothing is created before the run.)
 	if _, err := os.Stat(job.Out); err == nil {
-		l, err := dirlock.Take(job.Out, report.FileLock)
+		l, err := jobrun.LockOutput(job.Out)
 		if errors.Is(err, dirlock.ErrHeld) {
-			return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", job.Out, err)
+			return nil, err
 		}
 		l.Release() // nil after another error: the run itself will say it
 	}

@@ -203,6 +203,20 @@ func (r *Result) NothingMeasured() error {
 	return nil
 }
 
+// LockOutput takes output folder dir (created if missing) for one run: a
+// second one would set the first one's files aside while it still appends
+// to them. The error says when another run holds it.
+func LockOutput(dir string) (*dirlock.Lock, error) {
+	lock, err := dirlock.Take(dir, report.FileLock)
+	if errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", dir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the output folder %s: %w", dir, err)
+	}
+	return lock, nil
+}
+
 // Run executes job with engine and writes its result files into dir.
 func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, dir string, opt Options) (*Result, error) {
 	if opt.Log == nil {
@@ -242,14 +256,9 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		warnings = append(warnings, w)
 		log.Warn(w)
 	}
-	// One run at a time writes a folder: a second one would set the first
-	// one's files aside while it still appends to them.
-	lock, err := dirlock.Take(dir, report.FileLock)
-	if errors.Is(err, dirlock.ErrHeld) {
-		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", dir, err)
-	}
+	lock, err := LockOutput(dir)
 	if err != nil {
-		return nil, fmt.Errorf("the output folder %s: %w", dir, err)
+		return nil, err
 	}
 	defer lock.Release()
 	if aside, err := report.SetAside(dir); err != nil {
@@ -640,9 +649,9 @@ func Rebuild(dir, jobID, reason string, finished time.Time) (bool, error) {
 		return false, err
 	}
 	// Another run writing the folder now is not the one that was cut.
-	lock, err := dirlock.Take(dir, report.FileLock)
+	lock, err := LockOutput(dir)
 	if err != nil {
-		return false, fmt.Errorf("the output folder %s: %w", dir, err)
+		return false, err
 	}
 	defer lock.Release()
 	data, err := os.ReadFile(keptPath)
