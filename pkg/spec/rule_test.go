@@ -64,8 +64,9 @@ func TestVerifyGreedy(t *testing.T) {
 	}
 }
 
-// TestVerifySampling walks the rule with scripted uniforms.
-func TestVerifySampling(t *testing.T) {
+// twoDrafts is a verify step of two drafted positions and the bonus one: the
+// target's p per position and the drafter's q of the two drafts.
+func twoDrafts() ([][]float32, []sampling.Sparse) {
 	p := [][]float32{
 		{0.5, 0.25, 0.25, 0},
 		{0, 0, 0.5, 0.5},
@@ -75,6 +76,12 @@ func TestVerifySampling(t *testing.T) {
 		sparse([]int32{0, 1}, []float32{0.5, 0.5}),
 		sparse([]int32{3, 2}, []float32{0.75, 0.25}),
 	}
+	return p, q
+}
+
+// TestVerifySampling walks the rule with scripted uniforms.
+func TestVerifySampling(t *testing.T) {
+	p, q := twoDrafts()
 	tests := []struct {
 		name   string
 		drafts []int
@@ -111,15 +118,7 @@ func TestVerifySampling(t *testing.T) {
 // when Verify draws the same values (the accepts in order, then the
 // residual or the bonus), whatever the others hold.
 func TestVerifyAt(t *testing.T) {
-	p := [][]float32{
-		{0.5, 0.25, 0.25, 0},
-		{0, 0, 0.5, 0.5},
-		{0, 1, 0, 0},
-	}
-	q := []sampling.Sparse{
-		sparse([]int32{0, 1}, []float32{0.5, 0.5}),
-		sparse([]int32{3, 2}, []float32{0.75, 0.25}),
-	}
+	p, q := twoDrafts()
 	tests := []struct {
 		name       string
 		drafts     []int
