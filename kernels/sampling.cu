@@ -199,8 +199,8 @@ __device__ float margin_of(float t1, float t2) {
 }
 
 // argmax_margin_kernel: one block per row; ids[r] and margins[r] as
-// sampling.ArgmaxMargin gives them (-1 and 1 for an empty row, 0 and 1 when
-// nothing is above -inf).
+// sampling.ArgmaxMargin gives them (-1 and 1 for an empty row, -1 and NaN
+// when nothing is above -inf: a broken pass, no choice).
 template <typename T>
 __global__ void argmax_margin_kernel(const T *logits, int vocab, int n, int32_t *ids, float *margins) {
 	__shared__ top2 sc[32];
@@ -228,8 +228,8 @@ __global__ void argmax_margin_kernel(const T *logits, int vocab, int n, int32_t 
 		ids[blockIdx.x] = -1;
 		margins[blockIdx.x] = 1.f;
 	} else if (t.i == INT_MAX) {
-		ids[blockIdx.x] = 0;
-		margins[blockIdx.x] = 1.f;
+		ids[blockIdx.x] = -1;
+		margins[blockIdx.x] = NAN;
 	} else {
 		ids[blockIdx.x] = t.i;
 		margins[blockIdx.x] = margin_of(t.v, t.s);

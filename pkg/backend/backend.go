@@ -206,7 +206,8 @@ type PairSwiGLU interface {
 // Picker is an optional Backend operation: greedy decoding's choice at each
 // row of logits [rows, vocab], the argmax over ids < limit (0: all) and its
 // margin, with sampling.ArgmaxMargin's semantics (lowest id on ties, NaN
-// never chosen, margin (top1 − top2) / max(1, |top1|)). It runs where the
+// never chosen, margin (top1 − top2) / max(1, |top1|), id -1 and margin NaN
+// for a row with nothing above -inf). It runs where the
 // logits are, so only two numbers per row reach the host, and it waits for
 // them.
 type Picker interface {

@@ -12,6 +12,7 @@
 package sampling
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -70,23 +71,48 @@ func NewRNG(seed uint64) *rand.Rand {
 // Argmax returns the id of the largest logit among ids below vocabLimit (all
 // ids when vocabLimit <= 0), the lowest id on ties as torch.argmax does. NaN
 // logits are never chosen unless nothing else is left, in which case the answer
-// is 0. It returns -1 for empty logits.
+// is 0 (Probs' fallback; greedy decoding uses ArgmaxMargin, which refuses such
+// a row). It returns -1 for empty logits.
 func Argmax(logits []float32, vocabLimit int) int {
 	arg, _ := ArgmaxMargin(logits, vocabLimit)
+	if arg < 0 && limit(len(logits), vocabLimit) > 0 {
+		return 0
+	}
 	return arg
+}
+
+// ErrNoUsableLogit is why greedy decoding cannot choose at a position whose
+// logits are all NaN or -inf: the forward pass broke (NaN weights, a numeric
+// overflow), and a token read from it would be garbage.
+var ErrNoUsableLogit = errors.New("no token can be chosen: every logit is NaN or -inf (broken weights, or a numeric overflow in the forward pass)")
+
+// ChoiceError is why ArgmaxMargin's answer (id, margin) is not a token, or
+// nil when it is one.
+func ChoiceError(id int, margin float32) error {
+	switch {
+	case id >= 0:
+		return nil
+	case math.IsNaN(float64(margin)):
+		return ErrNoUsableLogit
+	default:
+		return errors.New("no token can be chosen: the vocabulary is empty")
+	}
 }
 
 // Margin is how clearly greedy decoding chose at these logits: the gap
 // between the best and the second-best logit of the ids < vocabLimit,
 // relative to the best one's size, (top1 − top2) / max(1, |top1|). A margin
 // of a few bf16 steps (2⁻⁸ each) is a near-tie that rounding can flip. NaN
-// logits do not count; with fewer than two usable ids it is 1.
+// logits do not count; with fewer than two usable ids it is 1, with none NaN.
 func Margin(logits []float32, vocabLimit int) float32 {
 	_, m := ArgmaxMargin(logits, vocabLimit)
 	return m
 }
 
-// ArgmaxMargin is Argmax and Margin in one pass over the logits. Four
+// ArgmaxMargin is Argmax and Margin in one pass over the logits, except
+// that a row with no usable logit (nothing above -inf: all NaN or -inf) gives
+// id -1 and margin NaN (ChoiceError says why); empty logits give -1 and 1.
+// The device's Picker (db_argmax_margin) answers the same, to the bit. Four
 // interleaved lanes keep the loop free of a serial dependency (the common
 // case, a value under every lane's runner-up, is one predictable compare).
 func ArgmaxMargin(logits []float32, vocabLimit int) (int, float32) {
@@ -140,7 +166,7 @@ func ArgmaxMargin(logits []float32, vocabLimit int) (int, float32) {
 		}
 	}
 	if w < 0 {
-		return 0, 1 // nothing above -inf: Argmax's 0
+		return -1, float32(math.NaN()) // nothing above -inf: no choice
 	}
 	second := t2[w]
 	for k := 0; k < 4; k++ {

@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -403,12 +404,68 @@ func TestArgmaxMarginAgrees(t *testing.T) {
 		}
 		limit := rng.IntN(n + 1)
 		id, m := ArgmaxMargin(l, limit)
-		if want := refArgmax(l, limit); id != want {
+		want := refArgmax(l, limit)
+		if none := usable(l, limit) == 0; none {
+			// Nothing to choose from: no id, NaN margin (Argmax's 0 is
+			// only Probs' fallback).
+			if id != -1 || !math.IsNaN(float64(m)) || want != 0 {
+				t.Fatalf("ArgmaxMargin(%v, %d) = %d, %v with no usable logit; want -1, NaN (Argmax %d, want 0)", l, limit, id, m, want)
+			}
+			continue
+		}
+		if id != want {
 			t.Fatalf("ArgmaxMargin(%v, %d) id %d, Argmax %d", l, limit, id, want)
 		}
 		if want := refMargin(l, limit); m != want || m < 0 {
 			t.Fatalf("ArgmaxMargin(%v, %d) margin %v, want %v", l, limit, m, want)
 		}
+	}
+}
+
+// usable counts the logits a greedy choice may take: below limit, above -inf.
+func usable(l []float32, limit int) int {
+	if limit == 0 || limit > len(l) {
+		limit = len(l)
+	}
+	n := 0
+	for _, v := range l[:limit] {
+		if v > float32(math.Inf(-1)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestNoUsableLogit: a row of NaN and -inf (a broken forward pass) is no
+// choice, with the reason, while Argmax keeps Probs' fallback of id 0.
+func TestNoUsableLogit(t *testing.T) {
+	nan, ninf := float32(math.NaN()), float32(math.Inf(-1))
+	for _, tt := range []struct {
+		name   string
+		logits []float32
+		limit  int
+	}{
+		{"all NaN", []float32{nan, nan, nan}, 0},
+		{"NaN and -inf", []float32{ninf, nan, ninf, nan, nan}, 0},
+		{"usable only past the limit", []float32{nan, ninf, 3}, 2},
+	} {
+		id, m := ArgmaxMargin(tt.logits, tt.limit)
+		if id != -1 || !math.IsNaN(float64(m)) {
+			t.Errorf("%s: ArgmaxMargin = %d, %v; want -1, NaN", tt.name, id, m)
+		}
+		if err := ChoiceError(id, m); !errors.Is(err, ErrNoUsableLogit) {
+			t.Errorf("%s: ChoiceError = %v, want ErrNoUsableLogit", tt.name, err)
+		}
+		if got := Argmax(tt.logits, tt.limit); got != 0 {
+			t.Errorf("%s: Argmax = %d, want Probs' fallback 0", tt.name, got)
+		}
+	}
+	id, m := ArgmaxMargin(nil, 0)
+	if err := ChoiceError(id, m); id != -1 || err == nil || errors.Is(err, ErrNoUsableLogit) {
+		t.Errorf("empty logits: %d, %v, %v; want -1 and the empty-vocabulary error", id, m, err)
+	}
+	if err := ChoiceError(ArgmaxMargin([]float32{nan, 1}, 0)); err != nil {
+		t.Errorf("one usable logit: %v", err)
 	}
 }
 

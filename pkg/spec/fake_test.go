@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -65,6 +66,7 @@ type fakeLM struct {
 	feedErr error // returned by Feed when set
 	extra   int   // positions Len over-reports, to fake an engine bug
 	short   bool  // return one logits row too few
+	nanFrom int   // rows at this cache length and later are all NaN (0: none), a broken pass
 }
 
 func newFake(m model, vocab int) *fakeLM { return &fakeLM{model: m, vocab: vocab} }
@@ -88,6 +90,11 @@ func (f *fakeLM) Feed(tokens []int, all bool) ([][]float32, error) {
 		f.hashes = append(f.hashes, h)
 		row := make([]float32, f.vocab)
 		f.model(h, row)
+		if f.nanFrom > 0 && len(f.tokens) >= f.nanFrom {
+			for i := range row {
+				row[i] = float32(math.NaN())
+			}
+		}
 		out = append(out, row)
 	}
 	if !all {

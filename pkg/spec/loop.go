@@ -207,8 +207,13 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 				var m float32
 				choice[i], m = sampling.ArgmaxMargin(l, cfg.Params.VocabLimit)
 				r.margins = append(r.margins, m) // emitted token i is the choice at row i
+				if err == nil {
+					err = sampling.ChoiceError(choice[i], m)
+				}
 			}
-			v, err = VerifyGreedy(drafts, choice)
+			if err == nil {
+				v, err = VerifyGreedy(drafts, choice)
+			}
 		} else {
 			ps := make([][]float32, len(logits))
 			for i, l := range logits {
@@ -351,6 +356,9 @@ func (r *run) pick(logits []float32) (int, error) {
 		var m float32
 		tok, m = sampling.ArgmaxMargin(logits, r.cfg.Params.VocabLimit)
 		r.margins = append(r.margins[:0], m)
+		if err := sampling.ChoiceError(tok, m); err != nil {
+			return 0, err
+		}
 	} else {
 		tok = sampling.Sample(sampling.Probs(logits, r.cfg.Params), r.rng.Float64())
 	}
@@ -379,7 +387,11 @@ func (r *run) draft(dc *cache, pending []int, gamma int) ([]int, []sampling.Spar
 		last := logits[len(logits)-1]
 		var x int
 		if greedy {
-			x = sampling.Argmax(last, r.cfg.Params.VocabLimit)
+			var m float32
+			x, m = sampling.ArgmaxMargin(last, r.cfg.Params.VocabLimit)
+			if err := sampling.ChoiceError(x, m); err != nil {
+				return nil, nil, fmt.Errorf("draft %d: drafter: %w", i+1, err)
+			}
 		} else {
 			q := sampling.TopKSparse(sampling.Probs(last, r.cfg.Params), r.cfg.DraftTopK)
 			x = q.Sample(r.rng.Float64())

@@ -440,6 +440,9 @@ func TestGenerateErrors(t *testing.T) {
 		{name: "target feed fails", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.feedErr = boom }, want: "speculative prefill: target: feeding 1 tokens at position 0", is: boom},
 		{name: "drafter feed fails", prompt: []int{1}, cfg: good, drafter: func(f *fakeLM) { f.feedErr = boom }, want: "speculative round 1: draft 1: drafter: feeding 2 tokens", is: boom},
 		{name: "short logits", prompt: []int{1, 2}, cfg: good, drafter: func(f *fakeLM) { f.short = true }, want: "got 0 rows of logits, want 1"},
+		{name: "target logits NaN at prefill", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.nanFrom = 1 }, want: "speculative prefill", is: sampling.ErrNoUsableLogit},
+		{name: "target logits NaN at verify", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.nanFrom = 3 }, want: "speculative round 1", is: sampling.ErrNoUsableLogit},
+		{name: "drafter logits NaN", prompt: []int{1}, cfg: good, drafter: func(f *fakeLM) { f.nanFrom = 1 }, want: "draft 1: drafter: no token can be chosen", is: sampling.ErrNoUsableLogit},
 		{name: "cache length drift", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.model = skewAfterFirst(f) }, want: "target: cache holds"},
 	}
 	for _, tt := range tests {
@@ -460,6 +463,14 @@ func TestGenerateErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("AR logits NaN", func(t *testing.T) {
+		f := newFake(targetModel, vocab)
+		f.nanFrom = 3
+		_, err := GenerateAR(f, []int{1}, good, nil)
+		if !errors.Is(err, sampling.ErrNoUsableLogit) || !strings.Contains(err.Error(), "ar step 2") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("AR feed fails", func(t *testing.T) {
 		f := newFake(targetModel, vocab)
 		f.feedErr = boom

@@ -292,8 +292,8 @@ func pick(o output, smp protocol.Sampling, wantQ bool, rng sampling.RNG) (int, f
 	}
 	if p := smp.Params(); p.Greedy() {
 		x := o.picks[0]
-		if x.Token < 0 {
-			return 0, 0, nil, fmt.Errorf("no token can be drawn: the vocabulary is empty")
+		if err := sampling.ChoiceError(x.Token, x.Margin); err != nil {
+			return 0, 0, nil, err
 		}
 		var q *protocol.Sparse
 		if wantQ {
@@ -355,8 +355,14 @@ func (s *Stage) verify(w *work, o output) {
 		margins = make([]float32, len(picks))
 		for i, p := range picks {
 			choice[i], margins[i] = p.Token, p.Margin
+			if err = sampling.ChoiceError(p.Token, p.Margin); err != nil {
+				err = fmt.Errorf("verifying position %d of %d: %w", i+1, len(picks), err)
+				break
+			}
 		}
-		v, err = spec.VerifyGreedy(req.Drafts, choice)
+		if err == nil {
+			v, err = spec.VerifyGreedy(req.Drafts, choice)
+		}
 	case o.verdict != nil:
 		v, err = o.verdict.Verdict, o.verdict.Err // the rule, applied in the pass
 	default:

@@ -169,7 +169,7 @@ func argmaxMarginCase(g gen, rows, vocab, lim int) kase {
 		row(2)[vocab-1], row(2)[3] = 60, 40                              // best past the limit (when there is one)
 		row(3)[5], row(3)[9], row(3)[11] = float32(math.NaN()), 45, ninf // NaN never chosen
 		for i := range row(4) {
-			row(4)[i] = ninf // nothing above -inf: id 0, margin 1
+			row(4)[i] = ninf // nothing above -inf: id -1, margin NaN
 		}
 		row(4)[7] = float32(math.NaN())
 		row(5)[100], row(5)[200] = pinf, 44 // +inf best: margin 1
