@@ -8,7 +8,7 @@ func main() {
 	prog := &cli.Program{
 		Name:     "controller",
 		Synopsis: "draftbench controller: speculative vs autoregressive decoding benchmarks",
-		Commands: []*cli.Command{runCmd(), validateCmd(), serveCmd(), submitCmd(), tailCmd(), statusCmd(), cancelCmd()},
+		Commands: []*cli.Command{runCmd(), validateCmd(), serveCmd(), submitCmd(), tailCmd(), statusCmd(), cancelCmd(), compareCmd()},
 	}
 	prog.Main()
 }

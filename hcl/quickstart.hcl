@@ -6,6 +6,13 @@
 #
 # Point TARGET_MODEL / DRAFTER_MODEL elsewhere to try other models.
 
+# -var gamma=N changes the draft length; scripts/sweep.sh runs several:
+#   scripts/sweep.sh hcl/quickstart.hcl gamma 1 2 4 6 8
+variable "gamma" {
+  description = "draft tokens proposed per speculative round"
+  default     = 4
+}
+
 job "quickstart" {
   seed = 42
 
@@ -52,7 +59,7 @@ job "quickstart" {
   # for lossless output (speculative == target token for token).
   generation {
     max_new_tokens = 100
-    gamma          = 4
+    gamma          = var.gamma
     temperature    = 0
   }
 
