@@ -180,10 +180,16 @@ func readCompared(path string) (Compared, error) {
 		c.SpeedupTPOT, c.SpeedupE2EL, c.SpeedupThroughput = cmp.SpeedupTPOT, cmp.SpeedupE2EL, cmp.SpeedupOutputThroughput
 		c.LosslessChecked, c.LosslessMismatched, c.LosslessSkipped = cmp.Lossless.Checked, cmp.Lossless.Mismatched, cmp.Lossless.Skipped
 	}
+	gpus := "none monitored"
 	if raw, ok := r.GPU.(json.RawMessage); ok {
 		var g gpuView
-		if json.Unmarshal(raw, &g) == nil && len(g.JoulesPerOutputToken) > 0 {
-			c.JoulesPerToken = g.JoulesPerOutputToken
+		if json.Unmarshal(raw, &g) == nil {
+			if len(g.JoulesPerOutputToken) > 0 {
+				c.JoulesPerToken = g.JoulesPerOutputToken
+			}
+			if len(g.Devices) > 0 {
+				gpus = gpuKinds(g)
+			}
 		}
 	}
 	if raw, ok := r.Config.(json.RawMessage); ok && len(raw) > 0 {
@@ -193,7 +199,49 @@ func readCompared(path string) (Compared, error) {
 		}
 		flatten("", cfg, c.config)
 	}
+	// Not settings of the job, but they change the figures as much: the
+	// cards it ran on and the build that measured.
+	c.config[settingGPUs] = gpus
+	if raw, ok := r.Environment.(json.RawMessage); ok && len(raw) > 0 {
+		var env struct {
+			Version string `json:"version"`
+		}
+		if json.Unmarshal(raw, &env) == nil && env.Version != "" {
+			c.config[settingVersion] = env.Version
+		}
+	}
 	return c, nil
+}
+
+// Pseudo-settings read from the results' gpu and environment sections.
+const (
+	settingGPUs    = "gpus"
+	settingVersion = "draftbench_version"
+)
+
+// gpuKinds is the monitored GPUs as "2× NVIDIA H100 80GB HBM3", one entry
+// per model name.
+func gpuKinds(g gpuView) string {
+	seen := map[string]bool{}
+	count := map[string]int{}
+	var names []string
+	for _, d := range g.Devices {
+		key := fmt.Sprintf("%s/%d", d.Host, d.Index)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if count[d.Name] == 0 {
+			names = append(names, d.Name)
+		}
+		count[d.Name]++
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%d× %s", count[n], n)
+	}
+	return strings.Join(parts, " + ")
 }
 
 // modeFigures are one mode's headline figures (nil where not measured).

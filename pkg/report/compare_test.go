@@ -134,6 +134,29 @@ func TestCompareArguments(t *testing.T) {
 		t.Errorf("same settings not said:\n%s", out.String())
 	}
 
+	// The same job on other cards, or measured by another build, is not
+	// the same setting.
+	h100, h200 := filepath.Join(dir, "h100"), filepath.Join(dir, "h200")
+	for _, r := range []struct {
+		dir, card, version string
+	}{{h100, "NVIDIA H100 80GB HBM3", "v1"}, {h200, "NVIDIA H200", "v2"}} {
+		gpu := map[string]any{"available": true, "devices": []map[string]any{
+			{"index": 0, "name": r.card, "host": "a", "role": "target"},
+			{"index": 0, "name": r.card, "host": "a", "role": "drafter"},
+			{"index": 1, "name": r.card, "host": "a", "role": "target"}}}
+		if err := Write(r.dir, Results{Job: Job{Name: "x"}, Config: map[string]any{"seed": 1}, GPU: gpu,
+			Environment: map[string]any{"version": r.version}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err = CompareDirs([]string{h100, h200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Differs, []string{"draftbench_version", "gpus"}) || c.Runs[0].Settings["gpus"] != "2× NVIDIA H100 80GB HBM3" {
+		t.Errorf("differs %v, settings %v", c.Differs, c.Runs[0].Settings)
+	}
+
 	empty := t.TempDir()
 	if _, err := CompareDirs([]string{a, empty}); err == nil || !strings.Contains(err.Error(), empty) {
 		t.Errorf("a folder without results: %v, want an error naming it", err)
