@@ -499,3 +499,58 @@ func TestTwoStageTargetMatchesGenerate(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepScript runs scripts/sweep.sh as the docs show it: one run per
+// value of a job variable into its own folder, a failed value named while
+// the others still count, and `controller compare`'s table last, in the
+// variable's order.
+func TestSweepScript(t *testing.T) {
+	target, drafter := models(t, 2)
+	job := writeJob(t, target, drafter, 2, 6, "")
+	src, err := os.ReadFile(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept := strings.Replace(string(src), "gamma          = 3", "gamma          = var.gamma", 1)
+	if swept == string(src) {
+		t.Fatal("the test job has no gamma line to sweep")
+	}
+	swept = "variable \"gamma\" { default = 3 }\n" + swept
+	if err := os.WriteFile(job, []byte(swept), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "sweep")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "../scripts/sweep.sh", "--out", out, job, "gamma", "3", "0", "1", "--", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "CONTROLLER="+filepath.Join(binDir, "controller"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("sweep.sh with a refused value exited %d (%v), want 1\n%s\n%s", code, err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "runs that failed: gamma=0") {
+		t.Errorf("the refused value is not named:\n%s", stderr.String())
+	}
+	for _, v := range []string{"1", "3"} {
+		if _, err := os.Stat(filepath.Join(out, "gamma-"+v, report.FileResults)); err != nil {
+			t.Errorf("gamma=%s: %v", v, err)
+		}
+	}
+	// The table: header, then gamma 1 before gamma 3 (the order of the
+	// values, not of the command line).
+	text := stdout.String()
+	i := strings.Index(text, "== "+out+"\n")
+	if i < 0 {
+		t.Fatalf("no comparison section:\n%s", text)
+	}
+	lines := strings.Split(strings.TrimSpace(text[i:]), "\n")[1:]
+	if len(lines) != 3 || !strings.Contains(lines[0], "speedup TPOT") ||
+		!strings.HasPrefix(strings.TrimSpace(lines[1]), "gamma-1") || !strings.HasPrefix(strings.TrimSpace(lines[2]), "gamma-3") {
+		t.Errorf("comparison table:\n%s", strings.Join(lines, "\n"))
+	}
+	if !strings.Contains(lines[1], "2/2") {
+		t.Errorf("gamma 1's row does not say 2/2 lossless: %s", lines[1])
+	}
+}
