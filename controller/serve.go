@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -117,6 +118,7 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		token = env.Getenv(tokenEnv)
 	}
 	url := o.natsURL
+	var embedded *natsrv.Server
 	if url == "" {
 		host, port, err := splitListen(o.listen)
 		if err != nil {
@@ -148,6 +150,7 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 			return err
 		}
 		defer srv.Shutdown()
+		embedded = srv
 		url = srv.ClientURL()
 		log.Info("embedded NATS server with JetStream", "url", url, "store", dir)
 	}
@@ -157,6 +160,9 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		copts.Token = ""
 	}
 	o.tls.Apply(&copts)
+	// Its own server is reached in process: through the listen address
+	// (0.0.0.0, which no certificate names) TLS would refuse it.
+	copts.InProcess = embedded
 	nc, err := natsrv.Connect(url, copts)
 	if err != nil {
 		return err
@@ -201,7 +207,11 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 		select {
 		case <-server.Ready():
 			shown := natsrv.Redact(url) // a URL may carry a password
-			fmt.Fprintf(env.Stdout, "controller serving on %s (submit with: controller submit JOB.hcl --nats %s)\n", shown, shown)
+			hint := "controller submit JOB.hcl --nats " + reachable(shown)
+			if token != "" {
+				hint += " --token …"
+			}
+			fmt.Fprintf(env.Stdout, "controller serving on %s (submit with: %s)\n", shown, hint)
 			if o.ready != nil {
 				o.ready(url)
 			}
@@ -217,6 +227,19 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 
 // waitForWorker holds a job until a worker is alive, so a job submitted
 // before the workers joined runs once they do instead of failing at once.
+// reachable is url with an unspecified listen address (0.0.0.0, [::])
+// replaced by this host's name, which other hosts can dial.
+func reachable(url string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return url
+	}
+	for _, unspec := range []string{"://0.0.0.0:", "://[::]:"} {
+		url = strings.Replace(url, unspec, "://"+host+":", 1)
+	}
+	return url
+}
+
 func waitForWorker(ctx context.Context, reg *cluster.Registry, limit time.Duration, url string, log interface {
 	Info(string, ...any)
 }) error {

@@ -25,8 +25,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/draftbench/draftbench/pkg/cli"
+	"github.com/draftbench/draftbench/pkg/gpumon"
 	"github.com/draftbench/draftbench/pkg/jobstore"
 	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/testcerts"
 	"github.com/draftbench/draftbench/pkg/protocol"
 	"github.com/draftbench/draftbench/pkg/report"
 	"github.com/draftbench/draftbench/pkg/tinymodel"
@@ -537,6 +539,37 @@ func TestServeArguments(t *testing.T) {
 	}
 }
 
+// TestServeTLSOnAllInterfaces: docs/deploy.md's TLS set-up, listening on
+// 0.0.0.0 with a certificate for the host's own name and client
+// certificates verified, starts (serve reaches its own server in process),
+// takes a client that has the CA, a certificate and the token, and says an
+// address other hosts can use.
+func TestServeTLSOnAllInterfaces(t *testing.T) {
+	c := testcerts.Write(t, t.TempDir())
+	s := startServeWith(t, serveOptions{listen: "0.0.0.0:0", store: t.TempDir(), token: "t0k",
+		serverCert: c.Cert, serverKey: c.Key, clientCA: c.CA})
+	port := s.url[strings.LastIndex(s.url, ":")+1:]
+	nc, err := natsrv.Connect("tls://127.0.0.1:"+port, natsrv.ConnectOptions{Token: "t0k", CAFile: c.CA,
+		CertFile: c.ClientCert, KeyFile: c.ClientKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if !nc.TLSRequired() {
+		t.Error("a client reached serve without TLS")
+	}
+	// The controller answers on it (the job list of an empty store).
+	res := invoke("status", "--nats", "tls://127.0.0.1:"+port, "--token", "t0k", "--tls-ca", c.CA,
+		"--tls-cert", c.ClientCert, "--tls-key", c.ClientKey)
+	if res.code != 0 {
+		t.Errorf("status over TLS: exit %d: %s", res.code, res.stderr)
+	}
+	host, _ := os.Hostname()
+	if banner := s.log.String(); host != "" && (!strings.Contains(banner, "--nats tls://"+host+":"+port+" --token …") || strings.Contains(banner, "submit JOB.hcl --nats tls://0.0.0.0")) {
+		t.Errorf("the banner does not show a reachable address:\n%s", banner)
+	}
+}
+
 // serve --nats uses a server someone else runs, with its token.
 func TestServeOnExternalNATS(t *testing.T) {
 	srv, err := natsrv.Start(natsrv.Options{Token: "s3cret"})
@@ -709,24 +742,88 @@ func TestLeftStagesReleasedAfterACrash(t *testing.T) {
 	startAgent(t, filepath.Join(binDir, "worker"), url)
 	raw := subscribeResults(t, url)
 	firstRecord := raw.waiter(t)
+	// A GPU host's monitor, played here (the test's worker has no GPU): its samples go into
+	// the GPU stream while the job runs, its energy counter rising by 5 J every 20 ms.
+	gpuHost := connectTest(t, url)
+	stopGPU, gpuDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(gpuDone)
+		var mj uint64
+		for {
+			w := 250.0
+			mj += 5000
+			data, _ := json.Marshal(gpumon.Sample{Host: "gpu-host", Device: 0, UUID: "GPU-e2e", Name: "NVIDIA H200", T: time.Now(), PowerW: &w, EnergyMJ: &mj})
+			_ = gpuHost.PublishMsg(protocol.RecordMsg(protocol.Subjects{}.GPU("gpu-host", 0), data))
+			select {
+			case <-stopGPU:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
 	out := t.TempDir()
 	sub := invoke("submit", "testdata/serve-job.hcl", "--nats", url, "-var", "target="+target, "-var", "drafter="+drafter,
-		"-var", "out="+out, "-var", "prompts=400")
+		"-var", "out="+out, "-var", "prompts=400", "-var", "gpu_monitor=true")
 	if sub.code != 0 {
 		t.Fatalf("submit: %s", sub.stderr)
 	}
 	firstRecord(strings.TrimSpace(sub.stdout)) // the job's stages run
+	time.Sleep(100 * time.Millisecond)         // a few more requests and samples
+	close(stopGPU)
+	<-gpuDone
+	gpuHost.Close()
 
 	_ = first.Process.Kill() // no release, no goodbye
 	_ = first.Wait()
 	startServeProcess()
-	// The restarted controller wrote the cut job's results from its records.
+	// The restarted controller wrote the cut job's results from its records and what the
+	// run kept: the environment and dataset sections as the run would have written them,
+	// and the GPU section rebuilt from the samples of the GPU stream, with warnings saying
+	// what is missing.
 	var res struct {
-		Job struct{ Outcome, Reason string }
+		Job         struct{ Outcome, Reason string }
+		Environment struct {
+			ControllerHost string `json:"controller_host"`
+			Workers        []struct{ Host string }
+			Placement      json.RawMessage
+		}
+		Dataset struct {
+			Source   string
+			Selected int
+		}
+		GPU      gpumon.Result
+		Warnings []string
 	}
-	if data, err := os.ReadFile(filepath.Join(out, report.FileResults)); err != nil || json.Unmarshal(data, &res) != nil ||
+	data, err := os.ReadFile(filepath.Join(out, report.FileResults))
+	if err != nil || json.Unmarshal(data, &res) != nil ||
 		res.Job.Outcome != "failed" || !strings.Contains(res.Job.Reason, "the controller restarted while the job was running") {
 		t.Errorf("results of the job cut by the crash: %v %+v", err, res)
+	}
+	hostname, _ := os.Hostname()
+	if e := res.Environment; e.ControllerHost != hostname || len(e.Workers) != 1 || e.Workers[0].Host != "e2e-worker" || len(e.Placement) < 10 {
+		t.Errorf("rebuilt environment %+v, want this host's controller, the worker e2e-worker and the placement", e)
+	}
+	if d := res.Dataset; d.Source != "prompts" || d.Selected != 400 {
+		t.Errorf("rebuilt dataset statistics %+v, want the 400 prompts selected from the inline dataset", d)
+	}
+	g := res.GPU
+	if !g.Available || len(g.Devices) != 1 || g.Devices[0].Host != "gpu-host" || g.Devices[0].EnergyJ["speculative"] <= 0 ||
+		g.JoulesPerOutputToken[gpumon.PhaseSpeculative] <= 0 || g.UnavailableHosts["e2e-worker"] == "" {
+		t.Errorf("rebuilt GPU section %+v: want gpu-host's energy in the speculative mode, and why e2e-worker had no monitor", g)
+	}
+	warnings := strings.Join(res.Warnings, "\n")
+	for _, want := range []string{
+		"written from requests.jsonl after the controller stopped",
+		"the job failed (the controller restarted while the job was running) during the speculative mode:",
+		"the target mode did not run: the job failed (the controller restarted while the job was running) before it",
+		"the GPU figures were rebuilt after the controller stopped from the ",
+	} {
+		if !strings.Contains(warnings, want) {
+			t.Errorf("the rebuilt results' warnings lack %q:\n%s", want, warnings)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, report.DirPlots, report.PlotPower)); err != nil {
+		t.Errorf("no power plot in the rebuilt results: %v", err)
 	}
 	// Heartbeats after the restart must come to show no live stage.
 	beats := connectTest(t, url)

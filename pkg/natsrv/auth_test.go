@@ -1,14 +1,6 @@
 package natsrv
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/draftbench/draftbench/pkg/natsrv/testcerts"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
 
@@ -207,52 +200,8 @@ func TestPermissionsFollowThePrefix(t *testing.T) {
 // writeCerts writes a CA, a server certificate for 127.0.0.1 and a client
 // certificate, all signed by the CA, as PEM files in dir.
 func writeCerts(t *testing.T, dir string) (ca, cert, key, clientCert, clientKey string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "draftbench test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
-	}
-	ca = write("ca.pem", "CERTIFICATE", caDER)
-	cert, key = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return
+	c := testcerts.Write(t, dir)
+	return c.CA, c.Cert, c.Key, c.ClientCert, c.ClientKey
 }
 
 func TestTLS(t *testing.T) {
@@ -296,6 +245,25 @@ func TestTLS(t *testing.T) {
 		nc, err := Connect(s.ClientURL(), ConnectOptions{Token: "t", CAFile: ca, CertFile: ccert, KeyFile: ckey})
 		if err != nil {
 			t.Fatal(err)
+		}
+		nc.Close()
+	})
+	// controller serve's own connection: on all interfaces with a
+	// certificate that names 127.0.0.1 only, verifying client certificates,
+	// the embedding process still connects (in process, with its token),
+	// as it could not through tls://0.0.0.0.
+	t.Run("in process", func(t *testing.T) {
+		s := start(t, Options{Host: "0.0.0.0", Token: "t", TLS: &TLS{CertFile: cert, KeyFile: key, CAFile: ca}})
+		if nc, err := Connect(s.ClientURL(), ConnectOptions{Token: "t", CAFile: ca, CertFile: ccert, KeyFile: ckey}); err == nil {
+			nc.Close()
+			t.Fatalf("%s verified for a certificate naming 127.0.0.1 only: the case this test stands for is gone", s.ClientURL())
+		}
+		nc, err := Connect(s.ClientURL(), ConnectOptions{Token: "t", InProcess: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Request("$SYS.NOPE", nil, 50*time.Millisecond); err == nil || strings.Contains(err.Error(), "tls") {
+			t.Errorf("a request on the in-process connection: %v, want no responders", err)
 		}
 		nc.Close()
 	})

@@ -264,6 +264,13 @@ type ConnectOptions struct {
 	Timeout time.Duration
 	// Logger receives disconnect, reconnect and asynchronous errors (nil: discarded).
 	Logger hclog.Logger
+	// InProcess connects to this embedded server in process, without a
+	// socket: no TLS (the server accepts it in process even when it
+	// requires TLS of network clients), so a server listening on 0.0.0.0
+	// with a certificate for its public name, or verifying client
+	// certificates, takes its own process's connection. The URL is then
+	// only a name; CAFile, CertFile and KeyFile are not used.
+	InProcess *Server
 }
 
 // Redact hides the passwords of a NATS URL list ("nats://user:pass@host:4222,
@@ -333,11 +340,17 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 		}
 		nopts = append(nopts, o)
 	}
-	if opts.CAFile != "" {
-		nopts = append(nopts, nats.RootCAs(opts.CAFile))
-	}
-	if opts.CertFile != "" {
-		nopts = append(nopts, nats.ClientCert(opts.CertFile, opts.KeyFile))
+	if opts.InProcess != nil {
+		nopts = append(nopts, nats.InProcessServer(opts.InProcess.ns))
+		// A tls:// URL would ask for a handshake on the pipe.
+		url = "nats://" + strings.TrimPrefix(strings.TrimPrefix(url, "tls://"), "nats://")
+	} else {
+		if opts.CAFile != "" {
+			nopts = append(nopts, nats.RootCAs(opts.CAFile))
+		}
+		if opts.CertFile != "" {
+			nopts = append(nopts, nats.ClientCert(opts.CertFile, opts.KeyFile))
+		}
 	}
 	if opts.MaxReconnects != 0 {
 		nopts = append(nopts, nats.MaxReconnects(opts.MaxReconnects))
