@@ -50,6 +50,12 @@ job "serve-test" {
   }
 
   gpu_monitor {
-    enabled = false
+    enabled  = var.gpu_monitor
+    interval = "50ms"
   }
+}
+
+# Last, so the lines the tests expect in errors stay where they are.
+variable "gpu_monitor" {
+  default = false
 }

@@ -144,6 +144,10 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 	if cfg.GPU != nil {
 		gpuSection, phases, power, before = cfg.GPU, cfg.Phases, nil, nil
 	}
+	var keepGPU any
+	if cfg.GPU == nil {
+		keepGPU = gpu.keep()
+	}
 	client, err := protocol.NewStepClient(cfg.NC)
 	if err != nil {
 		return nil, err
@@ -172,6 +176,7 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 		MaxContext: jobrun.MaxContext(targetInfo, drafterInfo),
 		Log:        log, Console: cfg.Console, Progress: cfg.Progress, Terminal: cfg.Terminal, JobID: job.ID,
 		Environment: envInfo, OnRequest: onReq, GPU: gpuSection, Phases: phases, Power: power, BeforeMode: before,
+		KeepGPU: keepGPU,
 	})
 	if err != nil {
 		return nil, err

@@ -11,12 +11,16 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/gpumon"
+	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/protocol"
 	"github.com/draftbench/draftbench/pkg/report"
 )
+
+// gpuDisabled is the GPU section's reason when the job turns the monitor off.
+const gpuDisabled = "gpu_monitor is disabled in the job"
 
 // edgeReadTimeout bounds a remote worker's answer to a read at a phase change. A
 // phase change waits for it, so it is short; a worker that misses it leaves that
@@ -27,6 +31,7 @@ const edgeReadTimeout = 300 * time.Millisecond
 // them to roles (from the placement) and phases (from the mode timeline).
 type gpuMonitor struct {
 	agg     *gpumon.Aggregator
+	setup   gpuSetup // what agg was built from, kept with the job for a rebuild
 	sub     *nats.Subscription
 	edges   *gpumon.EdgeSampler // nil: no worker GPU is readable from this process
 	remote  *remoteEdges        // nil: every monitored worker GPU is read here
@@ -49,12 +54,38 @@ func gpuInterval(spec *jobspec.Job) time.Duration {
 	return time.Second
 }
 
-func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) (*gpuMonitor, error) {
-	if !spec.GPUMonitor.Enabled {
-		return &gpuMonitor{reason: "gpu_monitor is disabled in the job"}, nil
+// gpuSetup is what a job's aggregator is built from besides the samples and the phase marks.
+// The live monitor keeps it with the job (jobrun.Options.KeepGPU), so that a controller
+// restarted after a crash builds the same aggregator again (RebuildGPU).
+type gpuSetup struct {
+	Interval time.Duration `json:"interval_ns"`
+	// Since is when the controller began to take the workers' samples: the aggregator has
+	// every sample that arrived from then on.
+	Since time.Time `json:"since"`
+	Roles []gpuRole `json:"roles,omitempty"`
+	// Unavailable holds, per host, why its worker's monitor did not start.
+	Unavailable map[string]string `json:"unavailable,omitempty"`
+	// EdgeReads is set when some GPU's energy counter was read at every phase mark.
+	EdgeReads bool `json:"edge_reads,omitempty"`
+}
+
+// gpuRole is the role of one device in a job.
+type gpuRole struct {
+	Host   string      `json:"host"`
+	Device int         `json:"device"`
+	Role   gpumon.Role `json:"role"`
+}
+
+// newGPUSetup gives each device of the placement its role and notes the workers whose
+// monitor did not start.
+func newGPUSetup(spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) gpuSetup {
+	setup := gpuSetup{Interval: gpuInterval(spec)}
+	type key struct {
+		host   string
+		device int
 	}
-	g := &gpuMonitor{agg: gpumon.NewAggregator(gpuInterval(spec)), enabled: true, spec: spec, log: hclog.NewNullLogger()}
-	roles := map[[2]any]gpumon.Role{}
+	roles := map[key]gpumon.Role{}
+	var order []key
 	set := func(p *placement.ModelPlan, r gpumon.Role) {
 		if p == nil {
 			return
@@ -65,21 +96,54 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 				if host == "" && len(workers) == 1 {
 					host = workers[0].Host
 				}
-				k := [2]any{host, d}
+				k := key{host, d}
 				if old, ok := roles[k]; ok && old != r {
 					r = gpumon.RoleShared
 				}
+				if _, ok := roles[k]; !ok {
+					order = append(order, k)
+				}
 				roles[k] = r
-				g.agg.SetRole(host, d, roles[k])
 			}
 		}
 	}
 	set(&plan.Target, gpumon.RoleTarget)
 	set(plan.Drafter, gpumon.RoleDrafter)
+	for _, k := range order {
+		setup.Roles = append(setup.Roles, gpuRole{Host: k.host, Device: k.device, Role: roles[k]})
+	}
+	for _, w := range workers {
+		if w.GPUMonitor != "" {
+			if setup.Unavailable == nil {
+				setup.Unavailable = map[string]string{}
+			}
+			setup.Unavailable[w.Host] = w.GPUMonitor
+		}
+	}
+	return setup
+}
+
+// aggregator is an empty aggregator with the setup's roles and unavailable hosts.
+func (s gpuSetup) aggregator() *gpumon.Aggregator {
+	agg := gpumon.NewAggregator(s.Interval)
+	for _, r := range s.Roles {
+		agg.SetRole(r.Host, r.Device, r.Role)
+	}
+	for host, why := range s.Unavailable {
+		agg.NoteUnavailable(host, why)
+	}
+	return agg
+}
+
+func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) (*gpuMonitor, error) {
+	if !spec.GPUMonitor.Enabled {
+		return &gpuMonitor{reason: gpuDisabled}, nil
+	}
+	setup := newGPUSetup(spec, plan, workers)
+	g := &gpuMonitor{agg: setup.aggregator(), enabled: true, spec: spec, log: hclog.NewNullLogger()}
 	owners := map[string]gpumon.DeviceRef{}
 	for _, w := range workers {
 		if w.GPUMonitor != "" {
-			g.agg.NoteUnavailable(w.Host, w.GPUMonitor)
 			continue
 		}
 		for _, d := range w.Devices {
@@ -99,7 +163,10 @@ func startGPUMonitor(nc *nats.Conn, subj protocol.Subjects, spec *jobspec.Job, p
 	g.remote = newRemoteEdges(nc, subj, workers, g.edges)
 	if g.edges != nil || g.remote != nil {
 		g.agg.SampleAtMarks(g.sampleEdges)
+		setup.EdgeReads = true
 	}
+	setup.Since = time.Now()
+	g.setup = setup
 	sub, err := nc.Subscribe(subj.AllGPU(), func(m *nats.Msg) {
 		var s gpumon.Sample
 		if protocol.CheckRecordVersion(m.Header) == nil && json.Unmarshal(m.Data, &s) == nil {
@@ -219,13 +286,14 @@ func (r *remoteEdges) read(log hclog.Logger) []gpumon.Sample {
 }
 
 // coolDown waits, before a mode, until every GPU is below the job's
-// cooldown_below_c (at most cooldown_timeout); the wait is idle time and is
-// recorded in the results.
-func (g *gpuMonitor) coolDown(ctx context.Context, mode metrics.Mode) {
+// cooldown_below_c (at most cooldown_timeout); the wait is idle time, marked
+// through phases (which passes the mark on to g), and is recorded in the
+// results.
+func (g *gpuMonitor) coolDown(ctx context.Context, mode metrics.Mode, phases jobrun.Phases) {
 	if !g.enabled || g.spec.GPUMonitor.CooldownBelowC <= 0 {
 		return
 	}
-	g.agg.Mark(gpumon.PhaseIdle, time.Now())
+	phases.Mark(string(gpumon.PhaseIdle), time.Now())
 	waited, reached, err := g.agg.CoolDown(ctx, uint32(g.spec.GPUMonitor.CooldownBelowC), g.spec.GPUMonitor.CooldownTimeout.Std())
 	g.log.Info("GPU cool-down before mode", "mode", mode, "below_c", g.spec.GPUMonitor.CooldownBelowC,
 		"waited", waited.Round(time.Millisecond), "reached", reached, "error", err)
@@ -251,6 +319,15 @@ func (g *gpuMonitor) Result(out map[metrics.Mode]int) any {
 	return g.agg.Result(tokens)
 }
 
+// keep is what the job keeps for a rebuild of its GPU section after a crash
+// (jobrun.Options.KeepGPU): the monitor's setup; nil when it is off.
+func (g *gpuMonitor) keep() any {
+	if !g.enabled {
+		return nil
+	}
+	return g.setup
+}
+
 // stop ends the subscription and closes NVML here; the job calls it when it ends, however.
 func (g *gpuMonitor) stop() {
 	g.stopped.Do(func() {
@@ -268,8 +345,13 @@ func (g *gpuMonitor) Power() []report.PowerSeries {
 	if !g.enabled {
 		return nil
 	}
+	return powerSeries(g.agg)
+}
+
+// powerSeries is agg's power over time for the plots.
+func powerSeries(agg *gpumon.Aggregator) []report.PowerSeries {
 	var out []report.PowerSeries
-	for _, s := range g.agg.PowerSeries() {
+	for _, s := range agg.PowerSeries() {
 		out = append(out, report.PowerSeries(s))
 	}
 	return out

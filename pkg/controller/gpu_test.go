@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/gpumon"
+	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/natsrv"
@@ -116,7 +119,7 @@ func TestCoolDownWaitsForCoolGPUs(t *testing.T) {
 		temp(55)
 	}()
 	start := time.Now()
-	g.coolDown(context.Background(), metrics.ModeTarget)
+	g.coolDown(context.Background(), metrics.ModeTarget, g)
 	waited := time.Since(start)
 	if waited < 250*time.Millisecond || waited > 4*time.Second {
 		t.Errorf("waited %v: want about 300 ms, until the GPU reported 55 °C", waited)
@@ -272,5 +275,122 @@ func TestPhaseEdgesOfRemoteWorkers(t *testing.T) {
 	}
 	if j := res.JoulesPerOutputToken[gpumon.PhaseSpeculative]; j != 12.0/60 {
 		t.Errorf("J/token speculative = %v, want %v (6 + 3 + 3 J over 60 tokens)", j, 12.0/60)
+	}
+}
+
+// TestRebuildGPUMatchesTheLiveMonitor: a controller restarted after a crash rebuilds a job's
+// GPU section from the monitor setup and phase marks the job kept and the samples the GPU
+// stream kept: with the same samples and marks (and no readings at the marks) it is the
+// section the live monitor gives, roles and unavailable hosts included, and the warnings say
+// what it covers. Without the setup, samples or stream it says why the readings are missing.
+func TestRebuildGPUMatchesTheLiveMonitor(t *testing.T) {
+	_, nc := natstest.Start(t, natsrv.Options{})
+	var subj protocol.Subjects
+	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(time.Second), CooldownBelowC: 70}}
+	plan := &placement.Plan{
+		Target:  placement.ModelPlan{Devices: []int{0, 1}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{0, 1}, Layers: [2]int{0, 4}}}},
+		Drafter: &placement.ModelPlan{Devices: []int{1}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{1}, Layers: [2]int{0, 2}}}},
+	}
+	workers := []cluster.Worker{{ID: "a", Host: "gpu-a"}, {ID: "b", Host: "cpu-b", GPUMonitor: "worker cpu-b offers CPU devices only"}}
+	g, err := startGPUMonitor(nc, subj, spec, plan, workers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(5000, 0)
+	var samples []gpumon.Sample
+	for i := 0; i <= 8; i++ {
+		for dev := 0; dev < 2; dev++ {
+			w, mj := 100+float64(10*i), uint64(i*i)*50_000
+			samples = append(samples, gpumon.Sample{Host: "gpu-a", Device: dev, UUID: "GPU-" + string(rune('a'+dev)), Name: "NVIDIA H200",
+				T: t0.Add(time.Duration(i) * time.Second), PowerW: &w, EnergyMJ: &mj})
+		}
+	}
+	marks := []jobrun.Mark{{Phase: "speculative", T: t0.Add(1500 * time.Millisecond)}, {Phase: "idle", T: t0.Add(4 * time.Second)},
+		{Phase: "target", T: t0.Add(5200 * time.Millisecond)}}
+	for _, s := range samples {
+		g.agg.Add(s)
+	}
+	for _, m := range marks {
+		g.Mark(m.Phase, m.T)
+	}
+	out := map[metrics.Mode]int{metrics.ModeSpeculative: 40, metrics.ModeTarget: 20}
+	live := g.Result(out).(gpumon.Result)
+
+	setup, err := json.Marshal(g.keep())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := &jobrun.Kept{Spec: spec, GPU: setup, Marks: marks}
+	until := t0.Add(8 * time.Second)
+	var asked [2]time.Time
+	read := func(_ context.Context, since, u time.Time) ([]gpumon.Sample, error) {
+		asked = [2]time.Time{since, u}
+		return samples, nil
+	}
+	r := RebuildGPU(context.Background(), read)(kept, until, out)
+	got, ok := r.Section.(gpumon.Result)
+	if !ok || !reflect.DeepEqual(got, live) {
+		t.Errorf("rebuilt section\n%+v\nthe live monitor's\n%+v", r.Section, live)
+	}
+	if !got.Available || got.Devices[1].Role != gpumon.RoleShared || got.UnavailableHosts["cpu-b"] == "" || got.Devices[0].EnergyJ["target"] == 0 {
+		t.Errorf("rebuilt section lacks what the live one has: %+v", got)
+	}
+	if !asked[0].Equal(g.setup.Since) || asked[0].IsZero() || !asked[1].Equal(until) {
+		t.Errorf("samples asked for from %v to %v; want from the monitor's start %v to %v", asked[0], asked[1], g.setup.Since, until)
+	}
+	if len(r.Power) != 2 {
+		t.Errorf("%d power series, want 2", len(r.Power))
+	}
+	w := strings.Join(r.Warnings, "\n")
+	for _, want := range []string{
+		"the GPU figures were rebuilt after the controller stopped from the 18 samples the GPU stream kept from " + stamp(g.setup.Since) +
+			" (when the job's monitor started) to 1970-01-01T01:23:28.000Z (the job's last finished request or phase mark)",
+		"the phases are cut at the marks the run kept (speculative from 1970-01-01T01:23:21.500Z, idle from 1970-01-01T01:23:24.000Z, target from 1970-01-01T01:23:25.200Z)",
+		"is not in them",
+		"do not list the cool-down waits",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "energy readings the run took at each phase mark") {
+		t.Errorf("the warnings speak of readings at the marks the run did not take:\n%s", w)
+	}
+
+	for _, c := range []struct {
+		name    string
+		kept    *jobrun.Kept
+		read    GPUSamples
+		reason  string // "" : available
+		warning bool
+	}{
+		{"monitor off", &jobrun.Kept{Spec: &jobspec.Job{}}, read, gpuDisabled, false},
+		{"no setup kept", &jobrun.Kept{Spec: spec}, read, "the run kept no GPU monitor setup", true},
+		{"no stream", kept, nil, "there is no GPU samples stream", true},
+		{"stream unreadable", kept, func(context.Context, time.Time, time.Time) ([]gpumon.Sample, error) {
+			return nil, errors.New("stream gone")
+		}, "the GPU samples could not be read: stream gone", true},
+		// the CPU worker's reason, as the live monitor would say it
+		{"no samples", kept, func(context.Context, time.Time, time.Time) ([]gpumon.Sample, error) { return nil, nil },
+			"worker cpu-b offers CPU devices only", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := RebuildGPU(context.Background(), c.read)(c.kept, until, out)
+			res := r.Section.(gpumon.Result)
+			if res.Available || !strings.Contains(res.Reason, c.reason) {
+				t.Errorf("section %+v, want unavailable: %q", res, c.reason)
+			}
+			if got := len(r.Warnings) > 0; got != c.warning || c.warning && !strings.Contains(r.Warnings[0], c.reason) {
+				t.Errorf("warnings %q", r.Warnings)
+			}
+		})
+	}
+	noHosts := newGPUSetup(spec, plan, workers[:1])
+	noHosts.Since = t0
+	data, _ := json.Marshal(noHosts)
+	r = RebuildGPU(context.Background(), func(context.Context, time.Time, time.Time) ([]gpumon.Sample, error) { return nil, nil })(
+		&jobrun.Kept{Spec: spec, GPU: data}, until, out)
+	if res := r.Section.(gpumon.Result); res.Available || !strings.Contains(res.Reason, "the GPU samples stream holds no sample from 1970-01-01T01:23:20.000Z") || len(r.Warnings) != 1 {
+		t.Errorf("no samples of a GPU host: %+v %q", res, r.Warnings)
 	}
 }

@@ -9,7 +9,6 @@ package jobrun
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -71,7 +70,8 @@ type Tokenizer interface {
 	SpecialTokens() map[string]int
 }
 
-// Phases receives the start of each mode (the GPU monitor attributes energy by it).
+// Phases receives the start of each mode, of each idle stretch (a cool-down) and of the
+// idle time after the last mode (the GPU monitor attributes energy by them).
 type Phases interface {
 	Mark(phase string, t time.Time)
 }
@@ -87,12 +87,18 @@ type Options struct {
 	Phases    Phases
 	// GPU returns the GPU section once the modes have run (nil: unavailable).
 	GPU func(outputTokens map[metrics.Mode]int) any
-	// BeforeMode runs before each mode starts (the GPU cool-down); nil: none.
-	BeforeMode func(ctx context.Context, mode metrics.Mode)
+	// BeforeMode runs before each mode starts (the GPU cool-down); nil: none. It marks
+	// the phases it makes (a cool-down is idle) with phases, which passes them on to
+	// Phases and keeps them for a rebuild (Kept.Marks).
+	BeforeMode func(ctx context.Context, mode metrics.Mode, phases Phases)
 	// Power gives the power-over-time series for the plot (nil: none).
 	Power       func() []report.PowerSeries
 	Environment any
-	JobID       string
+	// KeepGPU is kept (as JSON) in the job file for a rebuild after a crash:
+	// what the GPU section needs besides the phase marks and the samples (the
+	// controller's monitor setup; see Kept.GPU). nil: nothing.
+	KeepGPU any
+	JobID   string
 	// MaxContext is the shortest max_position_embeddings of the job's models
 	// (0: unknown). Without batching, prompts too long to leave room for
 	// max_new_tokens and gamma are left out (counted as too_long) rather
@@ -146,9 +152,8 @@ func ending(ctx context.Context) (how string, cancel bool) {
 }
 
 // cutShort is the warning for a mode its run's end stopped before all its requests finished,
-// or "" when they all finished anyway. ctx must be done.
-func cutShort(ctx context.Context, mode metrics.Mode, planned int, recs []metrics.Request) string {
-	how, _ := ending(ctx)
+// or "" when they all finished anyway; how completes "the job …" (ending).
+func cutShort(how string, mode metrics.Mode, planned int, recs []metrics.Request) string {
 	var done, failed, cancelled int
 	for _, r := range recs {
 		switch {
@@ -172,6 +177,11 @@ func cutShort(ctx context.Context, mode metrics.Mode, planned int, recs []metric
 		w += fmt.Sprintf(", %d cancelled", cancelled)
 	}
 	return w
+}
+
+// notRun is the warning for a mode a run's end came before; how completes "the job …".
+func notRun(how string, mode metrics.Mode) string {
+	return fmt.Sprintf("the %s mode did not run: the job %s before it", mode, how)
 }
 
 // Result is what a run produced.
@@ -271,9 +281,12 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := writeJob(dir, job, opt.JobID); err != nil {
+	kept, err := keepJob(dir, Kept{ID: opt.JobID, Started: opt.Now(), Spec: job, Warnings: slices.Clone(warnings), Planned: n},
+		opt.Environment, sel.Stats, opt.KeepGPU)
+	if err != nil {
 		return nil, err
 	}
+	phases := &keptPhases{inner: opt.Phases, kept: kept, log: log}
 	app, err := report.OpenAppender(filepath.Join(dir, report.FileRequests))
 	if err != nil {
 		return nil, err
@@ -283,7 +296,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	params := sampling.Params{Temperature: job.Generation.Temperature, TopK: job.Generation.TopK, TopP: job.Generation.TopP,
 		VocabLimit: tok.VocabSize()}
 	stops := tok.EOS()
-	started := opt.Now()
+	started := kept.k.Started
 	var modes []metrics.Mode
 	if job.Modes.Speculative {
 		modes = append(modes, metrics.ModeSpeculative)
@@ -299,18 +312,16 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 			// this mode and every later one: none of them ran
 			for _, m := range modes[slices.Index(modes, mode):] {
 				how, _ := ending(ctx)
-				w := fmt.Sprintf("the %s mode did not run: the job %s before it", m, how)
+				w := notRun(how, m)
 				warnings = append(warnings, w)
 				log.Warn(w)
 			}
 			break
 		}
 		if opt.BeforeMode != nil {
-			opt.BeforeMode(ctx, mode)
+			opt.BeforeMode(ctx, mode, phases)
 		}
-		if opt.Phases != nil {
-			opt.Phases.Mark(string(mode), opt.Now())
-		}
+		phases.Mark(string(mode), opt.Now())
 		log.Info("running mode", "mode", mode, "requests", n, "warmup", plan.WarmupRequests)
 		prog := report.NewProgress(n, report.ProgressOptions{Writer: opt.Progress, IsTerminal: opt.Terminal, Label: string(mode), Now: opt.Now})
 		handler := func(ctx context.Context, r loadgen.Request) error {
@@ -347,7 +358,8 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		// Also when every request was sent before the end: the ones in flight were cut short.
 		if ctx.Err() != nil {
 			mu.Lock()
-			w := cutShort(ctx, mode, rep.Planned, all)
+			how, _ := ending(ctx)
+			w := cutShort(how, mode, rep.Planned, all)
 			mu.Unlock()
 			if w != "" {
 				warnings = append(warnings, w)
@@ -355,9 +367,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 			}
 		}
 	}
-	if opt.Phases != nil {
-		opt.Phases.Mark("idle", opt.Now())
-	}
+	phases.Mark("idle", opt.Now())
 	if err := app.Close(); err != nil {
 		return nil, err
 	}
@@ -376,12 +386,21 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		Environment: opt.Environment,
 		Dataset:     sel.Stats,
 	}
-	res, err = summarize(dir, job, res, all, modes, params.Greedy(), warnings, opt, log)
+	gpu := func(out map[metrics.Mode]int) (section any, power []report.PowerSeries, notes []string) {
+		if opt.GPU != nil {
+			section = opt.GPU(out)
+		}
+		if opt.Power != nil {
+			power = opt.Power()
+		}
+		return section, power, nil
+	}
+	res, err = summarize(dir, job, res, all, modes, params.Greedy(), warnings, gpu, log)
 	if err != nil {
 		return nil, err
 	}
-	// The job's spec was kept for a controller that would have to write
-	// these files after a crash (Rebuild); they are written.
+	// What the run kept (Kept) was for a controller that would have to
+	// write these files after a crash (Rebuild); they are written.
 	os.Remove(filepath.Join(dir, report.FileJob))
 	if err := report.PrintSummary(opt.Console, res); err != nil {
 		return nil, err
@@ -389,10 +408,12 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	return &Result{Dir: dir, Results: res, Requests: all}, nil
 }
 
-// summarize fills res's modes and comparison from the request records and
-// writes the results files and plots into dir.
+// summarize fills res's modes and comparison from the request records, its
+// GPU section and the power plot's series from gpu (given each mode's output
+// tokens; its notes are added to the warnings), and writes the results files
+// and plots into dir.
 func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.Request, modes []metrics.Mode, greedy bool,
-	warnings []string, opt Options, log hclog.Logger) (report.Results, error) {
+	warnings []string, gpu func(outputTokens map[metrics.Mode]int) (any, []report.PowerSeries, []string), log hclog.Logger) (report.Results, error) {
 	var samples = map[metrics.Mode]*metrics.Samples{}
 	out := map[metrics.Mode]int{}
 	var summaries = map[metrics.Mode]*metrics.Summary{}
@@ -429,14 +450,9 @@ func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.R
 			warnings = append(warnings, w)
 		}
 	}
-	var power []report.PowerSeries
-	if opt.GPU != nil {
-		res.GPU = opt.GPU(out)
-	}
-	if opt.Power != nil {
-		power = opt.Power()
-	}
-	res.Warnings = warnings
+	section, power, notes := gpu(out)
+	res.GPU = section
+	res.Warnings = append(warnings, notes...)
 	if err := report.Write(dir, res); err != nil {
 		return res, err
 	}
@@ -615,89 +631,4 @@ func FileName(s string) string {
 	h := fnv.New32a()
 	h.Write([]byte(s))
 	return fmt.Sprintf("%s-%08x", b[:maxFileName-9], h.Sum32())
-}
-
-// keptJob is report.FileJob: what Rebuild needs besides the records.
-type keptJob struct {
-	ID      string       `json:"id"`
-	Started time.Time    `json:"started"`
-	Spec    *jobspec.Job `json:"spec"`
-}
-
-func writeJob(dir string, job *jobspec.Job, id string) error {
-	data, err := json.Marshal(keptJob{ID: id, Started: time.Now(), Spec: job})
-	if err != nil {
-		return fmt.Errorf("keeping the job's spec in %s: %w", dir, err)
-	}
-	return os.WriteFile(filepath.Join(dir, report.FileJob), data, 0o644)
-}
-
-// Rebuild writes the results files of a job a controller left unfinished
-// (it crashed) from the records in dir's requests.jsonl and the spec the run
-// kept there: the modes' figures and the comparison, with the outcome failed
-// for reason. What only the run knew (its environment, the dataset's
-// statistics, the GPU monitor) is left out. It returns false, and no error,
-// when dir holds no kept spec (a run that finished, or one of an older
-// version).
-func Rebuild(dir, jobID, reason string, finished time.Time) (bool, error) {
-	keptPath := filepath.Join(dir, report.FileJob)
-	kst, err := os.Stat(keptPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	// Another run writing the folder now is not the one that was cut.
-	lock, err := LockOutput(dir)
-	if err != nil {
-		return false, err
-	}
-	defer lock.Release()
-	data, err := os.ReadFile(keptPath)
-	if err != nil {
-		return false, err
-	}
-	var kept keptJob
-	if err := json.Unmarshal(data, &kept); err != nil || kept.Spec == nil {
-		return false, fmt.Errorf("reading %s: %v", keptPath, err)
-	}
-	if kept.ID != jobID {
-		return false, fmt.Errorf("%s is job %s's, not %s's", keptPath, kept.ID, jobID)
-	}
-	// Cut between writing the results and removing the kept spec: done.
-	if rst, err := os.Stat(filepath.Join(dir, report.FileResults)); err == nil && !rst.ModTime().Before(kst.ModTime()) {
-		os.Remove(keptPath)
-		return true, nil
-	}
-	f, err := os.Open(filepath.Join(dir, report.FileRequests))
-	if err != nil {
-		return false, err
-	}
-	all, _, err := report.ReadRequests(f) // a line cut by the crash is left out
-	f.Close()
-	if err != nil {
-		return false, err
-	}
-	job := kept.Spec
-	var modes []metrics.Mode
-	if job.Modes.Speculative {
-		modes = append(modes, metrics.ModeSpeculative)
-	}
-	if job.Modes.TargetAR {
-		modes = append(modes, metrics.ModeTarget)
-	}
-	res := report.Results{
-		Job: report.Job{ID: kept.ID, Name: job.Name, StartedAt: kept.Started, FinishedAt: finished,
-			Outcome: report.OutcomeFailed, Reason: reason},
-		Config: job,
-		GPU:    map[string]any{"available": false, "reason": "the results were written after the controller stopped: " + reason},
-	}
-	warnings := []string{"written from requests.jsonl after the controller stopped (" + reason + "): requests in flight then are not in it"}
-	greedy := sampling.Params{Temperature: job.Generation.Temperature, TopK: job.Generation.TopK, TopP: job.Generation.TopP}.Greedy()
-	if _, err := summarize(dir, job, res, all, modes, greedy, warnings, Options{}, hclog.NewNullLogger()); err != nil {
-		return false, err
-	}
-	os.Remove(filepath.Join(dir, report.FileJob))
-	return true, nil
 }

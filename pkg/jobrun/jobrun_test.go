@@ -1,6 +1,7 @@
 package jobrun
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -287,28 +288,29 @@ func TestRebuild(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, report.FileJob)); !os.IsNotExist(err) {
 		t.Errorf("a finished run left %s: %v", report.FileJob, err)
 	}
-	if ok, err := Rebuild(dir, "job-1", "x", time.Now()); ok || err != nil {
+	if ok, err := Rebuild(dir, "job-1", "x", time.Now(), RebuildOptions{}); ok || err != nil {
 		t.Errorf("Rebuild of a finished run: %v, %v; want nothing done", ok, err)
 	}
-	// As a crash leaves it: the records and the kept spec, no results.
+	// As a crash of a version that kept only the spec leaves it: the records and the kept
+	// spec, no results.
 	for _, f := range []string{report.FileResults, report.FileSpeculative, report.FileTarget, report.FileGPU} {
 		os.Remove(filepath.Join(dir, f))
 	}
-	if err := writeJob(dir, job, "job-1"); err != nil {
+	if _, err := keepJob(dir, Kept{ID: "job-1", Started: time.Now(), Spec: job}, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := Rebuild(dir, "job-2", "x", time.Now()); ok || err == nil || !strings.Contains(err.Error(), "is job job-1's, not job-2's") {
+	if ok, err := Rebuild(dir, "job-2", "x", time.Now(), RebuildOptions{}); ok || err == nil || !strings.Contains(err.Error(), "is job job-1's, not job-2's") {
 		t.Errorf("Rebuild for another job: %v, %v", ok, err)
 	}
 	held, err := dirlock.Take(dir, report.FileLock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := Rebuild(dir, "job-1", "x", time.Now()); ok || err == nil {
+	if ok, err := Rebuild(dir, "job-1", "x", time.Now(), RebuildOptions{}); ok || err == nil {
 		t.Errorf("Rebuild of a folder another run is writing: %v, %v", ok, err)
 	}
 	held.Release()
-	ok, err := Rebuild(dir, "job-1", "the controller restarted while the job was running", time.Now())
+	ok, err := Rebuild(dir, "job-1", "the controller restarted while the job was running", time.Now(), RebuildOptions{})
 	if !ok || err != nil {
 		t.Fatalf("Rebuild: %v, %v", ok, err)
 	}
@@ -333,6 +335,223 @@ func TestRebuild(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, report.FileJob)); !os.IsNotExist(err) {
 		t.Errorf("the kept spec is still there after the rebuild: %v", err)
+	}
+	if w := strings.Join(got.Warnings, "\n"); !strings.Contains(w, "the run kept neither its environment nor its dataset statistics") ||
+		!strings.Contains(w, "written from requests.jsonl after the controller stopped") {
+		t.Errorf("the warnings do not say what an older kept file lacks: %q", got.Warnings)
+	}
+}
+
+// phaseLog records the phase marks a run passes on.
+type phaseLog struct {
+	mu    sync.Mutex
+	marks []Mark
+}
+
+func (p *phaseLog) Mark(phase string, t time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.marks = append(p.marks, Mark{Phase: phase, T: t})
+}
+
+// TestRebuildKeepsWhatOnlyTheRunKnew: a controller that crashed during the target mode left
+// the kept job file and requests.jsonl as they were then. The rebuilt results hold the
+// environment and dataset sections the run would have written, its warnings known at the
+// start, say which mode the crash cut and how far it got, and take the GPU section and its
+// warnings from RebuildOptions.GPU, which gets the monitor setup and the phase marks the run
+// kept (a cool-down's idle mark too) and the time of the last thing the run is known to have
+// done.
+func TestRebuildKeepsWhatOnlyTheRunKnew(t *testing.T) {
+	dir := t.TempDir()
+	job := testJob(t, 4)
+	job.Load.MaxConcurrency = 1 // the crash comes after exactly two target requests
+	job.Warnings = []string{"a warning of the job file"}
+	env := map[string]any{"controller_host": "ctl-1", "note": "a <b> & c", "workers": []string{"w1", "w2"}}
+	var kept, records []byte
+	targets := 0
+	phases := &phaseLog{}
+	opt := Options{JobID: "job-1", Environment: env, Phases: phases,
+		KeepGPU: map[string]any{"interval_ns": 1000},
+		BeforeMode: func(_ context.Context, mode metrics.Mode, ph Phases) {
+			if mode == metrics.ModeTarget {
+				ph.Mark("idle", time.Now()) // a cool-down
+			}
+		},
+		OnRequest: func(r metrics.Request) {
+			if r.Mode != metrics.ModeTarget {
+				return
+			}
+			if targets++; targets == 2 { // the crash: what the folder holds now is what is left
+				var err error
+				if kept, err = os.ReadFile(filepath.Join(dir, report.FileJob)); err != nil {
+					t.Error(err)
+				}
+				if records, err = os.ReadFile(filepath.Join(dir, report.FileRequests)); err != nil {
+					t.Error(err)
+				}
+			}
+		}}
+	res, err := Run(context.Background(), job, fakeTokenizer{}, &stopAfter{done: 100}, dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept == nil || records == nil {
+		t.Fatal("the run's files were not seen mid-run")
+	}
+	var passed []string
+	for _, m := range phases.marks {
+		passed = append(passed, m.Phase)
+	}
+	if strings.Join(passed, " ") != "speculative idle target idle" {
+		t.Errorf("the run's Phases got %v, want speculative, idle, target, idle", passed)
+	}
+	for _, f := range []string{report.FileResults, report.FileSpeculative, report.FileTarget, report.FileGPU} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if err := os.WriteFile(filepath.Join(dir, report.FileJob), kept, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, report.FileRequests), records, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var lastFinished time.Time
+	for _, line := range strings.Split(strings.TrimSpace(string(records)), "\n") {
+		var r metrics.Request
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.FinishedAt.After(lastFinished) {
+			lastFinished = r.FinishedAt
+		}
+	}
+
+	reason := "the controller restarted while the job was running"
+	var gotKept *Kept
+	var gotUntil time.Time
+	var gotOut map[metrics.Mode]int
+	section := map[string]any{"available": true, "devices": []any{}, "rebuilt": "from the stream"}
+	ok, err := Rebuild(dir, "job-1", reason, time.Now(), RebuildOptions{
+		GPU: func(k *Kept, until time.Time, out map[metrics.Mode]int) RebuiltGPU {
+			gotKept, gotUntil, gotOut = k, until, out
+			return RebuiltGPU{Section: section, Warnings: []string{"the GPU figures cover less"}}
+		}})
+	if !ok || err != nil {
+		t.Fatalf("Rebuild: %v, %v", ok, err)
+	}
+	if gotKept == nil {
+		t.Fatal("RebuildOptions.GPU was not called")
+	}
+	var phasesKept []string
+	for i, m := range gotKept.Marks {
+		phasesKept = append(phasesKept, m.Phase)
+		if i < len(phases.marks) && !m.T.Equal(phases.marks[i].T) {
+			t.Errorf("kept mark %d at %v, the run marked it at %v", i, m.T, phases.marks[i].T)
+		}
+	}
+	if strings.Join(phasesKept, " ") != "speculative idle target" {
+		t.Errorf("kept marks %v, want speculative, idle, target", phasesKept)
+	}
+	if string(gotKept.GPU) != `{"interval_ns":1000}` || gotKept.Planned != 4 {
+		t.Errorf("kept GPU setup %s, planned %d", gotKept.GPU, gotKept.Planned)
+	}
+	if !gotUntil.Equal(lastFinished) {
+		t.Errorf("until %v, want the last finished request's %v", gotUntil, lastFinished)
+	}
+	if gotOut[metrics.ModeSpeculative] != res.Results.Speculative.TotalOutputTokens || gotOut[metrics.ModeTarget] != 2*3 {
+		t.Errorf("output tokens %v", gotOut)
+	}
+
+	data, err := os.ReadFile(filepath.Join(dir, report.FileResults))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got report.Results
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Job.Outcome != report.OutcomeFailed || got.Job.Reason != reason || !got.Job.StartedAt.Equal(res.Results.Job.StartedAt) {
+		t.Errorf("job %+v", got.Job)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{{"environment", got.Environment, res.Results.Environment}, {"dataset", got.Dataset, res.Results.Dataset}, {"gpu", got.GPU, section}} {
+		want, err := encode(c.want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, _ := encode(c.got); string(g) != string(want) {
+			t.Errorf("rebuilt %s %s, want %s", c.name, g, want)
+		}
+	}
+	if !strings.Contains(string(data), `"note": "a <b> & c"`) {
+		t.Errorf("the environment is not written as the run writes it:\n%s", data)
+	}
+	if got.Target.Completed != 2 || got.Speculative.Completed != 4 {
+		t.Errorf("completed %d speculative, %d target; want 4 and 2", got.Speculative.Completed, got.Target.Completed)
+	}
+	wantWarnings := []string{
+		"a warning of the job file",
+		"written from requests.jsonl after the controller stopped (" + reason + "): requests in flight then are not in it",
+		"the job failed (" + reason + ") during the target mode: 2 of 4 requests finished",
+		"the GPU figures cover less",
+	}
+	if strings.Join(got.Warnings, "\n") != strings.Join(wantWarnings, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got.Warnings, "\n"), strings.Join(wantWarnings, "\n"))
+	}
+	gpuFile, err := os.ReadFile(filepath.Join(dir, report.FileGPU))
+	if err != nil || !strings.Contains(string(gpuFile), `"rebuilt": "from the stream"`) {
+		t.Errorf("%s: %s %v", report.FileGPU, gpuFile, err)
+	}
+}
+
+// TestRebuildSaysWhichModesDidNotRun: a crash during the first mode leaves the later one
+// said not to have run, as the run itself would say; without a GPU rebuild the section
+// says why the readings are missing, and so do the warnings.
+func TestRebuildSaysWhichModesDidNotRun(t *testing.T) {
+	dir := t.TempDir()
+	job := testJob(t, 4)
+	job.GPUMonitor.Enabled = true
+	if _, err := keepJob(dir, Kept{ID: "job-1", Started: time.Now(), Spec: job, Planned: 4,
+		Marks: []Mark{{Phase: "speculative", T: time.Now()}}}, nil, map[string]int{"records": 4}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, report.FileRequests), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := Rebuild(dir, "job-1", "it stopped", time.Now(), RebuildOptions{}); !ok || err != nil {
+		t.Fatalf("Rebuild: %v, %v", ok, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, report.FileResults))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got report.Results
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(got.Warnings, "\n")
+	for _, want := range []string{
+		"the job failed (it stopped) during the speculative mode: 0 of 4 requests finished",
+		"the target mode did not run: the job failed (it stopped) before it",
+		"the GPU monitor's readings are not in these results: the results were written after the controller stopped (it stopped)",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	compact := func(v any) string {
+		var b bytes.Buffer
+		if err := json.Compact(&b, v.(json.RawMessage)); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	if g := compact(got.GPU); !strings.Contains(g, `"available":false`) || !strings.Contains(g, "were not read back") {
+		t.Errorf("gpu %s", g)
+	}
+	if d := compact(got.Dataset); d != `{"records":4}` {
+		t.Errorf("dataset %s", d)
 	}
 }
 

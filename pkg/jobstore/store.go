@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/draftbench/draftbench/pkg/controller"
+	"github.com/draftbench/draftbench/pkg/gpumon"
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
@@ -246,7 +248,8 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 		st.State, st.Finished, st.Waiting = protocol.JobFailed, &now, ""
 		if st.Started == nil || !wroteRecords(st.OutputDir, *st.Started) {
 			st.OutputDir = "" // it wrote nothing there
-		} else if ok, err := jobrun.Rebuild(st.OutputDir, st.JobID, st.Error, now); ok {
+		} else if ok, err := jobrun.Rebuild(st.OutputDir, st.JobID, st.Error, now,
+			jobrun.RebuildOptions{GPU: controller.RebuildGPU(ctx, s.GPUSamples)}); ok {
 			st.Error += "; the results of the finished requests are in " + st.OutputDir
 		} else {
 			if err != nil {
@@ -261,6 +264,69 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 		ended = append(ended, st)
 	}
 	return ended, nil
+}
+
+// gpuLate bounds how long after it was taken a GPU sample is stored: GPUSamples reads no
+// further than until+gpuLate (a worker publishes each sample when it takes it).
+const gpuLate = time.Minute
+
+// GPUSamples returns the GPU monitor samples the GPU stream stored from since on that were
+// taken no later than until, in the order stored. A stream whose limits dropped samples
+// stored after since is an error: the figures would lack their start. since is a time of
+// the controller's clock and is compared with the server's storing times: one clock with
+// the embedded server of `serve`, two that should agree with an external one.
+func (s *Store) GPUSamples(ctx context.Context, since, until time.Time) ([]gpumon.Sample, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
+	defer cancel()
+	name := GPUStreamName(s.subj)
+	stream, err := s.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("opening the GPU stream %s: %w", name, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the GPU stream %s: %w", name, err)
+	}
+	st := info.State
+	if st.Msgs == 0 || st.LastTime.Before(since) {
+		return nil, nil
+	}
+	if st.FirstTime.After(since) && st.FirstSeq > 1 {
+		return nil, fmt.Errorf("the GPU stream %s keeps samples from %s on only (its limits dropped the older ones), and the job's monitor started at %s",
+			name, st.FirstTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{s.subj.AllGPU()},
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since})
+	if err != nil {
+		return nil, fmt.Errorf("reading the GPU stream %s: %w", name, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("reading the GPU stream %s: %w", name, err)
+	}
+	defer it.Stop()
+	var out []gpumon.Sample
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("reading the GPU stream %s: %w", name, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("reading the GPU stream %s: %w", name, err)
+		}
+		if meta.Timestamp.After(until.Add(gpuLate)) {
+			return out, nil
+		}
+		var smp gpumon.Sample
+		// As the live monitor: a sample of another version, or one that does not decode, is left out.
+		if protocol.CheckRecordVersion(msg.Headers()) == nil && json.Unmarshal(msg.Data(), &smp) == nil && !smp.T.After(until) {
+			out = append(out, smp)
+		}
+		if meta.Sequence.Stream >= st.LastSeq || meta.NumPending == 0 {
+			return out, nil
+		}
+	}
 }
 
 // PublishRequest publishes one finished request of job on its requests

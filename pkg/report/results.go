@@ -23,8 +23,12 @@ const (
 	DirPlots        = "plots"
 	// FileLock, kept locked while a run writes the folder, holds its pid.
 	FileLock = ".draftbench.lock"
-	// FileJob holds a running job's spec (JSON) until its results are
-	// written, so a controller restarted after a crash can write them.
+	// FileJob holds, while a job runs, what its results need besides
+	// requests.jsonl and only the running process knows (JSON, jobrun.Kept:
+	// the spec, the environment and dataset sections, the warnings known at
+	// the start, the GPU monitor's setup and the phase marks), so a
+	// controller restarted after a crash can write them (jobrun.Rebuild).
+	// It is removed once the results are written.
 	FileJob = ".draftbench-job.json"
 )
 
@@ -175,6 +179,10 @@ func Write(dir string, r Results) error {
 	}
 	return nil
 }
+
+// WriteFileAtomic writes data to path as Write writes the results files: a crash leaves either
+// the previous file or the new one.
+func WriteFileAtomic(path string, data []byte) error { return writeAtomic(path, data) }
 
 // writeAtomic writes data to path through a temporary file in the same folder and a rename,
 // which POSIX makes atomic within one file system.
