@@ -307,6 +307,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 
 	var mu sync.Mutex
 	var all []metrics.Request
+	loads := map[metrics.Mode]*metrics.Load{}
 	for _, mode := range modes {
 		if ctx.Err() != nil {
 			// this mode and every later one: none of them ran
@@ -354,6 +355,11 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("%s mode: %w", mode, err)
 		}
+		loads[mode] = loadOf(plan, rep)
+		if w := behindSchedule(mode, loads[mode]); w != "" {
+			warnings = append(warnings, w)
+			log.Warn(w)
+		}
 		log.Info("mode finished", "mode", mode, "sent", rep.Sent, "planned", rep.Planned, "elapsed", rep.Elapsed)
 		// Also when every request was sent before the end: the ones in flight were cut short.
 		if ctx.Err() != nil {
@@ -395,7 +401,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 		}
 		return section, power, nil
 	}
-	res, err = summarize(dir, job, res, all, modes, params.Greedy(), warnings, gpu, log)
+	res, err = summarize(dir, job, res, all, modes, loads, params.Greedy(), warnings, gpu, log)
 	if err != nil {
 		return nil, err
 	}
@@ -408,11 +414,13 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	return &Result{Dir: dir, Results: res, Requests: all}, nil
 }
 
-// summarize fills res's modes and comparison from the request records, its
+// summarize fills res's modes (with how each was sent, loads, where known)
+// and comparison from the request records, its
 // GPU section and the power plot's series from gpu (given each mode's output
 // tokens; its notes are added to the warnings), and writes the results files
 // and plots into dir.
-func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.Request, modes []metrics.Mode, greedy bool,
+func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.Request, modes []metrics.Mode,
+	loads map[metrics.Mode]*metrics.Load, greedy bool,
 	warnings []string, gpu func(outputTokens map[metrics.Mode]int) (any, []report.PowerSeries, []string), log hclog.Logger) (report.Results, error) {
 	var samples = map[metrics.Mode]*metrics.Samples{}
 	out := map[metrics.Mode]int{}
@@ -424,6 +432,7 @@ func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.R
 		}
 		samples[mode] = s
 		sum := s.Summary()
+		sum.Load = loads[mode]
 		summaries[mode] = &sum
 		out[mode] = sum.TotalOutputTokens
 	}
@@ -534,14 +543,77 @@ func loadPlan(job *jobspec.Job) loadgen.Plan {
 		p.NumRequests = job.Load.NumPrompts
 	}
 	switch {
+	case job.Load.Mode == jobspec.LoadModeRate:
+		// Each request at its arrival time, batched or not, as vLLM's
+		// --request-rate does: gating arrivals into batches would cut the
+		// offered rate to what the cluster finishes (the stages still batch
+		// the steps of whatever is in flight).
 	case job.Batch.Enabled:
 		p.BatchSize = job.Batch.Size
-	case job.Load.Mode != jobspec.LoadModeRate && p.MaxConcurrency == 0:
-		// The seed's ENABLE_BATCH=false: prompts one by one (rate mode
-		// sends each at its arrival time either way).
+	case p.MaxConcurrency == 0:
+		// The seed's ENABLE_BATCH=false: prompts one by one.
 		p.MaxConcurrency = 1
 	}
 	return p
+}
+
+// loadOf is the results' account of how a mode's requests were sent.
+func loadOf(p loadgen.Plan, rep loadgen.Report) *metrics.Load {
+	l := &metrics.Load{Mode: "count", PeakInFlight: rep.PeakInFlight}
+	positive := func(v float64) *float64 {
+		if v > 0 {
+			return &v
+		}
+		return nil
+	}
+	ms := func(d time.Duration) *float64 {
+		v := float64(d) / float64(time.Millisecond)
+		return &v
+	}
+	if p.Rate > 0 {
+		l.Mode, l.RequestRate, l.Arrival = "rate", positive(p.Rate), string(p.Arrival)
+		if l.Arrival == "" {
+			l.Arrival = string(loadgen.Poisson)
+		}
+		b := p.Burstiness
+		if b == 0 {
+			b = 1
+		}
+		l.Burstiness = &b
+		l.ScheduledRate, l.AchievedRate = positive(rep.ScheduledRate), positive(rep.AchievedRate)
+		if rep.Sent > 0 {
+			l.MaxLatenessMS, l.MeanLatenessMS = ms(rep.MaxLateness), ms(rep.MeanLateness)
+		}
+	}
+	if p.MaxConcurrency > 0 {
+		l.MaxConcurrency = &p.MaxConcurrency
+	}
+	if p.BatchSize > 0 {
+		l.BatchSize = &p.BatchSize
+	}
+	return l
+}
+
+// behindSchedule is the warning for a rate-mode run whose sends fell behind
+// their arrival times (a full max_concurrency, a cluster slower than the
+// offered load), or "".
+func behindSchedule(mode metrics.Mode, l *metrics.Load) string {
+	if l == nil || l.Mode != "rate" || l.AchievedRate == nil || l.ScheduledRate == nil || l.MaxLatenessMS == nil {
+		return ""
+	}
+	slow := *l.AchievedRate < 0.9**l.ScheduledRate
+	late := *l.MaxLatenessMS > max(250, 1000 / *l.ScheduledRate)
+	if !slow && !late {
+		return ""
+	}
+	w := fmt.Sprintf("%s mode: the sends fell behind the arrival times (%.3g req/s achieved of %.3g scheduled; up to %.0f ms late, %.0f ms on average)",
+		mode, *l.AchievedRate, *l.ScheduledRate, *l.MaxLatenessMS, *l.MeanLatenessMS)
+	if l.MaxConcurrency != nil && l.PeakInFlight >= *l.MaxConcurrency {
+		w += fmt.Sprintf(": load.max_concurrency %d was reached", *l.MaxConcurrency)
+	} else {
+		w += ": the load generator could not keep up"
+	}
+	return w + "; latencies are timed from each send, so the wait before it is not in them"
 }
 
 // selectPrompts loads the job's dataset and takes n prompts in a seeded order.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,6 +220,7 @@ func TestLoadPlanBatching(t *testing.T) {
 		{"one by one", false, jobspec.LoadModeCount, 0, 0, 1},
 		{"max_concurrency wins", false, jobspec.LoadModeCount, 3, 0, 3},
 		{"rate mode", false, jobspec.LoadModeRate, 0, 0, 0},
+		{"rate mode, batching on", true, jobspec.LoadModeRate, 0, 0, 0}, // arrivals are not gated into batches
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			job := &jobspec.Job{}
@@ -231,6 +233,93 @@ func TestLoadPlanBatching(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowEngine answers every request after d, with three tokens.
+type slowEngine struct{ d time.Duration }
+
+func (e slowEngine) Generate(ctx context.Context, mode metrics.Mode, g Gen) (GenResult, error) {
+	select {
+	case <-time.After(e.d):
+	case <-ctx.Done():
+		return GenResult{}, ctx.Err()
+	}
+	var res GenResult
+	for i := range 3 {
+		g.OnEmit([]int{10 + i})
+		res.Tokens = append(res.Tokens, 10+i)
+	}
+	return res, nil
+}
+
+// TestRateModeSendsAtArrivalTimes: in rate mode requests leave at their
+// arrival times with batching on (the default), so a cluster slower than
+// one batch per gap still gets the offered rate; the results say how the
+// mode was sent, and a full max_concurrency that holds sends back is a
+// warning naming it.
+func TestRateModeSendsAtArrivalTimes(t *testing.T) {
+	run := func(t *testing.T, maxConcurrency int) report.Results {
+		src := fmt.Sprintf(`job "rate" {
+  model "target" { path = "/models/target" }
+  dataset "synthetic" { input_tokens = 4 }
+  load {
+    rate            = 40
+    duration        = "500ms"
+    arrival         = "constant"
+    max_concurrency = %d
+  }
+  batch {
+    enabled = true
+    size    = 2
+  }
+  generation {
+    max_new_tokens = 3
+    temperature    = 0
+  }
+  modes {
+    speculative = false
+    target_ar   = true
+  }
+  gpu_monitor { enabled = false }
+}
+`, maxConcurrency)
+		job, err := jobspec.Parse("rate.hcl", []byte(src), jobspec.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Run(context.Background(), job, fakeTokenizer{}, slowEngine{150 * time.Millisecond}, t.TempDir(),
+			Options{Console: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Results
+	}
+	t.Run("no cap", func(t *testing.T) {
+		r := run(t, 0)
+		l := r.Target.Load
+		if l == nil || l.Mode != "rate" || *l.RequestRate != 40 || l.Arrival != "constant" || l.BatchSize != nil || l.MaxConcurrency != nil {
+			t.Fatalf("load %+v", l)
+		}
+		// 20 sends 25 ms apart, each answered after 150 ms: about six in
+		// flight. Gated into batches of two it would be two, at 13 req/s.
+		if l.PeakInFlight < 3 || *l.AchievedRate < 25 || *l.AchievedRate > 48 {
+			t.Errorf("peak in flight %d, achieved %.1f req/s; want the arrivals kept (about 6 and 40)", l.PeakInFlight, *l.AchievedRate)
+		}
+		if r.Target.Completed != 20 || len(r.Warnings) != 0 {
+			t.Errorf("%d completed, warnings %q", r.Target.Completed, r.Warnings)
+		}
+	})
+	t.Run("max_concurrency holds sends back", func(t *testing.T) {
+		r := run(t, 1)
+		l := r.Target.Load
+		if l == nil || l.MaxConcurrency == nil || *l.MaxConcurrency != 1 || l.PeakInFlight != 1 {
+			t.Fatalf("load %+v", l)
+		}
+		if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "target mode: the sends fell behind the arrival times") ||
+			!strings.Contains(r.Warnings[0], "load.max_concurrency 1 was reached") {
+			t.Errorf("warnings %q", r.Warnings)
+		}
+	})
 }
 
 // TestOutputFolderOneRunAtATime: a run refuses a folder another run is

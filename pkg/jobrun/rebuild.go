@@ -236,7 +236,7 @@ func Rebuild(dir, jobID, reason string, finished time.Time, opt RebuildOptions) 
 			append(r.Warnings, "the GPU monitor's readings are not in these results: "+why)
 	}
 	greedy := sampling.Params{Temperature: job.Generation.Temperature, TopK: job.Generation.TopK, TopP: job.Generation.TopP}.Greedy()
-	if _, err := summarize(dir, job, res, all, modes, greedy, warnings, gpu, hclog.NewNullLogger()); err != nil {
+	if _, err := summarize(dir, job, res, all, modes, nil, greedy, warnings, gpu, hclog.NewNullLogger()); err != nil {
 		return false, err
 	}
 	os.Remove(keptPath)

@@ -30,6 +30,39 @@ type Summary struct {
 	E2EL *Distribution `json:"e2el_ms"`
 
 	*SpecStats // speculative mode only
+
+	// Load is how the mode's requests were sent (absent where not known:
+	// results rebuilt after a controller crash).
+	Load *Load `json:"load,omitempty"`
+}
+
+// Load is how a mode's requests were sent: the load block's settings (vLLM's
+// request_rate, burstiness, max_concurrency) and what the sender achieved.
+type Load struct {
+	// Mode is "count" (every request released at once, or in batches of
+	// BatchSize) or "rate" (each request at its arrival time).
+	Mode string `json:"mode"`
+	// RequestRate (req/s), Arrival and Burstiness are rate mode's settings
+	// (null / absent in count mode).
+	RequestRate *float64 `json:"request_rate"`
+	Arrival     string   `json:"arrival,omitempty"`
+	Burstiness  *float64 `json:"burstiness"`
+	// MaxConcurrency caps the requests in flight (null: no cap); BatchSize
+	// is count mode's batch (null: not batched).
+	MaxConcurrency *int `json:"max_concurrency"`
+	BatchSize      *int `json:"batch_size"`
+	// ScheduledRate is the rate the drawn arrival times hold and
+	// AchievedRate the rate the sends held (req/s, rate mode; null in count
+	// mode or with fewer than two sends). MaxLatenessMS and MeanLatenessMS
+	// are how late sends left against their arrival times (a full
+	// max_concurrency, a slow cluster); TTFT and E2EL are timed from the
+	// send, as vLLM times them, so that wait is not in them.
+	ScheduledRate  *float64 `json:"scheduled_rate"`
+	AchievedRate   *float64 `json:"achieved_rate"`
+	MaxLatenessMS  *float64 `json:"max_lateness_ms"`
+	MeanLatenessMS *float64 `json:"mean_lateness_ms"`
+	// PeakInFlight is the most requests in flight at once.
+	PeakInFlight int `json:"peak_in_flight"`
 }
 
 // SpecStats are the acceptance figures of speculative decoding, over a job or one request.

@@ -93,6 +93,7 @@ func (c *console) mode(name string, s *metrics.Summary) {
 	if s.Cancelled > 0 {
 		c.kv("Cancelled requests:", s.Cancelled)
 	}
+	c.load(s.Load)
 	c.kv("Benchmark duration (s):", s.DurationS)
 	c.kv("Total input tokens:", s.TotalInputTokens)
 	c.kv("Total generated tokens:", s.TotalOutputTokens)
@@ -109,6 +110,26 @@ func (c *console) mode(name string, s *metrics.Summary) {
 	c.distribution("Inter-token Latency", "ITL", s.ITL)
 	c.distribution("End-to-end Latency", "E2EL", s.E2EL)
 	c.end()
+}
+
+// load is how the mode was sent, in vLLM's words where it has them.
+func (c *console) load(l *metrics.Load) {
+	if l == nil {
+		return
+	}
+	if l.Mode == "rate" {
+		c.kv("Traffic request rate (req/s):", l.RequestRate)
+		if l.Arrival == "gamma" && l.Burstiness != nil {
+			c.kv("Burstiness factor:", *l.Burstiness)
+		}
+		c.kv("Achieved request rate (req/s):", l.AchievedRate)
+	}
+	if l.MaxConcurrency != nil {
+		c.kv("Maximum request concurrency:", *l.MaxConcurrency)
+	}
+	if l.Mode == "rate" || l.MaxConcurrency != nil {
+		c.kv("Peak requests in flight:", l.PeakInFlight)
+	}
 }
 
 func (c *console) distribution(title, short string, d *metrics.Distribution) {
