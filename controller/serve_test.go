@@ -825,6 +825,11 @@ func TestLeftStagesReleasedAfterACrash(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, report.DirPlots, report.PlotPower)); err != nil {
 		t.Errorf("no power plot in the rebuilt results: %v", err)
 	}
+	// The rebuilt results are the job's summary record: tail replays them.
+	replay := invoke("tail", strings.TrimSpace(sub.stdout), "--from-start", "--nats", url)
+	if !strings.Contains(replay.stdout, "Serving Benchmark Result (speculative)") {
+		t.Errorf("tail --from-start of the job cut by the crash shows no summary (exit %d):\n%s\n%s", replay.code, replay.stdout, replay.stderr)
+	}
 	// Heartbeats after the restart must come to show no live stage.
 	beats := connectTest(t, url)
 	hbs, err := beats.SubscribeSync("draftbench.workers.*.heartbeat")

@@ -519,11 +519,13 @@ func TestRebuildKeepsWhatOnlyTheRunKnew(t *testing.T) {
 	var gotUntil time.Time
 	var gotOut map[metrics.Mode]int
 	section := map[string]any{"available": true, "devices": []any{}, "rebuilt": "from the stream"}
+	var written *report.Results
 	ok, err := Rebuild(dir, "job-1", reason, time.Now(), RebuildOptions{
 		GPU: func(k *Kept, until time.Time, out map[metrics.Mode]int) RebuiltGPU {
 			gotKept, gotUntil, gotOut = k, until, out
 			return RebuiltGPU{Section: section, Warnings: []string{"the GPU figures cover less"}}
-		}})
+		},
+		Written: func(r report.Results) { written = &r }})
 	if !ok || err != nil {
 		t.Fatalf("Rebuild: %v, %v", ok, err)
 	}
@@ -561,6 +563,14 @@ func TestRebuildKeepsWhatOnlyTheRunKnew(t *testing.T) {
 	if got.Job.Outcome != report.OutcomeFailed || got.Job.Reason != reason || !got.Job.StartedAt.Equal(res.Results.Job.StartedAt) {
 		t.Errorf("job %+v", got.Job)
 	}
+	// Not the restart's time: the last the run recorded.
+	if !got.Job.FinishedAt.Equal(lastFinished) {
+		t.Errorf("finished_at %v, want the last finished request's %v", got.Job.FinishedAt, lastFinished)
+	}
+	// What was written is handed on, for the summary record.
+	if written == nil || written.Job != got.Job || written.Target.Completed != 2 {
+		t.Errorf("Written got %+v", written)
+	}
 	for _, c := range []struct {
 		name      string
 		got, want any
@@ -581,7 +591,7 @@ func TestRebuildKeepsWhatOnlyTheRunKnew(t *testing.T) {
 	}
 	wantWarnings := []string{
 		"a warning of the job file",
-		"written from requests.jsonl after the controller stopped (" + reason + "): requests in flight then are not in it",
+		"written from requests.jsonl after the controller stopped (" + reason + "): requests in flight then are not in it, and finished_at is the last finished request or phase mark",
 		"the job failed (" + reason + ") during the target mode: 2 of 4 requests finished",
 		"the GPU figures cover less",
 	}

@@ -135,6 +135,10 @@ type RebuildOptions struct {
 	// phase mark); outputTokens holds each mode's output tokens of the finished requests.
 	// Without it the section says the readings are not available.
 	GPU func(k *Kept, until time.Time, outputTokens map[metrics.Mode]int) RebuiltGPU
+	// Written, when set, receives the results once they are in dir (also when the run had
+	// written them itself before the crash), so the controller can publish them as the
+	// job's summary record: `tail --from-start` replays a rebuilt job like any other.
+	Written func(report.Results)
 }
 
 // RebuiltGPU is a GPU section rebuilt after a crash.
@@ -150,7 +154,8 @@ type RebuiltGPU struct {
 // and the comparison, the environment and dataset sections, the warnings known at the start
 // and which modes the crash cut or came before, with the outcome failed for reason; the GPU
 // section and power plot come from opt.GPU. Requests in flight at the crash are not in
-// requests.jsonl, and the warnings say so. It returns false, and no error, when dir holds no
+// requests.jsonl, and the warnings say so; finished_at is the last thing the run recorded
+// (finished when it recorded nothing). It returns false, and no error, when dir holds no
 // kept job (a run that finished, or one of a version that kept none).
 func Rebuild(dir, jobID, reason string, finished time.Time, opt RebuildOptions) (bool, error) {
 	keptPath := filepath.Join(dir, report.FileJob)
@@ -180,6 +185,12 @@ func Rebuild(dir, jobID, reason string, finished time.Time, opt RebuildOptions) 
 	}
 	// Cut between writing the results and removing the kept spec: done.
 	if rst, err := os.Stat(filepath.Join(dir, report.FileResults)); err == nil && !rst.ModTime().Before(kst.ModTime()) {
+		if opt.Written != nil {
+			var res report.Results
+			if data, err := os.ReadFile(filepath.Join(dir, report.FileResults)); err == nil && json.Unmarshal(data, &res) == nil {
+				opt.Written(res)
+			}
+		}
 		os.Remove(keptPath)
 		return true, nil
 	}
@@ -200,6 +211,11 @@ func Rebuild(dir, jobID, reason string, finished time.Time, opt RebuildOptions) 
 	if job.Modes.TargetAR {
 		modes = append(modes, metrics.ModeTarget)
 	}
+	until := lastKnown(&kept, all)
+	// When the controller stopped is not known; the last thing the run recorded is.
+	if until.After(kept.Started) {
+		finished = until
+	}
 	res := report.Results{
 		Job: report.Job{ID: kept.ID, Name: job.Name, StartedAt: kept.Started, FinishedAt: finished,
 			Outcome: report.OutcomeFailed, Reason: reason},
@@ -214,12 +230,11 @@ func Rebuild(dir, jobID, reason string, finished time.Time, opt RebuildOptions) 
 		res.Dataset = kept.Dataset
 	}
 	warnings := slices.Clone(kept.Warnings)
-	warnings = append(warnings, "written from requests.jsonl after the controller stopped ("+reason+"): requests in flight then are not in it")
+	warnings = append(warnings, "written from requests.jsonl after the controller stopped ("+reason+"): requests in flight then are not in it, and finished_at is the last finished request or phase mark")
 	if kept.Dataset == nil {
 		warnings = append(warnings, "the run kept neither its environment nor its dataset statistics (a version before they were kept): they are not in these results")
 	}
 	warnings = append(warnings, cutModes(&kept, modes, "failed ("+reason+")", all)...)
-	until := lastKnown(&kept, all)
 	gpu := func(out map[metrics.Mode]int) (any, []report.PowerSeries, []string) {
 		var r RebuiltGPU
 		if opt.GPU != nil {
@@ -236,8 +251,12 @@ func Rebuild(dir, jobID, reason string, finished time.Time, opt RebuildOptions) 
 			append(r.Warnings, "the GPU monitor's readings are not in these results: "+why)
 	}
 	greedy := sampling.Params{Temperature: job.Generation.Temperature, TopK: job.Generation.TopK, TopP: job.Generation.TopP}.Greedy()
-	if _, err := summarize(dir, job, res, all, modes, nil, greedy, warnings, gpu, hclog.NewNullLogger()); err != nil {
+	res, err = summarize(dir, job, res, all, modes, nil, greedy, warnings, gpu, hclog.NewNullLogger())
+	if err != nil {
 		return false, err
+	}
+	if opt.Written != nil {
+		opt.Written(res)
 	}
 	os.Remove(keptPath)
 	return true, nil

@@ -249,7 +249,12 @@ func (s *Store) Recover(ctx context.Context, now time.Time, reason string) ([]pr
 		if st.Started == nil || !wroteRecords(st.OutputDir, *st.Started) {
 			st.OutputDir = "" // it wrote nothing there
 		} else if ok, err := jobrun.Rebuild(st.OutputDir, st.JobID, st.Error, now,
-			jobrun.RebuildOptions{GPU: controller.RebuildGPU(ctx, s.GPUSamples)}); ok {
+			jobrun.RebuildOptions{GPU: controller.RebuildGPU(ctx, s.GPUSamples), Written: func(res report.Results) {
+				// tail --from-start replays it as any finished job's summary
+				if err := s.PublishSummary(ctx, st.JobID, res); err != nil {
+					s.log.Warn("publishing the rebuilt results", "job", st.JobID, "error", err)
+				}
+			}}); ok {
 			st.Error += "; the results of the finished requests are in " + st.OutputDir
 		} else {
 			if err != nil {
