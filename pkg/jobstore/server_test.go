@@ -81,8 +81,8 @@ func TestSubmitRunFollow(t *testing.T) {
 	}
 	for i, r := range got.requests {
 		want := record(r.Mode, i, r.Index, r.Warmup)
-		wantJSON, _ := encodeRecord(want)
-		gotJSON, _ := encodeRecord(r)
+		wantJSON, _ := report.MarshalLine(want)
+		gotJSON, _ := report.MarshalLine(r)
 		if !bytes.Equal(gotJSON, wantJSON) {
 			t.Errorf("record %d:\n got  %s\n want %s", i, gotJSON, wantJSON)
 		}

@@ -1,7 +1,6 @@
 package jobstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -337,7 +336,7 @@ func (s *Store) GPUSamples(ctx context.Context, since, until time.Time) ([]gpumo
 // PublishRequest publishes one finished request of job on its requests
 // subject, encoded exactly as requests.jsonl holds it.
 func (s *Store) PublishRequest(ctx context.Context, job string, r metrics.Request) error {
-	data, err := encodeRecord(r)
+	data, err := report.MarshalLine(r)
 	if err != nil {
 		return fmt.Errorf("jobstore: encoding request %d of job %s: %w", r.Index, job, err)
 	}
@@ -346,7 +345,7 @@ func (s *Store) PublishRequest(ctx context.Context, job string, r metrics.Reques
 
 // PublishSummary publishes the job's benchmark_results.json object.
 func (s *Store) PublishSummary(ctx context.Context, job string, res report.Results) error {
-	data, err := encodeRecord(res)
+	data, err := report.MarshalLine(res)
 	if err != nil {
 		return fmt.Errorf("jobstore: encoding the summary of job %s: %w", job, err)
 	}
@@ -364,17 +363,4 @@ func (s *Store) publish(ctx context.Context, subject string, data []byte) error 
 		return fmt.Errorf("jobstore: publishing on %s: %w", subject, err)
 	}
 	return nil
-}
-
-// encodeRecord marshals v on one line without HTML escaping, as the report
-// package writes requests.jsonl and the results files, so a record on the
-// stream is byte for byte a line of the file.
-func encodeRecord(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -109,6 +109,14 @@ func (r Results) MarshalJSON() ([]byte, error) {
 		newModeResult(r.Target), r.Comparison, r.gpu(), r.Dataset, warnings}, false)
 }
 
+// MarshalLine is v as one line of JSON (no newline) the way the results files and
+// requests.jsonl are written: without HTML escaping, so a record published on NATS or kept
+// for a rebuild is byte for byte what the files hold.
+func MarshalLine(v any) ([]byte, error) {
+	data, err := encodeJSON(v, false)
+	return bytes.TrimSuffix(data, []byte("\n")), err
+}
+
 // encodeJSON marshals v without json.Marshal's HTML escaping: the files are read by people and
 // tools, not embedded in web pages, and "temperature > 0" should read as written.
 func encodeJSON(v any, indent bool) ([]byte, error) {
