@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/controller"
+	"github.com/draftbench/draftbench/pkg/dataset"
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/jobstore"
@@ -191,14 +193,16 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 			OnRequest: func(_ string, r metrics.Request) { onRequest(r) },
 		}, job)
 	}
+	here := controllerFS{}
+	if here.host, err = os.Hostname(); err != nil || here.host == "" {
+		here.host = "(unnamed)"
+	}
+	if here.dir, err = os.Getwd(); err != nil {
+		here.dir = "(unknown: " + err.Error() + ")"
+	}
 	server, err := jobstore.NewServer(jobstore.ServerConfig{
 		Conn: nc, Store: store, Run: run, Workers: reg.Workers, Log: env.Logger,
-		Check: func(j *jobspec.Job) error {
-			if err := j.CheckPaths(jobspec.StatFunc(os.Stat)); err != nil {
-				return err
-			}
-			return jobrun.CheckTokenizers(j)
-		},
+		Check: func(j *jobspec.Job) error { return checkSubmitted(j, here) },
 	})
 	if err != nil {
 		return err
@@ -225,8 +229,40 @@ func serve(ctx context.Context, env *cli.Env, o serveOptions) error {
 	return nil
 }
 
-// waitForWorker holds a job until a worker is alive, so a job submitted
-// before the workers joined runs once they do instead of failing at once.
+// controllerFS is this host's file system as serve checks a submitted job's
+// paths with: its notes say where it looked, since the person who submitted
+// the job may be on another host, and relative paths are read from serve's
+// working folder.
+type controllerFS struct{ host, dir string }
+
+func (controllerFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
+
+func (c controllerFS) Note(path string) string {
+	if filepath.IsAbs(path) {
+		return "checked on the controller host " + c.host
+	}
+	return fmt.Sprintf("checked on the controller host %s, relative to serve's working folder %s", c.host, c.dir)
+}
+
+// checkSubmitted is what serve checks of a job before it accepts it, on
+// this host: the model folders, the tokenizers, and that a ShareGPT
+// dataset holds a usable prompt (read up to the first one, so a dump of
+// hundreds of MB does not hold the submission up), as validate does.
+func checkSubmitted(j *jobspec.Job, here controllerFS) error {
+	if err := j.CheckPaths(here); err != nil {
+		return err
+	}
+	if err := jobrun.CheckTokenizers(j); err != nil {
+		return err
+	}
+	if j.Dataset.Kind == jobspec.DatasetShareGPT {
+		if _, err := loadShareGPT(j, dataset.LoadOptions{Probe: true}, here.Note(j.Dataset.Dir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // reachable is url with an unspecified listen address (0.0.0.0, [::])
 // replaced by this host's name, which other hosts can dial.
 func reachable(url string) string {
@@ -240,6 +276,8 @@ func reachable(url string) string {
 	return url
 }
 
+// waitForWorker holds a job until a worker is alive, so a job submitted
+// before the workers joined runs once they do instead of failing at once.
 func waitForWorker(ctx context.Context, reg *cluster.Registry, limit time.Duration, url string, log interface {
 	Info(string, ...any)
 }) error {

@@ -65,7 +65,8 @@ func TestServeEndToEnd(t *testing.T) {
 	t.Run("a job the controller cannot run is refused with file:line", func(t *testing.T) {
 		res := invoke("submit", "testdata/serve-job.hcl", "--nats", url, "-var", "target=/no/such/model",
 			"-var", "drafter="+drafter, "-var", "out="+filepath.Join(out, "refused"))
-		want := `controller submit: error: testdata/serve-job.hcl:15,5: model.target.path "/no/such/model": it does not exist`
+		host, _ := os.Hostname()
+		want := `controller submit: error: testdata/serve-job.hcl:15,5: model.target.path "/no/such/model": it does not exist (checked on the controller host ` + host + `)`
 		if res.code != 1 || strings.TrimSpace(res.stderr) != want || res.stdout != "" {
 			t.Errorf("exit %d, stdout %q, stderr %q; want 1 and %q", res.code, res.stdout, res.stderr, want)
 		}
@@ -124,7 +125,9 @@ func TestServeEndToEnd(t *testing.T) {
 			want []string
 		}{
 			{[]string{"status"}, []string{"ID ", id + "  serve-test  succeeded", "speculative 4/4, target 4/4"}},
-			{[]string{"status", id[:8]}, []string{"Job:       " + id, "State:     succeeded", "Output:    " + filepath.Join(out, "first")}},
+			{[]string{"status", id[:8]}, []string{"Job:       " + id, "State:     succeeded", "Output:    " + filepath.Join(out, "first"),
+				// the headline numbers, from the summary in the results stream
+				"Requests:  speculative 4 completed, 0 failed; target 4 completed, 0 failed\n", "Speedup:   TPOT ", "Accepted:  ", "Lossless:  4 checked, 0 mismatched"}},
 			{[]string{"status", "workers"}, []string{"HOST ", "e2e-worker", "1 cpu"}},
 		} {
 			res := invoke(append(tc.args, "--nats", url)...)
@@ -589,6 +592,7 @@ func TestServeOnExternalNATS(t *testing.T) {
 	}{
 		{"with the token", []string{"--token", "s3cret"}, 0, "no jobs yet: submit one with `controller submit JOB.hcl`\n"},
 		{"without it", nil, 1, "controller status: error: the NATS server at " + s.url + " refused this client: give its --token (or $DRAFTBENCH_NATS_TOKEN), --nkey or --creds (nats: Authorization Violation)\n"},
+		{"a wrong one", []string{"--token", "guess"}, 1, "controller status: error: the NATS server at " + s.url + " refused the token given by --token: it is not the token the server was started with (nats: Authorization Violation)\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := invoke(append([]string{"status", "--nats", s.url}, tc.args...)...)
@@ -693,7 +697,9 @@ func TestFollowInterrupted(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		rest, _ := io.ReadAll(errR)
 		err = cmd.Wait()
-		want := "controller " + name + ": error: interrupted; job " + id[:8] + " goes on running: follow it with `controller tail " + id[:8] + "`, stop it with `controller cancel " + id[:8] + "`"
+		// The commands it suggests take the --nats this one was given.
+		want := "controller " + name + ": error: interrupted; job " + id[:8] + " goes on running: follow it with `controller tail " + id[:8] + " --nats " + s.url +
+			"`, stop it with `controller cancel " + id[:8] + " --nats " + s.url + "`"
 		if err == nil || !strings.Contains(string(rest), want) {
 			t.Errorf("%s: exit %v, stderr:\n%s\nwant %q", name, err, rest, want)
 		}

@@ -12,7 +12,9 @@ import (
 	"github.com/draftbench/draftbench/pkg/cli"
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/jobstore"
+	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 // timeLayout is how the tables show times, in the reader's time zone
@@ -61,7 +63,17 @@ beginning of one), that job's details; with "workers", the workers table.`,
 			if err != nil {
 				return err
 			}
-			return printJob(env.Stdout, st, time.Local)
+			// A job that ended has its headline numbers in the summary the
+			// controller published to its results stream; without one (the
+			// job ended before it had results, the stream dropped it) the
+			// status says what it knows.
+			var sum *report.Results
+			if jobstore.Final(st.State) {
+				if sum, err = client.Summary(ctx, id); err != nil {
+					env.Logger.Debug("no summary from the results stream", "job", id, "error", err)
+				}
+			}
+			return printJob(env.Stdout, st, sum, time.Local)
 		},
 	}
 }
@@ -122,7 +134,9 @@ func printJobs(w io.Writer, jobs []protocol.JobStatus, omitted int, loc *time.Lo
 	return tw.Flush()
 }
 
-func printJob(w io.Writer, st *protocol.JobStatus, loc *time.Location) error {
+// printJob prints one job's details; sum, when not nil, is the summary
+// its results stream holds, whose headline numbers follow.
+func printJob(w io.Writer, st *protocol.JobStatus, sum *report.Results, loc *time.Location) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	row := func(label, value string) {
 		if value != "" {
@@ -149,7 +163,63 @@ func printJob(w io.Writer, st *protocol.JobStatus, loc *time.Location) error {
 	}
 	row("Progress", progress(st.Progress))
 	row("Output", st.OutputDir)
+	if sum != nil {
+		row("Requests", requestCounts(sum))
+		if c := sum.Comparison; c != nil {
+			row("Speedup", fmt.Sprintf("TPOT %s (E2EL %s, output throughput %s)", times(c.SpeedupTPOT), times(c.SpeedupE2EL), times(c.SpeedupOutputThroughput)))
+		}
+		if s := sum.Speculative; s != nil && s.SpecStats != nil && s.AcceptanceRate != nil {
+			v := fmt.Sprintf("%.1f%% of the drafted tokens", 100**s.AcceptanceRate)
+			if s.MeanAcceptanceLength != nil {
+				v += fmt.Sprintf(" (mean acceptance length %.2f)", *s.MeanAcceptanceLength)
+			}
+			row("Accepted", v)
+		}
+		if c := sum.Comparison; c != nil {
+			row("Lossless", lossless(c.Lossless))
+		}
+	}
 	return tw.Flush()
+}
+
+// requestCounts reads "speculative 8 completed, 0 failed; target 7
+// completed, 1 failed" from a summary (cancelled requests when there are).
+func requestCounts(sum *report.Results) string {
+	var parts []string
+	for _, m := range []struct {
+		name string
+		s    *metrics.Summary
+	}{{"speculative", sum.Speculative}, {"target", sum.Target}} {
+		if m.s == nil {
+			continue
+		}
+		p := fmt.Sprintf("%s %d completed, %d failed", m.name, m.s.Completed, m.s.Failed)
+		if m.s.Cancelled > 0 {
+			p += fmt.Sprintf(", %d cancelled", m.s.Cancelled)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// times is a speedup ("1.85x"), or "n/a" when it was not measured.
+func times(v *float64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", *v)
+}
+
+// lossless reads "8 checked, 0 mismatched", or why nothing was checked.
+func lossless(l metrics.Lossless) string {
+	if l.Skipped != "" {
+		return "not checked: " + l.Skipped
+	}
+	s := fmt.Sprintf("%d checked, %d mismatched", l.Checked, l.Mismatched)
+	if l.Mismatched > 0 {
+		s += fmt.Sprintf(" (%d near-ties)", l.NearTies)
+	}
+	return s
 }
 
 func orDash(s string) string {

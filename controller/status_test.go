@@ -9,6 +9,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/metrics"
+	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/protocol"
 	"github.com/draftbench/draftbench/pkg/report"
 )
@@ -68,12 +69,52 @@ func TestPrintJobs(t *testing.T) {
 }
 
 func TestPrintJob(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	spec := &metrics.Summary{NumRequests: 8, Completed: 8, SpecStats: &metrics.SpecStats{AcceptanceRate: f(0.725), MeanAcceptanceLength: f(3.9)}}
+	target := &metrics.Summary{NumRequests: 8, Completed: 7, Failed: 1}
 	for _, tc := range []struct {
 		name string
 		st   protocol.JobStatus
+		sum  *report.Results
 		want string
 	}{
-		{"queued", protocol.JobStatus{JobID: jobB, Name: "rate", State: protocol.JobQueued, Submitted: t0, OutputDir: "/r/rate"}, "" +
+		{"succeeded, with its summary", protocol.JobStatus{JobID: jobA, Name: "quickstart", State: protocol.JobSucceeded,
+			Submitted: t0, Started: &t1, Finished: &t2, OutputDir: "/r/q",
+			Progress: []protocol.JobProgress{{Mode: "speculative", Completed: 8, Total: 8}, {Mode: "target", Completed: 7, Failed: 1, Total: 8}}},
+			&report.Results{Speculative: spec, Target: target,
+				Comparison: &metrics.Comparison{SpeedupTPOT: f(1.853), SpeedupE2EL: f(1.7), Lossless: metrics.Lossless{Checked: 7}}}, "" +
+				"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
+				"Name:      quickstart\n" +
+				"State:     succeeded\n" +
+				"Submitted: 2026-03-04 05:06:07\n" +
+				"Started:   2026-03-04 05:06:09\n" +
+				"Finished:  2026-03-04 05:07:22\n" +
+				"Duration:  1m13.25s\n" +
+				"Progress:  speculative 8/8, target 7/8 (1 failed)\n" +
+				"Output:    /r/q\n" +
+				"Requests:  speculative 8 completed, 0 failed; target 7 completed, 1 failed\n" +
+				"Speedup:   TPOT 1.85x (E2EL 1.70x, output throughput n/a)\n" +
+				"Accepted:  72.5% of the drafted tokens (mean acceptance length 3.90)\n" +
+				"Lossless:  7 checked, 0 mismatched\n"},
+		{"one mode, sampled", protocol.JobStatus{JobID: jobA, Name: "t", State: protocol.JobSucceeded, Submitted: t0, OutputDir: "/r/t"},
+			&report.Results{Target: target}, "" +
+				"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
+				"Name:      t\n" +
+				"State:     succeeded\n" +
+				"Submitted: 2026-03-04 05:06:07\n" +
+				"Output:    /r/t\n" +
+				"Requests:  target 7 completed, 1 failed\n"},
+		{"lossless check skipped", protocol.JobStatus{JobID: jobA, Name: "t", State: protocol.JobSucceeded, Submitted: t0},
+			&report.Results{Speculative: &metrics.Summary{Completed: 2, Cancelled: 1}, Target: &metrics.Summary{Completed: 2},
+				Comparison: &metrics.Comparison{Lossless: metrics.Lossless{Skipped: "sampling at temperature 0.8"}}}, "" +
+				"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
+				"Name:      t\n" +
+				"State:     succeeded\n" +
+				"Submitted: 2026-03-04 05:06:07\n" +
+				"Requests:  speculative 2 completed, 0 failed, 1 cancelled; target 2 completed, 0 failed\n" +
+				"Speedup:   TPOT n/a (E2EL n/a, output throughput n/a)\n" +
+				"Lossless:  not checked: sampling at temperature 0.8\n"},
+		{"queued", protocol.JobStatus{JobID: jobB, Name: "rate", State: protocol.JobQueued, Submitted: t0, OutputDir: "/r/rate"}, nil, "" +
 			"Job:       bbbbbbbb-0000-4000-8000-000000000002\n" +
 			"Name:      rate\n" +
 			"State:     queued\n" +
@@ -81,7 +122,7 @@ func TestPrintJob(t *testing.T) {
 			"Output:    /r/rate\n"},
 		{"cancelled", protocol.JobStatus{JobID: jobA, Name: "quickstart", State: protocol.JobCancelled, Error: "operator asked",
 			Submitted: t0, Started: &t1, Finished: &t2, OutputDir: "/r/q",
-			Progress: []protocol.JobProgress{{Mode: "speculative", Completed: 3, Total: 8}}}, "" +
+			Progress: []protocol.JobProgress{{Mode: "speculative", Completed: 3, Total: 8}}}, nil, "" +
 			"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
 			"Name:      quickstart\n" +
 			"State:     cancelled\n" +
@@ -94,7 +135,7 @@ func TestPrintJob(t *testing.T) {
 			"Output:    /r/q\n"},
 		{"waiting for a worker", protocol.JobStatus{JobID: jobB, Name: "rate", State: protocol.JobRunning, Submitted: t0, Started: &t1,
 			Waiting: "a worker to join (the job fails if none joins within 5m0s of its start)", OutputDir: "/r/rate",
-			Progress: []protocol.JobProgress{{Mode: "target", Total: 8}}}, "" +
+			Progress: []protocol.JobProgress{{Mode: "target", Total: 8}}}, nil, "" +
 			"Job:       bbbbbbbb-0000-4000-8000-000000000002\n" +
 			"Name:      rate\n" +
 			"State:     running, waiting for a worker to join (the job fails if none joins within 5m0s of its start)\n" +
@@ -104,7 +145,7 @@ func TestPrintJob(t *testing.T) {
 			"Output:    /r/rate\n"},
 		{"failed before writing anything", protocol.JobStatus{JobID: jobA, Name: "quickstart", State: protocol.JobFailed,
 			Error: "deploying the models: no worker", Submitted: t0, Started: &t1, Finished: &t2,
-			Progress: []protocol.JobProgress{{Mode: "speculative", Total: 8}}}, "" +
+			Progress: []protocol.JobProgress{{Mode: "speculative", Total: 8}}}, nil, "" +
 			"Job:       aaaaaaaa-0000-4000-8000-000000000001\n" +
 			"Name:      quickstart\n" +
 			"State:     failed\n" +
@@ -117,7 +158,7 @@ func TestPrintJob(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
-			if err := printJob(&b, &tc.st, time.UTC); err != nil {
+			if err := printJob(&b, &tc.st, tc.sum, time.UTC); err != nil {
 				t.Fatal(err)
 			}
 			if b.String() != tc.want {
@@ -232,5 +273,32 @@ func TestNothingMeasured(t *testing.T) {
 	res.Results.Target = &metrics.Summary{} // a mode that sent nothing (cut before it) is said by the warnings
 	if err := res.NothingMeasured(); err != nil {
 		t.Errorf("a mode without requests: %v", err)
+	}
+}
+
+// TestConnectionHint: the commands a message suggests carry the
+// connection flags that differ from the defaults, a token as a placeholder.
+func TestConnectionHint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nf   natsFlags
+		want string
+	}{
+		{"defaults", natsFlags{url: defaultNATS}, ""},
+		{"another server and a token", natsFlags{url: "nats://head:4222", token: "s3cret"}, " --nats nats://head:4222 --token …"},
+		{"a password in the URL", natsFlags{url: "nats://ctl:pw@head:4222"}, " --nats nats://ctl:xxxxx@head:4222"},
+		{"files", natsFlags{url: defaultNATS, nkey: "ctl.seed", tls: natsrv.TLSFlags{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "c.key"}},
+			" --nkey ctl.seed --tls-ca ca.pem --tls-cert c.pem --tls-key c.key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.nf.hint(); got != tc.want {
+				t.Errorf("hint() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	want := "interrupted; job 67e31249 goes on running: follow it with `controller tail 67e31249 --nats nats://head:4222 --token …`, " +
+		"stop it with `controller cancel 67e31249 --nats nats://head:4222 --token …`"
+	if err := interrupted("67e31249-0000-4000-8000-000000000000", &natsFlags{url: "nats://head:4222", token: "t"}); err.Error() != want {
+		t.Errorf("interrupted():\n%s\nwant\n%s", err, want)
 	}
 }

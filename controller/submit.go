@@ -69,7 +69,7 @@ ends and exits non-zero unless it succeeded.`,
 			})
 			if err != nil {
 				if ctx.Err() != nil {
-					return interrupted(reply.JobID)
+					return interrupted(reply.JobID, &nf)
 				}
 				return err
 			}
@@ -79,10 +79,35 @@ ends and exits non-zero unless it succeeded.`,
 }
 
 // interrupted is what a client following a job says when it is stopped:
-// the job itself goes on.
-func interrupted(jobID string) error {
-	return fmt.Errorf("interrupted; job %s goes on running: follow it with `controller tail %s`, stop it with `controller cancel %s`",
-		short(jobID), short(jobID), short(jobID))
+// the job itself goes on. The commands it suggests carry the connection
+// flags this one was given.
+func interrupted(jobID string, nf *natsFlags) error {
+	flags := nf.hint()
+	return fmt.Errorf("interrupted; job %s goes on running: follow it with `controller tail %s%s`, stop it with `controller cancel %s%s`",
+		short(jobID), short(jobID), flags, short(jobID), flags)
+}
+
+// hint gives back the connection flags that differ from the defaults, for
+// the commands a message suggests: the URL with its password hidden, "…"
+// for a token given on the command line (one from $DRAFTBENCH_NATS_TOKEN
+// is found there again), and the files as they were named.
+func (f *natsFlags) hint() string {
+	var b strings.Builder
+	if f.url != defaultNATS {
+		fmt.Fprintf(&b, " --nats %s", natsrv.Redact(f.url))
+	}
+	if f.token != "" {
+		b.WriteString(" --token …")
+	}
+	for _, kv := range [][2]string{{"--creds", f.creds}, {"--nkey", f.nkey}} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, " %s %s", kv[0], kv[1])
+		}
+	}
+	for _, a := range f.tls.Args() {
+		b.WriteString(" " + a)
+	}
+	return b.String()
 }
 
 // natsFlags are the connection flags of every client command.
@@ -117,26 +142,29 @@ func (f *natsFlags) client(env *cli.Env) (*jobstore.Client, func(), error) {
 	if f.token != "" && f.creds != "" {
 		return nil, nil, cli.Usagef("give --token or --creds, not both")
 	}
-	token := f.token
+	token, tokenFrom := f.token, "--token"
 	if token == "" && f.creds == "" {
-		token = env.Getenv(tokenEnv)
+		token, tokenFrom = env.Getenv(tokenEnv), "$"+tokenEnv
 	}
 	if f.nkey != "" {
 		token = ""
 	}
-	opts := natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, NKeySeedFile: f.nkey, Logger: env.Logger}
+	// The server refuses a request subject to a user without the rights
+	// only asynchronously: the client watches for it to fail at once.
+	denials := &natsrv.Denials{}
+	opts := natsrv.ConnectOptions{Name: "controller client", Token: token, CredsFile: f.creds, NKeySeedFile: f.nkey, Logger: env.Logger, Denials: denials}
 	f.tls.Apply(&opts)
 	nc, err := natsrv.Connect(f.url, opts)
 	if err != nil {
 		if cause := errors.Unwrap(err); cause != nil {
 			err = cause // natsrv's prefix repeats the URL
 		}
-		if natsrv.Refused(err) {
-			return nil, nil, fmt.Errorf("the NATS server at %s refused this client: give its --token (or $%s), --nkey or --creds (%w)", f.url, tokenEnv, err)
+		if why, _ := natsrv.Why(err, f.url, "this client", tokenFrom, opts); why != "" {
+			return nil, nil, fmt.Errorf("%s (%w)", why, err)
 		}
-		return nil, nil, fmt.Errorf("no NATS server answered at %s: is `controller serve` running? (%w)", f.url, err)
+		return nil, nil, fmt.Errorf("no NATS server answered at %s: is `controller serve` running? (%w)", natsrv.Redact(f.url), err)
 	}
-	return jobstore.NewClient(nc, protocol.Subjects{}, 0), nc.Close, nil
+	return jobstore.NewClient(nc, protocol.Subjects{}, 0).WithDenials(denials), nc.Close, nil
 }
 
 // jobEnd reports how a job ended: nothing when it succeeded, else an error

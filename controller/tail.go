@@ -39,12 +39,12 @@ the requests that finished before tail started (a replay of a finished job).`,
 				return err
 			}
 			defer done()
-			return tail(ctx, env, client, env.Args, fromStart)
+			return tail(ctx, env, client, env.Args, fromStart, &nf)
 		},
 	}
 }
 
-func tail(ctx context.Context, env *cli.Env, client *jobstore.Client, args []string, fromStart bool) error {
+func tail(ctx context.Context, env *cli.Env, client *jobstore.Client, args []string, fromStart bool, nf *natsFlags) error {
 	id, err := jobArg(ctx, client, args)
 	if err != nil {
 		return err
@@ -68,7 +68,7 @@ func tail(ctx context.Context, env *cli.Env, client *jobstore.Client, args []str
 	})
 	if err != nil {
 		if ctx.Err() != nil && !jobstore.Final(st.State) {
-			return interrupted(id)
+			return interrupted(id, nf)
 		}
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/draftbench/draftbench/pkg/agent"
@@ -55,18 +56,18 @@ func validateCmd() *cli.Command {
 			// The dataset is read too (not tokenized), so a malformed record
 			// is found here rather than in the run.
 			if job.Dataset.Kind == jobspec.DatasetShareGPT {
-				d, err := dataset.LoadShareGPT(job.Dataset.Dir, job.Dataset.Files, dataset.LoadOptions{})
+				d, err := loadShareGPT(job, dataset.LoadOptions{}, "")
 				if err != nil {
-					return job.Errorf("dataset.sharegpt.dir", "%w", err)
+					return err
 				}
 				job.Warnings = append(job.Warnings, d.Warnings()...)
 				st := d.Stats()
 				data = &st
 			}
 			if asJSON {
-				models := map[string]any{"target": plan.Target}
+				models := map[string]any{"target": planJSON(&plan.Target)}
 				if plan.Drafter != nil {
-					models["drafter"] = plan.Drafter
+					models["drafter"] = planJSON(plan.Drafter)
 				}
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
@@ -90,6 +91,20 @@ func validateCmd() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// loadShareGPT reads the job's ShareGPT files as the run does, an error
+// located at dataset.sharegpt.dir, with note (where the files were looked
+// for) after it when not empty.
+func loadShareGPT(job *jobspec.Job, opts dataset.LoadOptions, note string) (*dataset.Dataset, error) {
+	d, err := dataset.LoadShareGPT(job.Dataset.Dir, job.Dataset.Files, opts)
+	switch {
+	case err == nil:
+		return d, nil
+	case note != "":
+		return nil, job.Errorf("dataset.sharegpt.dir", "%w (%s)", err, note)
+	}
+	return nil, job.Errorf("dataset.sharegpt.dir", "%w", err)
 }
 
 // printSettings says what the knobs resolved to (variables, environment,
@@ -120,7 +135,7 @@ func printSettings(env *cli.Env, job *jobspec.Job) {
 }
 
 func printModelPlan(env *cli.Env, role, path, arch string, layers int, dtype string, p *placement.ModelPlan) {
-	fmt.Fprintf(env.Stdout, "%s: %s (%s, %d layers, dtype %s) on devices %v\n", role, path, arch, layers, dtype, p.Devices)
+	fmt.Fprintf(env.Stdout, "%s: %s (%s, %d layers, dtype %s) on devices %s\n", role, path, arch, layers, dtype, deviceList(p.Devices, deviceHosts(p)))
 	for i, s := range p.Stages {
 		host := s.Host
 		if host == "" {
@@ -128,6 +143,50 @@ func printModelPlan(env *cli.Env, role, path, arch string, layers int, dtype str
 		}
 		fmt.Fprintf(env.Stdout, "  stage %d: layers [%d,%d) on %s devices %v\n", i, s.Layers[0], s.Layers[1], host, s.Devices)
 	}
+}
+
+// modelPlanJSON is a model's plan as validate --json prints it: the plan's
+// own fields (DESIGN §2's contract) and, when placement.devices names
+// hosts, "hosts": the host of each entry of "devices", in the same order
+// (an index alone repeats across hosts).
+type modelPlanJSON struct {
+	*placement.ModelPlan
+	Hosts []string `json:"hosts,omitempty"`
+}
+
+func planJSON(p *placement.ModelPlan) modelPlanJSON {
+	return modelPlanJSON{ModelPlan: p, Hosts: deviceHosts(p)}
+}
+
+// deviceHosts is the host of each of p.Devices, read from the stages that
+// hold them; nil when no stage names a host.
+func deviceHosts(p *placement.ModelPlan) []string {
+	var hosts []string
+	var devs []int
+	named := false
+	for _, s := range p.Stages {
+		for _, d := range s.Devices {
+			hosts, devs = append(hosts, s.Host), append(devs, d)
+		}
+		named = named || s.Host != ""
+	}
+	if !named || !slices.Equal(devs, p.Devices) {
+		return nil
+	}
+	return hosts
+}
+
+// deviceList prints devices as fmt's %v does ("[0 1]"), each as host:index
+// when hosts are known ("[gpu-a:0 gpu-b:0]").
+func deviceList(devices []int, hosts []string) string {
+	parts := make([]string, len(devices))
+	for i, d := range devices {
+		parts[i] = strconv.Itoa(d)
+		if i < len(hosts) && hosts[i] != "" {
+			parts[i] = hosts[i] + ":" + parts[i]
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 // localDevices is what `controller run` offers the job on this machine when

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -22,6 +23,7 @@ import (
 
 type agentFlags struct {
 	nats, devices, name, prefix, token, creds string
+	tokenFrom                                 string // "--token" or "$DRAFTBENCH_NATS_TOKEN"
 	cpuDevices, threads                       int
 	heartbeat, gpuInterval                    time.Duration
 	tls                                       natsrv.TLSFlags
@@ -81,8 +83,9 @@ func runAgent(env *cli.Env, f agentFlags) error {
 	if err != nil {
 		return cli.Usagef("--prefix: %v", err)
 	}
+	f.tokenFrom = "--token"
 	if f.token == "" {
-		f.token = env.Getenv(agent.TokenEnv)
+		f.token, f.tokenFrom = env.Getenv(agent.TokenEnv), "$"+agent.TokenEnv
 	}
 	if f.token != "" && f.creds != "" {
 		return cli.Usagef("give --token or --creds, not both")
@@ -163,9 +166,14 @@ func connectAgent(ctx context.Context, f agentFlags, log hclog.Logger) (*nats.Co
 			return nc, nil
 		}
 		// A server that is not up yet is waited for; one that refuses the
-		// credentials will refuse them at every try.
-		if natsrv.Refused(err) {
-			return nil, fmt.Errorf("the NATS server at %s refused this worker: give its --token (or $%s), --nkey or --creds (%w)", natsrv.Redact(f.nats), agent.TokenEnv, err)
+		// credentials, or whose TLS does not fit this worker's, will do so
+		// at every try.
+		cause := err
+		if c := errors.Unwrap(err); c != nil {
+			cause = c // natsrv's prefix repeats the URL
+		}
+		if why, permanent := natsrv.Why(cause, f.nats, "this worker", f.tokenFrom, opts); permanent {
+			return nil, fmt.Errorf("%s (%w)", why, cause)
 		}
 		log.Info("waiting for NATS", "attempt", attempt, "retry_in", connectRetry, "error", err)
 		select {

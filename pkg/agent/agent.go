@@ -45,6 +45,11 @@ const (
 // worker lost); the worker then registers again.
 const UnknownWorker = protocol.UnknownWorker
 
+// HostTaken starts the Error of a registration refused for good: a live
+// worker holds this worker's host name (cluster.HostTaken, the controller's
+// side). Run then ends with the controller's reason instead of retrying.
+const HostTaken = "host name taken"
+
 // TokenEnv carries the NATS token to stage processes: the environment, not
 // the command line, which any user of the host can read.
 const TokenEnv = "DRAFTBENCH_NATS_TOKEN"
@@ -253,8 +258,9 @@ func (a *Agent) Stages() []protocol.StageStatus {
 // heartbeats, and registers again after a reconnect or when the controller
 // says it does not know the worker. When ctx ends it stops every stage and
 // returns nil; it stops them too and returns an error when the connection
-// closes for good (its reconnects ran out) or it cannot subscribe. An Agent
-// runs once.
+// closes for good (its reconnects ran out) or it cannot subscribe, and with
+// the controller's reason when the controller refuses the worker for good
+// (HostTaken: another live worker has its host name). An Agent runs once.
 func (a *Agent) Run(ctx context.Context) error {
 	if a.running.Swap(true) {
 		return errors.New("agent: Run called twice")
@@ -307,15 +313,23 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
+	var refused error
 	for ctx.Err() == nil && !nc.IsClosed() {
-		interval, ok := a.register(ctx)
+		interval, ok, err := a.register(ctx)
+		if err != nil {
+			refused = err
+			break
+		}
 		if !ok {
 			break
 		}
 		a.heartbeats(ctx, inbox, interval)
 	}
 	var err error
-	if ctx.Err() == nil {
+	switch {
+	case refused != nil:
+		err = refused
+	case ctx.Err() == nil:
 		err = errors.New("agent: the NATS connection closed for good")
 	}
 
@@ -344,8 +358,9 @@ func (a *Agent) requestRegistration(reason string) {
 
 // register sends the Registration until the controller accepts it, backing
 // off between tries, and returns the heartbeat interval to use. It returns
-// false when ctx ends or the connection closes first.
-func (a *Agent) register(ctx context.Context) (time.Duration, bool) {
+// false when ctx ends or the connection closes first, and an error when the
+// controller refuses the worker for good (HostTaken).
+func (a *Agent) register(ctx context.Context) (time.Duration, bool, error) {
 	select { // a request made before this registration is answered by it
 	case <-a.reregister:
 	default:
@@ -356,10 +371,14 @@ func (a *Agent) register(ctx context.Context) (time.Duration, bool) {
 		if err == nil {
 			interval := min(a.cfg.Heartbeat, rep.HeartbeatInterval())
 			a.log.Info("registered", "host", a.cfg.Name, "devices", len(a.cfg.Devices), "heartbeat", interval)
-			return interval, true
+			return interval, true, nil
 		}
 		if ctx.Err() != nil || a.cfg.Conn.IsClosed() {
-			return 0, false
+			return 0, false, nil
+		}
+		var r *refusal
+		if errors.As(err, &r) && strings.HasPrefix(r.reason, HostTaken) {
+			return 0, false, err
 		}
 		log := a.log.Info
 		if errors.Is(err, errRefused) { // the controller's answer, not its absence: worth a warning
@@ -368,7 +387,7 @@ func (a *Agent) register(ctx context.Context) (time.Duration, bool) {
 		log("waiting for the controller", "attempt", attempt, "retry_in", backoff, "error", err)
 		select {
 		case <-ctx.Done():
-			return 0, false
+			return 0, false, nil
 		case <-a.cfg.Clock.After(backoff):
 		}
 		backoff = min(2*backoff, registerBackoffMax)
@@ -377,6 +396,12 @@ func (a *Agent) register(ctx context.Context) (time.Duration, bool) {
 
 // errRefused is a registration the controller answered with an error.
 var errRefused = errors.New("the controller refused the registration")
+
+// refusal is the controller's error answer to a registration (errRefused).
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string        { return errRefused.Error() + ": " + r.reason }
+func (r *refusal) Is(target error) bool { return target == errRefused }
 
 func (a *Agent) sendRegistration(ctx context.Context, data []byte) (*protocol.RegisterReply, error) {
 	subject := a.cfg.Subjects.WorkersRegister()
@@ -391,7 +416,7 @@ func (a *Agent) sendRegistration(ctx context.Context, data []byte) (*protocol.Re
 		return nil, fmt.Errorf("registering on %s: %w", subject, err)
 	}
 	if rep.Error != "" {
-		return nil, fmt.Errorf("%w: %s", errRefused, rep.Error)
+		return nil, &refusal{reason: rep.Error}
 	}
 	return rep, nil
 }

@@ -171,26 +171,49 @@ func TestHostNameTaken(t *testing.T) {
 		}
 		return rep.Error
 	}
-	if got, want := try(), `the host name "gpu-a" is taken by worker `+first+`, which is alive: give each worker its own --name`; got != want {
+	// The first may be a crashed process the second replaces: until it
+	// has been heard from again, the refusal is not final.
+	clock.Add(500 * time.Millisecond)
+	if got, want := try(), `the host name "gpu-a" is held by worker `+first+`, last heard from 500ms ago: waiting to see whether it is gone (a worker silent for 3s is lost)`; got != want {
 		t.Errorf("second worker on gpu-a: %q, want %q", got, want)
+	}
+	if got := try(); strings.HasPrefix(got, HostTaken) {
+		t.Errorf("refused for good while the holder is silent: %q", got)
+	}
+	// A heartbeat of the first after the second's first try: it is alive.
+	beat := func(id string) *protocol.Ack {
+		t.Helper()
+		hb, err := protocol.Encode(&protocol.Heartbeat{WorkerID: id, Host: "gpu-a", Sent: clock.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := nc.Request(subj.WorkerHeartbeat(id), hb, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ack protocol.Ack
+		if err := protocol.Decode(msg.Data, &ack); err != nil {
+			t.Fatal(err)
+		}
+		return &ack
+	}
+	clock.Add(500 * time.Millisecond)
+	beat(first)
+	if got, want := try(), `host name taken: "gpu-a" belongs to worker `+first+`, which is alive (it sent a heartbeat after this worker first asked): give each worker its own --name`; got != want {
+		t.Errorf("second worker on gpu-a once the first beat: %q, want %q", got, want)
 	}
 	clock.Add(4 * time.Second)
 	reg.Check() // the first is lost
 	if got := try(); got != "" {
 		t.Errorf("after the first was lost: %q, want success", got)
 	}
+	// The lost worker is replaced, not listed beside its successor.
+	if ws := reg.Workers(); len(ws) != 1 || ws[0].ID != second || ws[0].Lost {
+		t.Errorf("workers after the replacement: %+v, want only %s, alive", ws, second)
+	}
 	// The first comes back: it is told to register again (and would be refused).
-	hb, err := protocol.Encode(&protocol.Heartbeat{WorkerID: first, Host: "gpu-a", Sent: clock.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := nc.Request(subj.WorkerHeartbeat(first), hb, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ack protocol.Ack
-	if err := protocol.Decode(msg.Data, &ack); err != nil || !strings.HasPrefix(ack.Error, protocol.UnknownWorker) {
-		t.Errorf("the first worker back: %+v, %v; want %s", ack, err, protocol.UnknownWorker)
+	if ack := beat(first); !strings.HasPrefix(ack.Error, protocol.UnknownWorker) {
+		t.Errorf("the first worker back: %+v; want %s", ack, protocol.UnknownWorker)
 	}
 	hosts := 0
 	for _, w := range reg.Alive() {

@@ -37,7 +37,19 @@ type Worker struct {
 	GPUMonitor string `json:"gpu_monitor,omitempty"`
 	// CUDAModes are the CUDA backend's opt-in modes of its GPU stages.
 	CUDAModes []string `json:"cuda_modes,omitempty"`
+	// heard is when the worker itself last spoke (registered or sent a
+	// heartbeat); LastSeen also moves when the controller reconnects.
+	heard time.Time
 }
+
+// HostTaken starts the Error of a RegisterReply that refuses a worker for
+// good: its host name belongs to a live worker, one that has sent a
+// heartbeat since this worker first asked. The worker gives up on it (its
+// twin in pkg/agent is agent.HostTaken). While the holder has been silent
+// since, it may be the crashed process this worker replaces: the refusal
+// then says so without this prefix, and the worker tries again until the
+// holder is lost and the name is free.
+const HostTaken = "host name taken"
 
 // RunningStages counts the worker's stages that are starting or serving.
 // Its heartbeats also list the stages that failed or exited until the
@@ -94,6 +106,9 @@ type Registry struct {
 	// orphans when each unowned one was last reported.
 	owned   map[string]bool
 	orphans map[string]time.Time
+	// refused holds when each worker's registration was first refused for a
+	// host name that another held.
+	refused map[string]time.Time
 }
 
 // hostTaken reports whether a live worker other than w holds w's host name.
@@ -146,6 +161,16 @@ func (r *Registry) orphansOf(stages []protocol.StageStatus, now time.Time) []str
 	return out
 }
 
+// forgetRefusals drops the first refusals of workers that stopped asking
+// long ago. The caller holds r.mu.
+func (r *Registry) forgetRefusals(now time.Time) {
+	for id, first := range r.refused {
+		if now.Sub(first) > time.Hour {
+			delete(r.refused, id)
+		}
+	}
+}
+
 // NewRegistry starts answering registrations and reading heartbeats.
 func NewRegistry(nc *nats.Conn, subj protocol.Subjects, opt Options) (*Registry, error) {
 	if opt.Heartbeat <= 0 {
@@ -161,7 +186,8 @@ func NewRegistry(nc *nats.Conn, subj protocol.Subjects, opt Options) (*Registry,
 		opt.Connected = nc.IsConnected
 	}
 	r := &Registry{nc: nc, subj: subj, opt: opt, workers: map[string]*Worker{}, changed: make(chan struct{}),
-		lostFns: map[int]func(Worker){}, owned: map[string]bool{}, orphans: map[string]time.Time{}}
+		lostFns: map[int]func(Worker){}, owned: map[string]bool{}, orphans: map[string]time.Time{},
+		refused: map[string]time.Time{}}
 	sub, err := nc.Subscribe(subj.WorkersRegister(), r.onRegister)
 	if err != nil {
 		return nil, err
@@ -198,7 +224,8 @@ func (r *Registry) onRegister(m *nats.Msg) {
 		r.mu.Lock()
 		// Host names address devices (placement.devices "gpu-1:0"): two
 		// live workers may not share one. A worker restarted under its old
-		// name gets in once the old one has left or is lost.
+		// name gets in once the old one has left or is lost; one whose name
+		// a worker that still sends heartbeats holds is refused for good.
 		var taken *Worker
 		for _, o := range r.workers {
 			if o.Host == reg.Host && o.ID != reg.WorkerID && !o.Lost {
@@ -206,17 +233,44 @@ func (r *Registry) onRegister(m *nats.Msg) {
 			}
 		}
 		if taken != nil {
+			first, seen := r.refused[reg.WorkerID]
+			if !seen {
+				first = now
+				r.refused[reg.WorkerID] = now
+			}
+			r.forgetRefusals(now)
 			r.mu.Unlock()
-			reply = &protocol.RegisterReply{Error: fmt.Sprintf("the host name %q is taken by worker %s, which is alive: give each worker its own --name", reg.Host, taken.ID)}
-			r.opt.Log.Warn("registration refused: host name taken", "worker", reg.WorkerID, "host", reg.Host, "taken_by", taken.ID)
+			if seen && taken.heard.After(first) {
+				reply.Error = fmt.Sprintf("%s: %q belongs to worker %s, which is alive (it sent a heartbeat after this worker first asked): give each worker its own --name",
+					HostTaken, reg.Host, taken.ID)
+				r.opt.Log.Warn("registration refused: host name taken", "worker", reg.WorkerID, "host", reg.Host, "taken_by", taken.ID)
+			} else {
+				reply.Error = fmt.Sprintf("the host name %q is held by worker %s, last heard from %s ago: waiting to see whether it is gone (a worker silent for %s is lost)",
+					reg.Host, taken.ID, now.Sub(taken.heard).Round(time.Millisecond), 3*r.opt.Heartbeat)
+				r.opt.Log.Info("registration deferred: host name held", "worker", reg.WorkerID, "host", reg.Host, "held_by", taken.ID)
+			}
 		} else {
+			delete(r.refused, reg.WorkerID)
 			w := &Worker{ID: reg.WorkerID, Host: reg.Host, Devices: reg.Devices, Version: reg.BuildVersion, Joined: now, LastSeen: now,
-				GPUMonitor: reg.GPUMonitor, CUDAModes: reg.CUDAModes}
+				GPUMonitor: reg.GPUMonitor, CUDAModes: reg.CUDAModes, heard: now}
 			_, again := r.workers[reg.WorkerID]
 			r.workers[reg.WorkerID] = w
+			// A lost worker of the same name is replaced: the table shows
+			// the host once. Should it come back, it is told it is unknown
+			// and its registration says why it cannot get in.
+			var replaced []string
+			for id, o := range r.workers {
+				if o.Host == reg.Host && id != reg.WorkerID && o.Lost {
+					delete(r.workers, id)
+					replaced = append(replaced, id)
+				}
+			}
 			r.notify()
 			r.mu.Unlock()
 			r.opt.Log.Info("worker registered", "worker", reg.WorkerID, "host", reg.Host, "devices", len(reg.Devices), "again", again)
+			for _, id := range replaced {
+				r.opt.Log.Info("lost worker replaced", "worker", id, "host", reg.Host, "by", reg.WorkerID)
+			}
 		}
 	}
 	if m.Reply != "" {
@@ -253,6 +307,7 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 		return
 	}
 	w.LastSeen = r.opt.Now()
+	w.heard = w.LastSeen
 	w.Stages = hb.Stages
 	if r.opt.OnOrphans != nil && !hb.Leaving {
 		if orphans := r.orphansOf(hb.Stages, w.LastSeen); len(orphans) > 0 {

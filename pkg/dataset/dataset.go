@@ -148,6 +148,7 @@ type Dataset struct {
 	records  []record
 	stats    Stats
 	warnings []string
+	probe    bool // LoadOptions.Probe: reading stops at the first usable record
 }
 
 // Len is the number of usable records loaded.

@@ -21,6 +21,13 @@ type LoadOptions struct {
 	// MaxRecordBytes bounds one JSONL line; longer lines are skipped as record_too_large.
 	// 0 means DefaultMaxRecordBytes.
 	MaxRecordBytes int
+	// Probe stops reading at the first usable record (each later file is
+	// still opened, and its first bytes read): enough to tell whether the
+	// files hold prompts at all, without reading a dump of hundreds of MB.
+	// The errors are those of a full load when nothing usable is found;
+	// the Dataset it returns holds the records read so far, and Stats and
+	// Warnings describe only what was read.
+	Probe bool
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -38,7 +45,7 @@ func LoadShareGPT(dir string, files []string, opts LoadOptions) (*Dataset, error
 	if maxRec <= 0 {
 		maxRec = DefaultMaxRecordBytes
 	}
-	d := &Dataset{stats: newStats("sharegpt")}
+	d := &Dataset{stats: newStats("sharegpt"), probe: opts.Probe}
 	var tried []string
 	for _, name := range files {
 		path := name
@@ -80,6 +87,9 @@ func LoadShareGPT(dir string, files []string, opts LoadOptions) (*Dataset, error
 	return d, nil
 }
 
+// probed reports that a probe (LoadOptions.Probe) has found what it looks for.
+func (d *Dataset) probed() bool { return d.probe && len(d.records) > 0 }
+
 // readShareGPT reads one file; name is how sources and locations refer to it.
 func (d *Dataset) readShareGPT(r io.Reader, name string, maxRec int) error {
 	br := bufio.NewReaderSize(r, 1<<20)
@@ -116,6 +126,9 @@ func (d *Dataset) readShareGPT(r io.Reader, name string, maxRec int) error {
 func (d *Dataset) readJSONL(br *bufio.Reader, name string, line, maxRec int) error {
 	var buf []byte
 	for ; ; line++ {
+		if d.probed() {
+			return nil
+		}
 		rec, tooLong, err := readLine(br, maxRec, buf[:0])
 		buf = rec
 		if tooLong {
@@ -166,6 +179,9 @@ func (d *Dataset) readArray(br *bufio.Reader, name string, line int) error {
 		return err
 	}
 	for dec.More() {
+		if d.probed() {
+			return nil
+		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			var se *json.SyntaxError

@@ -220,6 +220,10 @@ func TestLoadShareGPTErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("LoadShareGPT returned %d records and no error", d.Len())
 			}
+			// A probe fails with the same words.
+			if _, perr := LoadShareGPT(tt.dir, tt.files, LoadOptions{Probe: true}); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("probe: %v\nwant the full load's %v", perr, err)
+			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 				t.Errorf("error %v is not %v", err, tt.wantIs)
 			}
@@ -373,5 +377,24 @@ func TestReadLine(t *testing.T) {
 				t.Errorf("lines %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestLoadShareGPTProbe: a probe stops at the first usable record, yet
+// still opens every file listed.
+func TestLoadShareGPTProbe(t *testing.T) {
+	d, err := LoadShareGPT("testdata", []string{"broken.jsonl", "array.json", "awkward.jsonl"}, LoadOptions{Probe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := LoadShareGPT("testdata", []string{"broken.jsonl", "array.json", "awkward.jsonl"}, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Len() != 1 || full.Len() <= 1 {
+		t.Errorf("probe read %d records, the full load %d; want 1 and more", d.Len(), full.Len())
+	}
+	if _, err := LoadShareGPT(".", []string{filepath.Join("testdata", "array.json"), "testdata"}, LoadOptions{Probe: true}); err == nil || !strings.Contains(err.Error(), "reading testdata") {
+		t.Errorf("probe with a folder listed after a good file: %v, want the folder's read error", err)
 	}
 }

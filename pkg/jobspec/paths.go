@@ -16,6 +16,15 @@ type Stater interface {
 	Stat(name string) (fs.FileInfo, error)
 }
 
+// Noter is a Stater that says where it looked: CheckPaths adds its note
+// for a path to each problem with that path. `controller serve` checks a
+// submitted job's paths on its own host, relative to its own working
+// folder, which the user reading the error may not have in mind.
+type Noter interface {
+	Stater
+	Note(path string) string
+}
+
 // StatFunc adapts a function such as os.Stat to Stater.
 type StatFunc func(name string) (fs.FileInfo, error)
 
@@ -29,8 +38,15 @@ func (f StatFunc) Stat(name string) (fs.FileInfo, error) { return f(name) }
 // error is an *Error with every problem, located in the job file.
 func (j *Job) CheckPaths(fsys Stater) error {
 	var diags hcl.Diagnostics
-	add := func(field, format string, args ...any) {
-		diags = append(diags, errorf(j.rangeOf(field), format, args...))
+	noter, _ := fsys.(Noter)
+	add := func(field, p, format string, args ...any) {
+		d := errorf(j.rangeOf(field), format, args...)
+		if noter != nil {
+			if note := noter.Note(p); note != "" {
+				d.Summary += " (" + note + ")"
+			}
+		}
+		diags = append(diags, d)
 	}
 	for _, x := range j.roleModels() {
 		if x.role == RoleDrafter && !j.Modes.Speculative {
@@ -41,15 +57,15 @@ func (j *Job) CheckPaths(fsys Stater) error {
 		info, err := fsys.Stat(dir)
 		switch {
 		case err != nil:
-			add(key, "%s %q: %s", key, x.m.Path, reason(err))
+			add(key, x.m.Path, "%s %q: %s", key, x.m.Path, reason(err))
 			continue
 		case !info.IsDir():
-			add(key, "%s %q is a file; it must be a Hugging Face model folder", key, x.m.Path)
+			add(key, x.m.Path, "%s %q is a file; it must be a Hugging Face model folder", key, x.m.Path)
 			continue
 		}
 		cfg := path.Join(dir, "config.json")
 		if _, err := fsys.Stat(cfg); err != nil {
-			add(key, "%s %q has no config.json (%s); is it a Hugging Face model folder?", key, x.m.Path, reason(err))
+			add(key, x.m.Path, "%s %q has no config.json (%s); is it a Hugging Face model folder?", key, x.m.Path, reason(err))
 		}
 	}
 
@@ -58,9 +74,9 @@ func (j *Job) CheckPaths(fsys Stater) error {
 		info, err := fsys.Stat(path.Clean(ds.Dir))
 		switch {
 		case err != nil:
-			add(key, "%s %q: %s", key, ds.Dir, reason(err))
+			add(key, ds.Dir, "%s %q: %s", key, ds.Dir, reason(err))
 		case !info.IsDir():
-			add(key, "%s %q is a file; it must be the folder holding %s", key, ds.Dir, strings.Join(ds.Files, ", "))
+			add(key, ds.Dir, "%s %q is a file; it must be the folder holding %s", key, ds.Dir, strings.Join(ds.Files, ", "))
 		default:
 			found := false
 			for _, f := range ds.Files {
@@ -70,7 +86,7 @@ func (j *Job) CheckPaths(fsys Stater) error {
 				}
 			}
 			if !found {
-				add(key, "%s %q holds none of %s; name the files it holds with files = [...] (JSON arrays or JSONL, such as vLLM's ShareGPT_V3_unfiltered_cleaned_split.json)",
+				add(key, ds.Dir, "%s %q holds none of %s; name the files it holds with files = [...] (JSON arrays or JSONL, such as vLLM's ShareGPT_V3_unfiltered_cleaned_split.json)",
 					key, ds.Dir, strings.Join(ds.Files, ", "))
 			}
 		}

@@ -65,3 +65,25 @@ func TestCheckPaths(t *testing.T) {
 		})
 	}
 }
+
+// notingFS says where it looked, as serve's does.
+type notingFS struct{ fstest.MapFS }
+
+func (notingFS) Note(p string) string { return "looked for " + p + " on host-1" }
+
+// TestCheckPathsNotes: a Stater that says where it looked has its note
+// added to every problem with a path.
+func TestCheckPathsNotes(t *testing.T) {
+	fsys := notingFS{fstest.MapFS{"models/drafter/config.json": {Data: []byte("{}")}}}
+	job, err := parseFixture(t, "valid/paths.hcl", Config{Vars: []string{"target=models/absent", "sharegpt=nowhere"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`paths.hcl:16,5: model.target.path "models/absent": it does not exist (looked for models/absent on host-1)`,
+		`paths.hcl:22,5: dataset.sharegpt.dir "nowhere": it does not exist (looked for nowhere on host-1)`,
+	}
+	if got := errorLines(t, job.CheckPaths(fsys)); !reflect.DeepEqual(got, want) {
+		t.Errorf("errors\n got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -14,7 +14,9 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/jobspec"
+	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 // DefaultRequestTimeout bounds one request to the controller.
@@ -29,6 +31,7 @@ type Client struct {
 	nc      *nats.Conn
 	subj    protocol.Subjects
 	timeout time.Duration
+	denials *natsrv.Denials
 }
 
 // NewClient talks to the controller serving subj on nc; timeout bounds
@@ -40,15 +43,46 @@ func NewClient(nc *nats.Conn, subj protocol.Subjects, timeout time.Duration) *Cl
 	return &Client{nc: nc, subj: subj, timeout: timeout}
 }
 
+// WithDenials makes the client's requests end at once when the server
+// refuses this connection their subject (d must be the ConnectOptions.Denials
+// of the client's connection): the server says so only asynchronously, and
+// the request would otherwise wait for its timeout and read as "no
+// controller answered".
+func (c *Client) WithDenials(d *natsrv.Denials) *Client {
+	c.denials = d
+	return c
+}
+
+// roleHint follows a permissions violation on a request subject: what the
+// client commands need of their NATS user (docs/deploy.md, Security).
+const roleHint = `these credentials lack the controller role, which the client commands (submit, tail, status, cancel) need: ` +
+	`connect as a user whose entry in serve's --users file has "role": "controller" (with docker/nats.conf, the controller user)`
+
 // request sends body to subject and returns the answer, turning "nobody
 // listens" and "nobody answered" into the one error users need to read.
 func (c *Client) request(ctx context.Context, subject string, body []byte) ([]byte, error) {
-	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	dctx, deny := context.WithCancelCause(ctx)
+	defer deny(nil)
+	rctx, cancel := context.WithTimeout(dctx, c.timeout)
 	defer cancel()
+	if c.denials != nil {
+		refused, stop := c.denials.Watch(subject)
+		defer stop()
+		go func() {
+			select {
+			case pe := <-refused:
+				deny(pe)
+			case <-rctx.Done():
+			}
+		}()
+	}
 	m, err := c.nc.RequestWithContext(rctx, subject, body)
+	var pe *natsrv.PermissionError
 	switch {
 	case err == nil:
 		return m.Data, nil
+	case errors.As(context.Cause(dctx), &pe):
+		return nil, fmt.Errorf("%w: %s", pe, roleHint)
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
@@ -218,4 +252,41 @@ func (c *Client) Follow(ctx context.Context, job string, opt FollowOptions, fn f
 		return nil, err
 	}
 	return Follow(ctx, js, c.subj, job, opt, fn)
+}
+
+// Summary is the summary the controller published for job when it ended
+// (its benchmark_results.json), read from the results stream: nil when the
+// stream holds none (the job ended before it had results, or the stream's
+// limits dropped them).
+func (c *Client) Summary(ctx context.Context, job string) (*report.Results, error) {
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	subject := c.subj.ResultsSummary(job)
+	name, err := js.StreamNameBySubject(ctx, subject)
+	if err != nil {
+		return nil, fmt.Errorf("no JetStream stream captures %s on this server: %w", subject, err)
+	}
+	stream, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", name, err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from stream %s: %w", subject, name, err)
+	}
+	if err := protocol.CheckRecordVersion(msg.Header); err != nil {
+		return nil, fmt.Errorf("the summary of job %s: %w", job, err)
+	}
+	ev := Event{}
+	if err := decodeEvent(c.subj, job, subject, msg.Data, &ev); err != nil {
+		return nil, err
+	}
+	return ev.Summary, nil
 }

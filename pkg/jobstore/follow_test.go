@@ -6,8 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/draftbench/draftbench/pkg/controller"
+	"github.com/draftbench/draftbench/pkg/jobspec"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 // A follower that joins a running job sees what was stored as Stored and
@@ -108,5 +111,37 @@ func TestFollowWithoutStream(t *testing.T) {
 	_, err := NewClient(nc, protocol.Subjects{}, 0).Follow(testContext(t), idA, FollowOptions{}, func(Event) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "no JetStream stream captures draftbench.results."+idA+".> on this server") {
 		t.Fatalf("Follow() error = %v", err)
+	}
+}
+
+// TestClientSummary: the summary a client reads back for a job is the last
+// one the controller published for it; none before it published one.
+func TestClientSummary(t *testing.T) {
+	nc := connect(t, startNATS(t, "").ClientURL())
+	store := openStore(t, nc)
+	ctx := testContext(t)
+	client := NewClient(nc, protocol.Subjects{}, 0)
+	if got, err := client.Summary(ctx, idA); got != nil || err != nil {
+		t.Fatalf("Summary() before any = %+v, %v; want nil, nil", got, err)
+	}
+	job := &controller.Job{ID: idA, Spec: &jobspec.Job{Name: "summary", Modes: jobspec.Modes{Speculative: true, TargetAR: true}}}
+	recs := []metrics.Request{record(metrics.ModeSpeculative, 0, 0, false), record(metrics.ModeTarget, 0, 0, false)}
+	res := results(job, recs)
+	if err := store.PublishRequest(ctx, idA, recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PublishSummary(ctx, idA, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PublishSummary(ctx, idB, report.Results{Job: report.Job{ID: idB}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.Summary(ctx, idA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Job.ID != idA || got.Speculative == nil || got.Speculative.Completed != 1 || got.Comparison == nil ||
+		got.Comparison.Lossless.Checked != res.Comparison.Lossless.Checked {
+		t.Errorf("Summary() = %+v, want the published summary of %s", got, idA)
 	}
 }

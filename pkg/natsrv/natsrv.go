@@ -264,6 +264,10 @@ type ConnectOptions struct {
 	Timeout time.Duration
 	// Logger receives disconnect, reconnect and asynchronous errors (nil: discarded).
 	Logger hclog.Logger
+	// Denials, when set, receives the server's permission violations: one
+	// that a watcher waits for goes to it (and to the log at debug level
+	// only), so a client can fail at once with its own words.
+	Denials *Denials
 	// InProcess connects to this embedded server in process, without a
 	// socket: no TLS (the server accepts it in process even when it
 	// requires TLS of network clients), so a server listening on 0.0.0.0
@@ -320,6 +324,10 @@ func Connect(url string, opts ConnectOptions) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted()) }),
 		nats.ClosedHandler(func(*nats.Conn) { log.Debug("NATS connection closed") }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if pe := ParsePermissionError(err); pe != nil && opts.Denials != nil && opts.Denials.deliver(pe) {
+				log.Debug("NATS permissions violation", "op", pe.Op, "subject", pe.Subject)
+				return
+			}
 			subject := ""
 			if sub != nil {
 				subject = sub.Subject

@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	ctlcluster "github.com/draftbench/draftbench/pkg/cluster"
+	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/protocol"
+)
+
+// holder registers a worker on host with the controller's registry by hand
+// and, while beat is true, heartbeats for it every 50 ms until the test ends.
+func holder(t *testing.T, url string, host string, beat bool) string {
+	t.Helper()
+	nc := connect(t, url, "holder", "")
+	var subj protocol.Subjects
+	id := uuid.NewString()
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: host, BuildVersion: "test", Devices: CPUDevices(1, 1<<30)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := nc.Request(subj.WorkersRegister(), data, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep protocol.RegisterReply
+	if err := protocol.Decode(msg.Data, &rep); err != nil || rep.Error != "" {
+		t.Fatalf("registering the holder: %+v %v", rep, err)
+	}
+	if !beat {
+		return id
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			hb, _ := protocol.Encode(&protocol.Heartbeat{WorkerID: id, Host: host, Sent: time.Now()})
+			_ = nc.Publish(subj.WorkerHeartbeat(id), hb)
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return id
+}
+
+// registry runs the controller's worker registry, heartbeats every 100 ms.
+func registry(t *testing.T, url string) *ctlcluster.Registry {
+	t.Helper()
+	reg, err := ctlcluster.NewRegistry(connect(t, url, "controller", ""), protocol.Subjects{}, ctlcluster.Options{Heartbeat: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go reg.Watch(ctx)
+	t.Cleanup(func() { cancel(); reg.Close() })
+	return reg
+}
+
+// TestHostNameTakenEndsTheAgent: a second worker started under the host
+// name of a live one ends with the controller's reason instead of retrying
+// for ever; one that takes over from a crashed worker (silent, not yet
+// lost) waits until the controller has lost it and gets in.
+func TestHostNameTakenEndsTheAgent(t *testing.T) {
+	if HostTaken != ctlcluster.HostTaken {
+		t.Fatalf("agent.HostTaken %q differs from cluster.HostTaken %q", HostTaken, ctlcluster.HostTaken)
+	}
+	t.Run("the holder is alive", func(t *testing.T) {
+		url := startServer(t, natsrv.Options{}).ClientURL()
+		registry(t, url)
+		first := holder(t, url, "hostA", true)
+		log, _ := testLogger(t)
+		a, err := New(Config{Conn: connect(t, url, "second", ""), Name: "hostA", Devices: CPUDevices(1, 1<<30), Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.Run(context.Background()) }()
+		select {
+		case err := <-done:
+			want := `the controller refused the registration: host name taken: "hostA" belongs to worker ` + first + `, which is alive`
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("Run() = %v, want an error starting %q", err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the second worker on hostA still runs after 10 s")
+		}
+	})
+	t.Run("the holder crashed", func(t *testing.T) {
+		url := startServer(t, natsrv.Options{}).ClientURL()
+		reg := registry(t, url)
+		crashed := holder(t, url, "hostA", false)
+		log, _ := testLogger(t)
+		a, err := New(Config{Conn: connect(t, url, "restarted", ""), Name: "hostA", Devices: CPUDevices(1, 1<<30), Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runAgent(t, a)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			alive := reg.Alive()
+			if len(alive) == 1 && alive[0].ID == a.ID() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the restarted worker did not get hostA; workers %+v", reg.Workers())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// The crashed worker it replaced is no longer listed (status workers).
+		for _, w := range reg.Workers() {
+			if w.ID == crashed {
+				t.Errorf("the replaced worker %s is still listed: %+v", crashed, w)
+			}
+		}
+	})
+}
