@@ -219,7 +219,7 @@ func (r *Result) NothingMeasured() error {
 func LockOutput(dir string) (*dirlock.Lock, error) {
 	lock, err := dirlock.Take(dir, report.FileLock)
 	if errors.Is(err, dirlock.ErrHeld) {
-		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own --out or output_dir", dir, err)
+		return nil, fmt.Errorf("the output folder %s is %w, writing another run's results: give this run its own output_dir in the job file (controller run also takes --out)", dir, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the output folder %s: %w", dir, err)
@@ -274,7 +274,7 @@ func Run(ctx context.Context, job *jobspec.Job, tok Tokenizer, engine Engine, di
 	if aside, err := report.SetAside(dir); err != nil {
 		return nil, err
 	} else if aside != "" {
-		w := fmt.Sprintf("%s held the results of an earlier run: moved them to %s (give each run its own --out or output_dir to keep runs apart)", dir, aside)
+		w := fmt.Sprintf("%s held the results of an earlier run: moved them to %s (give each run its own output_dir in the job file, or controller run --out, to keep runs apart)", dir, aside)
 		warnings = append(warnings, w)
 		log.Warn(w)
 	}
@@ -633,14 +633,14 @@ func selectPrompts(job *jobspec.Job, tok Tokenizer, n, maxContext int) (dataset.
 	case "prompts":
 		d, err := dataset.Inline(job.Dataset.Prompts)
 		if err != nil {
-			return dataset.Selection{}, nil, fmt.Errorf("dataset \"prompts\": %w", err)
+			return dataset.Selection{}, nil, job.Errorf("dataset.prompts.prompts", "%w", err) // says dataset "prompts" itself
 		}
 		sel, err := d.Take(n, take)
 		return sel, d.Warnings(), err
 	case "sharegpt":
 		d, err := dataset.LoadShareGPT(job.Dataset.Dir, job.Dataset.Files, dataset.LoadOptions{})
 		if err != nil {
-			return dataset.Selection{}, nil, fmt.Errorf("dataset \"sharegpt\": %w", err)
+			return dataset.Selection{}, nil, job.Errorf("dataset.sharegpt.dir", "%w", err) // as validate locates it
 		}
 		sel, err := d.Take(n, take)
 		return sel, d.Warnings(), err

@@ -707,3 +707,35 @@ func TestPromptsPastTheContext(t *testing.T) {
 		t.Errorf("unknown context: %v, %v", sel.Prompts, err)
 	}
 }
+
+// TestDatasetErrorsOnce: a dataset with no usable prompt fails the run with
+// one located line, the dataset named once (it was named twice).
+func TestDatasetErrorsOnce(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.jsonl"), []byte("{not json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`job "empty" {
+  model "target" { path = "/models/target" }
+  dataset "sharegpt" {
+    dir   = %q
+    files = ["bad.jsonl"]
+  }
+  load { num_prompts = 2 }
+  modes {
+    speculative = false
+    target_ar   = true
+  }
+  gpu_monitor { enabled = false }
+}
+`, dir)
+	job, err := jobspec.Parse("empty.hcl", []byte(src), jobspec.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(context.Background(), job, fakeTokenizer{}, slowEngine{}, t.TempDir(), Options{Console: io.Discard})
+	if err == nil || !strings.HasPrefix(err.Error(), "empty.hcl:4,") || strings.Count(err.Error(), `dataset "sharegpt"`) != 1 ||
+		!strings.Contains(err.Error(), "no usable prompts") {
+		t.Errorf("err = %v; want one located line naming the dataset once", err)
+	}
+}
