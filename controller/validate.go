@@ -111,9 +111,14 @@ func loadShareGPT(job *jobspec.Job, opts dataset.LoadOptions, note string) (*dat
 // defaults), so a user can check them before a run.
 func printSettings(env *cli.Env, job *jobspec.Job) {
 	w := env.Stdout
-	if b := job.Batch; b.Enabled {
+	switch b := job.Batch; {
+	case job.Load.Mode == jobspec.LoadModeRate && b.Enabled:
+		fmt.Fprintf(w, "batch: rate mode sends each request at its arrival time; at most %d tokens a sequence\n", b.MaxLength)
+	case job.Load.Mode == jobspec.LoadModeRate:
+		fmt.Fprintln(w, "batch: rate mode sends each request at its arrival time")
+	case b.Enabled:
 		fmt.Fprintf(w, "batch: %d prompts a batch, at most %d tokens a sequence\n", b.Size, b.MaxLength)
-	} else {
+	default:
 		fmt.Fprintln(w, "batch: off (prompts one by one, unless load.max_concurrency says otherwise)")
 	}
 	g := job.Generation

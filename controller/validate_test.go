@@ -90,3 +90,40 @@ func TestValidateNamesHosts(t *testing.T) {
 		t.Errorf("validate output without hosts:\n%s", text)
 	}
 }
+
+// TestValidateSaysRateModeIsNotBatched: in rate mode validate does not
+// describe count mode's batches (requests go at their arrival times).
+func TestValidateSaysRateModeIsNotBatched(t *testing.T) {
+	target, drafter := tinyModels(t)
+	for _, tc := range []struct{ load, want string }{
+		{`load { num_prompts = 4 }`, "batch: 4 prompts a batch, at most 512 tokens a sequence\n"},
+		{`load {
+    rate     = 2
+    duration = "5s"
+  }`, "batch: rate mode sends each request at its arrival time; at most 512 tokens a sequence\n"},
+	} {
+		src := fmt.Sprintf(`job "rate" {
+  model "target" { path = %q }
+  model "drafter" { path = %q }
+  placement {
+    strategy = "same"
+    devices  = "0"
+  }
+  dataset "prompts" { prompts = ["hi"] }
+  %s
+}
+`, target, drafter, tc.load)
+		path := filepath.Join(t.TempDir(), "rate.hcl")
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		prog := &cli.Program{Name: "controller", Commands: []*cli.Command{validateCmd()}}
+		var out, errb bytes.Buffer
+		if code := prog.Run([]string{"validate", path}, &out, &errb, func(string) string { return "" }); code != 0 {
+			t.Fatalf("validate: exit %d: %s", code, errb.String())
+		}
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("validate output lacks %q:\n%s", tc.want, out.String())
+		}
+	}
+}
