@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/jobstore"
 	"github.com/draftbench/draftbench/pkg/natsrv"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/report"
 )
 
 func submitCmd() *cli.Command {
@@ -60,13 +62,19 @@ ends and exits non-zero unless it succeeded.`,
 				return nil
 			}
 			last := protocol.JobQueued
+			bars := newModeBars(env.Stderr, isTerminal(os.Stderr))
+			defer bars.close()
 			final, err := client.Follow(ctx, reply.JobID, jobstore.FollowOptions{}, func(ev jobstore.Event) error {
 				if p := ev.Progress; p != nil && p.State != last && !jobstore.Final(p.State) {
 					last = p.State
 					fmt.Fprintf(env.Stderr, "job %s %s\n", short(p.JobID), p.State)
 				}
+				if p := ev.Progress; p != nil {
+					bars.update(p.Progress)
+				}
 				return nil
 			})
+			bars.close()
 			if err != nil {
 				if ctx.Err() != nil {
 					return interrupted(reply.JobID, &nf)
@@ -75,6 +83,57 @@ ends and exits non-zero unless it succeeded.`,
 			}
 			return jobEnd(env, final)
 		},
+	}
+}
+
+// modeBars shows a waiting submit the progress of each mode of its job, as
+// `controller run` shows its own: on a terminal a bar with counts and ETA
+// per mode (nothing elsewhere: logs get the state lines).
+type modeBars struct {
+	w        io.Writer
+	terminal bool
+	bars     map[string]*report.Progress
+	seen     map[string][2]int // completed, failed + cancelled
+	current  string
+}
+
+func newModeBars(w io.Writer, terminal bool) *modeBars {
+	return &modeBars{w: w, terminal: terminal, bars: map[string]*report.Progress{}, seen: map[string][2]int{}}
+}
+
+// update moves the bars to the job's counts; a mode's bar starts with its
+// first finished request and the one before it is closed.
+func (m *modeBars) update(progress []protocol.JobProgress) {
+	if !m.terminal {
+		return
+	}
+	for _, p := range progress {
+		bad := p.Failed + p.Cancelled
+		seen := m.seen[p.Mode]
+		if p.Completed == seen[0] && bad == seen[1] {
+			continue
+		}
+		b := m.bars[p.Mode]
+		if b == nil {
+			if cur := m.bars[m.current]; cur != nil {
+				cur.Close()
+			}
+			b = report.NewProgress(p.Total, report.ProgressOptions{Writer: m.w, IsTerminal: true, Label: p.Mode})
+			m.bars[p.Mode], m.current = b, p.Mode
+		}
+		for ; seen[0] < p.Completed; seen[0]++ {
+			b.Done(false)
+		}
+		for ; seen[1] < bad; seen[1]++ {
+			b.Done(true)
+		}
+		m.seen[p.Mode] = seen
+	}
+}
+
+func (m *modeBars) close() {
+	for _, b := range m.bars {
+		b.Close()
 	}
 }
 
