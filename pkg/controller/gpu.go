@@ -76,8 +76,8 @@ type gpuRole struct {
 	Role   gpumon.Role `json:"role"`
 }
 
-// newGPUSetup gives each device of the placement its role and notes the workers whose
-// monitor did not start.
+// newGPUSetup gives each device of the placement its role and notes the workers of the
+// job's hosts whose monitor did not start.
 func newGPUSetup(spec *jobspec.Job, plan *placement.Plan, workers []cluster.Worker) gpuSetup {
 	setup := gpuSetup{Interval: gpuInterval(spec)}
 	type key struct {
@@ -97,13 +97,14 @@ func newGPUSetup(spec *jobspec.Job, plan *placement.Plan, workers []cluster.Work
 					host = workers[0].Host
 				}
 				k := key{host, d}
+				role := r // per device: one shared device does not make the stage's others shared
 				if old, ok := roles[k]; ok && old != r {
-					r = gpumon.RoleShared
+					role = gpumon.RoleShared
 				}
 				if _, ok := roles[k]; !ok {
 					order = append(order, k)
 				}
-				roles[k] = r
+				roles[k] = role
 			}
 		}
 	}
@@ -112,8 +113,13 @@ func newGPUSetup(spec *jobspec.Job, plan *placement.Plan, workers []cluster.Work
 	for _, k := range order {
 		setup.Roles = append(setup.Roles, gpuRole{Host: k.host, Device: k.device, Role: roles[k]})
 	}
+	// Only the hosts the job runs on: a worker it does not use has nothing to say about it.
+	used := map[string]bool{}
+	for _, k := range order {
+		used[k.host] = true
+	}
 	for _, w := range workers {
-		if w.GPUMonitor != "" {
+		if w.GPUMonitor != "" && (used[w.Host] || used[""]) {
 			if setup.Unavailable == nil {
 				setup.Unavailable = map[string]string{}
 			}

@@ -26,13 +26,15 @@ import (
 // TestGPUMonitorOverNATS: samples published by workers on gpu.<host>.<dev>
 // reach the controller's aggregator, are given the role of the placement
 // (multi_gpu_ratio 2:1 → target, target, drafter) and the phase of the
-// mode timeline, and a worker without NVML is reported with its reason.
+// mode timeline, and a worker without NVML that holds a stage (cpu-b) is
+// reported with its reason.
 func TestGPUMonitorOverNATS(t *testing.T) {
 	_, nc := natstest.Start(t, natsrv.Options{})
 	var subj protocol.Subjects
 	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(time.Second)}}
 	plan := &placement.Plan{
-		Target:  placement.ModelPlan{Devices: []int{0, 1}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{0, 1}, Layers: [2]int{0, 4}}}},
+		Target: placement.ModelPlan{Devices: []int{0, 1, 0}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{0, 1}, Layers: [2]int{0, 4}},
+			{Host: "cpu-b", Devices: []int{0}, Layers: [2]int{4, 6}}}},
 		Drafter: &placement.ModelPlan{Devices: []int{2}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{2}, Layers: [2]int{0, 2}}}},
 	}
 	workers := []cluster.Worker{{ID: "a", Host: "gpu-a"}, {ID: "b", Host: "cpu-b", GPUMonitor: "worker cpu-b offers CPU devices only"}}
@@ -288,10 +290,12 @@ func TestRebuildGPUMatchesTheLiveMonitor(t *testing.T) {
 	var subj protocol.Subjects
 	spec := &jobspec.Job{GPUMonitor: jobspec.GPUMonitor{Enabled: true, Interval: jobspec.Duration(time.Second), CooldownBelowC: 70}}
 	plan := &placement.Plan{
-		Target:  placement.ModelPlan{Devices: []int{0, 1}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{0, 1}, Layers: [2]int{0, 4}}}},
+		Target: placement.ModelPlan{Devices: []int{0, 1, 0}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{0, 1}, Layers: [2]int{0, 4}},
+			{Host: "cpu-b", Devices: []int{0}, Layers: [2]int{4, 6}}}},
 		Drafter: &placement.ModelPlan{Devices: []int{1}, Stages: []placement.Stage{{Host: "gpu-a", Devices: []int{1}, Layers: [2]int{0, 2}}}},
 	}
-	workers := []cluster.Worker{{ID: "a", Host: "gpu-a"}, {ID: "b", Host: "cpu-b", GPUMonitor: "worker cpu-b offers CPU devices only"}}
+	workers := []cluster.Worker{{ID: "a", Host: "gpu-a"}, {ID: "b", Host: "cpu-b", GPUMonitor: "worker cpu-b offers CPU devices only"},
+		{ID: "c", Host: "cpu-c", GPUMonitor: "worker cpu-c offers CPU devices only"}} // cpu-c holds none of the job
 	g, err := startGPUMonitor(nc, subj, spec, plan, workers)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +336,8 @@ func TestRebuildGPUMatchesTheLiveMonitor(t *testing.T) {
 	if !ok || !reflect.DeepEqual(got, live) {
 		t.Errorf("rebuilt section\n%+v\nthe live monitor's\n%+v", r.Section, live)
 	}
-	if !got.Available || got.Devices[1].Role != gpumon.RoleShared || got.UnavailableHosts["cpu-b"] == "" || got.Devices[0].EnergyJ["target"] == 0 {
+	if !got.Available || got.Devices[1].Role != gpumon.RoleShared || got.UnavailableHosts["cpu-b"] == "" || got.Devices[0].EnergyJ["target"] == 0 ||
+		got.UnavailableHosts["cpu-c"] != "" {
 		t.Errorf("rebuilt section lacks what the live one has: %+v", got)
 	}
 	if !asked[0].Equal(g.setup.Since) || asked[0].IsZero() || !asked[1].Equal(until) {
@@ -392,5 +397,24 @@ func TestRebuildGPUMatchesTheLiveMonitor(t *testing.T) {
 		&jobrun.Kept{Spec: spec, GPU: data}, until, out)
 	if res := r.Section.(gpumon.Result); res.Available || !strings.Contains(res.Reason, "the GPU samples stream holds no sample from 1970-01-01T01:23:20.000Z") || len(r.Warnings) != 1 {
 		t.Errorf("no samples of a GPU host: %+v %q", res, r.Warnings)
+	}
+}
+
+// TestGPURolesPerDevice: a device both models use is shared, and only that
+// one: the drafter's other device stays the drafter's; and only the hosts
+// the job runs on are listed as unmonitored.
+func TestGPURolesPerDevice(t *testing.T) {
+	plan := &placement.Plan{
+		Target:  placement.ModelPlan{Devices: []int{0, 1}, Stages: []placement.Stage{{Host: "a", Devices: []int{0, 1}, Layers: [2]int{0, 4}}}},
+		Drafter: &placement.ModelPlan{Devices: []int{1, 2}, Stages: []placement.Stage{{Host: "a", Devices: []int{1, 2}, Layers: [2]int{0, 2}}}},
+	}
+	workers := []cluster.Worker{{ID: "1", Host: "a"}, {ID: "2", Host: "idle", GPUMonitor: "no NVML"}}
+	setup := newGPUSetup(&jobspec.Job{}, plan, workers)
+	want := []gpuRole{{"a", 0, gpumon.RoleTarget}, {"a", 1, gpumon.RoleShared}, {"a", 2, gpumon.RoleDrafter}}
+	if !reflect.DeepEqual(setup.Roles, want) {
+		t.Errorf("roles %+v, want %+v", setup.Roles, want)
+	}
+	if len(setup.Unavailable) != 0 {
+		t.Errorf("unavailable %v: the host idle runs nothing of the job", setup.Unavailable)
 	}
 }
