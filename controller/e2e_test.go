@@ -554,3 +554,50 @@ func TestSweepScript(t *testing.T) {
 		t.Errorf("gamma 1's row does not say 2/2 lossless: %s", lines[1])
 	}
 }
+
+// TestDraftTopKReachesTheStages: generation.draft_top_k is what the
+// drafter's stage cuts q to in a sampled run: one id (the drafter's argmax
+// with q = 1, accepted with probability p) and the whole distribution give
+// different acceptance on the same seeds, and the results' config says
+// which was used.
+func TestDraftTopKReachesTheStages(t *testing.T) {
+	target, drafter := models(t, 2)
+	accept := map[int]float64{}
+	for _, k := range []int{1, -1} {
+		job := writeJob(t, target, drafter, 2, 16, "")
+		src, err := os.ReadFile(job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.Replace(string(src), "temperature    = 0", fmt.Sprintf("temperature    = 1\n    draft_top_k    = %d", k), 1)
+		if err := os.WriteFile(job, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := t.TempDir()
+		cmd := exec.Command(filepath.Join(binDir, "controller"), "run", job, "--out", out, "--log-level", "warn")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("draft_top_k %d: %v\n%s", k, err, msg)
+		}
+		var res struct {
+			Config struct {
+				Generation struct {
+					DraftTopK int `json:"draft_top_k"`
+				} `json:"generation"`
+			} `json:"config"`
+			Speculative struct {
+				AcceptanceRate float64 `json:"acceptance_rate"`
+			} `json:"speculative"`
+		}
+		data, err := os.ReadFile(filepath.Join(out, report.FileResults))
+		if err != nil || json.Unmarshal(data, &res) != nil {
+			t.Fatalf("results: %v", err)
+		}
+		if res.Config.Generation.DraftTopK != k {
+			t.Errorf("config says draft_top_k %d, want %d", res.Config.Generation.DraftTopK, k)
+		}
+		accept[k] = res.Speculative.AcceptanceRate
+	}
+	if accept[1] == accept[-1] {
+		t.Errorf("acceptance %v with q cut to one id and with the whole q: draft_top_k did not reach the stages", accept[1])
+	}
+}

@@ -91,7 +91,7 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 		return job.Errorf("model.target.dtype", "%w", err)
 	}
 	start := time.Now()
-	engine := &jobrun.Local{}
+	engine := &jobrun.Local{DraftTopK: job.Generation.DraftTopK}
 	engine.Target, err = model.Load(job.Models.Target.Path, be, model.Options{})
 	if err != nil {
 		return job.Errorf("model.target.path", "%w", err)

@@ -122,8 +122,15 @@ func printSettings(env *cli.Env, job *jobspec.Job) {
 		fmt.Fprintln(w, "batch: off (prompts one by one, unless load.max_concurrency says otherwise)")
 	}
 	g := job.Generation
-	fmt.Fprintf(w, "generation: %d new tokens, gamma %d, temperature %g, top_k %d, top_p %g, ignore_eos %t\n",
-		g.MaxNewTokens, g.Gamma, g.Temperature, g.TopK, g.TopP, g.IgnoreEOS)
+	draft := ""
+	if g.Temperature > 0 && job.Modes.Speculative {
+		draft = fmt.Sprintf(", the drafter's q cut to its top %d ids (draft_top_k)", g.DraftTopK)
+		if g.DraftTopK < 0 {
+			draft = ", the drafter's whole q (draft_top_k -1)"
+		}
+	}
+	fmt.Fprintf(w, "generation: %d new tokens, gamma %d, temperature %g, top_k %d, top_p %g, ignore_eos %t%s\n",
+		g.MaxNewTokens, g.Gamma, g.Temperature, g.TopK, g.TopP, g.IgnoreEOS, draft)
 	var modes []string
 	if job.Modes.Speculative {
 		modes = append(modes, "speculative")

@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config, job *Job) (*jobrun.Result, error) {
 		return nil, err
 	}
 	defer client.Close()
-	engine := &driver.Engine{Client: client, Target: dep.Target, Drafter: dep.Drafter}
+	engine := &driver.Engine{Client: client, Target: dep.Target, Drafter: dep.Drafter, DraftTopK: spec.Generation.DraftTopK}
 
 	hostname, _ := os.Hostname()
 	var ws []map[string]any

@@ -32,7 +32,7 @@ var (
 	placementSchema  = &hcl.BodySchema{Attributes: attrs("strategy", "devices")}
 	loadSchema       = &hcl.BodySchema{Attributes: attrs("num_prompts", "rate", "duration", "arrival", "burstiness", "max_concurrency", "warmup_requests")}
 	batchSchema      = &hcl.BodySchema{Attributes: attrs("enabled", "size", "max_length")}
-	generationSchema = &hcl.BodySchema{Attributes: attrs("max_new_tokens", "gamma", "temperature", "top_k", "top_p", "ignore_eos")}
+	generationSchema = &hcl.BodySchema{Attributes: attrs("max_new_tokens", "gamma", "temperature", "top_k", "top_p", "ignore_eos", "draft_top_k")}
 	modesSchema      = &hcl.BodySchema{Attributes: attrs("speculative", "target_ar")}
 	gpuMonitorSchema = &hcl.BodySchema{Attributes: attrs("enabled", "interval", "cooldown_below_c", "cooldown_timeout")}
 	datasetSchemas   = map[string]*hcl.BodySchema{
@@ -70,7 +70,7 @@ func (d *decoder) job(b *hcl.Block) *Job {
 		Name:       b.Labels[0],
 		Placement:  Placement{Strategy: StrategyMultiGPURatio},
 		Batch:      Batch{Enabled: true, Size: defaultBatchSize, MaxLength: defaultMaxLength},
-		Generation: Generation{MaxNewTokens: defaultMaxNewTokens, Gamma: defaultGamma, TopP: defaultTopP, IgnoreEOS: true},
+		Generation: Generation{MaxNewTokens: defaultMaxNewTokens, Gamma: defaultGamma, TopP: defaultTopP, IgnoreEOS: true, DraftTopK: defaultDraftTopK},
 		Modes:      Modes{Speculative: true, TargetAR: true},
 		GPUMonitor: GPUMonitor{Enabled: true, Interval: defaultInterval, CooldownTimeout: defaultCooldownTimeout},
 		Pos:        d.pos,
@@ -133,6 +133,7 @@ func (d *decoder) job(b *hcl.Block) *Job {
 			d.integer(a, "generation", "top_k", &j.Generation.TopK)
 			d.float(a, "generation", "top_p", &j.Generation.TopP)
 			d.boolean(a, "generation", "ignore_eos", &j.Generation.IgnoreEOS)
+			d.integer(a, "generation", "draft_top_k", &j.Generation.DraftTopK)
 		case "modes":
 			d.pos["modes"] = blk.DefRange
 			a := d.content(blk.Body, modesSchema, "modes").Attributes

@@ -233,6 +233,14 @@ type Generation struct {
 	TopK         int     `json:"top_k"` // 0 = off
 	TopP         float64 `json:"top_p"`
 	IgnoreEOS    bool    `json:"ignore_eos"`
+	// DraftTopK is how many of the drafter's most likely ids its q keeps
+	// when sampling (temperature > 0): the drafter draws from that cut q and
+	// the acceptance rule judges by it, so the output follows the target
+	// exactly either way, but a small cut of a flat distribution lowers
+	// acceptance. -1 keeps the whole distribution (vLLM's rejection
+	// sampler does; the q of every drafted position then travels whole,
+	// vocabulary-sized, from the drafter's stage to the target's).
+	DraftTopK int `json:"draft_top_k"`
 }
 
 // Modes is the modes block: which decoding modes run.
@@ -262,6 +270,7 @@ const (
 	defaultMaxNewTokens = 100
 	defaultGamma        = 4
 	defaultTopP         = 1.0
+	defaultDraftTopK    = 64 // spec.DefaultDraftTopK
 	defaultInterval     = Duration(time.Second)
 	// defaultCooldownTimeout bounds a cool-down wait when cooldown_below_c is set.
 	defaultCooldownTimeout = Duration(5 * time.Minute)

@@ -60,7 +60,7 @@ func TestUnknownNames(t *testing.T) {
 				`batch takes attributes enabled, size, max_length and no blocks.`},
 		{"suggestion from a known alias", jobHead + "  generation {\n    max_tokens = 5\n  }\n" + jobTail,
 			`t.hcl:12,5: Unsupported argument; An argument named "max_tokens" is not expected here. Did you mean "max_new_tokens"? ` +
-				`generation takes attributes max_new_tokens, gamma, temperature, top_k, top_p, ignore_eos and no blocks.`},
+				`generation takes attributes max_new_tokens, gamma, temperature, top_k, top_p, ignore_eos, draft_top_k and no blocks.`},
 		{"no suggestion for a set attribute", jobHead + "  load {\n    num_prompts = 1\n    num_prompt = 2\n  }\n" + jobTail,
 			`t.hcl:13,5: Unsupported argument; An argument named "num_prompt" is not expected here. ` +
 				`load takes attributes num_prompts, rate, duration, arrival, burstiness, max_concurrency, warmup_requests and no blocks.`},

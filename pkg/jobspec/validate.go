@@ -82,6 +82,9 @@ func (j *Job) validate(skip map[string]bool) hcl.Diagnostics {
 	if !(g.TopP > 0 && g.TopP <= 1) {
 		v.errorf("generation.top_p", "generation.top_p must be in (0, 1], got %g", g.TopP)
 	}
+	if g.DraftTopK < -1 { // 0, in a job built by code, is the default
+		v.errorf("generation.draft_top_k", "generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got %d", g.DraftTopK)
+	}
 	if b.Enabled && b.MaxLength >= 1 && g.MaxNewTokens >= b.MaxLength {
 		v.errorf("generation.max_new_tokens",
 			"generation.max_new_tokens (%d) leaves no room for a prompt in batch.max_length (%d); lower it or raise batch.max_length",

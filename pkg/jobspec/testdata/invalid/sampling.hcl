@@ -14,5 +14,6 @@ job "sampling" {
     temperature    = -0.5
     top_k          = -1
     top_p          = 1.5
+    draft_top_k    = -2
   }
 }

@@ -46,6 +46,7 @@ job "everything" {
     top_k          = 50
     top_p          = 0.9
     ignore_eos     = false
+    draft_top_k    = 256
   }
 
   modes {
