@@ -18,7 +18,8 @@
 
 // Tuning covers the products of up to TUNE_MAX_ROWS rows (the padded pieces
 // of batch-invariant mode among them); TUNE_ALGOS candidates from cuBLASLt's
-// heuristic, each timed over TUNE_REPS calls after one untimed call. The
+// heuristic, each timed over TUNE_REPS calls (each from a flushed L2:
+// TUNE_FLUSH_L2S below) after one untimed call. The
 // first TUNE_SPLIT_ALGOS of them that can split K are also timed split
 // TUNE_SPLITS ways: a product of one row has N/tile blocks (32 for 4096
 // outputs in tiles of 128), too few to stream the weights at full speed on a
@@ -45,8 +46,22 @@ struct gemm_plan {
 };
 
 typedef std::tuple<int, int, int, int> gemm_key; // cuda data type, m, n, k
+
+// A decode step streams each weight matrix once, from device memory: a
+// product's weights (32-48 MiB for an 8B model's layer) were last read a step
+// ago and have left the L2 (50 MB on an H100/H200) since. Repeated calls on the
+// same operands would find them there instead, and the tuning would measure
+// the cache. So before every timed call the tuning writes a scratch buffer of
+// TUNE_FLUSH_L2S times the L2's size (outside the timed events), evicting the
+// operands; the buffer is allocated once per device, on its first tuning,
+// and freed with the plans.
+#define TUNE_FLUSH_L2S 2
+
 struct gemm_plan_cache {
 	std::map<gemm_key, gemm_plan> m;
+	void *flush = NULL;     // L2 eviction scratch (NULL until the first tuning, or when the L2 size is 0)
+	size_t flush_bytes = 0; // its size
+	bool flush_sized = false;
 };
 
 static void plan_destroy(gemm_plan &p) {
@@ -59,16 +74,22 @@ static void plan_destroy(gemm_plan &p) {
 }
 
 db_status db_gemm_release(db_device *d) {
+	void *flush = NULL;
 	if (d->plans) {
 		for (auto &kv : d->plans->m) plan_destroy(kv.second);
+		flush = d->plans->flush;
 		delete d->plans;
 		d->plans = NULL;
 	}
+	// Both are released whatever the other's outcome; the first failure is
+	// reported.
+	cudaError_t fe = flush ? cudaFree(flush) : cudaSuccess;
 	if (d->lt) {
 		cublasLtHandle_t h = d->lt;
 		d->lt = NULL;
 		CKB(cublasLtDestroy(h));
 	}
+	CK(fe);
 	return db_ok();
 }
 
@@ -108,27 +129,65 @@ static cublasStatus_t gemm_lt(db_device *d, const gemm_plan &p, const cublasLtMa
 	                      d->stream);
 }
 
-// time_us runs f once untimed, then TUNE_REPS times between two events;
-// the time per call, or a negative value when f failed.
+// tune_flush returns the device's L2 eviction scratch (gemm_plan_cache),
+// allocating it on first use: TUNE_FLUSH_L2S times cudaDevAttrL2CacheSize
+// bytes, or none (*buf NULL) on a device that reports no L2. Only for eager
+// tuning: never while the stream is captured into a graph.
+static db_status tune_flush(db_device *d, void **buf, size_t *bytes) {
+	*buf = NULL;
+	*bytes = 0;
+	ARG(d->plans != NULL, "tune_flush: tuning is off");
+	cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+	CK(cudaStreamIsCapturing(d->stream, &cs));
+	ARG(cs == cudaStreamCaptureStatusNone, "tune_flush: the stream is being captured (tuning is eager only)");
+	gemm_plan_cache *pc = d->plans;
+	if (!pc->flush_sized) {
+		int l2 = 0;
+		CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, d->ordinal));
+		if (l2 > 0) {
+			const size_t want = (size_t)l2 * TUNE_FLUSH_L2S;
+			CK(cudaMalloc(&pc->flush, want));
+			pc->flush_bytes = want;
+		}
+		pc->flush_sized = true;
+	}
+	*buf = pc->flush;
+	*bytes = pc->flush_bytes;
+	return db_ok();
+}
+
+// time_us runs f once untimed, then TUNE_REPS times, each after the L2 is
+// flushed (tune_flush: a memset outside the timed pair of events) and timed
+// alone; the mean time per call, or a negative value when f failed.
 template <typename F>
 static db_status time_us(db_device *d, cudaEvent_t e0, cudaEvent_t e1, F f, float *us) {
 	*us = -1;
+	void *flush;
+	size_t flush_bytes;
+	CKS(tune_flush(d, &flush, &flush_bytes));
 	if (!f()) {
 		(void)cudaGetLastError();
 		return db_ok();
 	}
-	CK(cudaEventRecord(e0, d->stream));
-	for (int i = 0; i < TUNE_REPS; i++)
+	float total_ms = 0;
+	for (int i = 0; i < TUNE_REPS; i++) {
+		// The flush is queued before e0, so the product starts right after
+		// it on the GPU (no launch gap inside the timed pair), with its
+		// operands evicted from the L2.
+		if (flush) CK(cudaMemsetAsync(flush, 0, flush_bytes, d->stream));
+		CK(cudaEventRecord(e0, d->stream));
 		if (!f()) {
 			CK(cudaStreamSynchronize(d->stream));
 			(void)cudaGetLastError();
 			return db_ok();
 		}
-	CK(cudaEventRecord(e1, d->stream));
-	CK(cudaEventSynchronize(e1));
-	float ms = 0;
-	CK(cudaEventElapsedTime(&ms, e0, e1));
-	*us = ms * 1000.f / TUNE_REPS;
+		CK(cudaEventRecord(e1, d->stream));
+		CK(cudaEventSynchronize(e1));
+		float ms = 0;
+		CK(cudaEventElapsedTime(&ms, e0, e1));
+		total_ms += ms;
+	}
+	*us = total_ms * 1000.f / TUNE_REPS;
 	return db_ok();
 }
 

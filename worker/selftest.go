@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -283,14 +284,37 @@ func goldensWithGraphs(env *cli.Env, name string, threads int, dt string, copts 
 		fmt.Fprintln(env.Stdout, "FAIL: no step was replayed from a graph")
 		failed++
 	}
-	// The same kernels on the same inputs: the errors should be the eager
-	// run's (cuBLAS may pick another algorithm inside a capture, so allow a
-	// tenth more).
+	failed += compareWithEager(env.Stdout, grs, eager, copts.TuneGEMM)
+	return failed, nil
+}
+
+// compareWithEager holds the goldens' errors with step graphs to the eager
+// run's: the same kernels on the same inputs, so the errors should be the
+// eager run's (cuBLAS may pick another algorithm inside a capture, so a
+// tenth more is allowed). It returns the failures.
+//
+// With tuned products (tuned) the graphs run is a fresh backend that tunes
+// every product shape again, and a timing difference of a few percent can
+// choose another algorithm (another split of K) than the eager run did,
+// which rounds differently: a larger error then says nothing about graphs.
+// So the comparison is only printed, not failed; each golden is still held
+// to its limit, and the eager run and its graphs run without --tune-gemm
+// (the plain selftest) keep the comparison.
+func compareWithEager(w io.Writer, grs, eager []golden.Result, tuned bool) int {
+	if tuned {
+		fmt.Fprintln(w, "note: --tune-gemm: errors with graphs are not held to the eager run's (the graphs run re-tunes its products "+
+			"on a fresh backend, and timing noise can choose other algorithms); each golden is still held to its limit")
+	}
+	failed := 0
 	for i, r := range grs {
 		if i < len(eager) && r.MaxRel > 1.1*eager[i].MaxRel+1e-6 {
-			fmt.Fprintf(env.Stdout, "FAIL: %s with graphs: max rel err %.3g, eager %.3g\n", r.Name, r.MaxRel, eager[i].MaxRel)
+			if tuned {
+				fmt.Fprintf(w, "note: %s with graphs: max rel err %.3g, eager %.3g (not a failure with --tune-gemm)\n", r.Name, r.MaxRel, eager[i].MaxRel)
+				continue
+			}
+			fmt.Fprintf(w, "FAIL: %s with graphs: max rel err %.3g, eager %.3g\n", r.Name, r.MaxRel, eager[i].MaxRel)
 			failed++
 		}
 	}
-	return failed, nil
+	return failed
 }
