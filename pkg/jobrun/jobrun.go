@@ -559,7 +559,7 @@ func loadPlan(job *jobspec.Job) loadgen.Plan {
 
 // loadOf is the results' account of how a mode's requests were sent.
 func loadOf(p loadgen.Plan, rep loadgen.Report) *metrics.Load {
-	l := &metrics.Load{Mode: "count", PeakInFlight: rep.PeakInFlight}
+	l := &metrics.Load{Mode: jobspec.LoadModeCount, PeakInFlight: rep.PeakInFlight}
 	positive := func(v float64) *float64 {
 		if v > 0 {
 			return &v
@@ -571,10 +571,11 @@ func loadOf(p loadgen.Plan, rep loadgen.Report) *metrics.Load {
 		return &v
 	}
 	if p.Rate > 0 {
-		l.Mode, l.RequestRate, l.Arrival = "rate", positive(p.Rate), string(p.Arrival)
-		if l.Arrival == "" {
-			l.Arrival = string(loadgen.Poisson)
+		arrival := string(p.Arrival)
+		if arrival == "" {
+			arrival = string(loadgen.Poisson)
 		}
+		l.Mode, l.RequestRate, l.Arrival = jobspec.LoadModeRate, positive(p.Rate), &arrival
 		b := p.Burstiness
 		if b == 0 {
 			b = 1
@@ -598,7 +599,7 @@ func loadOf(p loadgen.Plan, rep loadgen.Report) *metrics.Load {
 // their arrival times (a full max_concurrency, a cluster slower than the
 // offered load), or "".
 func behindSchedule(mode metrics.Mode, l *metrics.Load) string {
-	if l == nil || l.Mode != "rate" || l.AchievedRate == nil || l.ScheduledRate == nil || l.MaxLatenessMS == nil {
+	if l == nil || l.Mode != jobspec.LoadModeRate || l.AchievedRate == nil || l.ScheduledRate == nil || l.MaxLatenessMS == nil {
 		return ""
 	}
 	slow := *l.AchievedRate < 0.9**l.ScheduledRate

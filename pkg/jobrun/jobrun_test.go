@@ -297,7 +297,7 @@ func TestRateModeSendsAtArrivalTimes(t *testing.T) {
 	t.Run("no cap", func(t *testing.T) {
 		r := run(t, 0)
 		l := r.Target.Load
-		if l == nil || l.Mode != "rate" || *l.RequestRate != 40 || l.Arrival != "constant" || l.BatchSize != nil || l.MaxConcurrency != nil {
+		if l == nil || l.Mode != "rate" || *l.RequestRate != 40 || l.Arrival == nil || *l.Arrival != "constant" || l.BatchSize != nil || l.MaxConcurrency != nil {
 			t.Fatalf("load %+v", l)
 		}
 		// 20 sends 25 ms apart, each answered after 150 ms: about six in

@@ -39,13 +39,14 @@ type Summary struct {
 // Load is how a mode's requests were sent: the load block's settings (vLLM's
 // request_rate, burstiness, max_concurrency) and what the sender achieved.
 type Load struct {
-	// Mode is "count" (every request released at once, or in batches of
-	// BatchSize) or "rate" (each request at its arrival time).
+	// Mode is the job's load.mode: "num_prompts" (every request released
+	// at once, or in batches of BatchSize) or "rate" (each request at its
+	// arrival time).
 	Mode string `json:"mode"`
 	// RequestRate (req/s), Arrival and Burstiness are rate mode's settings
-	// (null / absent in count mode).
+	// (null in count mode).
 	RequestRate *float64 `json:"request_rate"`
-	Arrival     string   `json:"arrival,omitempty"`
+	Arrival     *string  `json:"arrival"`
 	Burstiness  *float64 `json:"burstiness"`
 	// MaxConcurrency caps the requests in flight (null: no cap); BatchSize
 	// is count mode's batch (null: not batched).

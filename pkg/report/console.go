@@ -117,17 +117,25 @@ func (c *console) load(l *metrics.Load) {
 	if l == nil {
 		return
 	}
-	if l.Mode == "rate" {
+	rate := l.Mode == "rate"
+	if rate {
 		c.kv("Traffic request rate (req/s):", l.RequestRate)
-		if l.Arrival == "gamma" && l.Burstiness != nil {
-			c.kv("Burstiness factor:", *l.Burstiness)
+		if l.Burstiness != nil {
+			b := fmt.Sprintf("%.2f", *l.Burstiness)
+			if l.Arrival != nil {
+				b += " (" + *l.Arrival + " arrivals)"
+			}
+			c.kv("Burstiness factor:", b)
 		}
+		// The drawn arrival times hold their own rate (a Poisson draw of a
+		// short run is not exactly the asked rate); the sends, theirs.
+		c.kv("Scheduled request rate (req/s):", l.ScheduledRate)
 		c.kv("Achieved request rate (req/s):", l.AchievedRate)
 	}
 	if l.MaxConcurrency != nil {
 		c.kv("Maximum request concurrency:", *l.MaxConcurrency)
 	}
-	if l.Mode == "rate" || l.MaxConcurrency != nil {
+	if rate || l.MaxConcurrency != nil {
 		c.kv("Peak requests in flight:", l.PeakInFlight)
 	}
 }

@@ -119,7 +119,8 @@ func resultsCases(t *testing.T) []struct {
 		{name: "rate_mode", res: func() Results {
 			f, i := func(v float64) *float64 { return &v }, func(v int) *int { return &v }
 			tgt := fx.tgtSum
-			tgt.Load = &metrics.Load{Mode: "rate", RequestRate: f(4), Arrival: "gamma", Burstiness: f(0.5), MaxConcurrency: i(8),
+			arrival := "gamma"
+			tgt.Load = &metrics.Load{Mode: "rate", RequestRate: f(4), Arrival: &arrival, Burstiness: f(0.5), MaxConcurrency: i(8),
 				ScheduledRate: f(4.2), AchievedRate: f(4.1), MaxLatenessMS: f(12.5), MeanLatenessMS: f(1.25), PeakInFlight: 5}
 			return Results{Job: fixtureJob, Target: &tgt,
 				GPU: map[string]any{"available": false, "reason": "no GPU"}}
