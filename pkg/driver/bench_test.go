@@ -28,26 +28,39 @@ func benchCluster(b *testing.B) *cluster {
 }
 
 // BenchmarkRoundOverhead reports the coordination overhead of a speculative
-// round (round wall time − the stages' compute time) on loopback.
+// round (round wall time − the stages' compute time) on loopback, greedy and
+// sampled (the drafter's q cut to 64 ids, and whole: draft_top_k -1).
 func BenchmarkRoundOverhead(b *testing.B) {
 	c := benchCluster(b)
-	e := &Engine{Client: c.client, Target: c.target, Drafter: &c.draft}
-	var overheads []float64
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		var out []int
-		res, err := e.Generate(context.Background(), metrics.ModeSpeculative, gen([]int{1, 2, 3}, sampling.Params{}, 4, 1, &out))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, r := range res.Rounds {
-			overheads = append(overheads, float64(r.Overhead().Microseconds()))
-		}
+	for _, tc := range []struct {
+		name   string
+		params sampling.Params
+		topK   int
+	}{
+		{"greedy", sampling.Params{}, 0},
+		{"sampled_top64", sampling.Params{Temperature: 0.8, VocabLimit: 300}, 64},
+		{"sampled_whole", sampling.Params{Temperature: 0.8, VocabLimit: 300}, -1},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			e := &Engine{Client: c.client, Target: c.target, Drafter: &c.draft, DraftTopK: tc.topK}
+			var overheads []float64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var out []int
+				res, err := e.Generate(context.Background(), metrics.ModeSpeculative, gen([]int{1, 2, 3}, tc.params, 4, uint64(i), &out))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, r := range res.Rounds {
+					overheads = append(overheads, float64(r.Overhead().Microseconds()))
+				}
+			}
+			b.StopTimer()
+			sort.Float64s(overheads)
+			b.ReportMetric(metrics.Percentile(overheads, 50), "p50_overhead_us")
+			b.ReportMetric(metrics.Percentile(overheads, 99), "p99_overhead_us")
+		})
 	}
-	b.StopTimer()
-	sort.Float64s(overheads)
-	b.ReportMetric(metrics.Percentile(overheads, 50), "p50_overhead_us")
-	b.ReportMetric(metrics.Percentile(overheads, 99), "p99_overhead_us")
 }
 
 // BenchmarkConcurrentSteps reports how many decode steps per second the

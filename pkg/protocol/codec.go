@@ -6,10 +6,28 @@ import (
 	"fmt"
 )
 
-// Version is the major version of every message this build speaks. Adding an
-// optional field keeps it (decoders ignore fields they do not know); a change
-// an older reader would misread bumps it, and readers refuse other versions.
+// Version is the major version of every message this build speaks, but the
+// step messages (StepVersion). Adding an optional field keeps it (decoders
+// ignore fields they do not know); a change an older reader would misread
+// bumps it, and readers refuse other versions.
 const Version = 1
+
+// StepVersion is the major version of StepRequest and StepReply, which are
+// never stored, so their format can change without making a store
+// unreadable: 2 packs a sparse q (Sparse) as base64 of little-endian
+// binary, where 1 wrote JSON numbers.
+const StepVersion = 2
+
+// versioned is a message whose major version is not Version.
+type versioned interface{ wireVersion() int }
+
+// versionOf is the major version m is written and read at.
+func versionOf(m Message) int {
+	if v, ok := m.(versioned); ok {
+		return v.wireVersion()
+	}
+	return Version
+}
 
 // ErrVersion is wrapped by Decode when a message has another major version.
 var ErrVersion = errors.New("unsupported message version")
@@ -29,7 +47,7 @@ type Message interface {
 
 // Encode stamps m with Version, validates it and returns its JSON.
 func Encode(m Message) ([]byte, error) {
-	*m.version() = Version
+	*m.version() = versionOf(m)
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("protocol: encoding %s: %w: %w", m.kind(), ErrInvalid, err)
 	}
@@ -55,8 +73,8 @@ func Decode(data []byte, m Message) error {
 	switch {
 	case head.V == nil:
 		return fmt.Errorf("protocol: decoding %s: no version field \"v\": %w", m.kind(), ErrVersion)
-	case *head.V != Version:
-		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d: %w", m.kind(), *head.V, Version, ErrVersion)
+	case *head.V != versionOf(m):
+		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d: %w", m.kind(), *head.V, versionOf(m), ErrVersion)
 	}
 	if err := json.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("protocol: decoding %s: %w", m.kind(), err)

@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -120,9 +122,12 @@ func TestDecodeRejectsOtherVersions(t *testing.T) {
 	}{
 		{"missing", `{"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","op":"release"}`},
 		{"zero", `{"v":0,"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","op":"release"}`},
-		{"newer", `{"v":2,"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","op":"release"}`},
+		// Step messages are at StepVersion (2): 1 wrote a sparse q as JSON numbers.
+		{"older", `{"v":1,"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","op":"release"}`},
+		{"older with the old q", `{"v":1,"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","op":"verify","q":[{"ids":[7],"probs":[1]}]}`},
+		{"newer", `{"v":3,"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","op":"release"}`},
 		// A future version may change field types; the version is reported, not the type.
-		{"newer with other types", `{"v":2,"session":17,"op":["release"]}`},
+		{"newer with other types", `{"v":3,"session":17,"op":["release"]}`},
 		{"null", `{"v":null}`},
 	}
 	for _, tc := range cases {
@@ -208,7 +213,7 @@ func TestValidation(t *testing.T) {
 // an invalid request: the reply subject survives a validation error.
 func TestDecodeKeepsWhatItRead(t *testing.T) {
 	var r StepRequest
-	err := Decode([]byte(`{"v":1,"session":"`+sessionID.String()+`","op":"decode","reply":"_INBOX.z"}`), &r)
+	err := Decode([]byte(`{"v":2,"session":"`+sessionID.String()+`","op":"decode","reply":"_INBOX.z"}`), &r)
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("got %v, want ErrInvalid", err)
 	}
@@ -237,5 +242,29 @@ func TestStepRequestPositions(t *testing.T) {
 				t.Errorf("Feed() = %v, want %v", f, tc.feed)
 			}
 		})
+	}
+}
+
+// TestSparseWire: a q round-trips bit for bit (the smallest, the largest and
+// a NaN-free odd value), packed as base64 strings, and a packing that is not
+// whole 4-byte values is refused.
+func TestSparseWire(t *testing.T) {
+	q := Sparse{IDs: []int32{0, 151935, 7}, Probs: []float32{math.SmallestNonzeroFloat32, 1, 0.1}}
+	data, err := json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != `{"ids":"AAAAAH9RAgAHAAAA","probs":"AQAAAAAAgD/NzMw9"}` {
+		t.Errorf("wire form %s", data)
+	}
+	var back Sparse
+	if err := json.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, q) {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"ids":"AAAA","probs":"AAA="}`), &back); err == nil || !strings.Contains(err.Error(), "not whole 4-byte values") {
+		t.Errorf("a 2-byte probs field: %v", err)
+	}
+	if err := json.Unmarshal([]byte(`{"ids":[1],"probs":[1]}`), &back); err == nil {
+		t.Error("the version-1 form of numbers read as a version-2 q")
 	}
 }

@@ -21,7 +21,9 @@
 // different frames may interleave, chunks of one frame must arrive in order,
 // which NATS guarantees for one publisher's messages to one subscriber. A
 // message without these headers is a whole frame whose body is the JSON, so
-// `nats req draftbench.stage.<instance>.0 '{"v":1,...}'` works.
+// `nats req draftbench.stage.<instance>.0 '{"v":2,...}'` works (step
+// messages are at StepVersion, 2; a sparse q travels as base64 of its
+// little-endian ids and probabilities).
 //
 // # The step protocol
 //

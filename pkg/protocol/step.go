@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -55,6 +57,46 @@ func (s Sampling) Params() sampling.Params {
 type Sparse struct {
 	IDs   []int32   `json:"ids"`
 	Probs []float32 `json:"probs"`
+}
+
+// sparseWire is Sparse on the wire: each slice as base64 of its
+// little-endian bytes. A q of Qwen3's whole vocabulary is 1.2 MB this way;
+// as JSON numbers it was about 3 MB, and formatting and parsing them cost
+// more than the step's messaging (docs/perf.md).
+type sparseWire struct {
+	IDs   []byte `json:"ids"`
+	Probs []byte `json:"probs"`
+}
+
+// MarshalJSON writes s as sparseWire.
+func (s Sparse) MarshalJSON() ([]byte, error) {
+	w := sparseWire{IDs: make([]byte, 4*len(s.IDs)), Probs: make([]byte, 4*len(s.Probs))}
+	for i, id := range s.IDs {
+		binary.LittleEndian.PutUint32(w.IDs[4*i:], uint32(id))
+	}
+	for i, p := range s.Probs {
+		binary.LittleEndian.PutUint32(w.Probs[4*i:], math.Float32bits(p))
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads sparseWire.
+func (s *Sparse) UnmarshalJSON(data []byte) error {
+	var w sparseWire
+	if err := json.Unmarshal(data, &w); err != nil {
+		return fmt.Errorf("sparse q: %w", err)
+	}
+	if len(w.IDs)%4 != 0 || len(w.Probs)%4 != 0 {
+		return fmt.Errorf("sparse q: %d bytes of ids and %d of probs, not whole 4-byte values", len(w.IDs), len(w.Probs))
+	}
+	s.IDs, s.Probs = make([]int32, len(w.IDs)/4), make([]float32, len(w.Probs)/4)
+	for i := range s.IDs {
+		s.IDs[i] = int32(binary.LittleEndian.Uint32(w.IDs[4*i:]))
+	}
+	for i := range s.Probs {
+		s.Probs[i] = math.Float32frombits(binary.LittleEndian.Uint32(w.Probs[4*i:]))
+	}
+	return nil
 }
 
 // SparseOf converts the sampling package's Sparse.
@@ -113,8 +155,9 @@ type StepRequest struct {
 	ComputeNS int64 `json:"compute_ns,omitempty"`
 }
 
-func (m *StepRequest) version() *int { return &m.V }
-func (*StepRequest) kind() string    { return "step request" }
+func (m *StepRequest) version() *int    { return &m.V }
+func (m *StepRequest) wireVersion() int { return StepVersion }
+func (*StepRequest) kind() string       { return "step request" }
 
 // Positions is the number of positions the step adds to each stage's cache
 // in its batched forward pass (a draft adds Gamma-1 more at the last stage).
@@ -230,8 +273,9 @@ type StepReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-func (m *StepReply) version() *int { return &m.V }
-func (*StepReply) kind() string    { return "step reply" }
+func (m *StepReply) version() *int    { return &m.V }
+func (m *StepReply) wireVersion() int { return StepVersion }
+func (*StepReply) kind() string       { return "step reply" }
 
 // Err returns the reply's error, or nil for a successful step.
 func (m *StepReply) Err() error {

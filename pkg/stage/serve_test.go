@@ -61,7 +61,7 @@ func TestBadMessagesGetErrors(t *testing.T) {
 	}
 	request := func(subject, fields string) func(string) *nats.Msg {
 		return func(inbox string) *nats.Msg {
-			body := `{"v":1,"session":"` + uuid.NewString() + `","reply":"` + inbox + `",` + fields + `}`
+			body := `{"v":2,"session":"` + uuid.NewString() + `","reply":"` + inbox + `",` + fields + `}`
 			return &nats.Msg{Subject: subject, Data: []byte(body)}
 		}
 	}
@@ -104,9 +104,9 @@ func TestBadMessagesGetErrors(t *testing.T) {
 	}{
 		{"not JSON", plain(stage0, "\x00\x01garbage"), "decoding step request"},
 		{"no version", plain(stage0, `{}`), `no version field "v"`},
-		{"newer version", plain(stage0, `{"v":2,"op":"teleport"}`), "version 2"},
-		{"wrong field type", plain(stage0, `{"v":1,"tokens":"many"}`), "cannot unmarshal"},
-		{"nil session", plain(stage0, `{"v":1,"session":"00000000-0000-0000-0000-000000000000","op":"decode","tokens":[1]}`), "nil UUID"},
+		{"newer version", plain(stage0, `{"v":3,"op":"teleport"}`), "version 3"},
+		{"wrong field type", plain(stage0, `{"v":2,"tokens":"many"}`), "cannot unmarshal"},
+		{"nil session", plain(stage0, `{"v":2,"session":"00000000-0000-0000-0000-000000000000","op":"decode","tokens":[1]}`), "nil UUID"},
 		{"unknown op", request(stage0, `"op":"teleport","tokens":[1]`), `op "teleport"`},
 		{"negative temperature", request(stage0, `"op":"decode","tokens":[1],"sampling":{"temperature":-1}`), "temperature -1"},
 		{"verify without q when sampling", request(stage0, `"op":"verify","tokens":[1],"drafts":[2],"sampling":{"temperature":1}`), "0 draft distributions for 1 drafts"},
@@ -122,7 +122,7 @@ func TestBadMessagesGetErrors(t *testing.T) {
 		{"unknown session with a cache length", request(stage0, `"op":"decode","cache_len":5,"tokens":[1]`), "has no cache here"},
 		{"past the context", request(stage0, `"op":"prefill","tokens":[`+strings.Repeat("1,", 299)+`1]`), "the model's context is 256"},
 		{"cache shorter than cache_len", func(inbox string) *nats.Msg {
-			return &nats.Msg{Subject: stage0, Data: []byte(`{"v":1,"session":"` + known.String() + `","reply":"` + inbox + `","op":"decode","cache_len":10,"tokens":[1]}`)}
+			return &nats.Msg{Subject: stage0, Data: []byte(`{"v":2,"session":"` + known.String() + `","reply":"` + inbox + `","op":"decode","cache_len":10,"tokens":[1]}`)}
 		}, "the cache holds 3 positions, the step needs 10"},
 	}
 	for _, tc := range cases {

@@ -158,8 +158,8 @@ func jobWorkers(t *testing.T, c *jobstore.Client, n int) []cluster.Worker {
 // command, not garbage.
 func stepShaped() []*nats.Msg {
 	return []*nats.Msg{
-		{Data: []byte(`{"v":1,"op":"decode","session":"00000000-0000-0000-0000-000000000001","cache_len":5,"tokens":[1]}`)},
-		{Data: []byte(`{"v":1,"op":"prefill","session":"00000000-0000-0000-0000-000000000002","tokens":[999999999]}`)},
+		{Data: []byte(`{"v":2,"op":"decode","session":"00000000-0000-0000-0000-000000000001","cache_len":5,"tokens":[1]}`)},
+		{Data: []byte(`{"v":2,"op":"prefill","session":"00000000-0000-0000-0000-000000000002","tokens":[999999999]}`)},
 	}
 }
 
