@@ -192,7 +192,7 @@ func fileExists(p string) bool {
 // the returned stop (or ctx) ends it.
 func watchWorkers(ctx context.Context, nc *nats.Conn, subj protocol.Subjects, log hclog.Logger) (*cluster.Registry, func(), error) {
 	rlog := log.Named("registry")
-	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: rlog,
+	reg, err := cluster.NewRegistry(nc, subj, cluster.Options{Log: rlog, Version: cli.Version,
 		// Stages no job of this controller holds were left by one that
 		// stopped (a crash, a restart): they would keep their devices.
 		OnOrphans: func(w cluster.Worker, instances []string) {

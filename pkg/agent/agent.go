@@ -48,7 +48,7 @@ const UnknownWorker = protocol.UnknownWorker
 // HostTaken starts the Error of a registration refused for good: a live
 // worker holds this worker's host name (cluster.HostTaken, the controller's
 // side). Run then ends with the controller's reason instead of retrying.
-const HostTaken = "host name taken"
+const HostTaken = protocol.HostTaken
 
 // TokenEnv carries the NATS token to stage processes: the environment, not
 // the command line, which any user of the host can read.
@@ -167,7 +167,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor, CUDAModes: cudaModes(cfg)})
+	registration, err := protocol.Encode(&protocol.Registration{WorkerID: cfg.WorkerID, Host: cfg.Name, Devices: cfg.Devices, BuildVersion: cfg.Version, GPUMonitor: cfg.GPUMonitor, CUDAModes: cudaModes(cfg),
+		StepVersion: protocol.StepVersion})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -377,7 +378,7 @@ func (a *Agent) register(ctx context.Context) (time.Duration, bool, error) {
 			return 0, false, nil
 		}
 		var r *refusal
-		if errors.As(err, &r) && strings.HasPrefix(r.reason, HostTaken) {
+		if errors.As(err, &r) && (strings.HasPrefix(r.reason, HostTaken) || strings.HasPrefix(r.reason, protocol.VersionRefused)) {
 			return 0, false, err
 		}
 		log := a.log.Info

@@ -67,7 +67,7 @@ func TestRegistration(t *testing.T) {
 	runAgent(t, a)
 
 	got := ctl.registration()
-	want := &protocol.Registration{V: protocol.Version, WorkerID: a.ID(), Host: "host-a", Devices: devs, BuildVersion: "v1.2.3"}
+	want := &protocol.Registration{V: protocol.Version, WorkerID: a.ID(), Host: "host-a", Devices: devs, BuildVersion: "v1.2.3", StepVersion: protocol.StepVersion}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("registration\n%+v\nwant\n%+v", got, want)
 	}

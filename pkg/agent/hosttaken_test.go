@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	ctlcluster "github.com/draftbench/draftbench/pkg/cluster"
 	"github.com/draftbench/draftbench/pkg/natsrv"
@@ -20,7 +22,7 @@ func holder(t *testing.T, url string, host string, beat bool) string {
 	nc := connect(t, url, "holder", "")
 	var subj protocol.Subjects
 	id := uuid.NewString()
-	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: host, BuildVersion: "test", Devices: CPUDevices(1, 1<<30)})
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: host, BuildVersion: "test", StepVersion: protocol.StepVersion, Devices: CPUDevices(1, 1<<30)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,4 +125,59 @@ func TestHostNameTakenEndsTheAgent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAnotherVersionEndsTheAgent: a worker of a build whose step protocol
+// the controller does not speak (here: one that says nothing of it, as the
+// builds before step_version did) is refused at registration with both
+// versions named, and the agent stops with that reason instead of retrying;
+// without the check it would register and every step would fail later.
+func TestAnotherVersionEndsTheAgent(t *testing.T) {
+	url := startServer(t, natsrv.Options{}).ClientURL()
+	registry(t, url)
+	nc := connect(t, url, "old worker", "")
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: uuid.NewString(), Host: "old", BuildVersion: "9cb2b1b",
+		Devices: CPUDevices(1, 1<<30)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := nc.Request(protocol.Subjects{}.WorkersRegister(), data, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep protocol.RegisterReply
+	if err := protocol.Decode(msg.Data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("another draftbench version: this worker (draftbench 9cb2b1b) speaks step protocol version 1 and this controller (draftbench ) version %d", protocol.StepVersion)
+	if !strings.HasPrefix(rep.Error, want) {
+		t.Errorf("registration reply %q, want it to start %q", rep.Error, want)
+	}
+
+	// An agent a controller refuses so ends at once with the reason (a
+	// controller of another version, played here by a plain responder).
+	url2 := startServer(t, natsrv.Options{}).ClientURL()
+	ctl := connect(t, url2, "newer controller", "")
+	refusal := protocol.VersionRefused + ": this worker (draftbench x) speaks step protocol version 2 and this controller (draftbench y) version 3"
+	if _, err := ctl.Subscribe(protocol.Subjects{}.WorkersRegister(), func(m *nats.Msg) {
+		data, _ := protocol.Encode(&protocol.RegisterReply{Error: refusal})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := testLogger(t)
+	a, err := New(Config{Conn: connect(t, url2, "agent", ""), Name: "old", Devices: CPUDevices(1, 1<<30), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), refusal) {
+			t.Errorf("Run() = %v, want the refusal %q", err, refusal)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent refused for its version still runs after 10 s")
+	}
 }

@@ -136,7 +136,7 @@ func registryOnFakeClock(t *testing.T, tweak ...func(*Options)) (*nats.Conn, pro
 // register registers a worker with one CPU device, as an agent would.
 func register(t *testing.T, nc *nats.Conn, subj protocol.Subjects, id, host string) {
 	t.Helper()
-	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: host, BuildVersion: "test",
+	data, err := protocol.Encode(&protocol.Registration{WorkerID: id, Host: host, BuildVersion: "test", StepVersion: protocol.StepVersion,
 		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestHostNameTaken(t *testing.T) {
 	second := uuid.NewString()
 	try := func() string {
 		t.Helper()
-		data, err := protocol.Encode(&protocol.Registration{WorkerID: second, Host: "gpu-a", BuildVersion: "test",
+		data, err := protocol.Encode(&protocol.Registration{WorkerID: second, Host: "gpu-a", BuildVersion: "test", StepVersion: protocol.StepVersion,
 			Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
 		if err != nil {
 			t.Fatal(err)

@@ -49,7 +49,11 @@ type Worker struct {
 // since, it may be the crashed process this worker replaces: the refusal
 // then says so without this prefix, and the worker tries again until the
 // holder is lost and the name is free.
-const HostTaken = "host name taken"
+const HostTaken = protocol.HostTaken
+
+// VersionRefused starts the Error of a RegisterReply that refuses a worker
+// of another step protocol version, for good (protocol.VersionRefused).
+const VersionRefused = protocol.VersionRefused
 
 // RunningStages counts the worker's stages that are starting or serving.
 // Its heartbeats also list the stages that failed or exited until the
@@ -84,6 +88,9 @@ type Options struct {
 	// skew the next job. It runs on a goroutine of its own, at most once per
 	// orphanRetry for one instance.
 	OnOrphans func(w Worker, instances []string)
+	// Version is the controller's build version, for the refusal of a
+	// worker of another one.
+	Version string
 }
 
 // orphanRetry spaces the reports of one orphaned instance: a release takes
@@ -219,6 +226,11 @@ func (r *Registry) onRegister(m *nats.Msg) {
 	if err := protocol.Decode(m.Data, &reg); err != nil {
 		r.opt.Log.Warn("bad registration dropped", "error", err)
 		reply = &protocol.RegisterReply{Error: err.Error()}
+	} else if v := reg.StepVersionOf(); v != protocol.StepVersion {
+		reply = &protocol.RegisterReply{Error: fmt.Sprintf("%s: this worker (draftbench %s) speaks step protocol version %d and this controller (draftbench %s) version %d: run one draftbench version on the controller and every worker",
+			VersionRefused, reg.BuildVersion, v, r.opt.Version, protocol.StepVersion)}
+		r.opt.Log.Error("registration refused: another draftbench version", "worker", reg.WorkerID, "host", reg.Host,
+			"worker_version", reg.BuildVersion, "step_protocol", v, "want", protocol.StepVersion)
 	} else {
 		now := r.opt.Now()
 		r.mu.Lock()

@@ -38,7 +38,7 @@ func TestRegistryLiveness(t *testing.T) {
 	reg.OnLost(func(w Worker) { lost = append(lost, w.Host) })
 
 	id := uuid.NewString()
-	data, _ := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a", BuildVersion: "test",
+	data, _ := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a", BuildVersion: "test", StepVersion: protocol.StepVersion,
 		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1 << 30, Kind: protocol.DeviceCPU}}})
 	msg, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second)
 	if err != nil {
@@ -109,7 +109,7 @@ func TestNoLossWhileTheControllerIsDisconnected(t *testing.T) {
 	}
 	defer reg.Close()
 	id := uuid.NewString()
-	data, _ := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a",
+	data, _ := protocol.Encode(&protocol.Registration{WorkerID: id, Host: "gpu-a", StepVersion: protocol.StepVersion,
 		Devices: []protocol.Device{{Index: 0, Name: "cpu", MemoryBytes: 1, Kind: protocol.DeviceCPU}}})
 	if _, err := nc.Request(subj.WorkersRegister(), data, 5*time.Second); err != nil {
 		t.Fatal(err)

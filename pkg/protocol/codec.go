@@ -60,9 +60,9 @@ func Encode(m Message) ([]byte, error) {
 
 // Decode reads a JSON message into m: it checks the version first (so a
 // message of another major version is reported as such, not as a field type
-// error), then decodes and validates. On a validation error m holds what was
-// decoded, so a server can still answer the sender. It never panics on bad
-// input.
+// error), then decodes and validates. On a validation error, and on another
+// version, m holds what could be decoded, so a server can still answer the
+// sender. It never panics on bad input.
 func Decode(data []byte, m Message) error {
 	var head struct {
 		V *int `json:"v"`
@@ -74,7 +74,11 @@ func Decode(data []byte, m Message) error {
 	case head.V == nil:
 		return fmt.Errorf("protocol: decoding %s: no version field \"v\": %w", m.kind(), ErrVersion)
 	case *head.V != versionOf(m):
-		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d: %w", m.kind(), *head.V, versionOf(m), ErrVersion)
+		// What decodes is kept (a reply subject above all), so a server
+		// can answer the sender at once instead of leaving it to time out.
+		_ = json.Unmarshal(data, m)
+		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d (run one draftbench version on the controller and every worker): %w",
+			m.kind(), *head.V, versionOf(m), ErrVersion)
 	}
 	if err := json.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("protocol: decoding %s: %w", m.kind(), err)

@@ -56,6 +56,19 @@ type Registration struct {
 	// backend in ("graphs", "tune_gemm", "batch_invariant"; docs/cuda.md),
 	// so results say how their numbers were made.
 	CUDAModes []string `json:"cuda_modes,omitempty"`
+	// StepVersion is the StepVersion the worker's stages speak (absent,
+	// 0, from builds before it was sent: 1). A controller refuses a worker
+	// whose steps it cannot read: they would fail only at the first step.
+	StepVersion int `json:"step_version,omitempty"`
+}
+
+// StepVersionOf is the step protocol version a registration says it
+// speaks.
+func (m *Registration) StepVersionOf() int {
+	if m.StepVersion == 0 {
+		return 1
+	}
+	return m.StepVersion
 }
 
 func (m *Registration) version() *int { return &m.V }
@@ -111,6 +124,15 @@ func (m *RegisterReply) HeartbeatInterval() time.Duration {
 // heartbeat from a worker it does not know (it restarted, or lost the worker):
 // the worker then registers again.
 const UnknownWorker = "unknown worker"
+
+// HostTaken and VersionRefused start the Error of a RegisterReply that
+// refuses a worker for good: a live worker holds its host name, or it
+// speaks another step protocol version (another draftbench version). The
+// worker then stops with the controller's reason instead of retrying.
+const (
+	HostTaken      = "host name taken"
+	VersionRefused = "another draftbench version"
+)
 
 // Heartbeat is published by a worker on WorkerHeartbeat.
 type Heartbeat struct {

@@ -310,3 +310,27 @@ func TestNewRejectsBadConfigs(t *testing.T) {
 		})
 	}
 }
+
+// TestOtherVersionAnsweredAtOnce: a step of another protocol version (a
+// driver of another draftbench build) is answered on the reply subject its
+// body names, with both versions, rather than left to time out (it took the
+// driver's two-minute step timeout per request).
+func TestOtherVersionAnsweredAtOnce(t *testing.T) {
+	c := newCluster(t, 0)
+	c.pipeline(t, "target", [][2]int{{0, 3}}, nil)
+	inbox := nats.NewInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	body := `{"v":1,"session":"` + uuid.NewString() + `","reply":"` + inbox + `","op":"verify","cache_len":0,"tokens":[1],"drafts":[2],"q":[{"ids":[2],"probs":[1]}]}`
+	if err := c.nc.Publish(protocol.Subjects{}.Stage("target", 0), []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer to a step of version 1: %v", err)
+	}
+	checkErrorReply(t, replyOf(t, resp), "version 1, this build speaks version 2 (run one draftbench version on the controller and every worker)")
+}
