@@ -504,6 +504,33 @@ func TestTwoStageTargetMatchesGenerate(t *testing.T) {
 // value of a job variable into its own folder, a failed value named while
 // the others still count, and `controller compare`'s table last, in the
 // variable's order.
+// sweep runs scripts/sweep.sh with args and returns its exit code, stdout
+// and stderr.
+func sweep(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"../scripts/sweep.sh"}, args...)...)
+	cmd.Env = append(os.Environ(), "CONTROLLER="+filepath.Join(binDir, "controller"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		t.Fatalf("sweep.sh: %v", err)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// comparison is the table sweep.sh prints after the runs into out.
+func comparison(t *testing.T, stdout, out string) []string {
+	t.Helper()
+	i := strings.Index(stdout, "== "+out+"\n")
+	if i < 0 {
+		t.Fatalf("no comparison section:\n%s", stdout)
+	}
+	return strings.Split(strings.TrimSpace(stdout[i:]), "\n")[1:]
+}
+
 func TestSweepScript(t *testing.T) {
 	target, drafter := models(t, 2)
 	job := writeJob(t, target, drafter, 2, 6, "")
@@ -520,46 +547,126 @@ func TestSweepScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "sweep")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "../scripts/sweep.sh", "--out", out, job, "gamma", "3", "0", "1", "--", "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "CONTROLLER="+filepath.Join(binDir, "controller"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
-	if code := cmd.ProcessState.ExitCode(); code != 1 {
-		t.Fatalf("sweep.sh with a refused value exited %d (%v), want 1\n%s\n%s", code, err, stdout.String(), stderr.String())
+
+	// A value validate refuses refuses the whole sweep, before any run.
+	code, stdout, stderr := sweep(t, "--out", out, job, "gamma", "3", "0", "1", "--", "--log-level", "warn")
+	if code != 2 {
+		t.Fatalf("sweep.sh with a refused value exited %d, want 2\n%s\n%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stderr.String(), "runs that failed: gamma=0") {
-		t.Errorf("the refused value is not named:\n%s", stderr.String())
+	if !strings.Contains(stderr, "gamma=0: ") || !strings.Contains(stderr, "generation.gamma must be between 1 and 32") ||
+		!strings.Contains(stderr, "nothing was run") {
+		t.Errorf("the refused value is not named with validate's reason:\n%s", stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused sweep left %s (%v)", out, err)
+	}
+
+	// --repeat 2: each value twice, one row per value with n = 2.
+	code, stdout, stderr = sweep(t, "--out", out, "--repeat", "2", job, "gamma", "3", "1", "--", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("sweep.sh --repeat 2 exited %d\n%s\n%s", code, stdout, stderr)
 	}
 	for _, v := range []string{"1", "3"} {
-		if _, err := os.Stat(filepath.Join(out, "gamma-"+v, report.FileResults)); err != nil {
-			t.Errorf("gamma=%s: %v", v, err)
+		for _, r := range []string{"run-1", "run-2"} {
+			if _, err := os.Stat(filepath.Join(out, "gamma-"+v, r, report.FileResults)); err != nil {
+				t.Errorf("gamma=%s %s: %v", v, r, err)
+			}
 		}
 	}
 	// The table: header, then gamma 1 before gamma 3 (the order of the
 	// values, not of the command line).
-	text := stdout.String()
-	i := strings.Index(text, "== "+out+"\n")
-	if i < 0 {
-		t.Fatalf("no comparison section:\n%s", text)
-	}
-	lines := strings.Split(strings.TrimSpace(text[i:]), "\n")[1:]
-	if len(lines) != 3 || !strings.Contains(lines[0], "speedup TPOT") ||
-		!strings.HasPrefix(strings.TrimSpace(lines[1]), "gamma-1") || !strings.HasPrefix(strings.TrimSpace(lines[2]), "gamma-3") {
+	lines := comparison(t, stdout, out)
+	if len(lines) != 4 || !strings.Contains(lines[0], "speedup TPOT") || !slices.Contains(strings.Fields(lines[0]), "n") ||
+		!strings.HasPrefix(strings.TrimSpace(lines[1]), "gamma-1 ") || !strings.HasPrefix(strings.TrimSpace(lines[2]), "gamma-3 ") {
 		t.Errorf("comparison table:\n%s", strings.Join(lines, "\n"))
 	}
-	if !strings.Contains(lines[1], "2/2") {
-		t.Errorf("gamma 1's row does not say 2/2 lossless: %s", lines[1])
+	if len(lines) > 1 && !strings.Contains(lines[1], "4/4") {
+		t.Errorf("gamma 1's row does not say 4/4 lossless (two runs of two prompts): %s", lines[1])
+	}
+
+	// Another sweep into the same folder compares its own runs only.
+	code, stdout, stderr = sweep(t, "--out", out, job, "gamma", "2", "--", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("sweep.sh exited %d\n%s\n%s", code, stdout, stderr)
+	}
+	if lines := comparison(t, stdout, out); len(lines) != 2 || !strings.HasPrefix(strings.TrimSpace(lines[1]), "gamma-2 ") {
+		t.Errorf("comparison table of the second sweep:\n%s", strings.Join(lines, "\n"))
 	}
 }
 
-// TestDraftTopKReachesTheStages: generation.draft_top_k is what the
-// drafter's stage cuts q to in a sampled run: one id (the drafter's argmax
-// with q = 1, accepted with probability p) and the whole distribution give
-// different acceptance on the same seeds, and the results' config says
-// which was used.
+// Sweeping model folders names each run's folder after the model's, and an
+// environment variable the job does not read is refused.
+func TestSweepScriptModelsAndKnobs(t *testing.T) {
+	target, drafter := models(t, 2)
+	// A second folder named drafter, and one with a space in its name.
+	other := filepath.Join(t.TempDir(), "drafter")
+	spaced := filepath.Join(t.TempDir(), "drafter L1")
+	for _, d := range []string{other, spaced} {
+		if err := tinymodel.WriteDrafter(target, d, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := writeJob(t, target, drafter, 2, 6, "")
+	src, err := os.ReadFile(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept := strings.Replace(string(src), fmt.Sprintf("path = %q", drafter), fmt.Sprintf("path = env(\"DRAFTER_MODEL\", %q)", drafter), 1)
+	if swept == string(src) {
+		t.Fatal("the test job has no drafter path to sweep")
+	}
+	if err := os.WriteFile(job, []byte(swept), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "drafters")
+
+	// TEMPERATURE is not read by the job: every run would be the same.
+	code, stdout, stderr := sweep(t, "--out", out, job, "TEMPERATURE", "0", "0.5")
+	if code != 2 || !strings.Contains(stderr, "does not read the environment variable TEMPERATURE") ||
+		!strings.Contains(stderr, "It reads with env(): DRAFTER_MODEL") {
+		t.Errorf("sweeping an unread knob: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused sweep left %s (%v)", out, err)
+	}
+
+	code, stdout, stderr = sweep(t, "--out", out, job, "DRAFTER_MODEL", drafter, other+"/", spaced, "--", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("sweep.sh exited %d\n%s\n%s", code, stdout, stderr)
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+		if _, err := os.Stat(filepath.Join(out, e.Name(), report.FileResults)); err != nil {
+			t.Errorf("%s: %v", e.Name(), err)
+		}
+	}
+	// Two folders named drafter: by their whole paths, / as _.
+	flat := func(p string) string { return "DRAFTER_MODEL-" + strings.ReplaceAll(strings.Trim(p, "/"), "/", "_") }
+	want := []string{flat(drafter), flat(other), "DRAFTER_MODEL-drafter_L1"}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("run folders %q, want %q", names, want)
+	}
+	lines := comparison(t, stdout, out)
+	if len(lines) != 4 || strings.Fields(lines[0])[1] != "drafter" {
+		t.Fatalf("comparison table:\n%s", strings.Join(lines, "\n"))
+	}
+	text := strings.Join(lines, "\n")
+	// The two folders named drafter by as much of their paths as tells
+	// them apart.
+	for _, want := range []string{" drafter L1 (1 layer, ", " " + filepath.Base(filepath.Dir(drafter)) + "/drafter (1 layer, ",
+		" " + filepath.Base(filepath.Dir(other)) + "/drafter (1 layer, "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the drafter column lacks %q:\n%s", want, text)
+		}
+	}
+}
+
 func TestDraftTopKReachesTheStages(t *testing.T) {
 	target, drafter := models(t, 2)
 	accept := map[int]float64{}

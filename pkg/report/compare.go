@@ -1,6 +1,8 @@
 package report
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/draftbench/draftbench/pkg/metrics"
 )
@@ -46,14 +49,60 @@ type Compared struct {
 	LosslessSkipped    string             `json:"lossless_skipped,omitempty"`
 	JoulesPerToken     map[string]float64 `json:"joules_per_output_token,omitempty"`
 
-	config map[string]any // flattened
-	name   string         // the row's name in the table
+	config map[string]any       // flattened
+	name   string               // the row's name in the table
+	models map[string]modelNote // per role, from the results' environment
 }
 
-// Comparison is the runs in order and the settings that differ between them.
+// modelNote is what a run says of one of its models beside its setting: the
+// path as the job wrote it, and the layers and parameters the run found.
+type modelNote struct {
+	written    string
+	layers     int
+	parameters int64
+}
+
+// Comparison is the runs in order, the settings that differ between them,
+// and the runs grouped by those settings.
 type Comparison struct {
 	Differs []string   `json:"differs"` // dotted config paths, sorted
 	Runs    []Compared `json:"runs"`
+	// Groups are the runs whose settings are all equal (a value of a sweep
+	// run several times), in the order of the runs: one row of the table.
+	Groups []Group `json:"groups"`
+}
+
+// Group is the runs of a comparison whose differing settings are all equal,
+// with each figure's median and range over them. Counts are summed.
+type Group struct {
+	Name     string         `json:"name"` // the row's name: the runs' common folder
+	N        int            `json:"n"`
+	Dirs     []string       `json:"dirs"`
+	Settings map[string]any `json:"settings"`
+
+	Completed            map[string]int  `json:"completed"` // per mode, summed
+	AcceptanceRate       *Stat           `json:"acceptance_rate"`
+	MeanAcceptanceLength *Stat           `json:"mean_acceptance_length"`
+	MedianTPOTMS         map[string]Stat `json:"median_tpot_ms"`
+	MedianTTFTMS         map[string]Stat `json:"median_ttft_ms"`
+	OutputThroughput     map[string]Stat `json:"output_throughput"`
+	SpeedupTPOT          *Stat           `json:"speedup_tpot"`
+	SpeedupE2EL          *Stat           `json:"speedup_e2el"`
+	SpeedupThroughput    *Stat           `json:"speedup_output_throughput"`
+	LosslessChecked      int             `json:"lossless_checked"`    // summed
+	LosslessMismatched   int             `json:"lossless_mismatched"` // summed
+	LosslessSkipped      string          `json:"lossless_skipped,omitempty"`
+	JoulesPerToken       map[string]Stat `json:"joules_per_output_token,omitempty"`
+
+	models map[string]modelNote // of its first run
+}
+
+// Stat is one figure over a group's runs (those that measured it).
+type Stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
 }
 
 // ignoredSettings are config paths that differ between runs without being a
@@ -106,6 +155,7 @@ func CompareDirs(paths []string) (*Comparison, error) {
 			})
 		}
 	}
+	c.Groups = groupRuns(c.Runs, c.Differs)
 	return c, nil
 }
 
@@ -121,26 +171,46 @@ func resultFiles(p string) ([]string, error) {
 	if _, err := os.Stat(direct); err == nil {
 		return []string{direct}, nil
 	}
-	entries, err := os.ReadDir(p)
-	if err != nil {
-		return nil, fmt.Errorf("compare: %w", err)
-	}
 	var out []string
-	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), "earlier-") {
-			continue
-		}
-		f := filepath.Join(p, e.Name(), FileResults)
-		if _, err := os.Stat(f); err == nil {
-			out = append(out, f)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("compare: %w", err)
-		}
+	if err := findResults(p, 1, &out); err != nil {
+		return nil, fmt.Errorf("compare: %w", err)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("compare: %s holds no %s, nor do its subfolders (give a run's output folder)", p, FileResults)
 	}
 	return out, nil
+}
+
+// maxRunDepth is how deep below a given folder runs are looked for: a
+// folder of sweeps, each a folder of values, each a folder of repeats.
+const maxRunDepth = 4
+
+// findResults appends the results files of dir's subfolders, descending
+// into those that hold none (not into a run's folder, nor earlier-<time>).
+func findResults(dir string, depth int, out *[]string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), "earlier-") {
+			continue
+		}
+		sub := filepath.Join(dir, e.Name())
+		f := filepath.Join(sub, FileResults)
+		if _, err := os.Stat(f); err == nil {
+			*out = append(*out, f)
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if depth < maxRunDepth {
+			if err := findResults(sub, depth+1, out); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func readCompared(path string) (Compared, error) {
@@ -202,15 +272,79 @@ func readCompared(path string) (Compared, error) {
 	// Not settings of the job, but they change the figures as much: the
 	// cards it ran on and the build that measured.
 	c.config[settingGPUs] = gpus
+	var env struct {
+		Target  *environmentModel `json:"target"`
+		Drafter *environmentModel `json:"drafter"`
+	}
 	if raw, ok := r.Environment.(json.RawMessage); ok && len(raw) > 0 {
-		var env struct {
+		var v struct {
 			Version string `json:"version"`
 		}
-		if json.Unmarshal(raw, &env) == nil && env.Version != "" {
-			c.config[settingVersion] = env.Version
+		if json.Unmarshal(raw, &v) == nil && v.Version != "" {
+			c.config[settingVersion] = v.Version
+		}
+		if json.Unmarshal(raw, &env) != nil {
+			env.Target, env.Drafter = nil, nil // a shape this build does not know: no notes
 		}
 	}
+	// A model is a setting by the folder it names, not by how the path was
+	// written: ./m, m/ and /abs/m (from where the run ran) are one setting.
+	c.models = map[string]modelNote{}
+	for _, m := range []struct {
+		role string
+		env  *environmentModel
+	}{{"target", env.Target}, {"drafter", env.Drafter}} {
+		key := "models." + m.role + ".path"
+		written, ok := c.config[key].(string)
+		if !ok || written == "" {
+			continue
+		}
+		note := modelNote{written: written}
+		recorded := ""
+		if m.env != nil {
+			recorded, note.layers, note.parameters = m.env.Path, m.env.Layers, m.env.Parameters
+		}
+		c.config[key] = modelPath(written, recorded)
+		c.models[m.role] = note
+	}
 	return c, nil
+}
+
+// environmentModel is the part of the results' environment.target and
+// .drafter (the model's description) a comparison shows.
+type environmentModel struct {
+	Path       string `json:"path"`
+	Layers     int    `json:"layers"`
+	Parameters int64  `json:"parameters"`
+}
+
+// modelPath is the folder a model path names, as comparable as the results
+// allow. The results hold the path as the job wrote it; where the run
+// recorded an absolute path in its environment, that one. A relative path is
+// relative to the folder the run ran in, which the results do not record:
+// it is taken relative to the folder compare runs in (where sweep.sh runs
+// it: where it ran the runs) when it names a folder there, and otherwise
+// only cleaned. Symbolic links are resolved where the folder exists.
+func modelPath(written, recorded string) string {
+	p := written
+	if filepath.IsAbs(recorded) {
+		p = recorded
+	}
+	p = filepath.Clean(p)
+	if !filepath.IsAbs(p) {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return p
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return p
+		}
+		p = abs
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	return p
 }
 
 // Pseudo-settings read from the results' gpu and environment sections.
@@ -333,66 +467,418 @@ func allNumbers(runs []Compared, k string) bool {
 	return true
 }
 
+// groupRuns puts the runs whose differing settings are all equal into one
+// group each, in the order of their first run.
+func groupRuns(runs []Compared, differs []string) []Group {
+	index := map[string]int{}
+	var members [][]int
+	for i, r := range runs {
+		parts := make([]string, len(differs))
+		for j, k := range differs {
+			parts[j] = canonical(r.Settings[k])
+		}
+		key := strings.Join(parts, "\x00")
+		g, ok := index[key]
+		if !ok {
+			g = len(members)
+			index[key] = g
+			members = append(members, nil)
+		}
+		members[g] = append(members[g], i)
+	}
+	var allDirs []string
+	for _, r := range runs {
+		allDirs = append(allDirs, r.Dir)
+	}
+	all := commonParent(allDirs)
+	groups := make([]Group, len(members))
+	for g, m := range members {
+		groups[g] = makeGroup(runs, m, all, len(members))
+	}
+	return groups
+}
+
+func makeGroup(runs []Compared, members []int, all string, groups int) Group {
+	first := runs[members[0]]
+	g := Group{N: len(members), Settings: first.Settings, models: first.models, Completed: map[string]int{}}
+	var names []string
+	var accept, length, spTPOT, spE2EL, spTput []*float64
+	tpot, ttft, tput, jpt := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	for _, i := range members {
+		r := runs[i]
+		g.Dirs = append(g.Dirs, r.Dir)
+		names = append(names, runName(r))
+		for m, n := range r.Completed {
+			g.Completed[m] += n
+		}
+		accept, length = append(accept, r.AcceptanceRate), append(length, r.MeanAcceptanceLength)
+		spTPOT, spE2EL, spTput = append(spTPOT, r.SpeedupTPOT), append(spE2EL, r.SpeedupE2EL), append(spTput, r.SpeedupThroughput)
+		for _, x := range []struct {
+			from map[string]float64
+			to   map[string][]float64
+		}{{r.MedianTPOTMS, tpot}, {r.MedianTTFTMS, ttft}, {r.OutputThroughput, tput}, {r.JoulesPerToken, jpt}} {
+			for m, v := range x.from {
+				x.to[m] = append(x.to[m], v)
+			}
+		}
+		g.LosslessChecked += r.LosslessChecked
+		g.LosslessMismatched += r.LosslessMismatched
+		if g.LosslessSkipped == "" {
+			g.LosslessSkipped = r.LosslessSkipped
+		}
+	}
+	if g.LosslessChecked > 0 {
+		g.LosslessSkipped = "" // some runs checked: their sum is the figure
+	}
+	g.AcceptanceRate, g.MeanAcceptanceLength = statOf(accept), statOf(length)
+	g.SpeedupTPOT, g.SpeedupE2EL, g.SpeedupThroughput = statOf(spTPOT), statOf(spE2EL), statOf(spTput)
+	g.MedianTPOTMS, g.MedianTTFTMS, g.OutputThroughput = statsOf(tpot), statsOf(ttft), statsOf(tput)
+	if len(jpt) > 0 {
+		g.JoulesPerToken = statsOf(jpt)
+	}
+	g.Name = groupName(names, g.Dirs, all, groups)
+	return g
+}
+
+// groupName names a group's row: its run's name, else the folder its runs
+// share (gamma-4 for gamma-4/run-1..3), else their names.
+func groupName(names, dirs []string, all string, groups int) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	sep := string(filepath.Separator)
+	if gc := commonParent(dirs); gc != "" {
+		switch {
+		case all == "":
+			return gc
+		case strings.HasPrefix(gc, all+sep):
+			return strings.TrimPrefix(gc, all+sep)
+		case groups == 1:
+			return filepath.Base(gc)
+		}
+	}
+	if joined := strings.Join(names, ", "); len(joined) <= 40 {
+		return joined
+	}
+	return fmt.Sprintf("%s, … (%d runs)", names[0], len(names))
+}
+
+// commonParent is the deepest folder above every one of dirs ("" when it is
+// the root or the working folder).
+func commonParent(dirs []string) string {
+	if len(dirs) == 0 {
+		return ""
+	}
+	common := filepath.Dir(dirs[0])
+	for _, d := range dirs[1:] {
+		for common != "." && common != "/" && !strings.HasPrefix(d, common+string(filepath.Separator)) {
+			common = filepath.Dir(common)
+		}
+	}
+	if common == "." || common == "/" {
+		return ""
+	}
+	return common
+}
+
+func statOf(vs []*float64) *Stat {
+	var xs []float64
+	for _, v := range vs {
+		if v != nil {
+			xs = append(xs, *v)
+		}
+	}
+	if len(xs) == 0 {
+		return nil
+	}
+	slices.Sort(xs)
+	n := len(xs)
+	med := xs[n/2]
+	if n%2 == 0 {
+		med = (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return &Stat{Median: med, Min: xs[0], Max: xs[n-1], N: n}
+}
+
+func statsOf(m map[string][]float64) map[string]Stat {
+	out := make(map[string]Stat, len(m))
+	for k, vs := range m {
+		ps := make([]*float64, len(vs))
+		for i := range vs {
+			ps[i] = &vs[i]
+		}
+		out[k] = *statOf(ps)
+	}
+	return out
+}
+
 // maxSettingColumns is how many differing settings get a column; the rest
 // are listed under the table.
 const maxSettingColumns = 4
 
-// PrintComparison writes the comparison as an aligned table.
+// settingOrder ranks the settings for the columns: what a sweep of
+// speculative decoding varies first, the dataset last (and any setting
+// whose values are long after all the others).
+var settingOrder = []string{
+	"generation.gamma", "generation.temperature", "generation.max_new_tokens", "generation.top_p",
+	"generation.top_k", "generation.draft_top_k", "generation.",
+	"models.drafter.path", "models.target.path", "models.drafter.dtype", "models.target.dtype",
+	"placement.", "models.", settingGPUs,
+	"load.", "batch.", "modes.", settingVersion,
+}
+
+func settingRank(k string) int {
+	for i, p := range settingOrder {
+		if k == p || strings.HasSuffix(p, ".") && strings.HasPrefix(k, p) {
+			return i
+		}
+	}
+	if strings.HasPrefix(k, "dataset.") {
+		return len(settingOrder) + 1
+	}
+	return len(settingOrder)
+}
+
+// longSetting is how wide a value may be before its column goes last.
+const longSetting = 40
+
+// rankColumns orders the differing settings for the table.
+func rankColumns(differs []string, cells map[string][]string) []string {
+	long := map[string]bool{}
+	for _, k := range differs {
+		for _, s := range cells[k] {
+			if utf8.RuneCountInString(s) > longSetting {
+				long[k] = true
+			}
+		}
+	}
+	out := slices.Clone(differs)
+	slices.SortStableFunc(out, func(a, b string) int {
+		if long[a] != long[b] {
+			if long[a] {
+				return 1
+			}
+			return -1
+		}
+		if d := settingRank(a) - settingRank(b); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
+// modelSetting splits models.<role>.<attribute>.
+func modelSetting(k string) (role, attr string, ok bool) {
+	parts := strings.Split(k, ".")
+	if len(parts) != 3 || parts[0] != "models" {
+		return "", "", false
+	}
+	return parts[1], parts[2], true
+}
+
+// columnName is a setting's header: target and drafter for the model
+// folders, "drafter dtype" for another attribute of a model, else the
+// shortest unambiguous end of its path.
+func columnName(k string, all []string) string {
+	if role, attr, ok := modelSetting(k); ok {
+		if attr == "path" {
+			return role
+		}
+		return role + " " + attr
+	}
+	return shortName(k, all)
+}
+
+// columnCells is each group's value of setting k as the table shows it:
+// a model folder by its name (more of its path where two names meet) with
+// its layers and parameters; a list by its length; a long text cut short.
+// Different values that would read the same get a short hash.
+func columnCells(k string, groups []Group) []string {
+	cells := make([]string, len(groups))
+	if role, attr, ok := modelSetting(k); ok && attr == "path" {
+		// Each folder by the fewest trailing parts of its written path that
+		// no other folder's path ends in.
+		parts := make([][]string, len(groups))
+		for i, g := range groups {
+			w := g.models[role].written
+			if w == "" {
+				w, _ = g.Settings[k].(string)
+			}
+			parts[i] = strings.Split(strings.Trim(filepath.ToSlash(filepath.Clean(w)), "/"), "/")
+		}
+		suffix := func(i, n int) string { return strings.Join(parts[i][max(0, len(parts[i])-n):], "/") }
+		for i, g := range groups {
+			v := canonical(g.Settings[k])
+			for n := 1; ; n++ {
+				cells[i] = suffix(i, n)
+				clash := false
+				for j, o := range groups {
+					if canonical(o.Settings[k]) != v && suffix(j, n) == cells[i] {
+						clash = true
+					}
+				}
+				if !clash || n >= len(parts[i]) {
+					break
+				}
+			}
+		}
+		disambiguate(k, groups, cells)
+		for i, g := range groups {
+			if note := g.models[role]; note.layers > 0 {
+				layers := "layers"
+				if note.layers == 1 {
+					layers = "layer"
+				}
+				cells[i] += fmt.Sprintf(" (%d %s, %s)", note.layers, layers, count(note.parameters))
+			}
+		}
+		return cells
+	}
+	for i, g := range groups {
+		cells[i] = display(g.Settings[k])
+	}
+	disambiguate(k, groups, cells)
+	return cells
+}
+
+// disambiguate adds a short hash of the value to cells that read the same
+// as another value's.
+func disambiguate(k string, groups []Group, cells []string) {
+	values := map[string]map[string]bool{}
+	for i, g := range groups {
+		if values[cells[i]] == nil {
+			values[cells[i]] = map[string]bool{}
+		}
+		values[cells[i]][canonical(g.Settings[k])] = true
+	}
+	for i, g := range groups {
+		if len(values[cells[i]]) > 1 {
+			cells[i] += " #" + shortHash(canonical(g.Settings[k]))
+		}
+	}
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:3])
+}
+
+// count is a parameter count as 7.4M or 8.2B.
+func count(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.1fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// display is a setting's value in a cell.
+func display(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "-"
+	case string:
+		if x == "" {
+			return `""`
+		}
+		if utf8.RuneCountInString(x) > longSetting {
+			r := []rune(x)
+			return string(r[:longSetting-1]) + "…"
+		}
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case []any:
+		if len(x) == 1 {
+			return "[1 item]"
+		}
+		return fmt.Sprintf("[%d items]", len(x))
+	default:
+		return canonical(v)
+	}
+}
+
+// PrintComparison writes the comparison as an aligned table, a row per
+// group of runs with equal settings.
 func PrintComparison(w io.Writer, c *Comparison) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	cols := c.Differs
+	groups := c.Groups
+	if groups == nil {
+		groups = groupRuns(c.Runs, c.Differs)
+	}
+	cells := map[string][]string{}
+	for _, k := range c.Differs {
+		cells[k] = columnCells(k, groups)
+	}
+	cols := rankColumns(c.Differs, cells)
 	var rest []string
 	if len(cols) > maxSettingColumns {
 		cols, rest = cols[:maxSettingColumns], cols[maxSettingColumns:]
 	}
+	repeated := false
+	for _, g := range groups {
+		if g.N > 1 {
+			repeated = true
+		}
+	}
 	head := []string{"run"}
 	for _, k := range cols {
-		head = append(head, shortName(k, c.Differs))
+		head = append(head, columnName(k, c.Differs))
+	}
+	if repeated {
+		head = append(head, "n")
 	}
 	head = append(head, "ok spec/AR", "accept %", "accept len", "TPOT p50 ms spec/AR", "TTFT p50 ms spec/AR",
 		"speedup TPOT", "E2EL", "tok/s", "lossless")
 	jpt := false
-	for _, r := range c.Runs {
-		if len(r.JoulesPerToken) > 0 {
+	for _, g := range groups {
+		if len(g.JoulesPerToken) > 0 {
 			jpt = true
 		}
 	}
 	if jpt {
 		head = append(head, "J/token spec/AR")
 	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
-	for _, r := range c.Runs {
-		row := []string{runName(r)}
+	for i, g := range groups {
+		row := []string{g.Name}
 		for _, k := range cols {
-			row = append(row, setting(r.Settings[k]))
+			row = append(row, cells[k][i])
+		}
+		if repeated {
+			row = append(row, strconv.Itoa(g.N))
 		}
 		row = append(row,
-			pair(intp(r.Completed, "speculative"), intp(r.Completed, "target"), "%.0f"),
-			opt(scale(r.AcceptanceRate, 100), "%.1f"),
-			opt(r.MeanAcceptanceLength, "%.2f"),
-			pair(floatp(r.MedianTPOTMS, "speculative"), floatp(r.MedianTPOTMS, "target"), "%.2f"),
-			pair(floatp(r.MedianTTFTMS, "speculative"), floatp(r.MedianTTFTMS, "target"), "%.1f"),
-			opt(r.SpeedupTPOT, "%.2f×"),
-			opt(r.SpeedupE2EL, "%.2f×"),
-			opt(r.SpeedupThroughput, "%.2f×"),
-			lossless(r))
+			countPair(g.Completed),
+			stat(scaleStat(g.AcceptanceRate, 100), 1, ""),
+			stat(g.MeanAcceptanceLength, 2, ""),
+			statPair(g.MedianTPOTMS, 2),
+			statPair(g.MedianTTFTMS, 1),
+			stat(g.SpeedupTPOT, 2, "×"),
+			stat(g.SpeedupE2EL, 2, "×"),
+			stat(g.SpeedupThroughput, 2, "×"),
+			lossless(g.LosslessChecked, g.LosslessMismatched, g.LosslessSkipped))
 		if jpt {
-			row = append(row, pair(floatp(r.JoulesPerToken, "speculative"), floatp(r.JoulesPerToken, "target"), "%.3f"))
+			row = append(row, statPair(g.JoulesPerToken, 3))
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(c.Differs) == 0 && len(c.Runs) > 1 {
-		fmt.Fprintln(w, "The runs' settings are the same: the spread is the machine's.")
+	switch {
+	case len(c.Differs) == 0 && len(c.Runs) > 1:
+		fmt.Fprintf(w, "The %d runs' settings are the same: the row is their median, (min–max) the machine's run-to-run spread.\n", len(c.Runs))
+	case repeated:
+		fmt.Fprintln(w, "A row of n runs shows each figure's median and (min–max) over them; ok and lossless are summed.")
 	}
 	for _, k := range rest {
-		vals := make([]string, len(c.Runs))
-		for i, r := range c.Runs {
-			vals[i] = setting(r.Settings[k])
-		}
-		fmt.Fprintf(w, "%s differs too: %s\n", k, strings.Join(vals, ", "))
+		fmt.Fprintf(w, "%s differs too: %s\n", k, strings.Join(cells[k], ", "))
 	}
 	for _, r := range c.Runs {
 		if r.Outcome != "" && r.Outcome != OutcomeCompleted {
@@ -421,18 +907,19 @@ func shortName(k string, all []string) string {
 }
 
 // trimDirs drops the folder every run's Dir shares, so the table's rows read
-// as the runs' own folder names (absolute paths are kept in the JSON).
+// as the runs' own folder names, a lone run's by its last part (the full
+// folders are kept in the JSON).
 func trimDirs(runs []Compared) {
-	if len(runs) < 2 {
+	if len(runs) == 1 && runs[0].Dir != "" && runs[0].Dir != "." {
+		runs[0].name = filepath.Base(runs[0].Dir)
 		return
 	}
-	common := filepath.Dir(runs[0].Dir)
-	for _, r := range runs[1:] {
-		for common != "." && common != "/" && !strings.HasPrefix(r.Dir, common+string(filepath.Separator)) {
-			common = filepath.Dir(common)
-		}
+	dirs := make([]string, len(runs))
+	for i, r := range runs {
+		dirs[i] = r.Dir
 	}
-	if common == "." || common == "/" {
+	common := commonParent(dirs)
+	if common == "" {
 		return
 	}
 	for i := range runs {
@@ -450,59 +937,50 @@ func runName(r Compared) string {
 	return r.Dir
 }
 
-func setting(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "-"
-	case string:
-		if x == "" {
-			return `""`
-		}
-		return x
-	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
-	default:
-		return canonical(v)
-	}
-}
-
-func opt(v *float64, format string) string {
-	if v == nil {
+// stat is a figure's median, and its range where the runs differ in the
+// digits shown: 1.25× (1.17–1.31).
+func stat(s *Stat, digits int, unit string) string {
+	if s == nil {
 		return "-"
 	}
-	return fmt.Sprintf(format, *v)
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', digits, 64) }
+	out := f(s.Median) + unit
+	if lo, hi := f(s.Min), f(s.Max); lo != hi {
+		out += " (" + lo + "–" + hi + ")"
+	}
+	return out
 }
 
-func scale(v *float64, by float64) *float64 {
-	if v == nil {
+func scaleStat(s *Stat, by float64) *Stat {
+	if s == nil {
 		return nil
 	}
-	x := *v * by
-	return &x
+	return &Stat{Median: s.Median * by, Min: s.Min * by, Max: s.Max * by, N: s.N}
 }
 
-func floatp(m map[string]float64, k string) *float64 {
-	if v, ok := m[k]; ok {
-		return &v
+func statPair(m map[string]Stat, digits int) string {
+	get := func(k string) *Stat {
+		if s, ok := m[k]; ok {
+			return &s
+		}
+		return nil
 	}
-	return nil
+	return stat(get("speculative"), digits, "") + " / " + stat(get("target"), digits, "")
 }
 
-func intp(m map[string]int, k string) *float64 {
-	if v, ok := m[k]; ok {
-		f := float64(v)
-		return &f
-	}
-	return nil
-}
-
-func pair(a, b *float64, format string) string {
-	return opt(a, format) + " / " + opt(b, format)
-}
-
-func lossless(r Compared) string {
-	if r.LosslessSkipped != "" || r.LosslessChecked == 0 {
+func countPair(m map[string]int) string {
+	get := func(k string) string {
+		if n, ok := m[k]; ok {
+			return strconv.Itoa(n)
+		}
 		return "-"
 	}
-	return fmt.Sprintf("%d/%d", r.LosslessChecked-r.LosslessMismatched, r.LosslessChecked)
+	return get("speculative") + " / " + get("target")
+}
+
+func lossless(checked, mismatched int, skipped string) string {
+	if skipped != "" || checked == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", checked-mismatched, checked)
 }
