@@ -8,33 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nkeys"
-
 	"github.com/draftbench/draftbench/pkg/natsrv/testcerts"
 )
-
-// writeNKey writes a fresh user seed into dir and returns its public key
-// and the seed file.
-func writeNKey(t *testing.T, dir, name string) (string, string) {
-	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, err := kp.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".seed")
-	if err := os.WriteFile(path, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return pub, path
-}
 
 // TestClientWithWorkerRole: a client command run with a worker-role NKey
 // fails at once, saying which subject the server refused and which role the
@@ -42,8 +17,8 @@ func writeNKey(t *testing.T, dir, name string) (string, string) {
 // blaming a missing controller.
 func TestClientWithWorkerRole(t *testing.T) {
 	dir := t.TempDir()
-	ctlKey, ctlSeed := writeNKey(t, dir, "ctl")
-	wrkKey, wrkSeed := writeNKey(t, dir, "worker")
+	ctlKey, ctlSeed := testcerts.WriteNKey(t, dir, "ctl")
+	wrkKey, wrkSeed := testcerts.WriteNKey(t, dir, "worker")
 	users, err := json.Marshal(map[string]any{"users": []map[string]string{
 		{"nkey": ctlKey, "role": "controller"}, {"nkey": wrkKey, "role": "worker"}}})
 	if err != nil {

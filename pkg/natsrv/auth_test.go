@@ -1,41 +1,16 @@
 package natsrv
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
 	"github.com/draftbench/draftbench/pkg/natsrv/testcerts"
 	"github.com/draftbench/draftbench/pkg/protocol"
 )
-
-// newNKey writes a fresh user seed to dir and returns its public key and
-// the seed file.
-func newNKey(t *testing.T, dir, name string) (string, string) {
-	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, err := kp.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".nk")
-	if err := os.WriteFile(path, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return pub, path
-}
 
 // delivered publishes each subject on pub, then a sentinel that sub is
 // allowed to get, and reports which subjects sub received before the
@@ -82,8 +57,8 @@ func delivered(t *testing.T, pub, sub *nats.Conn, subjects []string) map[string]
 
 func TestRolePermissions(t *testing.T) {
 	dir := t.TempDir()
-	ctlKey, ctlSeed := newNKey(t, dir, "controller")
-	wrkKey, wrkSeed := newNKey(t, dir, "worker")
+	ctlKey, ctlSeed := testcerts.WriteNKey(t, dir, "controller")
+	wrkKey, wrkSeed := testcerts.WriteNKey(t, dir, "worker")
 	s := start(t, Options{Users: []User{
 		{NKey: ctlKey, Role: RoleController},
 		{NKey: wrkKey, Role: RoleWorker},
@@ -163,7 +138,7 @@ func TestRolePermissions(t *testing.T) {
 		}
 	})
 	t.Run("unknown keys are refused", func(t *testing.T) {
-		_, stranger := newNKey(t, dir, "stranger")
+		_, stranger := testcerts.WriteNKey(t, dir, "stranger")
 		if nc, err := Connect(s.ClientURL(), ConnectOptions{Name: "stranger", NKeySeedFile: stranger}); err == nil {
 			nc.Close()
 			t.Fatal("a client with an unlisted NKey connected")
@@ -271,7 +246,7 @@ func TestTLS(t *testing.T) {
 
 func TestSecureOptionsRefused(t *testing.T) {
 	dir := t.TempDir()
-	pub, _ := newNKey(t, dir, "u")
+	pub, _ := testcerts.WriteNKey(t, dir, "u")
 	cases := []struct {
 		name string
 		opts Options

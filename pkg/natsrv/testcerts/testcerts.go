@@ -1,5 +1,5 @@
-// Package testcerts writes TLS certificates for tests of NATS set-ups,
-// made on the spot.
+// Package testcerts writes credentials for tests of NATS set-ups, made on
+// the spot: TLS certificates and NKey seeds.
 package testcerts
 
 import (
@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 // Certs are PEM files: a CA, a server certificate for 127.0.0.1 (and no
@@ -72,4 +74,26 @@ func Write(t testing.TB, dir string) (c Certs) {
 	c.Cert, c.Key = leaf("server", 2, x509.ExtKeyUsageServerAuth)
 	c.ClientCert, c.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
 	return c
+}
+
+// WriteNKey writes a fresh user NKey seed to dir as name.nk and returns the
+// user's public key and the seed file.
+func WriteNKey(t testing.TB, dir, name string) (pub, path string) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub, err = kp.PublicKey(); err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(dir, name+".nk")
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pub, path
 }
