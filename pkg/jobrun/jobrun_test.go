@@ -20,6 +20,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/model"
 	"github.com/draftbench/draftbench/pkg/placement"
 	"github.com/draftbench/draftbench/pkg/report"
+	"github.com/draftbench/draftbench/pkg/tinymodel"
 )
 
 // testJob runs n synthetic prompts, two at a time, in both modes.
@@ -737,5 +738,28 @@ func TestDatasetErrorsOnce(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "empty.hcl:4,") || strings.Count(err.Error(), `dataset "sharegpt"`) != 1 ||
 		!strings.Contains(err.Error(), "no usable prompts") {
 		t.Errorf("err = %v; want one located line naming the dataset once", err)
+	}
+}
+
+// TestModelInfosAbsolute: the environment names a model folder the job
+// gives relative to the working folder by its absolute path, so results of
+// runs started from different folders compare.
+func TestModelInfosAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	s := tinymodel.Default()
+	s.Hidden, s.Intermediate, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.TokVocab = 32, 64, 1, 2, 1, 16, 300
+	if err := tinymodel.Write(filepath.Join(dir, "target"), s); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	job := &jobspec.Job{}
+	job.Models.Target.Path = "./target/"
+	target, _, err := ModelInfos(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, _ := filepath.EvalSymlinks(filepath.Join(dir, "target"))
+	if got, _ := filepath.EvalSymlinks(target.Path); !filepath.IsAbs(target.Path) || got != real {
+		t.Errorf("target path %q, want %q", target.Path, real)
 	}
 }

@@ -2,6 +2,7 @@ package jobrun
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,15 @@ func ModelInfos(job *jobspec.Job) (target, drafter *model.Info, err error) {
 		drafter, err = model.Inspect(job.Models.Drafter.Path)
 		if err != nil {
 			return nil, nil, job.Errorf("model.drafter.path", "drafter model: %w", err)
+		}
+	}
+	// The results' environment names each folder absolutely (as this host
+	// sees it), so runs started from different folders compare.
+	for _, info := range []*model.Info{target, drafter} {
+		if info != nil {
+			if abs, err := filepath.Abs(info.Path); err == nil {
+				info.Path = abs
+			}
 		}
 	}
 	return target, drafter, nil
