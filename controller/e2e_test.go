@@ -592,6 +592,14 @@ func TestSweepScript(t *testing.T) {
 	if lines := comparison(t, stdout, out); len(lines) != 2 || !strings.HasPrefix(strings.TrimSpace(lines[1]), "gamma-2 ") {
 		t.Errorf("comparison table of the second sweep:\n%s", strings.Join(lines, "\n"))
 	}
+
+	// The same sweep again, every run failing before it writes results:
+	// the first sweep's files, still in the folder, are not shown as this
+	// one's figures.
+	code, stdout, stderr = sweep(t, "--out", out, job, "gamma", "2", "--", "--log-level", "warn", "--worker-bin", "/nonexistent")
+	if code != 1 || strings.Contains(stdout, "speedup TPOT") || !strings.Contains(stderr, "no run wrote results") {
+		t.Errorf("a sweep whose runs all failed: exit %d\n%s\n%s", code, stdout, stderr)
+	}
 }
 
 // Sweeping model folders names each run's folder after the model's, and an

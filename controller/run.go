@@ -53,9 +53,19 @@ func runCmd() *cli.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if o.inProcess {
-				return runLocal(ctx, env, job, o.out, o.threads)
+				err = runLocal(ctx, env, job, o.out, o.threads)
+			} else {
+				err = runEmbedded(ctx, env, job, o)
 			}
-			return runEmbedded(ctx, env, job, o)
+			if ctx.Err() != nil {
+				// Exit 130, as a shell reports a Ctrl-C, so a script that
+				// runs several jobs (scripts/sweep.sh) stops too.
+				if err == nil || errors.Is(err, context.Canceled) {
+					return fmt.Errorf("%w: partial results written", cli.ErrInterrupted)
+				}
+				return fmt.Errorf("%w: %w", cli.ErrInterrupted, err)
+			}
+			return err
 		},
 	}
 }
@@ -126,8 +136,8 @@ func runLocal(ctx context.Context, env *cli.Env, job *jobspec.Job, out string, t
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "results written to %s\n", res.Dir)
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return errors.New("interrupted: partial results written")
+	if ctx.Err() != nil {
+		return nil // the caller says it was interrupted
 	}
 	return res.NothingMeasured()
 }

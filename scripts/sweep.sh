@@ -218,6 +218,8 @@ fi
 
 mkdir -p "$out"
 failed=() dirs=()
+stamp=$(mktemp)
+trap 'rm -f "$stamp"' EXIT
 for ((r = 1; r <= repeat; r++)); do
 	for ((i = 0; i < n; i++)); do
 		v=${values[i]} dir=$out/${names[i]}
@@ -227,10 +229,17 @@ for ((r = 1; r <= repeat; r++)); do
 			label="$label run $r"
 		fi
 		echo "== $label -> $dir"
+		# Only results this run wrote count: a run that fails before it
+		# writes any leaves an earlier sweep's files in the folder.
+		: >"$stamp"
 		knob "$v" "$controller" run "$job" --out "$dir" ${extra[@]+"${extra[@]}"}
 		rc=$?
+		if [[ $rc -eq 130 ]]; then
+			echo "sweep: interrupted during $label; the runs before it are in $out" >&2
+			exit 130
+		fi
 		[[ $rc -eq 0 ]] || failed+=("$label (exit $rc)")
-		[[ -f $dir/benchmark_results.json ]] && dirs+=("$dir")
+		[[ $dir/benchmark_results.json -nt $stamp ]] && dirs+=("$dir")
 	done
 done
 

@@ -158,10 +158,21 @@ func (p *Program) Run(args []string, stdout, stderr io.Writer, getenv func(strin
 			return 2
 		}
 		fmt.Fprintf(stderr, "%s: error: %v\n", fullName, err)
+		if errors.Is(err, ErrInterrupted) {
+			return ExitInterrupted
+		}
 		return 1
 	}
 	return 0
 }
+
+// ErrInterrupted is returned (wrapped) by a command that a SIGINT or SIGTERM
+// stopped; Run then exits with ExitInterrupted, as a shell reports a Ctrl-C,
+// so a script running several commands stops as well.
+var ErrInterrupted = errors.New("interrupted")
+
+// ExitInterrupted is the exit status of an interrupted command (128 + SIGINT).
+const ExitInterrupted = 130
 
 // parseInterspersed lets flags follow positional arguments
 // (`controller run job.hcl --out dir`), as users of Nomad and vLLM expect.

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,6 +47,25 @@ func TestDashes(t *testing.T) {
 	} {
 		if got := dashes(in); got != want {
 			t.Errorf("dashes(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestInterruptedExitStatus: a command stopped by a signal exits 130, as a
+// shell reports a Ctrl-C, so scripts running several stop too; other
+// errors exit 1.
+func TestInterruptedExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("%w: partial results written", ErrInterrupted), ExitInterrupted},
+		{errors.New("no speculative request completed"), 1},
+	} {
+		p := &Program{Name: "x", Commands: []*Command{{Name: "run", Run: func(*Env, *flag.FlagSet) error { return tc.err }}}}
+		var out, errb strings.Builder
+		if code := p.Run([]string{"run"}, &out, &errb, func(string) string { return "" }); code != tc.want {
+			t.Errorf("%v: exit %d, want %d", tc.err, code, tc.want)
 		}
 	}
 }

@@ -98,7 +98,8 @@ type Report struct {
 	Elapsed time.Duration `json:"elapsed_ns"`
 	// SendSpan runs from the first send to the last.
 	SendSpan time.Duration `json:"send_span_ns"`
-	// ScheduledRate is the rate the schedule itself holds, (n-1)/(t_{n-1}-t_0), and
+	// ScheduledRate is the rate the schedule itself holds, (n-1)/(t_{n-1}-t_0) over its n
+	// requests (over the first `sent` of them when the run was cut short), and
 	// AchievedRate the rate the sends held, (sent-1)/SendSpan; both are 0 in count mode.
 	// Their ratio isolates the generator's own error from the randomness of the arrivals.
 	ScheduledRate float64 `json:"scheduled_rate"`
@@ -107,7 +108,8 @@ type Report struct {
 	// for the previous batch.
 	MaxLateness  time.Duration `json:"max_lateness_ns"`
 	MeanLateness time.Duration `json:"mean_lateness_ns"`
-	// PeakInFlight is the most requests that were in flight at once (warmup included).
+	// PeakInFlight is the most requests that were in flight at once in the measured phase
+	// (warm-up requests release all at once; they finish before it starts).
 	PeakInFlight int `json:"peak_in_flight"`
 	// Canceled is true when the context stopped the run before every request was sent.
 	Canceled bool `json:"canceled"`
@@ -144,6 +146,9 @@ func Run(ctx context.Context, plan Plan, h Handler, opts ...Option) (Report, err
 	err = r.run(ctx, warm)
 	rep.WarmupSent, rep.WarmupFailed = warm.sent, warm.failed
 	if err == nil {
+		r.mu.Lock()
+		r.peak = r.inFlight // the warm-up's peak is not the load's
+		r.mu.Unlock()
 		meas := &phase{sched: sched, start: r.clock.Now()}
 		err = r.run(ctx, meas)
 		meas.fill(&rep, plan.Rate > 0)
@@ -280,7 +285,13 @@ func (ph *phase) fill(rep *Report, rateMode bool) {
 	if !rateMode {
 		return
 	}
-	if n := len(ph.sched); n > 1 && ph.sched[n-1] > ph.sched[0] {
+	// Over the part that was sent: a run cut short compares its sends with
+	// their own arrival times, not with the whole schedule's rate.
+	n := len(ph.sched)
+	if ph.sent > 1 && ph.sent < n {
+		n = ph.sent
+	}
+	if n > 1 && ph.sched[n-1] > ph.sched[0] {
 		rep.ScheduledRate = float64(n-1) / (ph.sched[n-1] - ph.sched[0]).Seconds()
 	}
 	if ph.sent > 1 && rep.SendSpan > 0 {

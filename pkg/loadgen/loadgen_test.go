@@ -412,3 +412,17 @@ func BenchmarkAchievedRate(b *testing.B) {
 		})
 	}
 }
+
+// TestPeakIsTheMeasuredPhase: the warm-up, released all at once, is not the
+// measured phase's peak in flight (one request at a time here).
+func TestPeakIsTheMeasuredPhase(t *testing.T) {
+	clock := newFakeClock(0)
+	rep, err := loadgen.Run(context.Background(), loadgen.Plan{NumRequests: 3, WarmupRequests: 4, BatchSize: 1},
+		func(ctx context.Context, r loadgen.Request) error { return clock.Sleep(ctx, time.Millisecond) }, loadgen.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PeakInFlight != 1 || rep.WarmupSent != 4 {
+		t.Errorf("peak in flight %d after %d warm-up requests, want 1 (the measured phase's, batches of one)", rep.PeakInFlight, rep.WarmupSent)
+	}
+}
