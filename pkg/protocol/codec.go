@@ -18,6 +18,10 @@ const Version = 1
 // binary, where 1 wrote JSON numbers.
 const StepVersion = 2
 
+// headKeeper is a message that, in one of another version, keeps what a
+// server needs to answer it (StepRequest: session, op, reply).
+type headKeeper interface{ keepHead(data []byte) }
+
 // versioned is a message whose major version is not Version.
 type versioned interface{ wireVersion() int }
 
@@ -60,9 +64,10 @@ func Encode(m Message) ([]byte, error) {
 
 // Decode reads a JSON message into m: it checks the version first (so a
 // message of another major version is reported as such, not as a field type
-// error), then decodes and validates. On a validation error, and on another
-// version, m holds what could be decoded, so a server can still answer the
-// sender. It never panics on bad input.
+// error), then decodes and validates. On a validation error m holds what was
+// decoded, and on another version a step request its session, op and reply
+// subject, so a server can still answer the sender. It never panics on bad
+// input.
 func Decode(data []byte, m Message) error {
 	var head struct {
 		V *int `json:"v"`
@@ -74,9 +79,11 @@ func Decode(data []byte, m Message) error {
 	case head.V == nil:
 		return fmt.Errorf("protocol: decoding %s: no version field \"v\": %w", m.kind(), ErrVersion)
 	case *head.V != versionOf(m):
-		// What decodes is kept (a reply subject above all), so a server
-		// can answer the sender at once instead of leaving it to time out.
-		_ = json.Unmarshal(data, m)
+		// Where the sender waits is kept, so a server can answer it at
+		// once instead of leaving it to time out; nothing else is read.
+		if h, ok := m.(headKeeper); ok {
+			h.keepHead(data)
+		}
 		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d (run one draftbench version on the controller and every worker): %w",
 			m.kind(), *head.V, versionOf(m), ErrVersion)
 	}

@@ -157,7 +157,20 @@ type StepRequest struct {
 
 func (m *StepRequest) version() *int    { return &m.V }
 func (m *StepRequest) wireVersion() int { return StepVersion }
-func (*StepRequest) kind() string       { return "step request" }
+
+// keepHead reads the session, op and reply subject of a step request of
+// another version, each as far as it decodes (a field of another type is
+// left out, not the others).
+func (m *StepRequest) keepHead(data []byte) {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		return
+	}
+	_ = json.Unmarshal(raw["session"], &m.Session)
+	_ = json.Unmarshal(raw["op"], &m.Op)
+	_ = json.Unmarshal(raw["reply"], &m.Reply)
+}
+func (*StepRequest) kind() string { return "step request" }
 
 // Positions is the number of positions the step adds to each stage's cache
 // in its batched forward pass (a draft adds Gamma-1 more at the last stage).

@@ -324,7 +324,9 @@ func TestOtherVersionAnsweredAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	body := `{"v":1,"session":"` + uuid.NewString() + `","reply":"` + inbox + `","op":"verify","cache_len":0,"tokens":[1],"drafts":[2],"q":[{"ids":[2],"probs":[1]}]}`
+	// The q of version 1 (JSON numbers) comes before the reply subject and
+	// does not decode as version 2's: the reply must be found all the same.
+	body := `{"v":1,"session":"` + uuid.NewString() + `","op":"verify","cache_len":0,"tokens":[1],"drafts":[2],"q":[{"ids":[2],"probs":[1]}],"reply":"` + inbox + `"}`
 	if err := c.nc.Publish(protocol.Subjects{}.Stage("target", 0), []byte(body)); err != nil {
 		t.Fatal(err)
 	}
