@@ -307,6 +307,10 @@ func readCompared(path string) (Compared, error) {
 		c.config[key] = modelPath(written, recorded)
 		c.models[m.role] = note
 	}
+	// The dataset's folder likewise.
+	if dir, ok := c.config["dataset.dir"].(string); ok && dir != "" {
+		c.config["dataset.dir"] = modelPath(dir, "")
+	}
 	return c, nil
 }
 
@@ -324,7 +328,9 @@ type environmentModel struct {
 // relative to the folder the run ran in, which the results do not record:
 // it is taken relative to the folder compare runs in (where sweep.sh runs
 // it: where it ran the runs) when it names a folder there, and otherwise
-// only cleaned. Symbolic links are resolved where the folder exists.
+// only cleaned. Symbolic links are not resolved: a link moved between two
+// runs (latest -> another model) names two models, and resolving it now
+// would make them one.
 func modelPath(written, recorded string) string {
 	p := written
 	if filepath.IsAbs(recorded) {
@@ -340,9 +346,6 @@ func modelPath(written, recorded string) string {
 			return p
 		}
 		p = abs
-	}
-	if real, err := filepath.EvalSymlinks(p); err == nil {
-		p = real
 	}
 	return p
 }

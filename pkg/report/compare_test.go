@@ -361,10 +361,20 @@ func TestCompareModelPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := os.MkdirAll(filepath.Join(work, "data", "sg"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
 	cfg := func(drafter string) map[string]any {
+		// The same dataset folder, written two ways: one setting.
+		dir := "data/sg"
+		if n++; n%2 == 0 {
+			dir = filepath.Join(work, "data", "sg") + "/"
+		}
 		return map[string]any{"models": map[string]any{
 			"target":  map[string]any{"path": "models/target", "dtype": "auto"},
-			"drafter": map[string]any{"path": drafter, "dtype": "auto"}}}
+			"drafter": map[string]any{"path": drafter, "dtype": "auto"}},
+			"dataset": map[string]any{"kind": "sharegpt", "dir": dir}}
 	}
 	env := func(drafter string, layers int, params int64) map[string]any {
 		return map[string]any{"version": "v1",
