@@ -37,7 +37,7 @@ const (
 // tokenEnv holds the NATS token when --token is not given, so it stays off
 // command lines that any user of the host can read (the worker agent hands
 // it to its stages under the same name).
-const tokenEnv = "DRAFTBENCH_NATS_TOKEN"
+const tokenEnv = natsrv.TokenEnv
 
 type serveOptions struct {
 	natsURL, listen, store string

@@ -52,7 +52,7 @@ const HostTaken = protocol.HostTaken
 
 // TokenEnv carries the NATS token to stage processes: the environment, not
 // the command line, which any user of the host can read.
-const TokenEnv = "DRAFTBENCH_NATS_TOKEN"
+const TokenEnv = natsrv.TokenEnv
 
 // Clock tells the time and waits; tests pass a fake one to drive heartbeats
 // and retries without sleeping.

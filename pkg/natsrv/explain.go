@@ -35,7 +35,7 @@ func Why(err error, url, who, tokenFrom string, opts ConnectOptions) (reason str
 		case urlHasUser(url):
 			return fmt.Sprintf("the NATS server at %s refused the user and password in the URL", shown), true
 		}
-		return fmt.Sprintf("the NATS server at %s refused %s: give its --token (or $%s), --nkey or --creds", shown, who, tokenEnvName), true
+		return fmt.Sprintf("the NATS server at %s refused %s: give its --token (or $%s), --nkey or --creds", shown, who, TokenEnv), true
 	}
 	if reason := whyTLS(err, shown, opts); reason != "" {
 		return reason, true
@@ -43,9 +43,9 @@ func Why(err error, url, who, tokenFrom string, opts ConnectOptions) (reason str
 	return "", false
 }
 
-// tokenEnvName is where every draftbench command reads a token from when
-// --token is not given (controller.tokenEnv, agent.TokenEnv).
-const tokenEnvName = "DRAFTBENCH_NATS_TOKEN"
+// TokenEnv is the environment variable every draftbench command reads a
+// NATS token from when --token is not given.
+const TokenEnv = "DRAFTBENCH_NATS_TOKEN"
 
 func urlHasUser(urls string) bool {
 	for _, p := range strings.Split(urls, ",") {
