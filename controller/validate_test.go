@@ -37,16 +37,7 @@ func TestValidateNamesHosts(t *testing.T) {
   dataset "prompts" { prompts = ["hi"] }
 }
 `, target, drafter, devices)
-		path := filepath.Join(t.TempDir(), "hosts.hcl")
-		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		prog := &cli.Program{Name: "controller", Commands: []*cli.Command{validateCmd()}}
-		var out, errb bytes.Buffer
-		if code := prog.Run(append([]string{"validate", path}, args...), &out, &errb, func(string) string { return "" }); code != 0 {
-			t.Fatalf("validate: exit %d: %s", code, errb.String())
-		}
-		return out.String()
+		return runValidate(t, src, args...)
 	}
 	text := validate("hostA:0,hostB:0,hostB:1")
 	for _, want := range []string{
@@ -113,17 +104,24 @@ func TestValidateSaysRateModeIsNotBatched(t *testing.T) {
   %s
 }
 `, target, drafter, tc.load)
-		path := filepath.Join(t.TempDir(), "rate.hcl")
-		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		prog := &cli.Program{Name: "controller", Commands: []*cli.Command{validateCmd()}}
-		var out, errb bytes.Buffer
-		if code := prog.Run([]string{"validate", path}, &out, &errb, func(string) string { return "" }); code != 0 {
-			t.Fatalf("validate: exit %d: %s", code, errb.String())
-		}
-		if !strings.Contains(out.String(), tc.want) {
-			t.Errorf("validate output lacks %q:\n%s", tc.want, out.String())
+		if out := runValidate(t, src); !strings.Contains(out, tc.want) {
+			t.Errorf("validate output lacks %q:\n%s", tc.want, out)
 		}
 	}
+}
+
+// runValidate writes src as a job file and returns what `controller
+// validate FILE args...` prints; any exit but 0 fails the test.
+func runValidate(t *testing.T, src string, args ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "job.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog := &cli.Program{Name: "controller", Commands: []*cli.Command{validateCmd()}}
+	var out, errb bytes.Buffer
+	if code := prog.Run(append([]string{"validate", path}, args...), &out, &errb, func(string) string { return "" }); code != 0 {
+		t.Fatalf("validate: exit %d: %s", code, errb.String())
+	}
+	return out.String()
 }
