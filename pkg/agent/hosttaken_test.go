@@ -80,21 +80,10 @@ func TestHostNameTakenEndsTheAgent(t *testing.T) {
 		url := startServer(t, natsrv.Options{}).ClientURL()
 		registry(t, url)
 		first := holder(t, url, "hostA", true)
-		log, _ := testLogger(t)
-		a, err := New(Config{Conn: connect(t, url, "second", ""), Name: "hostA", Devices: CPUDevices(1, 1<<30), Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- a.Run(context.Background()) }()
-		select {
-		case err := <-done:
-			want := `the controller refused the registration: host name taken: "hostA" belongs to worker ` + first + `, which is alive`
-			if err == nil || !strings.HasPrefix(err.Error(), want) {
-				t.Errorf("Run() = %v, want an error starting %q", err, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the second worker on hostA still runs after 10 s")
+		err := refusedAgent(t, url, "hostA")
+		want := `the controller refused the registration: host name taken: "hostA" belongs to worker ` + first + `, which is alive`
+		if !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("Run() = %v, want an error starting %q", err, want)
 		}
 	})
 	t.Run("the holder crashed", func(t *testing.T) {
@@ -165,8 +154,18 @@ func TestAnotherVersionEndsTheAgent(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := refusedAgent(t, url2, "old"); !strings.Contains(err.Error(), refusal) {
+		t.Errorf("Run() = %v, want the refusal %q", err, refusal)
+	}
+}
+
+// refusedAgent runs an agent named host against url and returns the error
+// it stops with; an agent still running after 10 s, or stopping without an
+// error, fails the test.
+func refusedAgent(t *testing.T, url, host string) error {
+	t.Helper()
 	log, _ := testLogger(t)
-	a, err := New(Config{Conn: connect(t, url2, "agent", ""), Name: "old", Devices: CPUDevices(1, 1<<30), Logger: log})
+	a, err := New(Config{Conn: connect(t, url, "agent "+host, ""), Name: host, Devices: CPUDevices(1, 1<<30), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,10 +173,12 @@ func TestAnotherVersionEndsTheAgent(t *testing.T) {
 	go func() { done <- a.Run(context.Background()) }()
 	select {
 	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), refusal) {
-			t.Errorf("Run() = %v, want the refusal %q", err, refusal)
+		if err == nil {
+			t.Fatal("Run() = nil, want the controller's refusal")
 		}
+		return err
 	case <-time.After(10 * time.Second):
-		t.Fatal("the agent refused for its version still runs after 10 s")
+		t.Fatalf("the agent on %s still runs after 10 s", host)
 	}
+	return nil
 }
