@@ -85,6 +85,9 @@ typedef struct {
 	float best_us, default_us;
 } db_gemm_plan_info;
 db_status db_gemm_plans(db_device *d, db_gemm_plan_info *out, int cap, int *n);
+/* With tuning on, tunes the products against weight w [n, k] for every row count up to
+   max_m (at most 64) now, eagerly, on scratch rows of its own; nothing when tuning is off. */
+db_status db_gemm_pretune(db_device *d, int dtype, const void *w, int n, int k, int max_m);
 
 /* ---- devices and memory (device.cu) ---- */
 db_status db_device_count(int *n);

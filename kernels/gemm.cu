@@ -362,6 +362,42 @@ extern "C" db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, 
 	return db_ok();
 }
 
+// db_gemm_pretune tunes, now, the products against w [n, k] of every row
+// count that tuning covers (1..max_m, at most TUNE_MAX_ROWS; the padded
+// INV_ROWS pieces only in batch-invariant mode), on zeroed rows of its own,
+// so that a benchmark's first steps of each batch size do not pay for it.
+extern "C" db_status db_gemm_pretune(db_device *d, int dtype, const void *w, int n, int k, int max_m) {
+	ENTER_ANY(d);
+	ARG(n > 0 && k > 0 && w != NULL, "gemm pretune: empty shape");
+	if (!d->tune || d->plans == NULL || max_m < 1) return db_ok();
+	ARG(d->mode == DB_EAGER, "gemm pretune: inside a step graph (tuning is eager only)");
+	cudaDataType_t t;
+	size_t es;
+	switch (dtype) {
+	case DB_F32: t = CUDA_R_32F; es = 4; break;
+	case DB_BF16: t = CUDA_R_16BF; es = 2; break;
+	default: return db_arg_fail(__FILE__, __LINE__, "gemm pretune: dtype is not f32 or bf16");
+	}
+	int lo = 1;
+	if (max_m > TUNE_MAX_ROWS) max_m = TUNE_MAX_ROWS;
+	if (d->invariant) lo = max_m = INV_ROWS;
+	void *x = NULL, *dst = NULL;
+	CK(cudaMalloc(&x, (size_t)max_m * k * es));
+	cudaError_t e = cudaMalloc(&dst, (size_t)max_m * n * es);
+	db_status st = db_ok();
+	if (e != cudaSuccess) st = db_cuda_fail(e, __FILE__, __LINE__, "cudaMalloc(&dst, ...)");
+	if (st.kind == DB_OK && (e = cudaMemsetAsync(x, 0, (size_t)max_m * k * es, d->stream)) != cudaSuccess)
+		st = db_cuda_fail(e, __FILE__, __LINE__, "cudaMemsetAsync(x, ...)");
+	for (int m = lo; m <= max_m && st.kind == DB_OK; m++) {
+		if (d->plans->m.count(gemm_key(t, m, n, k)) == 0) st = gemm_rows(d, t, dst, x, w, m, n, k);
+	}
+	if ((e = cudaStreamSynchronize(d->stream)) != cudaSuccess && st.kind == DB_OK)
+		st = db_cuda_fail(e, __FILE__, __LINE__, "cudaStreamSynchronize");
+	cudaFree(x);
+	if (dst != NULL) cudaFree(dst);
+	return st;
+}
+
 extern "C" db_status db_set_invariant(db_device *d, int on) {
 	ARG(d != NULL, "no device");
 	d->invariant = on != 0;

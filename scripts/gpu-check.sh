@@ -438,7 +438,13 @@ if graphs:
     print("step graphs: " + json.dumps(graphs.get("step_graphs")))
 if best:
     print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
-for p in (tuned or {}).get("gemm_plans") or []:
+plans = (tuned or {}).get("gemm_plans") or []
+bench_m = {r.get("batch") for r in (tuned or {}).get("rows") or []}
+shown = [p for p in plans if p["m"] in bench_m]
+if len(shown) < len(plans):
+    print(f"tuned products: {len(plans)} shapes tuned at load in {(tuned or {}).get('prepare_products_ms', 0):.0f} ms; "
+          "those of the bench's batch sizes:")
+for p in shown:
     print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
           f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, split k {p.get('split_k', 1)}, {p['candidates']} candidates)")
 for name in ("quickstart", "quickstart_fast"):

@@ -178,6 +178,15 @@ func RunStage(ctx context.Context, cfg StageConfig) error {
 	start := now()
 	go func() {
 		m, err := model.Load(a.ModelDir, be, model.Options{First: a.Layers[0], Last: a.Layers[1]})
+		if err == nil {
+			// Tuned products (--tune-gemm) are tuned now, for every batch
+			// size, not inside the first mode's timed steps.
+			t0 := now()
+			var prepared bool
+			if prepared, err = m.PrepareProducts(); prepared {
+				log.Info("products prepared", "ms", now().Sub(t0).Milliseconds())
+			}
+		}
 		done <- loaded{m, err}
 	}()
 	var m *model.Model

@@ -232,6 +232,14 @@ type WeightGrouper interface {
 	GroupWeights(elems int64)
 }
 
+// ProductPreparer is an optional Backend operation: once a model is loaded,
+// the backend does for the weights of its products (MatMul's w) what it
+// would otherwise do on the first step of each batch size (the CUDA
+// backend's tuned products), so that no timed step pays for it.
+type ProductPreparer interface {
+	PrepareProducts(weights []Tensor) error
+}
+
 // Drawer is an optional Backend operation: one id per row of probs (an f32
 // tensor from Prober.Probs) drawn at the uniform u[row] by inverse CDF
 // (sampling.Sample), where the probabilities are.

@@ -140,6 +140,39 @@ func load(dir string, b backend.Backend, opts Options, checkIn *safetensors.Fold
 	return m, nil
 }
 
+// PrepareProducts lets a backend.ProductPreparer prepare the products of
+// the forward pass now (the CUDA backend's tuned products: seconds for a
+// large model), so that a benchmark's first steps of each batch size do not
+// pay for it. It says whether the backend prepared anything; a stage calls
+// it once loaded.
+func (m *Model) PrepareProducts() (bool, error) {
+	p, ok := m.b.(backend.ProductPreparer)
+	if !ok {
+		return false, nil
+	}
+	if err := p.PrepareProducts(m.productWeights()); err != nil {
+		return false, fmt.Errorf("%s: preparing its products: %w", m.Dir, err)
+	}
+	return true, nil
+}
+
+// productWeights lists the weights the forward pass multiplies by (MatMul's
+// w), for backend.ProductPreparer.
+func (m *Model) productWeights() []backend.Tensor {
+	var ws []backend.Tensor
+	for _, ly := range m.layers {
+		for _, w := range []backend.Tensor{ly.qkv, ly.q, ly.k, ly.v, ly.o, ly.gateUp, ly.gate, ly.up, ly.down} {
+			if w != nil {
+				ws = append(ws, w)
+			}
+		}
+	}
+	if m.head != nil {
+		ws = append(ws, m.head)
+	}
+	return ws
+}
+
 // layerElems is how many weight elements one decoder layer loads (what
 // loader.layer reads, stacked or not), for backend.WeightGrouper.
 func (m *Model) layerElems() int64 {

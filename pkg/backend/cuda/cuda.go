@@ -118,7 +118,8 @@ type Backend struct {
 	prof   *profiler // per-op times (Options.Profile)
 	// Step graphs (graph.go, Options.Graphs).
 	useGraphs  bool
-	graphs     map[string]*stepGraph
+	graphs     *stepCache[*stepGraph]
+	tune       bool // Options.TuneGEMM
 	graphStats GraphStats
 	wait       time.Duration
 	reads      int
@@ -215,7 +216,8 @@ func New(opts Options) (*Backend, error) {
 	if opts.Profile {
 		b.prof = &profiler{last: time.Now(), ops: map[string]*OpTime{}}
 	}
-	b.useGraphs, b.graphs = opts.Graphs, map[string]*stepGraph{}
+	b.useGraphs, b.graphs = opts.Graphs, newStepCache[*stepGraph](maxGraphs, maxSeen)
+	b.tune = opts.TuneGEMM
 	if opts.F32 {
 		b.dtype = backend.F32
 	}
@@ -582,6 +584,42 @@ func (b *Backend) Placement() []int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]int64(nil), b.place.used...)
+}
+
+// tuneRows is how many rows the tuned products cover (kernels/gemm.cu
+// TUNE_MAX_ROWS).
+const tuneRows = 64
+
+// PrepareProducts implements backend.ProductPreparer: with
+// Options.TuneGEMM, the products against each weight shape of a device are
+// tuned now for every row count up to 64 (decode and verify steps of any
+// batch), not on the first step of each, which would charge the tuning to
+// whichever benchmark mode met that batch size first. Nothing otherwise.
+func (b *Backend) PrepareProducts(weights []backend.Tensor) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.tune || b.closed {
+		return nil
+	}
+	type shape struct{ dev, n, k int }
+	done := map[shape]bool{}
+	for _, w := range weights {
+		t, err := b.act(w, "preparing products", "w")
+		if err != nil {
+			return err
+		}
+		n, k := backend.Rows(t), backend.Cols(t)
+		sh := shape{t.dev.idx, n, k}
+		if done[sh] || t.ptr == nil {
+			continue
+		}
+		done[sh] = true
+		if err := check(fmt.Sprintf("tuning the products against a [%d, %d] weight", n, k), t.dev.info.Ordinal,
+			C.db_gemm_pretune(t.dev.h, dtypeC(b.dtype), t.ptr, C.int(n), C.int(k), tuneRows)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // GEMMPlans lists the tuned products' choices on every device

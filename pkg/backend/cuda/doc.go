@@ -77,10 +77,12 @@ type Options struct {
 	// speculative decoding reproduces greedy decoding bit for bit. It costs
 	// some speed; the CPU backend is always so for bf16 weights.
 	BatchInvariant bool
-	// TuneGEMM times, on the first call of each product shape of up to 64
-	// rows (decode, verify), cuBLASLt's candidate algorithms against
-	// cublasGemmEx on the device and keeps the fastest (GEMMPlans lists the
-	// choices). Shapes first seen inside a graph capture stay untuned.
+	// TuneGEMM times, for each product shape of up to 64 rows (decode,
+	// verify), cuBLASLt's candidate algorithms against cublasGemmEx on the
+	// device and keeps the fastest (GEMMPlans lists the choices). A loaded
+	// model's weights have theirs tuned at load, for every row count up to
+	// 64 (PrepareProducts); another shape is tuned on its first eager call,
+	// and one first seen inside a graph capture stays untuned.
 	TuneGEMM bool
 }
 

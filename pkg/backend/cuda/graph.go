@@ -16,13 +16,14 @@ import (
 // (token ids, positions, sequence descriptors) its copy nodes read.
 const graphArena = 1 << 20
 
-// maxGraphs is how many step shapes keep a graph at once.
-const maxGraphs = 32
+// maxGraphs is how many step shapes keep a graph at once (the least
+// recently used leaves for a new one); maxSeen how many shapes seen once are
+// remembered.
+const maxGraphs, maxSeen = 32, 4096
 
 // stepGraph is one captured step (per key) and what the backend learnt of it.
 type stepGraph struct {
 	g        *C.db_graph
-	warm     bool // the key's first step ran eagerly
 	failures int  // captures that failed in a row
 	off      bool // given up: the step runs eagerly
 }
@@ -42,8 +43,9 @@ var errStepAborted = errors.New("cuda: step graph: the step was not run")
 // later calls only check that the calls match and write their new uploads,
 // then launch the graph. A step that differs, or a capture that fails, runs
 // again (a new capture, then eagerly); after three failed captures a key
-// stays eager. With
-// Options.Graphs off, several devices, or profiling, f just runs.
+// stays eager. At most maxGraphs keys keep a graph (stepCache: the least
+// recently used leaves). With Options.Graphs off, several devices, or
+// profiling, f just runs.
 //
 // No other goroutine may use the backend while f runs.
 func (b *Backend) GraphStep(stepKey func() string, f func() error) error {
@@ -53,30 +55,25 @@ func (b *Backend) GraphStep(stepKey func() string, f func() error) error {
 		return f()
 	}
 	key := stepKey()
-	sg := b.graphs[key]
-	if sg == nil {
-		if len(b.graphs) >= maxGraphs {
-			// Many shapes (batch compositions) come and go: start over
-			// rather than keep a graph and a pinned arena for each.
-			if err := b.freeGraphs(); err != nil {
-				b.mu.Unlock()
-				return err
-			}
-		}
+	sg, found, again := b.graphs.sight(key)
+	if again {
+		// The key's second step: capture it. Its first ran eagerly, so what
+		// a first call does once (grow scratch buffers, tune products, let
+		// cuBLAS choose) was done before the capture, which could not do it.
 		sg = &stepGraph{}
 		if err := check("creating a step graph", b.devs[0].info.Ordinal, C.db_graph_new(b.devs[0].h, graphArena, &sg.g)); err != nil {
 			b.mu.Unlock()
 			return err
 		}
-		b.graphs[key] = sg
+		if old, evicted := b.graphs.put(key, sg); evicted {
+			if err := check("freeing a step graph", b.devs[0].info.Ordinal, C.db_graph_free(b.devs[0].h, old.g)); err != nil {
+				b.mu.Unlock()
+				return err
+			}
+		}
 	}
-	// A key's first step runs eagerly: what a first call does once (grow
-	// scratch buffers, tune products, let cuBLAS choose) is then done
-	// before the capture, which could not do it.
-	off := sg.off || !sg.warm
-	sg.warm = true
 	b.mu.Unlock()
-	if off {
+	if (!found && !again) || sg.off {
 		b.countEager()
 		return f()
 	}
@@ -162,11 +159,10 @@ func (b *Backend) runStep(sg *stepGraph, f func() error) (replayed bool, err err
 // freeGraphs releases the step graphs (Close).
 func (b *Backend) freeGraphs() error {
 	var first error
-	for k, g := range b.graphs {
+	for _, g := range b.graphs.drain() {
 		if err := check("freeing a step graph", b.devs[0].info.Ordinal, C.db_graph_free(b.devs[0].h, g.g)); err != nil && first == nil {
 			first = err
 		}
-		delete(b.graphs, k)
 	}
 	return first
 }
