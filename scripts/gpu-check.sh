@@ -43,6 +43,7 @@
 #                                  on the device, read back), with
 #                                  tuned products (--tune-gemm; its selftest too)
 #                                  and with tuned products and graphs together,
+#                                  then the first bench again (a fresh GPU's cost),
 #                               3. the same at batch 1 and 32 with --profile-ops
 #                                  (where prefill and decode spend their time),
 #                               4. the copy through PyTorch, as a cross-check,
@@ -402,7 +403,8 @@ inv = load("bench_invariant.json")
 logits = load("bench_logits.json")
 tuned, best = load("bench_tuned.json"), load("bench_best.json")
 sampled = load("bench_sampled.json")
-benches = [ours, graphs, logits, sampled, tuned, best, inv]
+again = load("bench_again.json")
+benches = [ours, graphs, logits, sampled, tuned, best, inv, again]
 first = next((b for b in benches if b and b.get("rows")), None)
 def by_batch(doc):
     return {r.get("batch"): r for r in (doc or {}).get("rows") or []}
@@ -419,9 +421,9 @@ if copy:
     print(f"PyTorch 1 GiB copy: {copy.get('gb_per_s', 0):.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
       f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9} "
-      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7}")
+      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7} {'again ms':>8}")
 o, t = by_batch(ours), by_batch(theirs)
-g, iv, lg, tu, be, sa = (by_batch(d) for d in (graphs, inv, logits, tuned, best, sampled))
+g, iv, lg, tu, be, sa, ag = (by_batch(d) for d in (graphs, inv, logits, tuned, best, sampled, again))
 for row in (first or {}).get("rows", []):
     b = row.get("batch")
     ob, tb = o.get(b, {}), t.get(b, {})
@@ -431,7 +433,8 @@ for row in (first or {}).get("rows", []):
           f"{cell(o, b, 'decode_step_ms', 8, '.2f')} {cell(t, b, 'decode_step_ms', 7, '.2f')} {cell(o, b, 'bandwidth_floor_step_ms', 8, '.2f')} "
           f"{cell(o, b, 'measured_bandwidth_gb_per_s', 6, '.0f')} {cell(o, b, 'decode_read_wait_ms', 7, '.2f')} "
           f"{cell(g, b, 'decode_step_ms', 8, '.2f')} {cell(iv, b, 'decode_step_ms', 7, '.2f')} {cell(lg, b, 'decode_step_ms', 9, '.2f')} "
-          f"{cell(tu, b, 'decode_step_ms', 8, '.2f')} {cell(be, b, 'decode_step_ms', 7, '.2f')} {cell(sa, b, 'decode_step_ms', 7, '.2f')}")
+          f"{cell(tu, b, 'decode_step_ms', 8, '.2f')} {cell(be, b, 'decode_step_ms', 7, '.2f')} {cell(sa, b, 'decode_step_ms', 7, '.2f')} "
+          f"{cell(ag, b, 'decode_step_ms', 8, '.2f')}")
 if not first:
     print("(no bench file loaded: no rows)")
 if graphs:
@@ -541,6 +544,11 @@ run() {
 	bench8b bench_best 60 --tune-gemm --graphs --bandwidth=false
 	echo "== draftbench bench in batch-invariant mode"
 	bench8b bench_invariant 45 --batch-invariant --bandwidth=false
+	# The first bench of a run was 0.4-0.8 ms slower at batch 1 than every
+	# later one in runs 6-7: the same bench again, last, shows whether a
+	# fresh GPU (not the code) costs the first bench that.
+	echo "== draftbench bench again (as the first, after all the others)"
+	bench8b bench_again 45 --bandwidth=false
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
 	step profile 45 "$out/profile.txt" "$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 \
 		--prompt-len "$PROMPT" --new-tokens 8 --profile-ops --bandwidth=false --json >"$out/profile.json" 2>"$out/profile.txt"
