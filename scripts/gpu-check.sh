@@ -268,25 +268,29 @@ PY
 
 # check_pack (in run, there) prints the pack's VERSION and the packed
 # worker's version, and warns loudly, without stopping, when this tree is not
-# what was packed: another HEAD where git works, else build sources that
-# differ from SOURCES.sha256 (the binaries run the packed code, the scripts
-# and test data this tree's).
+# what was packed: build sources that differ from SOURCES.sha256 (the
+# binaries run the packed code, the scripts and test data this tree's). The
+# tree's git HEAD is only reported: the device tool copies the working tree,
+# but its .git there can lag behind (in session 6 it stayed at the session's
+# first commit while the files were HEAD's).
 check_pack() {
 	echo "== pack: $(version_field describe) (commit $(version_field commit); sources $(version_field sources); packed $(version_field packed))"
 	echo "== packed worker: $(timeout 20 "$tmp/worker" version 2>&1 | head -3)"
 	local warn=() head c diff n
 	[[ -f $PACK/VERSION ]] || warn+=("the pack has no VERSION: packed by an older gpu-check.sh")
-	if head=$(git rev-parse HEAD 2>/dev/null); then
-		c=$(version_field commit)
-		[[ $head == "$c" ]] || warn+=("STALE PACK: packed from commit ${c:-?}, this tree's HEAD is $head")
-	else
-		echo "== (no git in this tree: comparing its build sources with the pack's SOURCES.sha256)"
-	fi
 	diff=$(src_diff)
 	if [[ -n $diff ]]; then
 		n=$(grep -c . <<<"$diff")
-		warn+=("$n build sources in this tree differ from those packed (the binaries run the packed ones):")
+		warn+=("STALE PACK: $n build sources in this tree differ from those packed (the binaries run the packed ones):")
 		while IFS= read -r line; do warn+=("  $line"); done < <(head -20 <<<"$diff")
+	fi
+	c=$(version_field commit)
+	if head=$(git rev-parse HEAD 2>/dev/null) && [[ $head != "$c" ]]; then
+		if [[ -z $diff ]]; then
+			echo "== (git here says HEAD $head, not the packed ${c:-?}; the build sources match the pack's, so the copy's .git lags: fine)"
+		else
+			warn+=("  (git here says HEAD $head; the pack is of ${c:-?})")
+		fi
 	fi
 	if ((${#warn[@]})); then
 		echo "################################################################################"

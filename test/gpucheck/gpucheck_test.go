@@ -254,7 +254,7 @@ func TestRunBounded(t *testing.T) {
 		t.Errorf("run does not begin with the pack's version:\n%s", out)
 	}
 	for _, want := range []string{
-		"# WARNING: 1 build sources in this tree differ from those packed",
+		"# WARNING: STALE PACK: 1 build sources in this tree differ from those packed",
 		"#   main.go (changed)",
 		"   TIMED OUT (",
 		"timed out: selftest; failed: none; skipped (budget spent): selftest_invariant",
@@ -287,5 +287,22 @@ func TestRunBounded(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestRunGitLags: where the tree's git HEAD is not the packed commit but its
+// build sources are the packed ones (the device tool's copy keeps an older
+// .git), run says so in a note and raises no warning.
+func TestRunGitLags(t *testing.T) {
+	need(t, "bash", "python3", "gzip", "sha256sum", "timeout", "tar")
+	dir := tree(t)
+	fakePack(t, dir, "abc1234", "echo broken >&2; exit 3")
+	write(t, filepath.Join(dir, "NOTES.md"), "not a build source\n", 0o644)
+	git(t, dir, "add", "NOTES.md")
+	git(t, dir, "commit", "-q", "-m", "two")
+	env := []string{"OUT=" + t.TempDir(), "GPU_CHECK_WORK=" + t.TempDir(), "SKIP_HF=1", "ONLY=bench_draftbench"}
+	out, _ := script(t, dir, env, "run")
+	if !strings.Contains(out, "the build sources match the pack's, so the copy's .git lags") || strings.Contains(out, "WARNING") {
+		t.Errorf("a lagging .git with the packed sources:\n%s", out)
 	}
 }
