@@ -43,7 +43,7 @@
 #                                  on the device, read back), with
 #                                  tuned products (--tune-gemm; its selftest too)
 #                                  and with tuned products and graphs together,
-#                                  then the first bench again (a fresh GPU's cost),
+#                                  then the first bench again (the noise between runs),
 #                               3. the same at batch 1 and 32 with --profile-ops
 #                                  (where prefill and decode spend their time),
 #                               4. the copy through PyTorch, as a cross-check,
@@ -548,9 +548,9 @@ run() {
 	bench8b bench_best 60 --tune-gemm --graphs --bandwidth=false
 	echo "== draftbench bench in batch-invariant mode"
 	bench8b bench_invariant 45 --batch-invariant --bandwidth=false
-	# The first bench of a run was 0.4-0.8 ms slower at batch 1 than every
-	# later one in runs 6-7: the same bench again, last, shows whether a
-	# fresh GPU (not the code) costs the first bench that.
+	# The same bench again, last: how far two processes of one bench differ
+	# (run 8: 7.68 and 8.14 ms at batch 1), the noise any other column's
+	# difference from the first must beat.
 	echo "== draftbench bench again (as the first, after all the others)"
 	bench8b bench_again 45 --bandwidth=false
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
