@@ -208,8 +208,9 @@ func (e *Engine) observe(op protocol.Op, d time.Duration) {
 }
 
 // emit appends a reply's tokens to S, cut at MaxNewTokens and after a stop
-// token, and reports them; it marks the session done when generation is over.
-func (s *session) emit(rep *protocol.StepReply) {
+// token, reports them and returns how many it kept; it marks the session
+// done when generation is over.
+func (s *session) emit(rep *protocol.StepReply) int {
 	tokens := rep.Tokens
 	if len(rep.Margins) != len(tokens) {
 		s.noMargin = true
@@ -235,6 +236,7 @@ func (s *session) emit(rep *protocol.StepReply) {
 	if len(out) > 0 && s.g.OnEmit != nil {
 		s.g.OnEmit(out)
 	}
+	return len(out)
 }
 
 func (s *session) ar(ctx context.Context) error {
@@ -275,11 +277,11 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		if err != nil {
 			return rounds, fmt.Errorf("round %d: %w", round, err)
 		}
-		s.emit(v)
+		emitted := s.emit(v)
 		dLen = min(dCache, len(s.seq)-1)
 		wall := s.e.now().Sub(start)
 		rounds = append(rounds, metrics.Round{Gamma: s.g.Gamma, Drafted: len(drafts), Accepted: v.Accepted,
-			Emitted: len(v.Tokens), AcceptedByPosition: v.AcceptedByPosition, Wall: wall,
+			Emitted: emitted, AcceptedByPosition: v.AcceptedByPosition, Wall: wall,
 			Compute: compute + time.Duration(v.ComputeNS)})
 	}
 	return rounds, nil

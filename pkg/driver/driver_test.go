@@ -140,6 +140,15 @@ func TestGreedyOverNATSMatchesInProcess(t *testing.T) {
 							t.Fatalf("%s gamma %d prompt %v: margins\n got %v\nwant %v", mode, gamma, p, res.Margins, ref.Margins)
 						}
 						if mode == metrics.ModeSpeculative {
+							// Rounds count what reached the output: the prefill's
+							// token, then each round's, cut at max_new_tokens.
+							n := 1
+							for _, r := range res.Rounds {
+								n += r.Emitted
+							}
+							if n != len(res.Tokens) {
+								t.Errorf("gamma %d prompt %v: 1 + rounds' emitted = %d, %d tokens out", gamma, p, n, len(res.Tokens))
+							}
 							acc := metrics.Acceptance(res.Rounds)
 							if acc.NumDrafts == 0 || acc.AcceptanceRate == nil || *acc.AcceptanceRate <= 0 {
 								t.Errorf("gamma %d: no acceptance recorded: %+v", gamma, acc)
