@@ -156,7 +156,8 @@ db_status db_argmax_margin(db_device *d, int dtype, const void *logits, int rows
 db_status db_topk(db_device *d, const float *probs, int rows, int vocab, int k, int cap, int32_t *ids, float *vals,
                   int32_t *counts, int32_t *lives);
 /* probs[rows,vocab] (f32): softmax of logits/temperature over ids < limit (0: all) after top-k and top-p;
-   temperature 0 gives one-hot argmax. */
+   temperature 0 gives one-hot argmax; a row without a usable logit (all NaN or -inf) is all zeros
+   (sampling.Probs: db_sample then gives -1). */
 db_status db_probs(db_device *d, int dtype, float *probs, const void *logits, int rows, int vocab,
                    float temperature, int top_k, float top_p, int limit);
 /* out[r] = inverse CDF of row r at u[r]; -1 for a row without mass. */

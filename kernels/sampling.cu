@@ -380,9 +380,8 @@ __global__ void probs_kernel(float *probs, const T *logits, int vocab, int n, fl
 	float m = -INFINITY;
 	for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, out[i]);
 	m = block_max(m, sc.red);
-	if (m == -INFINITY) { // nothing left: one-hot at the argmax, as on the host
-		int a = block_argmax(lg, n, &sc.am);
-		for (int i = threadIdx.x; i < vocab; i += blockDim.x) out[i] = i == a ? 1.f : 0.f;
+	if (m == -INFINITY) { // no usable logit (all NaN or -inf): no mass, as on the host
+		for (int i = threadIdx.x; i < vocab; i += blockDim.x) out[i] = 0.f;
 		return;
 	}
 	double z = 0;

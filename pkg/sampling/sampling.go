@@ -71,8 +71,8 @@ func NewRNG(seed uint64) *rand.Rand {
 // Argmax returns the id of the largest logit among ids below vocabLimit (all
 // ids when vocabLimit <= 0), the lowest id on ties as torch.argmax does. NaN
 // logits are never chosen unless nothing else is left, in which case the answer
-// is 0 (Probs' fallback; greedy decoding uses ArgmaxMargin, which refuses such
-// a row). It returns -1 for empty logits.
+// is 0 (greedy decoding uses ArgmaxMargin, which refuses such a row). It
+// returns -1 for empty logits.
 func Argmax(logits []float32, vocabLimit int) int {
 	arg, _ := ArgmaxMargin(logits, vocabLimit)
 	if arg < 0 && limit(len(logits), vocabLimit) > 0 {
@@ -201,8 +201,9 @@ func limit(n, vocabLimit int) int {
 // Probs returns the dense distribution that sampling with p draws from: masked
 // ids and ids cut by top-k or top-p get exactly 0. With p.Greedy() it is a
 // point mass on Argmax(logits, p.VocabLimit). NaN logits count as -inf; when no
-// id has a usable logit it falls back to the greedy point mass, so the result
-// always sums to 1 for non-empty logits.
+// id has a usable logit (all NaN or -inf: a broken forward pass) a sampled
+// row is all zeros, so Sample answers -1 and the caller fails with
+// ErrNoUsableLogit rather than draw a token from nothing.
 //
 // The softmax subtracts the maximum and accumulates in float64.
 func Probs(logits []float32, p Params) []float32 {
@@ -228,8 +229,7 @@ func Probs(logits []float32, p Params) []float32 {
 	}
 	w := softmax(s)
 	if w == nil {
-		out[Argmax(logits, p.VocabLimit)] = 1
-		return out
+		return out // no usable logit: no mass
 	}
 	if p.TopP > 0 && p.TopP < 1 {
 		topP(w, p.TopP)

@@ -97,7 +97,9 @@ func TestProbsEdgeCases(t *testing.T) {
 		{"top-k 1 is greedy", []float32{0.2, 0.9, 0.1}, Params{Temperature: 1, TopK: 1}, oneHot(3, 1)},
 		{"NaN logits get no mass", []float32{nan, 0, 0}, Params{Temperature: 1}, []float32{0, 0.5, 0.5}},
 		{"+inf logits share the mass", []float32{inf, 1, inf}, Params{Temperature: 1}, []float32{0.5, 0, 0.5}},
-		{"all masked falls back to id 0", []float32{ninf, ninf}, Params{Temperature: 1}, oneHot(2, 0)},
+		{"nothing usable has no mass", []float32{ninf, ninf}, Params{Temperature: 1}, []float32{0, 0}},
+		{"all NaN has no mass", []float32{nan, nan, nan}, Params{Temperature: 0.7, TopK: 2, TopP: 0.9}, []float32{0, 0, 0}},
+		{"usable ids only past the limit: no mass", []float32{nan, ninf, 3}, Params{Temperature: 1, VocabLimit: 2}, []float32{0, 0, 0}},
 		{"vocab limit past the end is ignored", []float32{0, 0}, Params{Temperature: 1, VocabLimit: 9}, []float32{0.5, 0.5}},
 		{"top-p 1 keeps everything", []float32{0, 0}, Params{Temperature: 1, TopP: 1}, []float32{0.5, 0.5}},
 		{"empty logits", []float32{}, Params{Temperature: 1}, []float32{}},
@@ -270,7 +272,8 @@ func TestValidate(t *testing.T) {
 }
 
 // FuzzProbs checks the invariants every distribution must keep: finite,
-// non-negative, summing to 1, nothing on padded ids, top-k respected.
+// non-negative, summing to 1 (0 for a sampled row with no usable logit),
+// nothing on padded ids, top-k respected.
 func FuzzProbs(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 250, 0, 7}, uint8(10), uint8(0), uint8(0), uint8(0))
 	f.Add([]byte{9, 9, 9, 9}, uint8(3), uint8(2), uint8(128), uint8(3))
@@ -305,8 +308,16 @@ func FuzzProbs(f *testing.F) {
 			}
 			sum += float64(v)
 		}
-		if math.Abs(sum-1) > 1e-5 {
-			t.Fatalf("probabilities sum to %v", sum)
+		// A sampled row without a usable logit (NaN, -inf or past the
+		// limit) has no mass at all; every other row sums to 1.
+		want := 1.0
+		if !p.Greedy() && !slices.ContainsFunc(logits[:limit(len(logits), p.VocabLimit)], func(v float32) bool {
+			return !math.IsNaN(float64(v)) && !math.IsInf(float64(v), -1)
+		}) {
+			want = 0
+		}
+		if math.Abs(sum-want) > 1e-5 {
+			t.Fatalf("probabilities sum to %v, want %v", sum, want)
 		}
 		if !p.Greedy() && p.TopK > 0 {
 			// Ties with the k-th logit may keep more ids, never ones below it.

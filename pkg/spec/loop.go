@@ -363,7 +363,8 @@ func (r *run) pick(logits []float32) (int, error) {
 		tok = sampling.Sample(sampling.Probs(logits, r.cfg.Params), r.rng.Float64())
 	}
 	if tok < 0 {
-		return 0, fmt.Errorf("no token can be drawn from %d logits", len(logits))
+		// Probs gives a row without a usable logit no mass.
+		return 0, sampling.ErrNoUsableLogit
 	}
 	return tok, nil
 }
@@ -398,7 +399,7 @@ func (r *run) draft(dc *cache, pending []int, gamma int) ([]int, []sampling.Spar
 			qs = append(qs, q)
 		}
 		if x < 0 {
-			return nil, nil, fmt.Errorf("draft %d: drafter: no token can be drawn from %d logits", i+1, len(last))
+			return nil, nil, fmt.Errorf("draft %d: drafter: %w", i+1, sampling.ErrNoUsableLogit)
 		}
 		drafts = append(drafts, x)
 		in = []int{x}

@@ -418,6 +418,7 @@ func TestStats(t *testing.T) {
 
 func TestGenerateErrors(t *testing.T) {
 	good := Config{MaxNewTokens: 5, Gamma: 2}
+	hot := Config{MaxNewTokens: 5, Gamma: 2, Params: sampling.Params{Temperature: 0.8, TopK: 20}}
 	boom := errors.New("device lost")
 	tests := []struct {
 		name    string
@@ -443,6 +444,9 @@ func TestGenerateErrors(t *testing.T) {
 		{name: "target logits NaN at prefill", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.nanFrom = 1 }, want: "speculative prefill", is: sampling.ErrNoUsableLogit},
 		{name: "target logits NaN at verify", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.nanFrom = 3 }, want: "speculative round 1", is: sampling.ErrNoUsableLogit},
 		{name: "drafter logits NaN", prompt: []int{1}, cfg: good, drafter: func(f *fakeLM) { f.nanFrom = 1 }, want: "draft 1: drafter: no token can be chosen", is: sampling.ErrNoUsableLogit},
+		{name: "sampled: target logits NaN at prefill", prompt: []int{1}, cfg: hot, rng: sampling.NewRNG(1), target: func(f *fakeLM) { f.nanFrom = 1 }, want: "speculative prefill", is: sampling.ErrNoUsableLogit},
+		{name: "sampled: target logits NaN at verify", prompt: []int{1}, cfg: hot, rng: sampling.NewRNG(1), target: func(f *fakeLM) { f.nanFrom = 3 }, want: "target distribution has no probability mass", is: sampling.ErrNoUsableLogit},
+		{name: "sampled: drafter logits NaN", prompt: []int{1}, cfg: hot, rng: sampling.NewRNG(1), drafter: func(f *fakeLM) { f.nanFrom = 1 }, want: "draft 1: drafter: no token can be chosen", is: sampling.ErrNoUsableLogit},
 		{name: "cache length drift", prompt: []int{1}, cfg: good, target: func(f *fakeLM) { f.model = skewAfterFirst(f) }, want: "target: cache holds"},
 	}
 	for _, tt := range tests {
@@ -467,6 +471,14 @@ func TestGenerateErrors(t *testing.T) {
 		f := newFake(targetModel, vocab)
 		f.nanFrom = 3
 		_, err := GenerateAR(f, []int{1}, good, nil)
+		if !errors.Is(err, sampling.ErrNoUsableLogit) || !strings.Contains(err.Error(), "ar step 2") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("sampled AR logits NaN", func(t *testing.T) {
+		f := newFake(targetModel, vocab)
+		f.nanFrom = 3
+		_, err := GenerateAR(f, []int{1}, hot, sampling.NewRNG(1))
 		if !errors.Is(err, sampling.ErrNoUsableLogit) || !strings.Contains(err.Error(), "ar step 2") {
 			t.Fatalf("err = %v", err)
 		}

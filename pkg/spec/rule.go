@@ -159,7 +159,7 @@ func verify(drafts []int, q []sampling.Sparse, p [][]float32, u func(k uniform, 
 	}
 	y := sampling.Sample(p[gamma], u(uBonus, 0))
 	if y < 0 {
-		return Verdict{}, fmt.Errorf("verify: target distribution %d has no probability mass", gamma+1)
+		return Verdict{}, fmt.Errorf("verify: target distribution %d has no probability mass: %w", gamma+1, sampling.ErrNoUsableLogit)
 	}
 	v.Emitted = append(v.Emitted, y)
 	return v, nil
@@ -219,7 +219,7 @@ func residual(p []float32, q sampling.Sparse, u float64) (int, error) {
 		y = sampling.Sample(p, u)
 	}
 	if y < 0 {
-		return 0, fmt.Errorf("target distribution has no probability mass")
+		return 0, fmt.Errorf("target distribution has no probability mass: %w", sampling.ErrNoUsableLogit)
 	}
 	return y, nil
 }

@@ -288,7 +288,9 @@ func (s *Stage) pass(batch []*work, hidden []float32) {
 // judges the draft by it.
 func pick(o output, smp protocol.Sampling, wantQ bool, rng sampling.RNG) (int, float32, *protocol.Sparse, error) {
 	if o.len() == 0 {
-		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
+		// A sampled step's draw found no mass: Probs gives none to a row
+		// without a usable logit.
+		return 0, 0, nil, sampling.ErrNoUsableLogit
 	}
 	if p := smp.Params(); p.Greedy() {
 		x := o.picks[0]
@@ -304,7 +306,7 @@ func pick(o output, smp protocol.Sampling, wantQ bool, rng sampling.RNG) (int, f
 	sq := o.sparse[0]
 	x := sq.Sample(rng.Float64())
 	if x < 0 {
-		return 0, 0, nil, fmt.Errorf("no token can be drawn: the distribution has no mass")
+		return 0, 0, nil, sampling.ErrNoUsableLogit
 	}
 	wire := protocol.SparseOf(sq)
 	return x, 0, &wire, nil

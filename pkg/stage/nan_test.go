@@ -55,9 +55,11 @@ func poisonedModel(t *testing.T) *model.Model {
 	return m
 }
 
-// TestNaNLogitsFailTheStep: greedy steps over logits that are all NaN fail
-// with the reason instead of answering token 0 as if it had been chosen
-// (prefill, decode's pick, and each position of a verify step).
+// TestNaNLogitsFailTheStep: steps over logits that are all NaN fail with
+// the reason instead of answering token 0 as if it had been chosen or
+// drawn: greedy (prefill, decode's pick, each position of a verify step) and
+// sampled (a prefill's draw, a drafter's draws from its q, the acceptance
+// rule).
 func TestNaNLogitsFailTheStep(t *testing.T) {
 	c := newCluster(t, 0)
 	m := poisonedModel(t)
@@ -75,17 +77,23 @@ func TestNaNLogitsFailTheStep(t *testing.T) {
 		}
 	}()
 	<-s.Ready()
+	hot := protocol.Sampling{Temperature: 0.8, TopK: 20}
 	for _, req := range []*protocol.StepRequest{
 		{Session: uuid.New(), Op: protocol.OpPrefill, Tokens: []int{5, 6, 7}},
 		{Session: uuid.New(), Op: protocol.OpVerify, Tokens: []int{5, 6, 7}, Drafts: []int{8, 9}},
+		{Session: uuid.New(), Op: protocol.OpPrefill, Tokens: []int{5, 6, 7}, Sampling: hot, Seed: 3},
+		{Session: uuid.New(), Op: protocol.OpDraft, Tokens: []int{5, 6, 7}, Gamma: 2, Sampling: hot, Seed: 3},
+		{Session: uuid.New(), Op: protocol.OpVerify, Tokens: []int{5, 6, 7}, Drafts: []int{8, 9}, Sampling: hot, Seed: 3,
+			Q: []protocol.Sparse{{IDs: []int32{8}, Probs: []float32{1}}, {IDs: []int32{9}, Probs: []float32{1}}}},
 	} {
 		rep, err := c.step(t, "poisoned", req)
 		if err == nil {
-			t.Errorf("%s over NaN logits answered %v (margins %v), want an error", req.Op, rep.Tokens, rep.Margins)
+			t.Errorf("%s (temperature %g) over NaN logits answered %v (margins %v), want an error", req.Op,
+				req.Sampling.Temperature, rep.Tokens, rep.Margins)
 			continue
 		}
 		if !strings.Contains(err.Error(), "every logit is NaN or -inf") {
-			t.Errorf("%s: %v, want the no-usable-logit reason", req.Op, err)
+			t.Errorf("%s (temperature %g): %v, want the no-usable-logit reason", req.Op, req.Sampling.Temperature, err)
 		}
 	}
 }

@@ -929,7 +929,8 @@ func (b *Backend) Verify(p backend.Tensor, drafts []int32, q []sampling.Sparse, 
 		return 0, 0, fmt.Errorf("cuda: verify: %w: draft %d (token %d) has probability 0 in its own q; the drafter must sample from the q it sends",
 			backend.ErrBadDraft, int(acc)+1, drafts[acc])
 	case -3:
-		return 0, 0, fmt.Errorf("cuda: verify: %w: target distribution %d has no probability mass", backend.ErrBadDraft, int(acc)+1)
+		return 0, 0, fmt.Errorf("cuda: verify: %w: target distribution %d has no probability mass: %w", backend.ErrBadDraft, int(acc)+1,
+			sampling.ErrNoUsableLogit)
 	}
 	return int(acc), int32(tok), nil
 }

@@ -150,9 +150,55 @@ func logitCases(g gen) []kase {
 			},
 		})
 	}
+	cs = append(cs, unusableProbsCase(g, rows, vocab, limit))
 	cs = append(cs, sampleCase(g, 64, 3000), verifyCase(g, true, 4, 2000), verifyCase(g, false, 4, 2000), verifyCase(g, false, 7, 3000))
 	cs = append(cs, topKCase(g, 5000, 64, sampling.Params{Temperature: 1}), topKCase(g, 5000, 64, sampling.Params{Temperature: 1, TopK: 10}))
 	return cs
+}
+
+// unusableProbsCase checks sampled probabilities over rows without a usable
+// logit: all NaN, all -inf but one NaN, usable ids only past the vocabulary
+// limit (each all zeros, as sampling.Probs gives them, so a draw fails
+// rather than pick a token), beside a half-NaN row and plain ones.
+func unusableProbsCase(g gen, rows, vocab, limit int) kase {
+	in := g.act(3, rows, vocab)
+	v := in.vals
+	nan, ninf := float32(math.NaN()), float32(math.Inf(-1))
+	row := func(r int) []float32 { return v[r*vocab : (r+1)*vocab] }
+	for i := range vocab {
+		row(0)[i], row(1)[i] = nan, ninf
+		if i < limit {
+			row(2)[i] = nan
+		}
+		if i%2 == 0 {
+			row(3)[i] = nan
+		}
+	}
+	row(1)[vocab/3] = nan
+	p := sampling.Params{Temperature: 0.8, TopK: 20, TopP: 0.9, VocabLimit: limit}
+	return kase{
+		op: "probs", name: fmt.Sprintf("%dx%d, no usable logit in rows 0-2, T=%g k=%d p=%g limit %d", rows, vocab,
+			p.Temperature, p.TopK, p.TopP, limit),
+		inputs: []input{in},
+		needs:  lacks[LogitOps]("logit ops"),
+		run: func(s *side, in []backend.Tensor) ([]float32, error) {
+			pt, err := s.b.(LogitOps).Probs(in[0], p)
+			if err != nil {
+				return nil, err
+			}
+			s.keep(pt)
+			return s.read(pt)
+		},
+		ref: func(in [][]float32) []float64 {
+			out := make([]float64, 0, rows*vocab)
+			for r := 0; r < rows; r++ {
+				for _, x := range sampling.Probs(in[0][r*vocab:(r+1)*vocab], p) {
+					out = append(out, float64(x))
+				}
+			}
+			return out
+		},
+	}
 }
 
 // argmaxMarginCase checks backend.Picker: ids and margins bit for bit as
@@ -285,9 +331,13 @@ func sampleCase(g gen, rows, vocab int) kase {
 	u[0], u[1] = 0, math.Nextafter32(1, 0) // both ends
 	p := sampling.Params{Temperature: 0.9, TopK: 100}
 	var probs []float32
+	in := g.act(2, rows, vocab)
+	for i := range vocab {
+		in.vals[2*vocab+i] = float32(math.NaN()) // row 2 has no mass: -1
+	}
 	return kase{
-		op: "sample", name: fmt.Sprintf("%d rows of %d", rows, vocab),
-		inputs: []input{g.act(2, rows, vocab)},
+		op: "sample", name: fmt.Sprintf("%d rows of %d (row 2 without mass)", rows, vocab),
+		inputs: []input{in},
 		exact:  true,
 		needs:  lacks[LogitOps]("logit ops"),
 		run: func(s *side, in []backend.Tensor) ([]float32, error) {

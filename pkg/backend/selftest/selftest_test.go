@@ -65,6 +65,7 @@ func TestCPU(t *testing.T) {
 type hostOps struct {
 	*cpu.Backend
 	breakProbsTopK    bool
+	breakNoMass       bool // Probs: the old point mass on id 0 for a row without a usable logit
 	breakArgmax       bool
 	breakVerify       bool
 	breakRandomSeed   bool
@@ -229,7 +230,11 @@ func (h *hostOps) Probs(logits backend.Tensor, p sampling.Params) (backend.Tenso
 	}
 	out := make([]float32, 0, len(v))
 	for r := 0; r < backend.Rows(logits); r++ {
-		out = append(out, sampling.Probs(v[r*cols:(r+1)*cols], p)...)
+		row := sampling.Probs(v[r*cols:(r+1)*cols], p)
+		if h.breakNoMass && !slices.ContainsFunc(row, func(x float32) bool { return x > 0 }) {
+			row[0] = 1 // the old fallback: a point mass on id 0
+		}
+		out = append(out, row...)
 	}
 	return cpu.FromSlice(out, backend.Rows(logits), cols), nil
 }
@@ -335,6 +340,9 @@ func TestDeviceOps(t *testing.T) {
 		{"correct", hostOps{}, op()},
 		{"top-k ignored", hostOps{breakProbsTopK: true}, func(r Result) bool {
 			return r.Op == "probs" && !strings.Contains(r.Case, "k=0")
+		}},
+		{"no usable logit gives id 0 its mass", hostOps{breakNoMass: true}, func(r Result) bool {
+			return r.Op == "probs" && strings.Contains(r.Case, "no usable logit")
 		}},
 		{"argmax off by one", hostOps{breakArgmax: true}, op("argmax")},
 		{"a tie's margin is not 0", hostOps{breakTieMargin: true}, op("argmax_margin")},
