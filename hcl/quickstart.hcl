@@ -13,6 +13,13 @@ variable "gamma" {
   default     = 4
 }
 
+# -var temperature=0.8 samples instead (no lossless check then: the two modes
+# draw different tokens, from the same distribution).
+variable "temperature" {
+  description = "sampling temperature; 0 is greedy (and checked for lossless output)"
+  default     = 0
+}
+
 job "quickstart" {
   seed = 42
 
@@ -60,7 +67,7 @@ job "quickstart" {
   generation {
     max_new_tokens = 100
     gamma          = var.gamma
-    temperature    = 0
+    temperature    = var.temperature
   }
 
   modes {

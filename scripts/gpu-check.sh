@@ -40,7 +40,7 @@
 #                                  selftest too, with the invariance table) and
 #                                  reading every logit row (--greedy=false), with
 #                                  sampled steps (--temperature 0.8: probabilities
-#                                  on the device, read back), with
+#                                  on the device, read back), sampled with graphs, with
 #                                  tuned products (--tune-gemm; its selftest too)
 #                                  and with tuned products and graphs together,
 #                                  then the first bench again (the noise between runs),
@@ -51,7 +51,8 @@
 #                                  card (SKIP_HF=1 leaves it out),
 #                               6. the quickstart job end to end (controller, NATS,
 #                                  worker stages on CUDA, the NVML monitor), then
-#                                  again with --cuda-graphs --tune-gemm,
+#                                  again with --cuda-graphs --tune-gemm, then
+#                                  sampled (-var temperature=0.8 --cuda-graphs),
 #                               and prints a table last.
 #   scripts/gpu-check.sh table DIR
 #                               the summary table of a run's result files.
@@ -408,7 +409,8 @@ logits = load("bench_logits.json")
 tuned, best = load("bench_tuned.json"), load("bench_best.json")
 sampled = load("bench_sampled.json")
 again = load("bench_again.json")
-benches = [ours, graphs, logits, sampled, tuned, best, inv, again]
+sampled_g = load("bench_sampled_graphs.json")
+benches = [ours, graphs, logits, sampled, tuned, best, inv, again, sampled_g]
 first = next((b for b in benches if b and b.get("rows")), None)
 def by_batch(doc):
     return {r.get("batch"): r for r in (doc or {}).get("rows") or []}
@@ -425,9 +427,9 @@ if copy:
     print(f"PyTorch 1 GiB copy: {copy.get('gb_per_s', 0):.0f} GB/s (read + write)")
 print(f"{'batch':>5} | {'prefill tok/s':>13} {'HF':>9} {'ratio':>6} | {'decode tok/s':>12} {'HF':>8} {'ratio':>6} | "
       f"{'step ms':>8} {'HF ms':>7} {'floor ms':>8} {'GB/s':>6} {'wait ms':>7} {'graph ms':>8} {'inv ms':>7} {'logits ms':>9} "
-      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7} {'again ms':>8}")
+      f"{'tuned ms':>8} {'t+g ms':>7} {'T0.8 ms':>7} {'T+g ms':>7} {'again ms':>8}")
 o, t = by_batch(ours), by_batch(theirs)
-g, iv, lg, tu, be, sa, ag = (by_batch(d) for d in (graphs, inv, logits, tuned, best, sampled, again))
+g, iv, lg, tu, be, sa, ag, sg = (by_batch(d) for d in (graphs, inv, logits, tuned, best, sampled, again, sampled_g))
 for row in (first or {}).get("rows", []):
     b = row.get("batch")
     ob, tb = o.get(b, {}), t.get(b, {})
@@ -438,13 +440,15 @@ for row in (first or {}).get("rows", []):
           f"{cell(o, b, 'measured_bandwidth_gb_per_s', 6, '.0f')} {cell(o, b, 'decode_read_wait_ms', 7, '.2f')} "
           f"{cell(g, b, 'decode_step_ms', 8, '.2f')} {cell(iv, b, 'decode_step_ms', 7, '.2f')} {cell(lg, b, 'decode_step_ms', 9, '.2f')} "
           f"{cell(tu, b, 'decode_step_ms', 8, '.2f')} {cell(be, b, 'decode_step_ms', 7, '.2f')} {cell(sa, b, 'decode_step_ms', 7, '.2f')} "
-          f"{cell(ag, b, 'decode_step_ms', 8, '.2f')}")
+          f"{cell(sg, b, 'decode_step_ms', 7, '.2f')} {cell(ag, b, 'decode_step_ms', 8, '.2f')}")
 if not first:
     print("(no bench file loaded: no rows)")
 if graphs:
     print("step graphs: " + json.dumps(graphs.get("step_graphs")))
 if best:
     print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
+if sampled_g:
+    print("step graphs, sampled steps: " + json.dumps(sampled_g.get("step_graphs")))
 plans = (tuned or {}).get("gemm_plans") or []
 bench_m = {r.get("batch") for r in (tuned or {}).get("rows") or []}
 shown = [p for p in plans if p["m"] in bench_m]
@@ -454,15 +458,16 @@ if len(shown) < len(plans):
 for p in shown:
     print(f"tuned m={p['m']:<3} n={p['n']:<6} k={p['k']:<5} cublasGemmEx {p['default_us']:8.1f} us, chosen {p['best_us']:8.1f} us "
           f"({'cuBLASLt' if p['cublaslt'] else 'cublasGemmEx'}, split k {p.get('split_k', 1)}, {p['candidates']} candidates)")
-for name in ("quickstart", "quickstart_fast"):
+for name in ("quickstart", "quickstart_fast", "quickstart_sampled"):
     q = load(name + "/benchmark_results.json")
     if q:
         c, gp = q.get("comparison", {}), q.get("gpu", {})
+        acc = (q.get("speculative") or {}).get("acceptance_rate")
         ws = q.get("environment", {}).get("workers", [])
         on = ", ".join(sorted({f"{d.get('kind', '?')} {d.get('name', '')}".strip() for w in ws for d in w.get("devices", [])})) or "?"
         modes = sorted({m for w in ws for m in w.get("cuda_modes", [])})
         print(f"{name} on {on}{' (' + ', '.join(modes) + ')' if modes else ''}: TPOT speedup {c.get('speedup_tpot', 0):.2f}, "
-              f"lossless {c.get('lossless')}")
+              f"acceptance {acc}, lossless {c.get('lossless')}")
         print(f"{name} gpu: " + json.dumps(gp)[:700])
 if missing:
     print("missing: " + ", ".join(missing))
@@ -539,6 +544,8 @@ run() {
 	bench8b bench_logits 45 --greedy=false --bandwidth=false
 	echo "== draftbench bench with sampled steps (--temperature 0.8)"
 	bench8b bench_sampled 45 --temperature 0.8 --bandwidth=false
+	echo "== draftbench bench with sampled steps and step graphs (--temperature 0.8 --graphs)"
+	bench8b bench_sampled_graphs 45 --temperature 0.8 --graphs --bandwidth=false
 	echo "== selftest with tuned products (cuBLASLt, --tune-gemm)"
 	step selftest_tuned 60 "$out/selftest_tuned.txt" "$tmp/worker" selftest --backend cuda --only matmul \
 		--goldens testdata/golden --tune-gemm >"$out/selftest_tuned.txt" 2>&1
@@ -580,7 +587,7 @@ PY
 		record bench_hf "skipped (SKIP_HF)" 0 0
 	fi
 	local models=ok
-	if wanted quickstart || wanted quickstart_fast || wanted tinymodel; then
+	if wanted quickstart || wanted quickstart_fast || wanted quickstart_sampled || wanted tinymodel; then
 		echo "== the quickstart's tiny target and drafter (worker tinymodel)"
 		ONLY='' step tinymodel 30 "$out/tinymodel.log" "$tmp/worker" tinymodel --out "$tmp/models/tiny-target" \
 			--drafter-out "$tmp/models/tiny-drafter" --drafter-layers 2 >"$out/tinymodel.log" 2>&1 || models=
@@ -594,10 +601,15 @@ PY
 		TARGET_MODEL="$tmp/models/tiny-target" DRAFTER_MODEL="$tmp/models/tiny-drafter" \
 			step quickstart_fast 60 "$out/quickstart_fast.log" "$tmp/controller" run hcl/quickstart.hcl \
 			--out "$out/quickstart_fast" --cuda-graphs --tune-gemm >"$out/quickstart_fast.log" 2>&1
+		echo "== the quickstart sampled (temperature 0.8: probabilities, draws, q and the acceptance rule on the device)"
+		TARGET_MODEL="$tmp/models/tiny-target" DRAFTER_MODEL="$tmp/models/tiny-drafter" \
+			step quickstart_sampled 60 "$out/quickstart_sampled.log" "$tmp/controller" run hcl/quickstart.hcl \
+			--out "$out/quickstart_sampled" -var temperature=0.8 --cuda-graphs >"$out/quickstart_sampled.log" 2>&1
 	else
 		echo "   (no tiny models: the quickstarts are left out)"
 		record quickstart "SKIPPED (no tiny models)" 0 60
 		record quickstart_fast "SKIPPED (no tiny models)" 0 60
+		record quickstart_sampled "SKIPPED (no tiny models)" 0 60
 		rc=1
 	fi
 	echo "== done in ${SECONDS}s"
