@@ -19,6 +19,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/jobrun"
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/protocol"
+	"github.com/draftbench/draftbench/pkg/sampling"
 )
 
 // Pipeline is one placed model: the subject of its first stage and how many
@@ -280,9 +281,13 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		emitted := s.emit(v)
 		dLen = min(dCache, len(s.seq)-1)
 		wall := s.e.now().Sub(start)
+		sq := make([]sampling.Sparse, len(qs))
+		for i, q := range qs {
+			sq[i] = q.Sampling()
+		}
 		rounds = append(rounds, metrics.Round{Gamma: s.g.Gamma, Drafted: len(drafts), Accepted: v.Accepted,
 			Emitted: emitted, AcceptedByPosition: v.AcceptedByPosition, Wall: wall,
-			Compute: compute + time.Duration(v.ComputeNS)})
+			Compute: compute + time.Duration(v.ComputeNS), QMass: sampling.MeanKept(sq)})
 	}
 	return rounds, nil
 }

@@ -194,6 +194,13 @@ func testSampledIsReproducible(t *testing.T, drafter [][2]int) {
 	if r1.Margins != nil {
 		t.Errorf("sampled output came with greedy margins: %v", r1.Margins)
 	}
+	// Each round records how much of the drafter's mass its q kept (top-p
+	// 0.95 cuts some; the q travels to the driver from either layout).
+	for i, r := range r1.Rounds {
+		if !(r.QMass > 0 && r.QMass <= 1.0001) {
+			t.Errorf("round %d: q_mass %v, want in (0, 1]", i, r.QMass)
+		}
+	}
 }
 
 func TestDeadPipelineFailsFast(t *testing.T) {

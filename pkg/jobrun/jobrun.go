@@ -437,6 +437,10 @@ func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.R
 		out[mode] = sum.TotalOutputTokens
 	}
 	res.Speculative, res.Target = summaries[metrics.ModeSpeculative], summaries[metrics.ModeTarget]
+	if w := cutQ(res.Speculative, job.Generation.DraftTopK); w != "" {
+		warnings = append(warnings, w)
+		log.Warn(w)
+	}
 	if res.Speculative != nil && res.Target != nil {
 		var specReqs, targetReqs []metrics.Request
 		for _, r := range all {
@@ -593,6 +597,24 @@ func loadOf(p loadgen.Plan, rep loadgen.Report) *metrics.Load {
 		l.BatchSize = &p.BatchSize
 	}
 	return l
+}
+
+// cutQWarnBelow is the mass of the drafter's distribution its q must keep
+// on average before the results warn that the cut, not the drafter, set
+// the acceptance.
+const cutQWarnBelow = 0.95
+
+// cutQ is the warning for a sampled speculative run whose drafter's q, cut
+// to draft_top_k ids, kept less than cutQWarnBelow of the drafter's
+// probability mass, or "".
+func cutQ(s *metrics.Summary, topK int) string {
+	if s == nil || s.SpecStats == nil || s.DraftQMass == nil || *s.DraftQMass >= cutQWarnBelow {
+		return ""
+	}
+	return fmt.Sprintf("speculative mode: the drafter's q kept %.1f%% of its probability mass on average "+
+		"(generation.draft_top_k = %d): the target judged the cut q, so acceptance is lower than the drafter's whole "+
+		"distribution would give; a larger draft_top_k, or -1 (the whole q, more bytes per round), measures the drafter itself",
+		100**s.DraftQMass, topK)
 }
 
 // behindSchedule is the warning for a rate-mode run whose sends fell behind

@@ -763,3 +763,22 @@ func TestModelInfosAbsolute(t *testing.T) {
 		t.Errorf("target path %q, want %q", target.Path, real)
 	}
 }
+
+// TestCutQWarning: a sampled run whose drafter's q kept under 95 % of its
+// mass on average gets a warning naming the mass and the knob; greedy runs
+// (no mass known), runs without a speculative mode and q's that kept
+// nearly everything get none.
+func TestCutQWarning(t *testing.T) {
+	spec := func(m *float64) *metrics.Summary {
+		return &metrics.Summary{SpecStats: &metrics.SpecStats{DraftQMass: m}}
+	}
+	low, high := 0.384, 0.97
+	if w := cutQ(spec(&low), 64); !strings.Contains(w, "kept 38.4% of its probability mass") || !strings.Contains(w, "draft_top_k = 64") {
+		t.Errorf("q kept 38.4%%: %q", w)
+	}
+	for name, s := range map[string]*metrics.Summary{"no speculative mode": nil, "target summary": {}, "greedy": spec(nil), "97% kept": spec(&high)} {
+		if w := cutQ(s, 64); w != "" {
+			t.Errorf("%s: %q, want no warning", name, w)
+		}
+	}
+}

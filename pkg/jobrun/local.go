@@ -66,5 +66,5 @@ func (l *Local) Generate(ctx context.Context, mode metrics.Mode, g Gen) (GenResu
 // ToMetricsRound converts a round of pkg/spec into the record of pkg/metrics.
 func ToMetricsRound(r spec.Round) metrics.Round {
 	return metrics.Round{Gamma: r.Gamma, Drafted: len(r.Drafted), Accepted: r.Accepted, Emitted: len(r.Emitted),
-		AcceptedByPosition: r.AcceptedByPosition}
+		AcceptedByPosition: r.AcceptedByPosition, QMass: r.QMass}
 }

@@ -74,6 +74,10 @@ type Round struct {
 	// compute time. Their difference is the coordination overhead (DESIGN §6).
 	Wall    time.Duration `json:"wall_ns"`
 	Compute time.Duration `json:"compute_ns"`
+	// QMass is the mean, over the round's drafts, of the probability mass
+	// of the drafter's distribution that its q kept (generation.draft_top_k
+	// cuts it); omitted when greedy or unknown.
+	QMass float64 `json:"q_mass,omitempty"`
 }
 
 // Overhead is the coordination overhead of the round: wall time minus worker compute time.
@@ -165,6 +169,9 @@ func (r Round) validate() error {
 	}
 	if n != r.Accepted {
 		return fmt.Errorf("accepted_by_position marks %d accepted, accepted is %d", n, r.Accepted)
+	}
+	if !(r.QMass >= 0 && r.QMass <= 1.001) {
+		return fmt.Errorf("q_mass %v is outside [0, 1]", r.QMass)
 	}
 	if r.Wall < 0 || r.Compute < 0 {
 		return fmt.Errorf("negative time (wall %s, compute %s)", r.Wall, r.Compute)

@@ -80,6 +80,11 @@ type SpecStats struct {
 	AcceptanceByPosition []*float64 `json:"acceptance_by_position"`
 	// CoordinationOverhead is nil (JSON null) without a round.
 	CoordinationOverhead *Distribution `json:"coordination_overhead_ms"`
+	// DraftQMass is the mean, over drafted tokens, of the mass of the
+	// drafter's distribution its q kept (Round.QMass): sampled runs only.
+	// Under 1, the target judged a cut q, and accepted less than it would
+	// from the drafter's whole distribution.
+	DraftQMass *float64 `json:"draft_q_mass,omitempty"`
 }
 
 // Acceptance computes the acceptance figures of a set of rounds.
@@ -100,10 +105,16 @@ func Acceptance(rounds []Round) SpecStats {
 	accepted := make([]int, width)
 	reached := make([]int, width)
 	overhead := make([]float64, 0, len(rounds))
+	var mass float64
+	massDrafts := 0
 	for _, r := range rounds {
 		overhead = append(overhead, ms(r.Overhead()))
 		if r.Drafted == 0 {
 			continue
+		}
+		if r.QMass > 0 {
+			mass += r.QMass * float64(r.Drafted)
+			massDrafts += r.Drafted
 		}
 		s.NumDrafts++
 		s.NumDraftTokens += r.Drafted
@@ -127,6 +138,9 @@ func Acceptance(rounds []Round) SpecStats {
 		s.MeanAcceptanceLength = ptr(1 + float64(s.NumAcceptedTokens)/float64(s.NumDrafts))
 	}
 	s.CoordinationOverhead = Describe(overhead)
+	if massDrafts > 0 {
+		s.DraftQMass = ptr(mass / float64(massDrafts))
+	}
 	return s
 }
 

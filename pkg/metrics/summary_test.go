@@ -230,6 +230,9 @@ func assertSpecStats(t *testing.T, got, want SpecStats) {
 		}
 	}
 	assertDistribution(t, got.CoordinationOverhead, want.CoordinationOverhead)
+	if !nearPtr(got.DraftQMass, want.DraftQMass) {
+		t.Errorf("draft_q_mass = %v, want %v", got.DraftQMass, want.DraftQMass)
+	}
 }
 
 func TestAcceptance(t *testing.T) {
@@ -269,6 +272,24 @@ func TestAcceptance(t *testing.T) {
 				CoordinationOverhead: &Distribution{Mean: 2.5, Median: 2.5, Std: 0.5, Min: 2, Max: 3, P90: 2.9, P95: 2.95, P99: 2.99}},
 		},
 	}
+	// Sampled rounds: the q mass is weighted by drafted tokens; rounds that
+	// do not know theirs (0) and rounds without drafts leave it.
+	withMass := func(r Round, m float64) Round { r.QMass = m; return r }
+	tests = append(tests, struct {
+		name   string
+		rounds []Round
+		want   SpecStats
+	}{
+		name: "q mass",
+		rounds: []Round{
+			withMass(round(3, []bool{T, T, F}, 2, 3, 1, 1), 0.9),
+			withMass(round(3, []bool{F}, 0, 1, 1, 1), 0.5),
+			round(3, []bool{T, F, F}, 1, 2, 1, 1),
+			withMass(round(3, nil, 0, 1, 1, 1), 0.1),
+		},
+		want: SpecStats{NumDrafts: 3, NumDraftTokens: 7, NumAcceptedTokens: 3, AcceptanceRate: ptr(3.0 / 7), MeanAcceptanceLength: ptr(2),
+			AcceptanceByPosition: rates(2.0/3, 0.5, 0), CoordinationOverhead: &Distribution{}, DraftQMass: ptr((3*0.9 + 1*0.5) / 4)},
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			assertSpecStats(t, Acceptance(tt.rounds), tt.want)

@@ -261,6 +261,15 @@ func TestSparseWire(t *testing.T) {
 	if err := json.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, q) {
 		t.Errorf("round trip: %+v, %v", back, err)
 	}
+	q.Kept = 0.375
+	data, err = json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back = Sparse{}
+	if err := json.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, q) || !strings.Contains(string(data), `"kept":0.375`) {
+		t.Errorf("round trip with the kept mass: %s -> %+v, %v", data, back, err)
+	}
 	if err := json.Unmarshal([]byte(`{"ids":"AAAA","probs":"AAA="}`), &back); err == nil || !strings.Contains(err.Error(), "not whole 4-byte values") {
 		t.Errorf("a 2-byte probs field: %v", err)
 	}

@@ -57,6 +57,9 @@ func (s Sampling) Params() sampling.Params {
 type Sparse struct {
 	IDs   []int32   `json:"ids"`
 	Probs []float32 `json:"probs"`
+	// Kept is the drafter's mass the cut kept (sampling.Sparse.Kept; 0:
+	// unknown): the driver reports it, the rule does not read it.
+	Kept float32 `json:"kept,omitempty"`
 }
 
 // sparseWire is Sparse on the wire: each slice as base64 of its
@@ -64,13 +67,14 @@ type Sparse struct {
 // as JSON numbers it was about 3 MB, and formatting and parsing them cost
 // more than the step's messaging (docs/perf.md).
 type sparseWire struct {
-	IDs   []byte `json:"ids"`
-	Probs []byte `json:"probs"`
+	IDs   []byte  `json:"ids"`
+	Probs []byte  `json:"probs"`
+	Kept  float32 `json:"kept,omitempty"`
 }
 
 // MarshalJSON writes s as sparseWire.
 func (s Sparse) MarshalJSON() ([]byte, error) {
-	w := sparseWire{IDs: make([]byte, 4*len(s.IDs)), Probs: make([]byte, 4*len(s.Probs))}
+	w := sparseWire{IDs: make([]byte, 4*len(s.IDs)), Probs: make([]byte, 4*len(s.Probs)), Kept: s.Kept}
 	for i, id := range s.IDs {
 		binary.LittleEndian.PutUint32(w.IDs[4*i:], uint32(id))
 	}
@@ -89,7 +93,7 @@ func (s *Sparse) UnmarshalJSON(data []byte) error {
 	if len(w.IDs)%4 != 0 || len(w.Probs)%4 != 0 {
 		return fmt.Errorf("sparse q: %d bytes of ids and %d of probs, not whole 4-byte values", len(w.IDs), len(w.Probs))
 	}
-	s.IDs, s.Probs = make([]int32, len(w.IDs)/4), make([]float32, len(w.Probs)/4)
+	s.IDs, s.Probs, s.Kept = make([]int32, len(w.IDs)/4), make([]float32, len(w.Probs)/4), w.Kept
 	for i := range s.IDs {
 		s.IDs[i] = int32(binary.LittleEndian.Uint32(w.IDs[4*i:]))
 	}

@@ -160,6 +160,9 @@ func (c *console) speculative(s *metrics.SpecStats) {
 	c.kv("Accepted tokens:", s.NumAcceptedTokens)
 	c.kv("Acceptance rate (%):", percent(s.AcceptanceRate))
 	c.kv("Mean acceptance length:", s.MeanAcceptanceLength)
+	if s.DraftQMass != nil {
+		c.kv("Drafter mass kept by q (%):", percent(s.DraftQMass))
+	}
 	for i, rate := range s.AcceptanceByPosition {
 		c.kv(fmt.Sprintf("Acceptance at position %d (%%):", i+1), percent(rate))
 	}

@@ -14,6 +14,28 @@ import (
 type Sparse struct {
 	IDs   []int32
 	Probs []float32
+	// Kept is how much of the dense distribution's mass the ids held before
+	// the cut renormalised them (TopKSparse: 1, to rounding, when nothing
+	// was cut; 0 when unknown). A q that keeps little of the drafter's mass
+	// makes the target accept less than the drafter's own distribution would.
+	Kept float32
+}
+
+// MeanKept is the mean Kept mass of the qs that know theirs (a round's
+// q_mass); 0 when none does.
+func MeanKept(qs []Sparse) float64 {
+	var sum float64
+	n := 0
+	for _, q := range qs {
+		if q.Kept > 0 {
+			sum += float64(q.Kept)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 // Len is the number of ids with probability.
@@ -138,6 +160,7 @@ func TopKOfCandidates(ids []int32, vals []float32, live, k int) Sparse {
 			out.Probs[j] = cs[j].p
 		}
 	}
+	out.Kept = float32(z)
 	return out
 }
 

@@ -14,14 +14,15 @@ func TestTopKSparse(t *testing.T) {
 		k         int
 		wantIDs   []int32
 		wantProbs []float32
+		wantKept  float32 // the mass the ids held before the cut
 	}{
-		{"keeps the k most likely, renormalised", []float32{0.1, 0.4, 0.2, 0.3}, 2, []int32{1, 3}, []float32{4.0 / 7, 3.0 / 7}},
-		{"ties go to the lower id", []float32{0.25, 0.25, 0.25, 0.25}, 3, []int32{0, 1, 2}, []float32{1.0 / 3, 1.0 / 3, 1.0 / 3}},
-		{"k=0 keeps the whole support", []float32{0.5, 0, 0.5}, 0, []int32{0, 2}, []float32{0.5, 0.5}},
-		{"k above the support keeps it as is", []float32{0, 0.7, 0.3}, 64, []int32{1, 2}, []float32{0.7, 0.3}},
-		{"a point mass stays one id", []float32{0, 0, 1, 0}, 4, []int32{2}, []float32{1}},
-		{"zero ids never enter", []float32{0, 0.9, 0, 0.1}, 3, []int32{1, 3}, []float32{0.9, 0.1}},
-		{"nothing to keep", []float32{0, 0}, 2, []int32{}, []float32{}},
+		{"keeps the k most likely, renormalised", []float32{0.1, 0.4, 0.2, 0.3}, 2, []int32{1, 3}, []float32{4.0 / 7, 3.0 / 7}, 0.7},
+		{"ties go to the lower id", []float32{0.25, 0.25, 0.25, 0.25}, 3, []int32{0, 1, 2}, []float32{1.0 / 3, 1.0 / 3, 1.0 / 3}, 0.75},
+		{"k=0 keeps the whole support", []float32{0.5, 0, 0.5}, 0, []int32{0, 2}, []float32{0.5, 0.5}, 1},
+		{"k above the support keeps it as is", []float32{0, 0.7, 0.3}, 64, []int32{1, 2}, []float32{0.7, 0.3}, 1},
+		{"a point mass stays one id", []float32{0, 0, 1, 0}, 4, []int32{2}, []float32{1}, 1},
+		{"zero ids never enter", []float32{0, 0.9, 0, 0.1}, 3, []int32{1, 3}, []float32{0.9, 0.1}, 1},
+		{"nothing to keep", []float32{0, 0}, 2, []int32{}, []float32{}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,7 +38,16 @@ func TestTopKSparse(t *testing.T) {
 					t.Fatalf("Probs = %v, want %v", got.Probs, tt.wantProbs)
 				}
 			}
+			if math.Abs(float64(got.Kept-tt.wantKept)) > 1e-7 {
+				t.Fatalf("Kept = %v, want %v", got.Kept, tt.wantKept)
+			}
 		})
+	}
+	if m := MeanKept([]Sparse{{Kept: 0.5}, {}, {Kept: 0.7}}); math.Abs(m-0.6) > 1e-7 {
+		t.Errorf("MeanKept = %v, want 0.6 (the q that does not know its mass left out)", m)
+	}
+	if m := MeanKept(nil); m != 0 {
+		t.Errorf("MeanKept(nil) = %v, want 0", m)
 	}
 }
 

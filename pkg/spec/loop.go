@@ -79,6 +79,9 @@ type Round struct {
 	// and the correction or bonus token, cut at MaxNewTokens or a stop token
 	// in the last round. Accepted counts the verdict before that cut.
 	Emitted []int `json:"emitted"`
+	// QMass is the mean mass of the drafter's distribution its q kept
+	// (sampling.Sparse.Kept) over the round's drafts; 0 when greedy.
+	QMass float64 `json:"q_mass,omitempty"`
 }
 
 // Output is the result of one generation.
@@ -239,6 +242,7 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 			Accepted:           v.Accepted,
 			AcceptedByPosition: v.AcceptedByPosition,
 			Emitted:            kept,
+			QMass:              sampling.MeanKept(qs),
 		})
 		if a := cfg.Adaptive; a.Enabled {
 			if v.Accepted == gamma {
