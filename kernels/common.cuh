@@ -66,24 +66,7 @@ struct db_device {
 	int tune;
 	cublasLtHandle_t lt;
 	struct gemm_plan_cache *plans;
-	// L2 prefetch (db_set_l2_prefetch, gemm.cu; an experiment, off by
-	// default): as a product is issued, the first pf_bytes of the weight of
-	// the product that followed it last time are prefetched into the L2 on
-	// pf_stream, so they stream in while this product and the small kernels
-	// after it run; the next product waits for pf_join (pf_pending).
-	size_t pf_bytes;
-	cudaStream_t pf_stream;
-	cudaEvent_t pf_fork, pf_join;
-	int pf_pending;
-	struct pf_order *pf;
 };
-
-// db_pf_join makes the stream wait for a pending L2 prefetch (gemm.cu): a
-// captured step must join it before its capture ends, and no capture may
-// wait on a prefetch issued before it began.
-db_status db_pf_join(db_device *d);
-// db_pf_release frees the prefetch's stream, events and order (gemm.cu).
-db_status db_pf_release(db_device *d);
 
 // db_gemm_release frees the tuned products' plans and cuBLASLt (gemm.cu).
 db_status db_gemm_release(db_device *d);

@@ -79,8 +79,6 @@ extern "C" db_status db_close(db_device *d) {
 	{
 		db_status g = db_gemm_release(d);
 		if (g.kind != DB_OK && first.kind == DB_OK) first = g;
-		g = db_pf_release(d);
-		if (g.kind != DB_OK && first.kind == DB_OK) first = g;
 	}
 	if (d->blas_ws) KEEP(cudaFree(d->blas_ws));
 	if (d->args) KEEP(cudaFree(d->args));

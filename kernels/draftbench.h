@@ -89,11 +89,6 @@ db_status db_gemm_plans(db_device *d, db_gemm_plan_info *out, int cap, int *n);
    max_m (at most 64) now, eagerly, on scratch rows of its own; nothing when tuning is off. */
 db_status db_gemm_pretune(db_device *d, int dtype, const void *w, int n, int k, int max_m);
 
-/* L2 prefetch (gemm.cu; an experiment, off with 0 bytes): as each product is issued, the first
-   bytes of the weight of the product that followed it last time are prefetched into the L2 on a
-   second stream, overlapping this product and the small kernels after it. */
-db_status db_set_l2_prefetch(db_device *d, size_t bytes);
-
 /* ---- devices and memory (device.cu) ---- */
 db_status db_device_count(int *n);
 db_status db_open(int ordinal, db_device **out);

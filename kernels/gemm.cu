@@ -4,7 +4,6 @@
 // cublasGemmEx on the first call of each shape and the fastest is kept.
 #include <map>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
 #include "common.cuh"
@@ -332,100 +331,6 @@ static db_status gemm_rows(db_device *d, cudaDataType_t t, void *dst, const void
 	return db_ok();
 }
 
-// ---- L2 prefetch of the next product's weight (an experiment) ----
-
-// pf_order is the order in which products met their weights: seq[i+1]
-// follows seq[i], and the last wraps to the first (the next step's).
-struct pf_order {
-	std::vector<std::pair<const char *, size_t>> seq;
-	std::unordered_map<const void *, size_t> at;
-};
-
-// l2_prefetch_kernel asks the L2 for bytes [0, n) of p, chunk bytes per
-// thread: one bulk prefetch each on sm_90 (the copy engine fetches it; the
-// kernel does not wait for the data), a line at a time before.
-__global__ void l2_prefetch_kernel(const char *p, size_t n, unsigned chunk) {
-	const size_t off = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * chunk;
-	if (off >= n) return;
-	const unsigned len = (unsigned)(n - off < chunk ? n - off : chunk);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(len) : "memory");
-#else
-	for (unsigned i = 0; i < len; i += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off + i));
-#endif
-}
-
-extern "C" db_status db_set_l2_prefetch(db_device *d, size_t bytes) {
-	ARG(d != NULL, "no device");
-	CK(cudaSetDevice(d->ordinal));
-	if (bytes > 0 && d->pf_stream == NULL) {
-		CK(cudaStreamCreateWithFlags(&d->pf_stream, cudaStreamNonBlocking));
-		CK(cudaEventCreateWithFlags(&d->pf_fork, cudaEventDisableTiming));
-		CK(cudaEventCreateWithFlags(&d->pf_join, cudaEventDisableTiming));
-	}
-	if (bytes > 0 && d->pf == NULL) d->pf = new pf_order();
-	d->pf_bytes = bytes & ~(size_t)15; // bulk prefetches move 16-byte multiples
-	return db_ok();
-}
-
-db_status db_pf_join(db_device *d) {
-	if (!d->pf_pending) return db_ok();
-	d->pf_pending = 0;
-	CK(cudaStreamWaitEvent(d->stream, d->pf_join, 0));
-	return db_ok();
-}
-
-db_status db_pf_release(db_device *d) {
-	db_status first = db_ok();
-	if (d->pf_stream) {
-		cudaError_t e = cudaStreamSynchronize(d->pf_stream);
-		if (e == cudaSuccess) e = cudaStreamDestroy(d->pf_stream);
-		if (e != cudaSuccess) first = db_cuda_fail(e, __FILE__, __LINE__, "cudaStreamDestroy(pf_stream)");
-		d->pf_stream = NULL;
-	}
-	if (d->pf_fork) cudaEventDestroy(d->pf_fork);
-	if (d->pf_join) cudaEventDestroy(d->pf_join);
-	d->pf_fork = d->pf_join = NULL;
-	delete d->pf;
-	d->pf = NULL;
-	return first;
-}
-
-// pf_before_gemm runs before a product against w (bytes long) is issued:
-// it joins the prefetch issued for this product, notes w's place in the
-// order, and prefetches the head of the weight that followed w last time,
-// forked from the stream here so that it overlaps this product.
-static db_status pf_before_gemm(db_device *d, const void *w, size_t bytes) {
-	if (d->pf_bytes == 0 || d->pf == NULL) return db_ok();
-	CKS(db_pf_join(d));
-	pf_order &o = *d->pf;
-	size_t i;
-	auto it = o.at.find(w);
-	if (it == o.at.end()) {
-		i = o.seq.size();
-		o.seq.push_back({(const char *)w, bytes});
-		o.at.emplace(w, i);
-	} else {
-		i = it->second;
-		o.seq[i].second = bytes;
-	}
-	if (o.seq.size() < 2) return db_ok();
-	const auto &next = o.seq[(i + 1) % o.seq.size()];
-	if (next.first == (const char *)w) return db_ok();
-	const size_t n = (next.second < d->pf_bytes ? next.second : d->pf_bytes) & ~(size_t)15;
-	if (n == 0) return db_ok();
-	const unsigned chunk = 64u << 10;
-	const size_t threads = (n + chunk - 1) / chunk;
-	const int block = 128;
-	CK(cudaEventRecord(d->pf_fork, d->stream));
-	CK(cudaStreamWaitEvent(d->pf_stream, d->pf_fork, 0));
-	l2_prefetch_kernel<<<(unsigned)((threads + block - 1) / block), block, 0, d->pf_stream>>>(next.first, n, chunk);
-	CK(cudaGetLastError());
-	CK(cudaEventRecord(d->pf_join, d->pf_stream));
-	d->pf_pending = 1;
-	return db_ok();
-}
-
 extern "C" db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, const void *w, int m, int n, int k) {
 	ENTER_STEP(d, dtype, dst, x, w, m, n, k, d->invariant, d->tune);
 	ARG(m >= 0 && n > 0 && k > 0, "gemm: empty shape");
@@ -439,14 +344,12 @@ extern "C" db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, 
 	}
 	if (!d->invariant || m > INV_MAX_ROWS) {
 		REPLAYED(d);
-		CKS(pf_before_gemm(d, w, (size_t)n * k * es));
 		return gemm_rows(d, t, dst, x, w, m, n, k);
 	}
 	const size_t xbytes = ((size_t)INV_ROWS * k * es + 255) & ~(size_t)255;
 	void *pad;
 	CKS(db_gemm_pad(d, xbytes + (size_t)INV_ROWS * n * es, &pad));
 	REPLAYED(d);
-	CKS(pf_before_gemm(d, w, (size_t)n * k * es));
 	char *xp = (char *)pad, *dp = xp + xbytes;
 	for (int r0 = 0; r0 < m; r0 += INV_ROWS) {
 		const int rows = m - r0 < INV_ROWS ? m - r0 : INV_ROWS;

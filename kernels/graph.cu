@@ -39,8 +39,6 @@ extern "C" db_status db_step_begin(db_device *d, db_graph *g, int *replaying) {
 	CK(cudaSetDevice(d->ordinal));
 	// The last launch must have read its slots before they are rewritten.
 	if (g->launched) CK(cudaEventSynchronize(g->done));
-	// A prefetch issued before the step is joined outside its capture.
-	CKS(db_pf_join(d));
 	d->graph = g;
 	d->sig_i = d->slot_i = 0;
 	if (g->valid && g->buf_gen != d->buf_gen) {
@@ -80,14 +78,8 @@ extern "C" db_status db_step_end(db_device *d, db_graph *g, int abort, int *laun
 			return db_ok();
 		}
 	} else {
-		// The capture's last prefetch joins it (an unjoined fork fails it).
-		db_status pj = db_pf_join(d);
 		cudaGraph_t graph = NULL;
 		cudaError_t e = cudaStreamEndCapture(d->stream, &graph);
-		if (pj.kind != DB_OK) {
-			if (graph) cudaGraphDestroy(graph);
-			return pj;
-		}
 		if (abort || e != cudaSuccess || graph == NULL) {
 			if (!abort) snprintf(g->why, sizeof g->why, "capture failed: %s", cudaGetErrorString(e));
 			if (graph) cudaGraphDestroy(graph);

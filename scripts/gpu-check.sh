@@ -449,13 +449,6 @@ if best:
     print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
 if sampled_g:
     print("step graphs, sampled steps: " + json.dumps(sampled_g.get("step_graphs")))
-pf = [(n, load(f"bench_{n}.json")) for n in ("pf8", "pf24", "pf48", "pf24_eager")]
-if any(d for _, d in pf):
-    print("L2 prefetch, decode step ms by batch (graphs unless eager; compare graph ms and step ms above):")
-    for n, d in pf:
-        if d:
-            cells = ", ".join(f"b{r.get('batch')} {r.get('decode_step_ms', 0):.2f}" for r in d.get("rows") or [])
-            print(f"  {n:<11} {cells}  step graphs {json.dumps(d.get('step_graphs'))}")
 plans = (tuned or {}).get("gemm_plans") or []
 bench_m = {r.get("batch") for r in (tuned or {}).get("rows") or []}
 shown = [p for p in plans if p["m"] in bench_m]
@@ -567,17 +560,6 @@ run() {
 	# difference from the first must beat.
 	echo "== draftbench bench again (as the first, after all the others)"
 	bench8b bench_again 45 --bandwidth=false
-	# The L2 prefetch experiment (--l2-prefetch MiB: the head of the next
-	# product's weight fetched into the L2 while each product runs).
-	echo "== selftest goldens with the L2 prefetch (results unchanged, graphs still replay)"
-	step selftest_pf 45 "$out/selftest_pf.txt" "$tmp/worker" selftest --backend cuda --only matmul \
-		--goldens testdata/golden --l2-prefetch 1 >"$out/selftest_pf.txt" 2>&1
-	for mb in 8 24 48; do
-		echo "== draftbench bench with graphs and the L2 prefetch of ${mb} MiB"
-		bench8b "bench_pf${mb}" 45 --graphs --l2-prefetch "$mb" --bandwidth=false
-	done
-	echo "== draftbench bench, eager, with the L2 prefetch of 24 MiB"
-	bench8b bench_pf24_eager 45 --l2-prefetch 24 --bandwidth=false
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
 	step profile 45 "$out/profile.txt" "$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 \
 		--prompt-len "$PROMPT" --new-tokens 8 --profile-ops --bandwidth=false --json >"$out/profile.json" 2>"$out/profile.txt"
@@ -639,8 +621,6 @@ PY
 	grep -hE "^selftest cuda|^goldens cuda|^invariance cuda|^step graphs|^FAIL" "$out/selftest_invariant.txt" 2>/dev/null
 	echo "tuned products:"
 	grep -hE "^selftest cuda|^goldens cuda|^step graphs|^FAIL|^note" "$out/selftest_tuned.txt" 2>/dev/null
-	echo "L2 prefetch:"
-	grep -hE "^selftest cuda|^goldens cuda|^step graphs|^FAIL" "$out/selftest_pf.txt" 2>/dev/null
 	echo "layers split over three handles of one GPU:"
 	grep -hE "^selftest cuda|^goldens cuda|^split |^FAIL|error" "$out/selftest_split.txt" 2>/dev/null
 	return $rc

@@ -41,7 +41,6 @@ type benchRow struct {
 func benchCmd() *cli.Command {
 	var dir, batches string
 	var profileOps, graphs, invariant, greedy, tune bool
-	var prefetchMB int
 	var temperature float64
 	var promptLen, newTokens, threads, warmup int
 	var asJSON, bandwidth bool
@@ -70,7 +69,6 @@ func benchCmd() *cli.Command {
 			fs.BoolVar(&greedy, "greedy", true, "end each step with greedy picks (argmax and margin, on the device when the backend can), as greedy decoding does; false: read every logit row to the host")
 			fs.Float64Var(&temperature, "temperature", 0, "end each step with a token drawn at this temperature (sampled decoding: probabilities and the draw on the device when the backend can) instead of greedy picks")
 			fs.BoolVar(&graphs, "graphs", false, "cuda: capture each decode step into a CUDA graph and replay it")
-			fs.IntVar(&prefetchMB, "l2-prefetch", 0, "cuda: prefetch the first MiB of the next product's weight into the L2 while each product runs (an experiment; 0: off)")
 			fs.BoolVar(&profileOps, "profile-ops", false, "cuda: synchronize after every operation and print where prefill and decode spend their time (slower; a diagnosis, not a timing)")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
@@ -91,9 +89,6 @@ func benchCmd() *cli.Command {
 			if profileOps && backendName != "cuda" {
 				return cli.Usagef("--profile-ops needs --backend cuda")
 			}
-			if prefetchMB < 0 || (prefetchMB > 0 && backendName != "cuda") {
-				return cli.Usagef("--l2-prefetch %d: MiB (0: off), with --backend cuda", prefetchMB)
-			}
 			var sampled *sampling.Params
 			if temperature != 0 {
 				sampled = &sampling.Params{Temperature: temperature}
@@ -110,7 +105,7 @@ func benchCmd() *cli.Command {
 			if graphs && backendName != "cuda" {
 				return cli.Usagef("--graphs needs --backend cuda")
 			}
-			eng, err := openBackend(backendName, threads, false, cuda.Options{Profile: profileOps, Graphs: graphs, BatchInvariant: invariant, TuneGEMM: tune, L2PrefetchMB: prefetchMB})
+			eng, err := openBackend(backendName, threads, false, cuda.Options{Profile: profileOps, Graphs: graphs, BatchInvariant: invariant, TuneGEMM: tune})
 			if err != nil {
 				return err
 			}
@@ -248,9 +243,6 @@ func benchCmd() *cli.Command {
 				}
 				if prepared {
 					out["prepare_products_ms"] = prepareMS
-				}
-				if prefetchMB > 0 {
-					out["l2_prefetch_mb"] = prefetchMB
 				}
 				return enc.Encode(out)
 			}

@@ -69,7 +69,6 @@ func openBackend(name string, threads int, f32 bool, copts cuda.Options) (*engin
 func selftestCmd() *cli.Command {
 	var name, dtypes, devices, only, goldens string
 	var invariant, tune bool
-	var prefetchMB int
 	var seed uint64
 	var threads int
 	return &cli.Command{
@@ -85,7 +84,6 @@ func selftestCmd() *cli.Command {
 			fs.IntVar(&threads, "threads", 0, "CPU threads (0 = all cores)")
 			fs.BoolVar(&invariant, "batch-invariant", false, "cuda: batch-invariant mode (cuda.Options.BatchInvariant)")
 			fs.BoolVar(&tune, "tune-gemm", false, "cuda: products of up to 64 rows through the fastest of cuBLASLt's algorithms, timed per shape (cuda.Options.TuneGEMM)")
-			fs.IntVar(&prefetchMB, "l2-prefetch", 0, "cuda: prefetch the first MiB of the next product's weight into the L2 (cuda.Options.L2PrefetchMB; an experiment)")
 			fs.StringVar(&goldens, "goldens", "", "also run the transformers goldens in DIR (testdata/golden) on the backend: logits within 1e-3 (f32) or, in bf16, 1e-2 or twice transformers' own bf16 error (bf16_yardstick.json), greedy tokens compared")
 		},
 		Run: func(env *cli.Env, fs *flag.FlagSet) error {
@@ -94,9 +92,6 @@ func selftestCmd() *cli.Command {
 			}
 			if tune && name != "cuda" {
 				return cli.Usagef("--tune-gemm needs --backend cuda")
-			}
-			if prefetchMB < 0 || (prefetchMB > 0 && name != "cuda") {
-				return cli.Usagef("--l2-prefetch %d: MiB (0: off), with --backend cuda", prefetchMB)
 			}
 			devs, err := parseInts(devices)
 			if err != nil {
@@ -121,7 +116,7 @@ func selftestCmd() *cli.Command {
 				if dt != "bf16" && dt != "f32" {
 					return cli.Usagef("--dtype %q: each is bf16 or f32", dtypes)
 				}
-				copts := cuda.Options{Devices: devs, BatchInvariant: invariant, TuneGEMM: tune, L2PrefetchMB: prefetchMB}
+				copts := cuda.Options{Devices: devs, BatchInvariant: invariant, TuneGEMM: tune}
 				e, err := openBackend(name, threads, dt == "f32", copts)
 				if err != nil {
 					return err

@@ -245,12 +245,6 @@ func New(opts Options) (*Backend, error) {
 				return nil, err
 			}
 		}
-		if opts.L2PrefetchMB > 0 {
-			if err := check("L2 prefetch", o, C.db_set_l2_prefetch(d.h, C.size_t(opts.L2PrefetchMB)<<20)); err != nil {
-				b.Close()
-				return nil, err
-			}
-		}
 		var info C.db_device_info
 		if err := check("reading properties", o, C.db_info(d.h, &info)); err != nil {
 			b.Close()

@@ -84,12 +84,6 @@ type Options struct {
 	// 64 (PrepareProducts); another shape is tuned on its first eager call,
 	// and one first seen inside a graph capture stays untuned.
 	TuneGEMM bool
-	// L2PrefetchMB, when positive, prefetches into the L2 the first that
-	// many MiB of the weight of the product that follows each product (in
-	// the order the previous step used them), on a second stream, so that
-	// they stream in while the product and the small kernels after it run
-	// (an experiment: docs/perf.md).
-	L2PrefetchMB int
 }
 
 // GEMMPlan is one product shape's tuned choice (Options.TuneGEMM).
