@@ -20,6 +20,13 @@ variable "temperature" {
   default     = 0
 }
 
+# -var draft_top_k=N (sampled runs): how many of the drafter's most likely ids
+# its q keeps, -1 all; the results say how much of its mass that kept.
+variable "draft_top_k" {
+  description = "ids in the drafter's q at temperature > 0 (-1: its whole distribution)"
+  default     = 64
+}
+
 job "quickstart" {
   seed = 42
 
@@ -68,6 +75,7 @@ job "quickstart" {
     max_new_tokens = 100
     gamma          = var.gamma
     temperature    = var.temperature
+    draft_top_k    = var.draft_top_k
   }
 
   modes {

@@ -36,6 +36,7 @@ type Compared struct {
 	Completed            map[string]int     `json:"completed"` // per mode
 	AcceptanceRate       *float64           `json:"acceptance_rate"`
 	MeanAcceptanceLength *float64           `json:"mean_acceptance_length"`
+	DraftQMass           *float64           `json:"draft_q_mass,omitempty"`
 	MedianTPOTMS         map[string]float64 `json:"median_tpot_ms"`
 	MedianTTFTMS         map[string]float64 `json:"median_ttft_ms"`
 	OutputThroughput     map[string]float64 `json:"output_throughput"`
@@ -83,6 +84,7 @@ type Group struct {
 	Completed            map[string]int  `json:"completed"` // per mode, summed
 	AcceptanceRate       *Stat           `json:"acceptance_rate"`
 	MeanAcceptanceLength *Stat           `json:"mean_acceptance_length"`
+	DraftQMass           *Stat           `json:"draft_q_mass,omitempty"`
 	MedianTPOTMS         map[string]Stat `json:"median_tpot_ms"`
 	MedianTTFTMS         map[string]Stat `json:"median_ttft_ms"`
 	OutputThroughput     map[string]Stat `json:"output_throughput"`
@@ -244,7 +246,7 @@ func readCompared(path string) (Compared, error) {
 		}
 	}
 	if s := r.Speculative; s != nil && s.SpecStats != nil {
-		c.AcceptanceRate, c.MeanAcceptanceLength = s.AcceptanceRate, s.MeanAcceptanceLength
+		c.AcceptanceRate, c.MeanAcceptanceLength, c.DraftQMass = s.AcceptanceRate, s.MeanAcceptanceLength, s.DraftQMass
 	}
 	if cmp := r.Comparison; cmp != nil {
 		c.SpeedupTPOT, c.SpeedupE2EL, c.SpeedupThroughput = cmp.SpeedupTPOT, cmp.SpeedupE2EL, cmp.SpeedupOutputThroughput
@@ -505,7 +507,7 @@ func makeGroup(runs []Compared, members []int, all string, groups int) Group {
 	first := runs[members[0]]
 	g := Group{N: len(members), Settings: first.Settings, models: first.models, Completed: map[string]int{}}
 	var names []string
-	var accept, length, spTPOT, spE2EL, spTput []*float64
+	var accept, length, qmass, spTPOT, spE2EL, spTput []*float64
 	tpot, ttft, tput, jpt := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	for _, i := range members {
 		r := runs[i]
@@ -514,7 +516,7 @@ func makeGroup(runs []Compared, members []int, all string, groups int) Group {
 		for m, n := range r.Completed {
 			g.Completed[m] += n
 		}
-		accept, length = append(accept, r.AcceptanceRate), append(length, r.MeanAcceptanceLength)
+		accept, length, qmass = append(accept, r.AcceptanceRate), append(length, r.MeanAcceptanceLength), append(qmass, r.DraftQMass)
 		spTPOT, spE2EL, spTput = append(spTPOT, r.SpeedupTPOT), append(spE2EL, r.SpeedupE2EL), append(spTput, r.SpeedupThroughput)
 		for _, x := range []struct {
 			from map[string]float64
@@ -533,7 +535,7 @@ func makeGroup(runs []Compared, members []int, all string, groups int) Group {
 	if g.LosslessChecked > 0 {
 		g.LosslessSkipped = "" // some runs checked: their sum is the figure
 	}
-	g.AcceptanceRate, g.MeanAcceptanceLength = statOf(accept), statOf(length)
+	g.AcceptanceRate, g.MeanAcceptanceLength, g.DraftQMass = statOf(accept), statOf(length), statOf(qmass)
 	g.SpeedupTPOT, g.SpeedupE2EL, g.SpeedupThroughput = statOf(spTPOT), statOf(spE2EL), statOf(spTput)
 	g.MedianTPOTMS, g.MedianTTFTMS, g.OutputThroughput = statsOf(tpot), statsOf(ttft), statsOf(tput)
 	if len(jpt) > 0 {
@@ -835,7 +837,19 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 	if repeated {
 		head = append(head, "n")
 	}
-	head = append(head, "ok spec/AR", "accept %", "accept len", "TPOT p50 ms spec/AR", "TTFT p50 ms spec/AR",
+	// Sampled runs: how much of the drafter's mass its cut q kept, which
+	// the acceptance beside it depends on (generation.draft_top_k).
+	qmass := false
+	for _, g := range groups {
+		if g.DraftQMass != nil {
+			qmass = true
+		}
+	}
+	head = append(head, "ok spec/AR", "accept %")
+	if qmass {
+		head = append(head, "q mass %")
+	}
+	head = append(head, "accept len", "TPOT p50 ms spec/AR", "TTFT p50 ms spec/AR",
 		"speedup TPOT", "E2EL", "tok/s", "lossless")
 	jpt := false
 	for _, g := range groups {
@@ -858,7 +872,11 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 		}
 		row = append(row,
 			countPair(g.Completed),
-			stat(scaleStat(g.AcceptanceRate, 100), 1, ""),
+			stat(scaleStat(g.AcceptanceRate, 100), 1, ""))
+		if qmass {
+			row = append(row, stat(scaleStat(g.DraftQMass, 100), 1, ""))
+		}
+		row = append(row,
 			stat(g.MeanAcceptanceLength, 2, ""),
 			statPair(g.MedianTPOTMS, 2),
 			statPair(g.MedianTTFTMS, 1),

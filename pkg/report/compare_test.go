@@ -81,6 +81,9 @@ func TestCompareSweep(t *testing.T) {
 			t.Errorf("header lacks %q: %s", want, lines[0])
 		}
 	}
+	if strings.Contains(lines[0], "q mass") {
+		t.Errorf("greedy runs (no q mass recorded) got a q mass column: %s", lines[0])
+	}
 	for i, want := range [][]string{
 		{"g2", " 2 ", "1.25×", "80.0", "2/3", "4 / 3", "8.00 / 10.00", "0.500 / 0.750"},
 		{"g4", " 4 ", "1.43×", "70.0", "3.80"},
@@ -412,6 +415,42 @@ func TestCompareModelPaths(t *testing.T) {
 	for i, want := range []string{"models/drafter-L1 (1 layer, 7.4M)", "other/drafter-L1 (1 layer, 7.4M)", " tiny-drafter (2 layers, 12.5M)"} {
 		if !strings.Contains(lines[i+1], want) {
 			t.Errorf("row %d lacks %q: %s", i+1, want, lines[i+1])
+		}
+	}
+}
+
+// TestCompareQMass: sampled runs that recorded how much of the drafter's
+// mass their q kept (a draft_top_k sweep) get a q mass column.
+func TestCompareQMass(t *testing.T) {
+	parent := t.TempDir()
+	f := func(v float64) *float64 { return &v }
+	for _, r := range []struct {
+		k            int
+		accept, mass float64
+	}{{64, 0.155, 0.384}, {-1, 0.834, 1}} {
+		spec := &metrics.Summary{NumRequests: 8, Completed: 8, TPOT: &metrics.Distribution{Median: 10},
+			SpecStats: &metrics.SpecStats{AcceptanceRate: f(r.accept), MeanAcceptanceLength: f(2), DraftQMass: f(r.mass)}}
+		cfg := map[string]any{"name": "q", "generation": map[string]any{"temperature": 0.8, "draft_top_k": r.k}}
+		res := Results{Job: Job{ID: "id", Name: "q", Outcome: OutcomeCompleted}, Config: cfg, Speculative: spec}
+		if err := Write(filepath.Join(parent, fmt.Sprintf("k%d", r.k)), res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := CompareDirs([]string{parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := PrintComparison(&out, c); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "q mass %") {
+		t.Fatalf("want a q mass column:\n%s", out.String())
+	}
+	for _, want := range []string{"38.4", "100.0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
 }
