@@ -331,17 +331,22 @@ static db_status gemm_rows(db_device *d, cudaDataType_t t, void *dst, const void
 	return db_ok();
 }
 
+// gemm_dtype gives a product's cuBLAS data type and element size.
+static db_status gemm_dtype(int dtype, cudaDataType_t *t, size_t *es) {
+	switch (dtype) {
+	case DB_F32: *t = CUDA_R_32F; *es = 4; return db_ok();
+	case DB_BF16: *t = CUDA_R_16BF; *es = 2; return db_ok();
+	}
+	return db_arg_fail(__FILE__, __LINE__, "gemm: dtype is not f32 or bf16");
+}
+
 extern "C" db_status db_gemm(db_device *d, int dtype, void *dst, const void *x, const void *w, int m, int n, int k) {
 	ENTER_STEP(d, dtype, dst, x, w, m, n, k, d->invariant, d->tune);
 	ARG(m >= 0 && n > 0 && k > 0, "gemm: empty shape");
 	if (m == 0) return db_ok();
 	cudaDataType_t t;
 	size_t es;
-	switch (dtype) {
-	case DB_F32: t = CUDA_R_32F; es = 4; break;
-	case DB_BF16: t = CUDA_R_16BF; es = 2; break;
-	default: return db_arg_fail(__FILE__, __LINE__, "gemm: dtype is not f32 or bf16");
-	}
+	CKS(gemm_dtype(dtype, &t, &es));
 	if (!d->invariant || m > INV_MAX_ROWS) {
 		REPLAYED(d);
 		return gemm_rows(d, t, dst, x, w, m, n, k);
@@ -373,11 +378,7 @@ extern "C" db_status db_gemm_pretune(db_device *d, int dtype, const void *w, int
 	ARG(d->mode == DB_EAGER, "gemm pretune: inside a step graph (tuning is eager only)");
 	cudaDataType_t t;
 	size_t es;
-	switch (dtype) {
-	case DB_F32: t = CUDA_R_32F; es = 4; break;
-	case DB_BF16: t = CUDA_R_16BF; es = 2; break;
-	default: return db_arg_fail(__FILE__, __LINE__, "gemm pretune: dtype is not f32 or bf16");
-	}
+	CKS(gemm_dtype(dtype, &t, &es));
 	int lo = 1;
 	if (max_m > TUNE_MAX_ROWS) max_m = TUNE_MAX_ROWS;
 	if (d->invariant) lo = max_m = INV_ROWS;

@@ -127,28 +127,8 @@ func logitCases(g gen) []kase {
 		{Temperature: 1, TopK: 50, TopP: 0.8, VocabLimit: limit},
 	}
 	for _, p := range params {
-		cs = append(cs, kase{
-			op: "probs", name: fmt.Sprintf("T=%g k=%d p=%g limit %d", p.Temperature, p.TopK, p.TopP, p.VocabLimit),
-			inputs: []input{g.act(3, rows, vocab)},
-			needs:  lacks[LogitOps]("logit ops"),
-			run: func(s *side, in []backend.Tensor) ([]float32, error) {
-				pt, err := s.b.(LogitOps).Probs(in[0], p)
-				if err != nil {
-					return nil, err
-				}
-				s.keep(pt)
-				return s.read(pt)
-			},
-			ref: func(in [][]float32) []float64 {
-				out := make([]float64, 0, rows*vocab)
-				for r := 0; r < rows; r++ {
-					for _, v := range sampling.Probs(in[0][r*vocab:(r+1)*vocab], p) {
-						out = append(out, float64(v))
-					}
-				}
-				return out
-			},
-		})
+		cs = append(cs, probsCase(fmt.Sprintf("T=%g k=%d p=%g limit %d", p.Temperature, p.TopK, p.TopP, p.VocabLimit),
+			g.act(3, rows, vocab), p, rows, vocab))
 	}
 	cs = append(cs, unusableProbsCase(g, rows, vocab, limit))
 	cs = append(cs, sampleCase(g, 64, 3000), verifyCase(g, true, 4, 2000), verifyCase(g, false, 4, 2000), verifyCase(g, false, 7, 3000))
@@ -176,9 +156,15 @@ func unusableProbsCase(g gen, rows, vocab, limit int) kase {
 	}
 	row(1)[vocab/3] = nan
 	p := sampling.Params{Temperature: 0.8, TopK: 20, TopP: 0.9, VocabLimit: limit}
+	return probsCase(fmt.Sprintf("%dx%d, no usable logit in rows 0-2, T=%g k=%d p=%g limit %d", rows, vocab,
+		p.Temperature, p.TopK, p.TopP, limit), in, p, rows, vocab)
+}
+
+// probsCase checks LogitOps.Probs on in [rows, vocab] against
+// sampling.Probs of each row.
+func probsCase(name string, in input, p sampling.Params, rows, vocab int) kase {
 	return kase{
-		op: "probs", name: fmt.Sprintf("%dx%d, no usable logit in rows 0-2, T=%g k=%d p=%g limit %d", rows, vocab,
-			p.Temperature, p.TopK, p.TopP, limit),
+		op: "probs", name: name,
 		inputs: []input{in},
 		needs:  lacks[LogitOps]("logit ops"),
 		run: func(s *side, in []backend.Tensor) ([]float32, error) {
