@@ -69,6 +69,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PACK=build/gpu-check
 MODEL=testdata/configs/qwen3-8b
+DRAFTER=testdata/configs/qwen3-1.7b
 BATCH="${BATCH:-1,8,32}"
 PROMPT="${PROMPT:-128}"
 NEW="${NEW:-32}"
@@ -449,6 +450,13 @@ if best:
     print("step graphs with tuned products: " + json.dumps(best.get("step_graphs")))
 if sampled_g:
     print("step graphs, sampled steps: " + json.dumps(sampled_g.get("step_graphs")))
+dr, drg = load("bench_drafter.json"), load("bench_drafter_graphs.json")
+if dr or drg:
+    d0, dg = by_batch(dr), by_batch(drg)
+    print(f"drafter shape ({(dr or drg).get('model', '?')}): decode step ms eager / graphs (host wait ms):")
+    for b in sorted(set(d0) | set(dg)):
+        print(f"  batch {b:>3}: {cell(d0, b, 'decode_step_ms', 6, '.2f')} / {cell(dg, b, 'decode_step_ms', 6, '.2f')} "
+              f"({cell(d0, b, 'decode_read_wait_ms', 5, '.2f')}), floor {cell(d0, b, 'bandwidth_floor_step_ms', 5, '.2f')}")
 plans = (tuned or {}).get("gemm_plans") or []
 bench_m = {r.get("batch") for r in (tuned or {}).get("rows") or []}
 shown = [p for p in plans if p["m"] in bench_m]
@@ -560,6 +568,10 @@ run() {
 	# difference from the first must beat.
 	echo "== draftbench bench again (as the first, after all the others)"
 	bench8b bench_again 45 --bandwidth=false
+	# A drafter's shape: fewer, smaller products, so launches weigh more.
+	echo "== draftbench bench on the Qwen3-1.7B shape (a drafter), eager and with step graphs"
+	MODEL=$DRAFTER bench8b bench_drafter 45
+	MODEL=$DRAFTER bench8b bench_drafter_graphs 45 --graphs --bandwidth=false
 	echo "== where the time goes (bench --profile-ops: synchronized after every op)"
 	step profile 45 "$out/profile.txt" "$tmp/worker" bench --backend cuda --model "$MODEL" --random-weights --batch 1,32 \
 		--prompt-len "$PROMPT" --new-tokens 8 --profile-ops --bandwidth=false --json >"$out/profile.json" 2>"$out/profile.txt"
