@@ -561,6 +561,20 @@ func TestSweepScript(t *testing.T) {
 		t.Errorf("a refused sweep left %s (%v)", out, err)
 	}
 
+	// A sampling knob at temperature 0 changes nothing: refused too.
+	greedyJob := filepath.Join(t.TempDir(), "greedy.hcl")
+	withK := strings.Replace(swept, "gamma          = var.gamma", "gamma          = var.gamma\n    draft_top_k    = var.k", 1)
+	if err := os.WriteFile(greedyJob, []byte("variable \"k\" { default = 64 }\n"+withK), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = sweep(t, "--out", out, greedyJob, "k", "8", "-1")
+	if code != 2 || !strings.Contains(stderr, "k=8: ") || !strings.Contains(stderr, "has no effect at generation.temperature 0") {
+		t.Errorf("sweeping draft_top_k of a greedy job: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused sweep left %s (%v)", out, err)
+	}
+
 	// --repeat 2: each value twice, one row per value with n = 2.
 	code, stdout, stderr = sweep(t, "--out", out, "--repeat", "2", job, "gamma", "3", "1", "--", "--log-level", "warn")
 	if code != 0 {

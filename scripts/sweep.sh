@@ -24,6 +24,9 @@
 #   scripts/sweep.sh --repeat 3 hcl/quickstart.hcl gamma 2 4
 #   scripts/sweep.sh hcl/benchmark.hcl GAMMA_VALUE 3 5 7 -- --log-level warn
 #
+# A value whose setting has no effect (a sampling knob such as draft_top_k
+# at temperature 0, which validate warns of) refuses the sweep too.
+#
 # Exit status: 0; 1 when a run failed; 2 when the sweep was refused before
 # running anything (usage, a value validate refuses, a knob the job ignores).
 # CONTROLLER (default bin/controller) names the controller binary.
@@ -187,6 +190,12 @@ for ((i = 0; i < n; i++)); do
 		refused+=("$knob=$v: $(sed -e 's/^controller validate: error: //' "$tmp/err")")
 		continue
 	fi
+	# A sampling knob at temperature 0 changes nothing (validate warns):
+	# the sweep would run one job N times.
+	if w=$(grep -o '"[^"]*has no effect at generation.temperature 0[^"]*"' "$tmp/plan.json" | head -1) && [[ -n $w ]]; then
+		w=${w#\"}
+		refused+=("$knob=$v: ${w%\"} (arguments after -- reach every run: -- -var temperature=0.8 where the job has that variable)")
+	fi
 	# The resolved config's source.env lists the environment entries the
 	# job read (and that were set); validate writes it indented, an entry
 	# a line, so the block runs from `"env": {` to its closing brace.
@@ -209,7 +218,7 @@ if $unread; then
 	exit 2
 fi
 if [[ ${#refused[@]} -gt 0 ]]; then
-	echo "sweep: validate refuses ${#refused[@]} of the ${n} values; nothing was run:" >&2
+	echo "sweep: ${#refused[@]} of the ${n} values are refused; nothing was run:" >&2
 	for r in "${refused[@]}"; do
 		printf '  %s\n' "$r" >&2
 	done

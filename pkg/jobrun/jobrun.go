@@ -606,14 +606,17 @@ const cutQWarnBelow = 0.95
 
 // cutQ is the warning for a sampled speculative run whose drafter's q, cut
 // to draft_top_k ids, kept less than cutQWarnBelow of the drafter's
-// probability mass, or "".
+// probability mass, or "". Cutting changes acceptance either way (a
+// renormalised q can match a peaked target better), so it says that the
+// figure reflects the cut, not which way.
 func cutQ(s *metrics.Summary, topK int) string {
 	if s == nil || s.SpecStats == nil || s.DraftQMass == nil || *s.DraftQMass >= cutQWarnBelow {
 		return ""
 	}
 	return fmt.Sprintf("speculative mode: the drafter's q kept %.1f%% of its probability mass on average "+
-		"(generation.draft_top_k = %d): the target judged the cut q, so acceptance is lower than the drafter's whole "+
-		"distribution would give; a larger draft_top_k, or -1 (the whole q, more bytes per round), measures the drafter itself",
+		"(generation.draft_top_k = %d): the drafter drew its drafts from that cut, renormalised q and the acceptance rule "+
+		"judged them against it, so acceptance reflects the cut as well as the drafter; draft_top_k = -1 (the whole q, "+
+		"more bytes per round) measures the drafter itself",
 		100**s.DraftQMass, topK)
 }
 

@@ -202,6 +202,37 @@ func (d *decoder) defaults(j *Job) {
 	if j.Models.Drafter != nil && !j.Modes.Speculative {
 		d.diags = append(d.diags, warnf(d.rangePtr("model.drafter"), "model \"drafter\" is not loaded: modes.speculative is false"))
 	}
+	d.samplingKnobs(j)
+}
+
+// samplingKnobs refuses a written draft_top_k of 0 (a job built in code
+// means the default by it; a job file that writes it would run as 64 and be
+// recorded as 0), and warns of the sampling knobs a greedy run ignores: a
+// sweep of one at temperature 0 would run the same job once per value.
+func (d *decoder) samplingKnobs(j *Job) {
+	written := func(key string) bool { return d.set(key) && !d.failed[key] }
+	g := j.Generation
+	if written("generation.draft_top_k") && g.DraftTopK == 0 {
+		d.errorf("generation.draft_top_k", "generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got 0")
+	}
+	if g.Temperature != 0 || d.failed["generation.temperature"] {
+		return
+	}
+	for _, k := range []struct {
+		key     string
+		ignored bool
+		value   any
+	}{
+		{"generation.top_k", g.TopK != 0, g.TopK},
+		{"generation.top_p", g.TopP != defaultTopP, g.TopP},
+		{"generation.draft_top_k", g.DraftTopK != defaultDraftTopK && g.DraftTopK != 0, g.DraftTopK},
+	} {
+		if written(k.key) && k.ignored {
+			d.diags = append(d.diags, warnf(d.rangePtr(k.key),
+				"%s = %v has no effect at generation.temperature 0 (greedy decoding and drafting draw from no distribution); set a temperature above 0 to sample",
+				k.key, k.value))
+		}
+	}
 }
 
 func (d *decoder) model(j *Job, b *hcl.Block) {

@@ -84,6 +84,9 @@ func TestParseInvalid(t *testing.T) {
 			`sampling.hcl:16,5: generation.top_p must be in (0, 1], got 1.5`,
 			`sampling.hcl:17,5: generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got -2`,
 		}},
+		{"draft-top-k-zero.hcl", []string{
+			`draft-top-k-zero.hcl:11,5: generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got 0`,
+		}},
 		{"models.hcl", []string{
 			`models.hcl:1,1: job "models" has no model "target" block; add model "target" { path = "/models/..." }`,
 			`models.hcl:2,3: output_dir is empty; leave it out for the default results/<job name>-<short id>`,
@@ -260,6 +263,11 @@ func TestWarnings(t *testing.T) {
 		{"none", "vars.hcl", Config{Vars: []string{"model_dir=/m"}}, []string{}},
 		{"unused drafter", "vars.hcl", Config{Vars: []string{"model_dir=/m", "speculative=false"}}, []string{
 			`vars.hcl:34,3: model "drafter" is not loaded: modes.speculative is false`,
+		}},
+		{"sampling knobs at temperature 0", "greedy-knobs.hcl", Config{}, []string{
+			`greedy-knobs.hcl:10,5: generation.top_k = 5 has no effect at generation.temperature 0 (greedy decoding and drafting draw from no distribution); set a temperature above 0 to sample`,
+			`greedy-knobs.hcl:11,5: generation.top_p = 0.9 has no effect at generation.temperature 0 (greedy decoding and drafting draw from no distribution); set a temperature above 0 to sample`,
+			`greedy-knobs.hcl:12,5: generation.draft_top_k = 8 has no effect at generation.temperature 0 (greedy decoding and drafting draw from no distribution); set a temperature above 0 to sample`,
 		}},
 		{"gpus under same", "warnings.hcl", Config{}, []string{
 			`warnings.hcl:5,5: model.target.gpus has no effect with placement.strategy "same", which gives each model one device`,

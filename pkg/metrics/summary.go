@@ -81,10 +81,10 @@ type SpecStats struct {
 	// CoordinationOverhead is nil (JSON null) without a round.
 	CoordinationOverhead *Distribution `json:"coordination_overhead_ms"`
 	// DraftQMass is the mean, over drafted tokens, of the mass of the
-	// drafter's distribution its q kept (Round.QMass): sampled runs only.
-	// Under 1, the target judged a cut q, and accepted less than it would
-	// from the drafter's whole distribution.
-	DraftQMass *float64 `json:"draft_q_mass,omitempty"`
+	// drafter's distribution its q kept (Round.QMass); null when greedy.
+	// Under 1, drafts were drawn from, and judged against, a cut and
+	// renormalised q, so the acceptance figures reflect the cut too.
+	DraftQMass *float64 `json:"draft_q_mass"`
 }
 
 // Acceptance computes the acceptance figures of a set of rounds.

@@ -326,8 +326,10 @@ var (
 	summaryKeys = []string{"num_requests", "completed", "failed", "cancelled", "duration_s", "request_throughput",
 		"output_throughput", "total_token_throughput", "total_input_tokens", "total_output_tokens",
 		"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"}
+	// "draft_q_mass" is this project's addition: the mass of the drafter's
+	// distribution its cut q kept (null when greedy).
 	specKeys = []string{"num_drafts", "num_draft_tokens", "num_accepted_tokens", "acceptance_rate",
-		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms"}
+		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms", "draft_q_mass"}
 	distributionKeys = []string{"mean", "median", "std", "min", "max", "p90", "p95", "p99"}
 )
 

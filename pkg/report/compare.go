@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,8 +146,7 @@ func CompareDirs(paths []string) (*Comparison, error) {
 		k := c.Differs[0]
 		if allNumbers(c.Runs, k) {
 			slices.SortStableFunc(c.Runs, func(a, b Compared) int {
-				x, _ := number(a.config[k])
-				y, _ := number(b.config[k])
+				x, y := sweepOrder(k, a.config[k]), sweepOrder(k, b.config[k])
 				switch {
 				case x < y:
 					return -1
@@ -159,6 +159,17 @@ func CompareDirs(paths []string) (*Comparison, error) {
 	}
 	c.Groups = groupRuns(c.Runs, c.Differs)
 	return c, nil
+}
+
+// sweepOrder is where a numeric setting's value sorts in a sweep's table:
+// its value, except draft_top_k's -1 (the drafter's whole q), which is more
+// than any count of ids.
+func sweepOrder(k string, v any) float64 {
+	x, _ := number(v)
+	if k == "generation.draft_top_k" && x == -1 {
+		return math.Inf(1)
+	}
+	return x
 }
 
 func resultFiles(p string) ([]string, error) {

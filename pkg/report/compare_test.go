@@ -453,4 +453,8 @@ func TestCompareQMass(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
+	// draft_top_k -1 (the whole q) sorts after every count of ids.
+	if !strings.Contains(lines[1], "k64") || !strings.Contains(lines[2], "k-1") {
+		t.Errorf("rows not in the order 64, -1:\n%s", out.String())
+	}
 }
