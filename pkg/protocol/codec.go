@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,17 +50,110 @@ type Message interface {
 	kind() string
 }
 
+// leadingVersion reads the version of a message that begins as Encode
+// writes it, {"v":N, without a pass over the whole message (a step with
+// whole drafter distributions is megabytes); ok is false for any other
+// beginning, which a full decode then reads.
+func leadingVersion(data []byte) (v int, ok bool) {
+	rest, found := bytes.CutPrefix(data, []byte(`{"v":`))
+	if !found {
+		return 0, false
+	}
+	n := 0
+	for n < len(rest) && n < 9 && rest[n] >= '0' && rest[n] <= '9' {
+		v = 10*v + int(rest[n]-'0')
+		n++
+	}
+	if n == 0 || n == len(rest) || (rest[n] != ',' && rest[n] != '}') || (n > 1 && rest[0] == '0') {
+		return 0, false
+	}
+	return v, true
+}
+
 // Encode stamps m with Version, validates it and returns its JSON.
 func Encode(m Message) ([]byte, error) {
 	*m.version() = versionOf(m)
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("protocol: encoding %s: %w: %w", m.kind(), ErrInvalid, err)
 	}
+	// A step's drafter distributions are written apart and joined to the
+	// rest: encoding/json checks every byte a MarshalJSON returns once more,
+	// which for whole q's of a large vocabulary (megabytes) cost more than
+	// writing them (docs/perf.md).
+	var qs []Sparse
+	if c, ok := m.(qCarrier); ok {
+		f := c.qField()
+		qs, *f = *f, nil
+		defer func() { *f = qs }()
+	}
 	data, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: encoding %s: %w", m.kind(), err)
 	}
-	return data, nil
+	if len(qs) == 0 {
+		return data, nil
+	}
+	out := append(data[:len(data)-1:len(data)-1], `,"q":[`...)
+	for i, q := range qs {
+		b, err := q.MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("protocol: encoding %s: q %d: %w", m.kind(), i+1, err)
+		}
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, b...)
+	}
+	return append(out, ']', '}'), nil
+}
+
+// decodeBody is json.Unmarshal(data, m), except that the q's Encode wrote
+// at the end of a step are read apart, without encoding/json's passes over
+// their megabytes; any other form is read by encoding/json whole.
+func decodeBody(data []byte, m Message) error {
+	c, ok := m.(qCarrier)
+	if !ok {
+		return json.Unmarshal(data, m)
+	}
+	i := bytes.LastIndex(data, []byte(`,"q":[{`))
+	if i < 0 || !bytes.HasSuffix(data, []byte(`}]}`)) {
+		return json.Unmarshal(data, m)
+	}
+	var qs []Sparse
+	for rest := data[i+len(`,"q":[`) : len(data)-1]; ; {
+		end := bytes.IndexByte(rest, '}')
+		if end < 0 {
+			return json.Unmarshal(data, m)
+		}
+		w, ok := fastSparseWire(rest[:end+1])
+		if !ok {
+			return json.Unmarshal(data, m)
+		}
+		var q Sparse
+		if err := q.fromWire(w); err != nil {
+			return err
+		}
+		qs = append(qs, q)
+		switch rest = rest[end+1:]; {
+		case len(rest) == 1 && rest[0] == ']':
+			head := append(data[:i:i], '}')
+			if err := json.Unmarshal(head, m); err != nil {
+				return err
+			}
+			*c.qField() = qs
+			return nil
+		case len(rest) > 1 && rest[0] == ',':
+			rest = rest[1:]
+		default:
+			return json.Unmarshal(data, m)
+		}
+	}
+}
+
+// qCarrier is a message with drafter distributions (StepRequest.Q,
+// StepReply.Q), which Encode writes apart.
+type qCarrier interface {
+	qField() *[]Sparse
 }
 
 // Decode reads a JSON message into m: it checks the version first (so a
@@ -72,7 +166,9 @@ func Decode(data []byte, m Message) error {
 	var head struct {
 		V *int `json:"v"`
 	}
-	if err := json.Unmarshal(data, &head); err != nil {
+	if v, ok := leadingVersion(data); ok {
+		head.V = &v
+	} else if err := json.Unmarshal(data, &head); err != nil {
 		return fmt.Errorf("protocol: decoding %s: %w", m.kind(), err)
 	}
 	switch {
@@ -87,8 +183,11 @@ func Decode(data []byte, m Message) error {
 		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d (run one draftbench version on the controller and every worker): %w",
 			m.kind(), *head.V, versionOf(m), ErrVersion)
 	}
-	if err := json.Unmarshal(data, m); err != nil {
+	if err := decodeBody(data, m); err != nil {
 		return fmt.Errorf("protocol: decoding %s: %w", m.kind(), err)
+	}
+	if v := *m.version(); v != versionOf(m) { // a second "v" later in the message
+		return fmt.Errorf("protocol: decoding %s: version %d, this build speaks version %d: %w", m.kind(), v, versionOf(m), ErrVersion)
 	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("protocol: decoding %s: %w: %w", m.kind(), ErrInvalid, err)

@@ -85,6 +85,31 @@ func blank(m Message) Message {
 	return reflect.New(reflect.TypeOf(m).Elem()).Interface().(Message)
 }
 
+// TestDecodeAnyFieldOrder: a step with q's before its other fields (as
+// encoding/json wrote it before Encode wrote q's apart) decodes the same.
+func TestDecodeAnyFieldOrder(t *testing.T) {
+	ex := examples()
+	for _, name := range []string{"step_reply_draft", "step_request_verify"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "v1", name+".q-first.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(data, []byte(`"q":[{`)) || bytes.HasSuffix(bytes.TrimSpace(data), []byte(`]}`)) {
+			t.Fatalf("%s: not a q-first message:\n%s", name, data)
+		}
+		back := blank(ex[name])
+		if err := Decode(data, back); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Encode(ex[name]); err != nil { // stamps its version
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, ex[name]) {
+			t.Errorf("%s: decoded %+v, want %+v", name, back, ex[name])
+		}
+	}
+}
+
 func TestWireFormat(t *testing.T) {
 	for name, m := range examples() {
 		t.Run(name, func(t *testing.T) {
@@ -275,5 +300,59 @@ func TestSparseWire(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"ids":[1],"probs":[1]}`), &back); err == nil {
 		t.Error("the version-1 form of numbers read as a version-2 q")
+	}
+}
+
+// TestSparseWireForms: the form Encode writes is read without encoding/json
+// (fastSparseWire); any other spelling of the same q reads the same through
+// it, and broken ones fail.
+func TestSparseWireForms(t *testing.T) {
+	want := Sparse{IDs: []int32{7, 8}, Probs: []float32{0.75, 0.25}, Kept: 0.5}
+	for _, form := range []string{
+		`{"ids":"BwAAAAgAAAA=","probs":"AABAPwAAgD4=","kept":0.5}`,
+		`{ "ids": "BwAAAAgAAAA=", "probs": "AABAPwAAgD4=", "kept": 0.5 }`,
+		`{"kept":0.5,"probs":"AABAPwAAgD4=","ids":"BwAAAAgAAAA="}`,
+		`{"ids":"BwAAAAgAAAA=","probs":"AABAPwAAgD4=","kept":5e-1}`,
+	} {
+		var got Sparse
+		if err := json.Unmarshal([]byte(form), &got); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %+v, %v", form, got, err)
+		}
+	}
+	if w, ok := fastSparseWire([]byte(`{"ids":"BwAAAAgAAAA=","probs":"AABAPwAAgD4=","kept":0.5}`)); !ok || w.Kept != 0.5 || len(w.IDs) != 8 {
+		t.Errorf("the written form did not take the fast path: %+v %v", w, ok)
+	}
+	for _, bad := range []string{
+		`{"ids":"BwAAAAgAAAA","probs":"AABAPwAAgD4="}`, // base64 cut short
+		`{"ids":"BwAAAAgAAAA=","probs":"AABAPwAAgD4=","kept":"x"}`,
+		`{"ids":"BwAAAAgAAAA=","probs":"AABAPwAAgD4="`, // no end
+		`{"ids":"BwAAAAgAAAA=","probs":"AABAPw=="}`,    // 4 bytes of probs for 8 of ids: read, then refused by Validate
+	} {
+		var got Sparse
+		err := json.Unmarshal([]byte(bad), &got)
+		if err == nil && len(got.IDs) == len(got.Probs) {
+			t.Errorf("%s read as %+v", bad, got)
+		}
+	}
+}
+
+// TestLeadingVersion: the version of a message as Encode begins it is read
+// without decoding the rest; anything else goes to a full decode.
+func TestLeadingVersion(t *testing.T) {
+	for in, want := range map[string]int{`{"v":2,"x":1}`: 2, `{"v":13}`: 13} {
+		if v, ok := leadingVersion([]byte(in)); !ok || v != want {
+			t.Errorf("%s: %d %v, want %d", in, v, ok, want)
+		}
+	}
+	for _, in := range []string{` {"v":2,`, `{"v": 2,`, `{"v":02,`, `{"v":2`, `{"v":-1,`, `{"v":"2",`, `{"x":1,"v":2}`, `{"v":12345678901,`} {
+		if v, ok := leadingVersion([]byte(in)); ok {
+			t.Errorf("%s read as version %d", in, v)
+		}
+	}
+	// A second "v" later in the message is refused as another version.
+	var m StepReply
+	err := Decode([]byte(`{"v":2,"session":"3f1c9b2a-8d4e-4c6f-a1b2-c3d4e5f60718","cache_len":1,"compute_ns":1,"stage":0,"v":1}`), &m)
+	if !errors.Is(err, ErrVersion) {
+		t.Errorf("a message with two versions: %v", err)
 	}
 }

@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -72,24 +74,47 @@ type sparseWire struct {
 	Kept  float32 `json:"kept,omitempty"`
 }
 
-// MarshalJSON writes s as sparseWire.
+// MarshalJSON writes s as sparseWire, base64 written straight into the
+// output (a whole q of a large vocabulary is megabytes; docs/perf.md).
 func (s Sparse) MarshalJSON() ([]byte, error) {
-	w := sparseWire{IDs: make([]byte, 4*len(s.IDs)), Probs: make([]byte, 4*len(s.Probs)), Kept: s.Kept}
+	enc := base64.StdEncoding
+	raw := make([]byte, 4*max(len(s.IDs), len(s.Probs)))
+	out := make([]byte, 0, 40+enc.EncodedLen(4*len(s.IDs))+enc.EncodedLen(4*len(s.Probs)))
+	out = append(out, `{"ids":"`...)
 	for i, id := range s.IDs {
-		binary.LittleEndian.PutUint32(w.IDs[4*i:], uint32(id))
+		binary.LittleEndian.PutUint32(raw[4*i:], uint32(id))
 	}
+	out = enc.AppendEncode(out, raw[:4*len(s.IDs)])
+	out = append(out, `","probs":"`...)
 	for i, p := range s.Probs {
-		binary.LittleEndian.PutUint32(w.Probs[4*i:], math.Float32bits(p))
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(p))
 	}
-	return json.Marshal(w)
+	out = enc.AppendEncode(out, raw[:4*len(s.Probs)])
+	out = append(out, '"')
+	if s.Kept != 0 {
+		k, err := json.Marshal(s.Kept)
+		if err != nil {
+			return nil, fmt.Errorf("sparse q: kept: %w", err)
+		}
+		out = append(append(out, `,"kept":`...), k...)
+	}
+	return append(out, '}'), nil
 }
 
-// UnmarshalJSON reads sparseWire.
+// UnmarshalJSON reads sparseWire: the form MarshalJSON writes directly,
+// anything else through encoding/json.
 func (s *Sparse) UnmarshalJSON(data []byte) error {
-	var w sparseWire
-	if err := json.Unmarshal(data, &w); err != nil {
-		return fmt.Errorf("sparse q: %w", err)
+	w, ok := fastSparseWire(data)
+	if !ok {
+		if err := json.Unmarshal(data, &w); err != nil {
+			return fmt.Errorf("sparse q: %w", err)
+		}
 	}
+	return s.fromWire(w)
+}
+
+// fromWire sets s from its wire form.
+func (s *Sparse) fromWire(w sparseWire) error {
 	if len(w.IDs)%4 != 0 || len(w.Probs)%4 != 0 {
 		return fmt.Errorf("sparse q: %d bytes of ids and %d of probs, not whole 4-byte values", len(w.IDs), len(w.Probs))
 	}
@@ -101,6 +126,49 @@ func (s *Sparse) UnmarshalJSON(data []byte) error {
 		s.Probs[i] = math.Float32frombits(binary.LittleEndian.Uint32(w.Probs[4*i:]))
 	}
 	return nil
+}
+
+// fastSparseWire reads exactly the form MarshalJSON writes,
+// {"ids":"B64","probs":"B64"} with an optional ,"kept":NUMBER, without a
+// second pass of encoding/json over the base64; ok is false for any other
+// form (other order, spaces, escapes), which encoding/json then reads.
+func fastSparseWire(data []byte) (w sparseWire, ok bool) {
+	str := func(prefix string) ([]byte, bool) {
+		if !bytes.HasPrefix(data, []byte(prefix)) {
+			return nil, false
+		}
+		data = data[len(prefix):]
+		end := bytes.IndexByte(data, '"')
+		if end < 0 {
+			return nil, false
+		}
+		enc := data[:end]
+		data = data[end+1:]
+		dec := make([]byte, base64.StdEncoding.DecodedLen(len(enc)))
+		n, err := base64.StdEncoding.Decode(dec, enc)
+		if err != nil {
+			return nil, false
+		}
+		return dec[:n], true
+	}
+	if w.IDs, ok = str(`{"ids":"`); !ok {
+		return w, false
+	}
+	if w.Probs, ok = str(`,"probs":"`); !ok {
+		return w, false
+	}
+	if rest, found := bytes.CutPrefix(data, []byte(`,"kept":`)); found {
+		end := bytes.IndexByte(rest, '}')
+		if end < 0 {
+			return w, false
+		}
+		var k float32
+		if err := json.Unmarshal(rest[:end], &k); err != nil {
+			return w, false
+		}
+		w.Kept, data = k, rest[end:]
+	}
+	return w, string(data) == "}"
 }
 
 // SparseOf converts the sampling package's Sparse.
@@ -159,8 +227,9 @@ type StepRequest struct {
 	ComputeNS int64 `json:"compute_ns,omitempty"`
 }
 
-func (m *StepRequest) version() *int    { return &m.V }
-func (m *StepRequest) wireVersion() int { return StepVersion }
+func (m *StepRequest) version() *int     { return &m.V }
+func (m *StepRequest) qField() *[]Sparse { return &m.Q }
+func (m *StepRequest) wireVersion() int  { return StepVersion }
 
 // keepHead reads the session, op and reply subject of a step request of
 // another version, each as far as it decodes (a field of another type is
@@ -290,9 +359,10 @@ type StepReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-func (m *StepReply) version() *int    { return &m.V }
-func (m *StepReply) wireVersion() int { return StepVersion }
-func (*StepReply) kind() string       { return "step reply" }
+func (m *StepReply) version() *int     { return &m.V }
+func (m *StepReply) qField() *[]Sparse { return &m.Q }
+func (m *StepReply) wireVersion() int  { return StepVersion }
+func (*StepReply) kind() string        { return "step reply" }
 
 // Err returns the reply's error, or nil for a successful step.
 func (m *StepReply) Err() error {
