@@ -24,8 +24,9 @@
 #   scripts/sweep.sh --repeat 3 hcl/quickstart.hcl gamma 2 4
 #   scripts/sweep.sh hcl/benchmark.hcl GAMMA_VALUE 3 5 7 -- --log-level warn
 #
-# A value whose setting has no effect (a sampling knob such as draft_top_k
-# at temperature 0, which validate warns of) refuses the sweep too.
+# Values that differ only in settings without effect (a sampling knob such
+# as draft_top_k at temperature 0, which validate warns of) refuse the sweep
+# too.
 #
 # Exit status: 0; 1 when a run failed; 2 when the sweep was refused before
 # running anything (usage, a value validate refuses, a knob the job ignores).
@@ -190,12 +191,7 @@ for ((i = 0; i < n; i++)); do
 		refused+=("$knob=$v: $(sed -e 's/^controller validate: error: //' "$tmp/err")")
 		continue
 	fi
-	# A sampling knob at temperature 0 changes nothing (validate warns):
-	# the sweep would run one job N times.
-	if w=$(grep -o '"[^"]*has no effect at generation.temperature 0[^"]*"' "$tmp/plan.json" | head -1) && [[ -n $w ]]; then
-		w=${w#\"}
-		refused+=("$knob=$v: ${w%\"} (arguments after -- reach every run: -- -var temperature=0.8 where the job has that variable)")
-	fi
+	cp "$tmp/plan.json" "$tmp/plan-$i.json"
 	# The resolved config's source.env lists the environment entries the
 	# job read (and that were set); validate writes it indented, an entry
 	# a line, so the block runs from `"env": {` to its closing brace.
@@ -216,6 +212,43 @@ if $unread; then
 		echo "  (a knob not all in capitals is a job variable, passed as -var KNOB=VALUE)"
 	} >&2
 	exit 2
+fi
+# Values whose jobs differ only in settings that have no effect there (a
+# sampling knob at temperature 0, which validate warns of) would run one job
+# N times. (python3 compares the resolved settings; without it, no check.)
+if [[ ${#refused[@]} -eq 0 && $n -gt 1 ]] && command -v python3 >/dev/null; then
+	if ! same=$(python3 - "$tmp" "$n" <<'PY'
+import json, re, sys
+tmp, n = sys.argv[1], int(sys.argv[2])
+def flat(x, p=""):
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            out.update(flat(v, f"{p}.{k}" if p else k))
+        return out
+    return {p: json.dumps(x, sort_keys=True)}
+configs, idle = [], set()
+for i in range(n):
+    plan = json.load(open(f"{tmp}/plan-{i}.json"))
+    c = dict(plan.get("config") or {})
+    c.pop("source", None)
+    c.pop("warnings", None)
+    configs.append(flat(c))
+    for w in plan.get("warnings") or []:
+        m = re.search(r"(generation\.\w+) = .* has no effect at generation\.temperature 0", w)
+        if m:
+            idle.add(m.group(1))
+keys = set().union(*configs)
+differ = {k for k in keys if len({c.get(k) for c in configs}) > 1}
+if differ and differ <= idle:
+    print(", ".join(sorted(differ)))
+    sys.exit(1)
+PY
+	); then
+		echo "sweep: the values change only $same, which has no effect at temperature 0 (greedy), so every run would be the same job; nothing was run." >&2
+		echo "  Sample to sweep it: arguments after -- reach every run (-- -var temperature=0.8 where the job has that variable)." >&2
+		exit 2
+	fi
 fi
 if [[ ${#refused[@]} -gt 0 ]]; then
 	echo "sweep: ${#refused[@]} of the ${n} values are refused; nothing was run:" >&2

@@ -235,9 +235,10 @@ type WeightGrouper interface {
 // ProductPreparer is an optional Backend operation: once a model is loaded,
 // the backend does for the weights of its products (MatMul's w) what it
 // would otherwise do on the first step of each batch size (the CUDA
-// backend's tuned products), so that no timed step pays for it.
+// backend's tuned products), so that no timed step pays for it. It says
+// whether there was anything to do.
 type ProductPreparer interface {
-	PrepareProducts(weights []Tensor) error
+	PrepareProducts(weights []Tensor) (bool, error)
 }
 
 // Drawer is an optional Backend operation: one id per row of probs (an f32

@@ -281,13 +281,9 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		emitted := s.emit(v)
 		dLen = min(dCache, len(s.seq)-1)
 		wall := s.e.now().Sub(start)
-		sq := make([]sampling.Sparse, len(qs))
-		for i, q := range qs {
-			sq[i] = q.Sampling()
-		}
 		rounds = append(rounds, metrics.Round{Gamma: s.g.Gamma, Drafted: len(drafts), Accepted: v.Accepted,
 			Emitted: emitted, AcceptedByPosition: v.AcceptedByPosition, Wall: wall,
-			Compute: compute + time.Duration(v.ComputeNS), QMass: sampling.MeanKept(sq)})
+			Compute: compute + time.Duration(v.ComputeNS), QMass: sampling.MeanKept(qs, func(q protocol.Sparse) float32 { return q.Kept })})
 	}
 	return rounds, nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/draftbench/draftbench/pkg/metrics"
 	"github.com/draftbench/draftbench/pkg/report"
 	"github.com/draftbench/draftbench/pkg/sampling"
+	"github.com/draftbench/draftbench/pkg/spec"
 )
 
 // Gen is one generation request handed to an Engine.
@@ -437,7 +438,11 @@ func summarize(dir string, job *jobspec.Job, res report.Results, all []metrics.R
 		out[mode] = sum.TotalOutputTokens
 	}
 	res.Speculative, res.Target = summaries[metrics.ModeSpeculative], summaries[metrics.ModeTarget]
-	if w := cutQ(res.Speculative, job.Generation.DraftTopK); w != "" {
+	topK := job.Generation.DraftTopK
+	if topK == 0 { // a job built in code: the default
+		topK = spec.DefaultDraftTopK
+	}
+	if w := cutQ(res.Speculative, topK); w != "" {
 		warnings = append(warnings, w)
 		log.Warn(w)
 	}

@@ -213,7 +213,7 @@ func (d *decoder) samplingKnobs(j *Job) {
 	written := func(key string) bool { return d.set(key) && !d.failed[key] }
 	g := j.Generation
 	if written("generation.draft_top_k") && g.DraftTopK == 0 {
-		d.errorf("generation.draft_top_k", "generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got 0")
+		d.fail("generation.draft_top_k", "generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got 0")
 	}
 	if g.Temperature != 0 || d.failed["generation.temperature"] {
 		return

@@ -150,10 +150,11 @@ func (m *Model) PrepareProducts() (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	if err := p.PrepareProducts(m.productWeights()); err != nil {
+	did, err := p.PrepareProducts(m.productWeights())
+	if err != nil {
 		return false, fmt.Errorf("%s: preparing its products: %w", m.Dir, err)
 	}
-	return true, nil
+	return did, nil
 }
 
 // productWeights lists the weights the forward pass multiplies by (MatMul's

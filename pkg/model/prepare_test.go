@@ -17,11 +17,11 @@ type preparing struct {
 	prepared, used map[backend.Tensor]bool
 }
 
-func (p *preparing) PrepareProducts(ws []backend.Tensor) error {
+func (p *preparing) PrepareProducts(ws []backend.Tensor) (bool, error) {
 	for _, w := range ws {
 		p.prepared[w] = true
 	}
-	return nil
+	return true, nil
 }
 
 func (p *preparing) MatMul(dst, x, w backend.Tensor) error {

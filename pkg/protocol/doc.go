@@ -22,8 +22,11 @@
 // which NATS guarantees for one publisher's messages to one subscriber. A
 // message without these headers is a whole frame whose body is the JSON, so
 // `nats req draftbench.stage.<instance>.0 '{"v":2,...}'` works (step
-// messages are at StepVersion, 2; a sparse q travels as base64 of its
-// little-endian ids and probabilities).
+// messages are at StepVersion, 2; a sparse q travels as
+// {"ids":"...","probs":"..."[,"kept":m]}: base64 of its little-endian ids
+// and probabilities, and the mass of the drafter's distribution it kept;
+// Encode writes a step's "q" list last, and Decode reads it there without
+// encoding/json, any other order with it).
 //
 // # The step protocol
 //

@@ -109,8 +109,9 @@ type Stat struct {
 }
 
 // ignoredSettings are config paths that differ between runs without being a
-// setting of the measurement (the job file's text and where it came from).
-var ignoredSettings = []string{"source", "output_dir"}
+// setting of the measurement (the job file's text and where it came from,
+// and what validation warned of it).
+var ignoredSettings = []string{"source", "output_dir", "warnings"}
 
 // CompareDirs reads the results of each path: an output folder holding
 // benchmark_results.json, the file itself, or a folder whose subfolders hold

@@ -430,7 +430,8 @@ func TestCompareQMass(t *testing.T) {
 	}{{64, 0.155, 0.384}, {-1, 0.834, 1}} {
 		spec := &metrics.Summary{NumRequests: 8, Completed: 8, TPOT: &metrics.Distribution{Median: 10},
 			SpecStats: &metrics.SpecStats{AcceptanceRate: f(r.accept), MeanAcceptanceLength: f(2), DraftQMass: f(r.mass)}}
-		cfg := map[string]any{"name": "q", "generation": map[string]any{"temperature": 0.8, "draft_top_k": r.k}}
+		cfg := map[string]any{"name": "q", "generation": map[string]any{"temperature": 0.8, "draft_top_k": r.k},
+			"warnings": []any{fmt.Sprintf("a warning of run %d", r.k)}} // not a setting
 		res := Results{Job: Job{ID: "id", Name: "q", Outcome: OutcomeCompleted}, Config: cfg, Speculative: spec}
 		if err := Write(filepath.Join(parent, fmt.Sprintf("k%d", r.k)), res); err != nil {
 			t.Fatal(err)
@@ -439,6 +440,9 @@ func TestCompareQMass(t *testing.T) {
 	c, err := CompareDirs([]string{parent})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Differs, []string{"generation.draft_top_k"}) {
+		t.Errorf("differs = %v, want only generation.draft_top_k (warnings are not a setting)", c.Differs)
 	}
 	var out strings.Builder
 	if err := PrintComparison(&out, c); err != nil {

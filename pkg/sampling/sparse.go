@@ -16,19 +16,19 @@ type Sparse struct {
 	Probs []float32
 	// Kept is how much of the dense distribution's mass the ids held before
 	// the cut renormalised them (TopKSparse: 1, to rounding, when nothing
-	// was cut; 0 when unknown). A q that keeps little of the drafter's mass
-	// makes the target accept less than the drafter's own distribution would.
+	// was cut; 0 when unknown). Where it is far below 1, acceptance measures
+	// the cut as well as the drafter (either way).
 	Kept float32
 }
 
-// MeanKept is the mean Kept mass of the qs that know theirs (a round's
-// q_mass); 0 when none does.
-func MeanKept(qs []Sparse) float64 {
+// MeanKept is the mean Kept mass (kept(q)) of the qs that know theirs (a
+// round's q_mass); 0 when none does. qs may be Sparse or its wire form.
+func MeanKept[Q any](qs []Q, kept func(Q) float32) float64 {
 	var sum float64
 	n := 0
 	for _, q := range qs {
-		if q.Kept > 0 {
-			sum += float64(q.Kept)
+		if k := kept(q); k > 0 {
+			sum += float64(k)
 			n++
 		}
 	}

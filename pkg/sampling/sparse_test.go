@@ -43,10 +43,11 @@ func TestTopKSparse(t *testing.T) {
 			}
 		})
 	}
-	if m := MeanKept([]Sparse{{Kept: 0.5}, {}, {Kept: 0.7}}); math.Abs(m-0.6) > 1e-7 {
+	kept := func(q Sparse) float32 { return q.Kept }
+	if m := MeanKept([]Sparse{{Kept: 0.5}, {}, {Kept: 0.7}}, kept); math.Abs(m-0.6) > 1e-7 {
 		t.Errorf("MeanKept = %v, want 0.6 (the q that does not know its mass left out)", m)
 	}
-	if m := MeanKept(nil); m != 0 {
+	if m := MeanKept(nil, kept); m != 0 {
 		t.Errorf("MeanKept(nil) = %v, want 0", m)
 	}
 }

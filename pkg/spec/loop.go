@@ -242,7 +242,7 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 			Accepted:           v.Accepted,
 			AcceptedByPosition: v.AcceptedByPosition,
 			Emitted:            kept,
-			QMass:              sampling.MeanKept(qs),
+			QMass:              sampling.MeanKept(qs, func(q sampling.Sparse) float32 { return q.Kept }),
 		})
 		if a := cfg.Adaptive; a.Enabled {
 			if v.Accepted == gamma {

@@ -595,18 +595,18 @@ const tuneRows = 64
 // tuned now for every row count up to 64 (decode and verify steps of any
 // batch), not on the first step of each, which would charge the tuning to
 // whichever benchmark mode met that batch size first. Nothing otherwise.
-func (b *Backend) PrepareProducts(weights []backend.Tensor) error {
+func (b *Backend) PrepareProducts(weights []backend.Tensor) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.tune || b.closed {
-		return nil
+		return false, nil
 	}
 	type shape struct{ dev, n, k int }
 	done := map[shape]bool{}
 	for _, w := range weights {
 		t, err := b.act(w, "preparing products", "w")
 		if err != nil {
-			return err
+			return false, err
 		}
 		n, k := backend.Rows(t), backend.Cols(t)
 		sh := shape{t.dev.idx, n, k}
@@ -616,10 +616,10 @@ func (b *Backend) PrepareProducts(weights []backend.Tensor) error {
 		done[sh] = true
 		if err := check(fmt.Sprintf("tuning the products against a [%d, %d] weight", n, k), t.dev.info.Ordinal,
 			C.db_gemm_pretune(t.dev.h, dtypeC(b.dtype), t.ptr, C.int(n), C.int(k), tuneRows)); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // GEMMPlans lists the tuned products' choices on every device

@@ -54,9 +54,10 @@ func (c *stepCache[V]) put(key string, v V) (old V, evicted bool) {
 	}
 	var oldest string
 	var at uint64
+	found := false
 	for k, e := range c.live {
-		if k != key && (oldest == "" || e.used < at) {
-			oldest, at = k, e.used
+		if k != key && (!found || e.used < at) {
+			oldest, at, found = k, e.used, true
 		}
 	}
 	old = c.live[oldest].v
