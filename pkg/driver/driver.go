@@ -283,7 +283,8 @@ func (s *session) speculative(ctx context.Context) ([]metrics.Round, error) {
 		wall := s.e.now().Sub(start)
 		rounds = append(rounds, metrics.Round{Gamma: s.g.Gamma, Drafted: len(drafts), Accepted: v.Accepted,
 			Emitted: emitted, AcceptedByPosition: v.AcceptedByPosition, Wall: wall,
-			Compute: compute + time.Duration(v.ComputeNS), QMass: sampling.MeanKept(qs, func(q protocol.Sparse) float32 { return q.Kept })})
+			Compute: compute + time.Duration(v.ComputeNS), DraftCompute: compute,
+			QMass: sampling.MeanKept(qs, func(q protocol.Sparse) float32 { return q.Kept })})
 	}
 	return rounds, nil
 }

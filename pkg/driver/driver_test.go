@@ -157,6 +157,9 @@ func TestGreedyOverNATSMatchesInProcess(t *testing.T) {
 								if r.Compute <= 0 || r.Wall < r.Compute {
 									t.Errorf("round wall %v compute %v", r.Wall, r.Compute)
 								}
+								if r.DraftCompute <= 0 || r.DraftCompute >= r.Compute {
+									t.Errorf("round compute %v, the drafter's share %v: want a part of it", r.Compute, r.DraftCompute)
+								}
 							}
 						}
 					}

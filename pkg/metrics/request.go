@@ -74,6 +74,10 @@ type Round struct {
 	// compute time. Their difference is the coordination overhead (DESIGN §6).
 	Wall    time.Duration `json:"wall_ns"`
 	Compute time.Duration `json:"compute_ns"`
+	// DraftCompute is the drafter's share of Compute (its stages' own time
+	// for the round's drafts); omitted where the two are not told apart
+	// (an in-process run).
+	DraftCompute time.Duration `json:"draft_compute_ns,omitempty"`
 	// QMass is the mean, over the round's drafts, of the probability mass
 	// of the drafter's distribution that its q kept (generation.draft_top_k
 	// cuts it); omitted when greedy or unknown.
@@ -172,6 +176,9 @@ func (r Round) validate() error {
 	}
 	if !(r.QMass >= 0 && r.QMass <= 1.001) {
 		return fmt.Errorf("q_mass %v is outside [0, 1]", r.QMass)
+	}
+	if r.DraftCompute < 0 || r.DraftCompute > r.Compute {
+		return fmt.Errorf("draft_compute_ns %d is outside [0, compute_ns %d]", r.DraftCompute, r.Compute)
 	}
 	if r.Wall < 0 || r.Compute < 0 {
 		return fmt.Errorf("negative time (wall %s, compute %s)", r.Wall, r.Compute)

@@ -182,6 +182,7 @@ func TestValidate(t *testing.T) {
 		{"positions disagree", func(r *Request) { r.Rounds[0].AcceptedByPosition[3] = true }, "accepted_by_position marks 3 accepted, accepted is 2"},
 		{"negative wall", func(r *Request) { r.Rounds[0].Wall = -time.Millisecond }, "round 0: negative time"},
 		{"q mass above 1", func(r *Request) { r.Rounds[0].QMass = 1.5 }, "round 0: q_mass 1.5 is outside [0, 1]"},
+		{"draft compute over compute", func(r *Request) { r.Rounds[0].DraftCompute = r.Rounds[0].Compute + 1 }, "round 0: draft_compute_ns"},
 		{"q mass NaN", func(r *Request) { r.Rounds[0].QMass = math.NaN() }, "round 0: q_mass NaN is outside [0, 1]"},
 		{"q mass known", func(r *Request) { r.Rounds[0].QMass = 0.4 }, ""},
 		{"cancelled with its reason", func(r *Request) { r.Cancelled, r.Error = true, "context canceled" }, ""},

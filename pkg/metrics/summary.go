@@ -85,6 +85,11 @@ type SpecStats struct {
 	// Under 1, drafts were drawn from, and judged against, a cut and
 	// renormalised q, so the acceptance figures reflect the cut too.
 	DraftQMass *float64 `json:"draft_q_mass"`
+	// DraftCostRatio is c of Leviathan et al. (2023) as measured: the
+	// drafter's compute per drafted token over the target's compute per
+	// verify step; null where rounds do not tell the two apart. With the
+	// acceptance rate α it bounds the speedup: (1−α^(γ+1)) / ((1−α)(γc+1)).
+	DraftCostRatio *float64 `json:"draft_cost_ratio"`
 }
 
 // Acceptance computes the acceptance figures of a set of rounds.
@@ -107,6 +112,8 @@ func Acceptance(rounds []Round) SpecStats {
 	overhead := make([]float64, 0, len(rounds))
 	var mass float64
 	massDrafts := 0
+	var draftTime, targetTime time.Duration
+	costDrafts, costRounds := 0, 0
 	for _, r := range rounds {
 		overhead = append(overhead, ms(r.Overhead()))
 		if r.Drafted == 0 {
@@ -115,6 +122,12 @@ func Acceptance(rounds []Round) SpecStats {
 		if r.QMass > 0 {
 			mass += r.QMass * float64(r.Drafted)
 			massDrafts += r.Drafted
+		}
+		if r.DraftCompute > 0 && r.Compute > r.DraftCompute {
+			draftTime += r.DraftCompute
+			targetTime += r.Compute - r.DraftCompute
+			costDrafts += r.Drafted
+			costRounds++
 		}
 		s.NumDrafts++
 		s.NumDraftTokens += r.Drafted
@@ -140,6 +153,11 @@ func Acceptance(rounds []Round) SpecStats {
 	s.CoordinationOverhead = Describe(overhead)
 	if massDrafts > 0 {
 		s.DraftQMass = ptr(mass / float64(massDrafts))
+	}
+	if costRounds > 0 {
+		perDraft := float64(draftTime) / float64(costDrafts)
+		perStep := float64(targetTime) / float64(costRounds)
+		s.DraftCostRatio = ptr(perDraft / perStep)
 	}
 	return s
 }

@@ -233,6 +233,9 @@ func assertSpecStats(t *testing.T, got, want SpecStats) {
 	if !nearPtr(got.DraftQMass, want.DraftQMass) {
 		t.Errorf("draft_q_mass = %v, want %v", got.DraftQMass, want.DraftQMass)
 	}
+	if !nearPtr(got.DraftCostRatio, want.DraftCostRatio) {
+		t.Errorf("draft_cost_ratio = %v, want %v", got.DraftCostRatio, want.DraftCostRatio)
+	}
 }
 
 func TestAcceptance(t *testing.T) {
@@ -275,7 +278,28 @@ func TestAcceptance(t *testing.T) {
 	// Sampled rounds: the q mass is weighted by drafted tokens; rounds that
 	// do not know theirs (0) and rounds without drafts leave it.
 	withMass := func(r Round, m float64) Round { r.QMass = m; return r }
+	// The drafter's share of compute gives c: its compute per drafted token
+	// over the target's per round; rounds without the split leave it.
+	split := func(r Round, draftMs float64) Round {
+		r.DraftCompute = time.Duration(draftMs * float64(time.Millisecond))
+		return r
+	}
 	tests = append(tests, struct {
+		name   string
+		rounds []Round
+		want   SpecStats
+	}{
+		name: "draft cost",
+		rounds: []Round{
+			split(round(4, []bool{T, T, T, T}, 4, 5, 12, 10), 4), // 4 drafts in 4 ms, target 6 ms
+			split(round(4, []bool{F, F}, 0, 1, 9, 8), 2),         // 2 drafts in 2 ms, target 6 ms
+			round(4, []bool{T}, 1, 2, 5, 5),                      // not split: left out
+		},
+		want: SpecStats{NumDrafts: 3, NumDraftTokens: 7, NumAcceptedTokens: 5, AcceptanceRate: ptr(5.0 / 7), MeanAcceptanceLength: ptr(1 + 5.0/3),
+			AcceptanceByPosition: rates(2.0/3, 0.5, 1, 1),
+			CoordinationOverhead: &Distribution{Mean: 1, Median: 1, Std: 0.816496580927726, Min: 0, Max: 2, P90: 1.8, P95: 1.9, P99: 1.98},
+			DraftCostRatio:       ptr((6.0 / 6) / (12.0 / 2))},
+	}, struct {
 		name   string
 		rounds []Round
 		want   SpecStats
@@ -326,10 +350,12 @@ var (
 	summaryKeys = []string{"num_requests", "completed", "failed", "cancelled", "duration_s", "request_throughput",
 		"output_throughput", "total_token_throughput", "total_input_tokens", "total_output_tokens",
 		"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"}
-	// "draft_q_mass" is this project's addition: the mass of the drafter's
-	// distribution its cut q kept (null when greedy).
+	// "draft_q_mass" and "draft_cost_ratio" are this project's additions:
+	// the mass of the drafter's distribution its cut q kept (null when
+	// greedy), and c, the drafter's compute per token over the target's per
+	// verify step.
 	specKeys = []string{"num_drafts", "num_draft_tokens", "num_accepted_tokens", "acceptance_rate",
-		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms", "draft_q_mass"}
+		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms", "draft_q_mass", "draft_cost_ratio"}
 	distributionKeys = []string{"mean", "median", "std", "min", "max", "p90", "p95", "p99"}
 )
 

@@ -163,6 +163,7 @@ func (c *console) speculative(s *metrics.SpecStats) {
 	if s.DraftQMass != nil {
 		c.kv("Drafter mass kept by q (%):", percent(s.DraftQMass))
 	}
+	c.kv("Draft cost per token / target step:", s.DraftCostRatio)
 	for i, rate := range s.AcceptanceByPosition {
 		c.kv(fmt.Sprintf("Acceptance at position %d (%%):", i+1), percent(rate))
 	}
