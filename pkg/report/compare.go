@@ -38,6 +38,7 @@ type Compared struct {
 	AcceptanceRate       *float64           `json:"acceptance_rate"`
 	MeanAcceptanceLength *float64           `json:"mean_acceptance_length"`
 	DraftQMass           *float64           `json:"draft_q_mass,omitempty"`
+	DraftCostRatio       *float64           `json:"draft_cost_ratio,omitempty"`
 	MedianTPOTMS         map[string]float64 `json:"median_tpot_ms"`
 	MedianTTFTMS         map[string]float64 `json:"median_ttft_ms"`
 	OutputThroughput     map[string]float64 `json:"output_throughput"`
@@ -86,6 +87,7 @@ type Group struct {
 	AcceptanceRate       *Stat           `json:"acceptance_rate"`
 	MeanAcceptanceLength *Stat           `json:"mean_acceptance_length"`
 	DraftQMass           *Stat           `json:"draft_q_mass,omitempty"`
+	DraftCostRatio       *Stat           `json:"draft_cost_ratio,omitempty"`
 	MedianTPOTMS         map[string]Stat `json:"median_tpot_ms"`
 	MedianTTFTMS         map[string]Stat `json:"median_ttft_ms"`
 	OutputThroughput     map[string]Stat `json:"output_throughput"`
@@ -258,7 +260,7 @@ func readCompared(path string) (Compared, error) {
 		}
 	}
 	if s := r.Speculative; s != nil && s.SpecStats != nil {
-		c.AcceptanceRate, c.MeanAcceptanceLength, c.DraftQMass = s.AcceptanceRate, s.MeanAcceptanceLength, s.DraftQMass
+		c.AcceptanceRate, c.MeanAcceptanceLength, c.DraftQMass, c.DraftCostRatio = s.AcceptanceRate, s.MeanAcceptanceLength, s.DraftQMass, s.DraftCostRatio
 	}
 	if cmp := r.Comparison; cmp != nil {
 		c.SpeedupTPOT, c.SpeedupE2EL, c.SpeedupThroughput = cmp.SpeedupTPOT, cmp.SpeedupE2EL, cmp.SpeedupOutputThroughput
@@ -519,7 +521,7 @@ func makeGroup(runs []Compared, members []int, all string, groups int) Group {
 	first := runs[members[0]]
 	g := Group{N: len(members), Settings: first.Settings, models: first.models, Completed: map[string]int{}}
 	var names []string
-	var accept, length, qmass, spTPOT, spE2EL, spTput []*float64
+	var accept, length, qmass, cost, spTPOT, spE2EL, spTput []*float64
 	tpot, ttft, tput, jpt := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	for _, i := range members {
 		r := runs[i]
@@ -529,6 +531,7 @@ func makeGroup(runs []Compared, members []int, all string, groups int) Group {
 			g.Completed[m] += n
 		}
 		accept, length, qmass = append(accept, r.AcceptanceRate), append(length, r.MeanAcceptanceLength), append(qmass, r.DraftQMass)
+		cost = append(cost, r.DraftCostRatio)
 		spTPOT, spE2EL, spTput = append(spTPOT, r.SpeedupTPOT), append(spE2EL, r.SpeedupE2EL), append(spTput, r.SpeedupThroughput)
 		for _, x := range []struct {
 			from map[string]float64
@@ -548,6 +551,7 @@ func makeGroup(runs []Compared, members []int, all string, groups int) Group {
 		g.LosslessSkipped = "" // some runs checked: their sum is the figure
 	}
 	g.AcceptanceRate, g.MeanAcceptanceLength, g.DraftQMass = statOf(accept), statOf(length), statOf(qmass)
+	g.DraftCostRatio = statOf(cost)
 	g.SpeedupTPOT, g.SpeedupE2EL, g.SpeedupThroughput = statOf(spTPOT), statOf(spE2EL), statOf(spTput)
 	g.MedianTPOTMS, g.MedianTTFTMS, g.OutputThroughput = statsOf(tpot), statsOf(ttft), statsOf(tput)
 	if len(jpt) > 0 {
@@ -851,17 +855,24 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 	}
 	// Sampled runs: how much of the drafter's mass its cut q kept, which
 	// the acceptance beside it depends on (generation.draft_top_k).
-	qmass := false
+	qmass, cost := false, false
 	for _, g := range groups {
 		if g.DraftQMass != nil {
 			qmass = true
+		}
+		if g.DraftCostRatio != nil {
+			cost = true
 		}
 	}
 	head = append(head, "ok spec/AR", "accept %")
 	if qmass {
 		head = append(head, "q mass %")
 	}
-	head = append(head, "accept len", "TPOT p50 ms spec/AR", "TTFT p50 ms spec/AR",
+	head = append(head, "accept len")
+	if cost {
+		head = append(head, "draft c")
+	}
+	head = append(head, "TPOT p50 ms spec/AR", "TTFT p50 ms spec/AR",
 		"speedup TPOT", "E2EL", "tok/s", "lossless")
 	jpt := false
 	for _, g := range groups {
@@ -888,8 +899,11 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 		if qmass {
 			row = append(row, stat(scaleStat(g.DraftQMass, 100), 1, ""))
 		}
+		row = append(row, stat(g.MeanAcceptanceLength, 2, ""))
+		if cost {
+			row = append(row, stat(g.DraftCostRatio, 2, ""))
+		}
 		row = append(row,
-			stat(g.MeanAcceptanceLength, 2, ""),
 			statPair(g.MedianTPOTMS, 2),
 			statPair(g.MedianTTFTMS, 1),
 			stat(g.SpeedupTPOT, 2, "×"),

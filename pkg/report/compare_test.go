@@ -429,7 +429,8 @@ func TestCompareQMass(t *testing.T) {
 		accept, mass float64
 	}{{64, 0.155, 0.384}, {-1, 0.834, 1}} {
 		spec := &metrics.Summary{NumRequests: 8, Completed: 8, TPOT: &metrics.Distribution{Median: 10},
-			SpecStats: &metrics.SpecStats{AcceptanceRate: f(r.accept), MeanAcceptanceLength: f(2), DraftQMass: f(r.mass)}}
+			SpecStats: &metrics.SpecStats{AcceptanceRate: f(r.accept), MeanAcceptanceLength: f(2), DraftQMass: f(r.mass),
+				DraftCostRatio: f(0.125)}}
 		cfg := map[string]any{"name": "q", "generation": map[string]any{"temperature": 0.8, "draft_top_k": r.k},
 			"warnings": []any{fmt.Sprintf("a warning of run %d", r.k)}} // not a setting
 		res := Results{Job: Job{ID: "id", Name: "q", Outcome: OutcomeCompleted}, Config: cfg, Speculative: spec}
@@ -452,7 +453,10 @@ func TestCompareQMass(t *testing.T) {
 	if len(lines) != 3 || !strings.Contains(lines[0], "q mass %") {
 		t.Fatalf("want a q mass column:\n%s", out.String())
 	}
-	for _, want := range []string{"38.4", "100.0"} {
+	if !strings.Contains(lines[0], "draft c") {
+		t.Errorf("want a draft c column:\n%s", out.String())
+	}
+	for _, want := range []string{"38.4", "100.0", "0.12"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
