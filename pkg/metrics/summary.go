@@ -90,6 +90,19 @@ type SpecStats struct {
 	// verify step; null where rounds do not tell the two apart. With the
 	// acceptance rate α it bounds the speedup: (1−α^(γ+1)) / ((1−α)(γc+1)).
 	DraftCostRatio *float64 `json:"draft_cost_ratio"`
+	// RoundTime is where a round's time goes, as means over the rounds
+	// that tell the drafter's compute apart (null otherwise): whether a
+	// speedup is held back by the drafter, the target or the messaging.
+	RoundTime *RoundTime `json:"round_time_ms"`
+}
+
+// RoundTime is the mean round, in milliseconds: its wall time, the
+// drafter's and the target's compute, and the rest (coordination).
+type RoundTime struct {
+	Wall     float64 `json:"wall"`
+	Drafter  float64 `json:"drafter"`
+	Target   float64 `json:"target"`
+	Overhead float64 `json:"overhead"`
 }
 
 // Acceptance computes the acceptance figures of a set of rounds.
@@ -112,7 +125,7 @@ func Acceptance(rounds []Round) SpecStats {
 	overhead := make([]float64, 0, len(rounds))
 	var mass float64
 	massDrafts := 0
-	var draftTime, targetTime time.Duration
+	var draftTime, targetTime, splitWall time.Duration
 	costDrafts, costRounds := 0, 0
 	for _, r := range rounds {
 		overhead = append(overhead, ms(r.Overhead()))
@@ -126,6 +139,7 @@ func Acceptance(rounds []Round) SpecStats {
 		if r.DraftCompute > 0 && r.Compute > r.DraftCompute {
 			draftTime += r.DraftCompute
 			targetTime += r.Compute - r.DraftCompute
+			splitWall += r.Wall
 			costDrafts += r.Drafted
 			costRounds++
 		}
@@ -158,6 +172,9 @@ func Acceptance(rounds []Round) SpecStats {
 		perDraft := float64(draftTime) / float64(costDrafts)
 		perStep := float64(targetTime) / float64(costRounds)
 		s.DraftCostRatio = ptr(perDraft / perStep)
+		mean := func(d time.Duration) float64 { return ms(d) / float64(costRounds) }
+		s.RoundTime = &RoundTime{Wall: mean(splitWall), Drafter: mean(draftTime), Target: mean(targetTime),
+			Overhead: mean(splitWall - draftTime - targetTime)}
 	}
 	return s
 }

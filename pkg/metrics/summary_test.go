@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -236,6 +237,9 @@ func assertSpecStats(t *testing.T, got, want SpecStats) {
 	if !nearPtr(got.DraftCostRatio, want.DraftCostRatio) {
 		t.Errorf("draft_cost_ratio = %v, want %v", got.DraftCostRatio, want.DraftCostRatio)
 	}
+	if (got.RoundTime == nil) != (want.RoundTime == nil) || got.RoundTime != nil && !reflect.DeepEqual(*got.RoundTime, *want.RoundTime) {
+		t.Errorf("round_time_ms = %+v, want %+v", got.RoundTime, want.RoundTime)
+	}
 }
 
 func TestAcceptance(t *testing.T) {
@@ -298,7 +302,8 @@ func TestAcceptance(t *testing.T) {
 		want: SpecStats{NumDrafts: 3, NumDraftTokens: 7, NumAcceptedTokens: 5, AcceptanceRate: ptr(5.0 / 7), MeanAcceptanceLength: ptr(1 + 5.0/3),
 			AcceptanceByPosition: rates(2.0/3, 0.5, 1, 1),
 			CoordinationOverhead: &Distribution{Mean: 1, Median: 1, Std: 0.816496580927726, Min: 0, Max: 2, P90: 1.8, P95: 1.9, P99: 1.98},
-			DraftCostRatio:       ptr((6.0 / 6) / (12.0 / 2))},
+			DraftCostRatio:       ptr((6.0 / 6) / (12.0 / 2)),
+			RoundTime:            &RoundTime{Wall: 10.5, Drafter: 3, Target: 6, Overhead: 1.5}},
 	}, struct {
 		name   string
 		rounds []Round
@@ -355,7 +360,8 @@ var (
 	// greedy), and c, the drafter's compute per token over the target's per
 	// verify step.
 	specKeys = []string{"num_drafts", "num_draft_tokens", "num_accepted_tokens", "acceptance_rate",
-		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms", "draft_q_mass", "draft_cost_ratio"}
+		"mean_acceptance_length", "acceptance_by_position", "coordination_overhead_ms", "draft_q_mass", "draft_cost_ratio",
+		"round_time_ms"}
 	distributionKeys = []string{"mean", "median", "std", "min", "max", "p90", "p95", "p99"}
 )
 

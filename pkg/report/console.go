@@ -164,6 +164,10 @@ func (c *console) speculative(s *metrics.SpecStats) {
 		c.kv("Drafter mass kept by q (%):", percent(s.DraftQMass))
 	}
 	c.kv("Draft cost per token / target step:", s.DraftCostRatio)
+	if t := s.RoundTime; t != nil {
+		c.kv("Mean round (ms):", t.Wall)
+		c.kv("  drafter / target / overhead (ms):", fmt.Sprintf("%.2f / %.2f / %.2f", t.Drafter, t.Target, t.Overhead))
+	}
 	for i, rate := range s.AcceptanceByPosition {
 		c.kv(fmt.Sprintf("Acceptance at position %d (%%):", i+1), percent(rate))
 	}
