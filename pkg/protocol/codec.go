@@ -81,12 +81,11 @@ func Encode(m Message) ([]byte, error) {
 	// which for whole q's of a large vocabulary (megabytes) cost more than
 	// writing them (docs/perf.md).
 	var qs []Sparse
+	body := m
 	if c, ok := m.(qCarrier); ok {
-		f := c.qField()
-		qs, *f = *f, nil
-		defer func() { *f = qs }()
+		body, qs = c.withoutQ() // a copy: m is not changed under a reader
 	}
-	data, err := json.Marshal(m)
+	data, err := json.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: encoding %s: %w", m.kind(), err)
 	}
@@ -151,8 +150,10 @@ func decodeBody(data []byte, m Message) error {
 }
 
 // qCarrier is a message with drafter distributions (StepRequest.Q,
-// StepReply.Q), which Encode writes apart.
+// StepReply.Q), which Encode writes apart and decodeBody reads apart.
 type qCarrier interface {
+	// withoutQ is a copy of the message without its q's, and the q's.
+	withoutQ() (Message, []Sparse)
 	qField() *[]Sparse
 }
 

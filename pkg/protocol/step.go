@@ -229,7 +229,12 @@ type StepRequest struct {
 
 func (m *StepRequest) version() *int     { return &m.V }
 func (m *StepRequest) qField() *[]Sparse { return &m.Q }
-func (m *StepRequest) wireVersion() int  { return StepVersion }
+func (m *StepRequest) withoutQ() (Message, []Sparse) {
+	c := *m
+	c.Q = nil
+	return &c, m.Q
+}
+func (m *StepRequest) wireVersion() int { return StepVersion }
 
 // keepHead reads the session, op and reply subject of a step request of
 // another version, each as far as it decodes (a field of another type is
@@ -361,8 +366,13 @@ type StepReply struct {
 
 func (m *StepReply) version() *int     { return &m.V }
 func (m *StepReply) qField() *[]Sparse { return &m.Q }
-func (m *StepReply) wireVersion() int  { return StepVersion }
-func (*StepReply) kind() string        { return "step reply" }
+func (m *StepReply) withoutQ() (Message, []Sparse) {
+	c := *m
+	c.Q = nil
+	return &c, m.Q
+}
+func (m *StepReply) wireVersion() int { return StepVersion }
+func (*StepReply) kind() string       { return "step reply" }
 
 // Err returns the reply's error, or nil for a successful step.
 func (m *StepReply) Err() error {
