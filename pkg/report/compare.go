@@ -295,9 +295,16 @@ func readCompared(path string) (Compared, error) {
 	if raw, ok := r.Environment.(json.RawMessage); ok && len(raw) > 0 {
 		var v struct {
 			Version string `json:"version"`
+			Engine  string `json:"engine"` // "in-process" for controller run --in-process
 		}
 		if json.Unmarshal(raw, &v) == nil && v.Version != "" {
 			c.config[settingVersion] = v.Version
+		}
+		// An in-process run has no stages or messaging: its figures are
+		// not those of a cluster run of the same job.
+		c.config[settingEngine] = "stages over NATS"
+		if v.Engine != "" {
+			c.config[settingEngine] = v.Engine
 		}
 		if json.Unmarshal(raw, &env) != nil {
 			env.Target, env.Drafter = nil, nil // a shape this build does not know: no notes
@@ -370,6 +377,7 @@ func modelPath(written, recorded string) string {
 const (
 	settingGPUs    = "gpus"
 	settingVersion = "draftbench_version"
+	settingEngine  = "engine"
 )
 
 // gpuKinds is the monitored GPUs as "2× NVIDIA H100 80GB HBM3", one entry
@@ -645,7 +653,7 @@ var settingOrder = []string{
 	"generation.top_k", "generation.draft_top_k", "generation.",
 	"models.drafter.path", "models.target.path", "models.drafter.dtype", "models.target.dtype",
 	"placement.", "models.", settingGPUs,
-	"load.", "batch.", "modes.", settingVersion,
+	"load.", "batch.", "modes.", settingEngine, settingVersion,
 }
 
 func settingRank(k string) int {
@@ -901,7 +909,7 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 		}
 		row = append(row, stat(g.MeanAcceptanceLength, 2, ""))
 		if cost {
-			row = append(row, stat(g.DraftCostRatio, 2, ""))
+			row = append(row, stat(g.DraftCostRatio, 3, ""))
 		}
 		row = append(row,
 			statPair(g.MedianTPOTMS, 2),

@@ -466,3 +466,26 @@ func TestCompareQMass(t *testing.T) {
 		t.Errorf("rows not in the order 64, -1:\n%s", out.String())
 	}
 }
+
+// TestCompareEngine: an in-process run and a run over NATS stages of the
+// same job are two rows (an engine column), not one setting's repeats.
+func TestCompareEngine(t *testing.T) {
+	parent := t.TempDir()
+	for name, env := range map[string]map[string]any{
+		"nats":   {"version": "v1"},
+		"inproc": {"version": "v1", "engine": "in-process"},
+	} {
+		res := Results{Job: Job{ID: "id", Name: "e", Outcome: OutcomeCompleted}, Environment: env,
+			Config: map[string]any{"name": "e", "generation": map[string]any{"gamma": 4}}}
+		if err := Write(filepath.Join(parent, name), res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := CompareDirs([]string{parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Differs, []string{"engine"}) || len(c.Groups) != 2 {
+		t.Fatalf("differs %v, %d groups; want engine and 2 rows", c.Differs, len(c.Groups))
+	}
+}
