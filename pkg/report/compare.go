@@ -235,8 +235,12 @@ func readCompared(path string) (Compared, error) {
 		return Compared{}, fmt.Errorf("compare: %w", err)
 	}
 	var r Results
-	if err := json.Unmarshal(data, &r); err != nil {
-		return Compared{}, fmt.Errorf("compare: %s: %w", path, err)
+	if err := json.Unmarshal(data, &r); err != nil || r.Job.Name == "" && r.Job.ID == "" {
+		why := "it holds no job"
+		if err != nil {
+			why = err.Error()
+		}
+		return Compared{}, fmt.Errorf("compare: %s is not a draftbench %s (%s); give runs' output folders, or a folder holding them", path, FileResults, why)
 	}
 	c := Compared{Dir: filepath.Dir(path), Job: r.Job.Name, Outcome: r.Job.Outcome,
 		Completed: map[string]int{}, MedianTPOTMS: map[string]float64{}, MedianTTFTMS: map[string]float64{},

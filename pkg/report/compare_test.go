@@ -174,8 +174,18 @@ func TestCompareArguments(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("{not json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CompareDirs([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
+	if _, err := CompareDirs([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "is not a draftbench") {
 		t.Errorf("a broken results file: %v, want an error naming it", err)
+	}
+	// A file that is not a run's results (notes beside the runs, other JSON).
+	for _, body := range []string{"hello\n", `{"a": 1}`} {
+		other := filepath.Join(t.TempDir(), "notes.txt")
+		if err := os.WriteFile(other, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := CompareDirs([]string{a, other}); err == nil || !strings.Contains(err.Error(), other+" is not a draftbench benchmark_results.json") {
+			t.Errorf("%q: %v", body, err)
+		}
 	}
 }
 
