@@ -124,6 +124,18 @@ func TestGreedyOverNATSMatchesInProcess(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// The in-process loop times its passes: each round's compute
+				// is the drafter's and the target's, inside the round's wall.
+				var local []int
+				lr, err := c.local.Generate(context.Background(), metrics.ModeSpeculative, gen(p, sampling.Params{}, 3, 1, &local))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, r := range lr.Rounds {
+					if r.DraftCompute <= 0 || r.DraftCompute >= r.Compute || r.Compute > r.Wall {
+						t.Errorf("in-process round %d: wall %v, compute %v, the drafter's %v", i, r.Wall, r.Compute, r.DraftCompute)
+					}
+				}
 				for _, gamma := range []int{1, 3, 5} {
 					for _, mode := range []metrics.Mode{metrics.ModeTarget, metrics.ModeSpeculative} {
 						var emitted []int

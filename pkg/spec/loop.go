@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/draftbench/draftbench/pkg/sampling"
 )
@@ -82,6 +83,11 @@ type Round struct {
 	// QMass is the mean mass of the drafter's distribution its q kept
 	// (sampling.Sparse.Kept) over the round's drafts; 0 when greedy.
 	QMass float64 `json:"q_mass,omitempty"`
+	// DraftTime is the time spent drafting (the drafter's passes and its
+	// draws), VerifyTime the target's verify pass; the rule, the sampling
+	// of the target's rows and the bookkeeping are in neither.
+	DraftTime  time.Duration `json:"-"`
+	VerifyTime time.Duration `json:"-"`
 }
 
 // Output is the result of one generation.
@@ -194,14 +200,17 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 	gamma := cfg.Gamma
 	for round := 1; !r.done(); round++ {
 		last := r.seq[len(r.seq)-1]
+		t0 := time.Now()
 		drafts, qs, err := r.draft(dc, r.seq[dc.n:], gamma)
 		if err != nil {
 			return Output{}, fmt.Errorf("speculative round %d: %w", round, err)
 		}
+		t1 := time.Now()
 		logits, err := tc.feed(append([]int{last}, drafts...), true)
 		if err != nil {
 			return Output{}, fmt.Errorf("speculative round %d: verify: %w", round, err)
 		}
+		draftTime, verifyTime := t1.Sub(t0), time.Since(t1)
 		var v Verdict
 		if cfg.Params.Greedy() {
 			choice := make([]int, len(logits))
@@ -243,6 +252,8 @@ func GenerateSpeculative(target, drafter LM, prompt []int, cfg Config, rng sampl
 			AcceptedByPosition: v.AcceptedByPosition,
 			Emitted:            kept,
 			QMass:              sampling.MeanKept(qs, func(q sampling.Sparse) float32 { return q.Kept }),
+			DraftTime:          draftTime,
+			VerifyTime:         verifyTime,
 		})
 		if a := cfg.Adaptive; a.Enabled {
 			if v.Accepted == gamma {
