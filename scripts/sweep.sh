@@ -251,6 +251,14 @@ PY
 	fi
 fi
 if [[ ${#refused[@]} -gt 0 ]]; then
+	# Every value refused for one reason (a misspelled -var after --, a
+	# broken job file): say it once.
+	reasons=$(for r in "${refused[@]}"; do printf '%s\n' "${r#"$knob"=*: }"; done | sort -u)
+	if [[ ${#refused[@]} -eq $n && $n -gt 1 && $(grep -c . <<<"$reasons") -eq 1 ]]; then
+		echo "sweep: validate refuses every value for one reason; nothing was run:" >&2
+		printf '  %s\n' "$reasons" >&2
+		exit 2
+	fi
 	echo "sweep: ${#refused[@]} of the ${n} values are refused; nothing was run:" >&2
 	for r in "${refused[@]}"; do
 		printf '  %s\n' "$r" >&2
