@@ -564,6 +564,12 @@ func TestSweepScript(t *testing.T) {
 		t.Errorf("a refused sweep left %s (%v)", out, err)
 	}
 
+	// Every value refused for one reason (a misspelled -var): said once.
+	code, stdout, stderr = sweep(t, "--out", out, job, "gamma", "3", "1", "--", "-var", "gama=2")
+	if code != 2 || !strings.Contains(stderr, "refuses every value for one reason") || strings.Count(stderr, `"gama"`) != 1 {
+		t.Errorf("a misspelled -var: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
 	// A sampling knob at temperature 0 changes nothing: refused too.
 	greedyJob := filepath.Join(t.TempDir(), "greedy.hcl")
 	withK := strings.Replace(swept, "gamma          = var.gamma", "gamma          = var.gamma\n    draft_top_k    = var.k", 1)
