@@ -78,7 +78,7 @@ func (d *decoder) job(b *hcl.Block) *Job {
 	d.pos["job"] = b.DefRange
 	content := d.content(b.Body, jobSchema, "job")
 	a := content.Attributes
-	if d.str(a, "", "output_dir", &j.OutputDir) && j.OutputDir == "" {
+	if d.str(a, "", "output_dir", &j.OutputDir) && strings.TrimSpace(j.OutputDir) == "" {
 		d.errorf("output_dir", "output_dir is empty; leave it out for the default results/<job name>-<short id>")
 	}
 	d.int64(a, "", "seed", &j.Seed)
@@ -492,7 +492,7 @@ func (d *decoder) boolean(attrs hcl.Attributes, path, name string, dst *bool) bo
 		*dst = b.True()
 		return true
 	}
-	d.fail(key, "%s must be true or false (any case, or 1 or 0), got %s", key, describe(v))
+	d.fail(key, "%s must be true or false (any case, or the strings \"1\" and \"0\"), got %s", key, describe(v))
 	return false
 }
 

@@ -240,7 +240,7 @@ job "t" {
 		{"0", Config{Env: map[string]string{"ENABLE_BATCH": "0"}}, false, true, "auto", ""},
 		{"spaces", Config{Env: map[string]string{"ENABLE_BATCH": " false "}}, false, true, "auto", ""},
 		{"yes is refused", Config{Env: map[string]string{"ENABLE_BATCH": "yes"}}, false, false, "",
-			`t.hcl:16,5: batch.enabled must be true or false (any case, or 1 or 0), got string "yes" (from the environment variable ENABLE_BATCH)`},
+			`t.hcl:16,5: batch.enabled must be true or false (any case, or the strings "1" and "0"), got string "yes" (from the environment variable ENABLE_BATCH)`},
 		{"-var False", Config{Vars: []string{"spec=False"}}, true, false, "auto", ""},
 		{"DRAFTBENCH_VAR_ TRUE", Config{Env: map[string]string{"DRAFTBENCH_VAR_spec": "TRUE"}}, true, true, "auto", ""},
 		{"bfloat16", Config{Env: map[string]string{"DTYPE": "bfloat16"}}, true, true, "bf16", ""},

@@ -84,6 +84,11 @@ func TestParseInvalid(t *testing.T) {
 			`sampling.hcl:16,5: generation.top_p must be in (0, 1], got 1.5`,
 			`sampling.hcl:17,5: generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got -2`,
 		}},
+		{"zero-rate-knobs.hcl", []string{
+			`zero-rate-knobs.hcl:2,3: output_dir is empty; leave it out for the default results/<job name>-<short id>`,
+			`zero-rate-knobs.hcl:8,5: load.duration needs load.rate; duration, arrival and burstiness belong to rate mode (mode 2)`,
+			`zero-rate-knobs.hcl:9,5: load.burstiness needs load.rate; duration, arrival and burstiness belong to rate mode (mode 2)`,
+		}},
 		{"draft-top-k-zero.hcl", []string{
 			`draft-top-k-zero.hcl:11,5: generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got 0`,
 		}},
@@ -108,7 +113,7 @@ func TestParseInvalid(t *testing.T) {
 			`types.hcl:11,5: dataset.sharegpt.files must be a list of strings, got string "sharegpt_gpt4.jsonl"`,
 			`types.hcl:14,5: load.num_prompts must be a number, got string "ten"`,
 			`types.hcl:17,5: generation.gamma must be a whole number, got 2.5`,
-			`types.hcl:18,5: generation.ignore_eos must be true or false (any case, or 1 or 0), got string "yes"`,
+			`types.hcl:18,5: generation.ignore_eos must be true or false (any case, or the strings "1" and "0"), got string "yes"`,
 			`types.hcl:21,5: gpu_monitor.interval: "1 second" is not a duration; use a Go duration such as "300s" or "5m", or a number of seconds`,
 		}},
 		{"variables.hcl", []string{

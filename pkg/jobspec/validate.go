@@ -198,12 +198,13 @@ func (v *validator) load() {
 	switch l.Mode {
 	case LoadModeCount:
 		v.atLeast("load.num_prompts", l.NumPrompts, 1, "")
-		// Rate-mode settings without a rate are a half-written mode 2.
+		// Rate-mode settings without a rate are a half-written mode 2,
+		// whatever their value (a job file's written attributes are in Pos).
 		for _, f := range []struct {
 			name string
 			set  bool
 		}{{"duration", l.Duration != 0}, {"arrival", l.Arrival != ""}, {"burstiness", l.Burstiness != 0}} {
-			if f.set {
+			if _, written := v.j.Pos["load."+f.name]; f.set || written {
 				v.errorf("load."+f.name, "load.%s needs load.rate; duration, arrival and burstiness belong to rate mode (mode 2)", f.name)
 			}
 		}
