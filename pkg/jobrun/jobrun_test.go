@@ -782,3 +782,36 @@ func TestCutQWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanErrorPoints: a planning error that one setting is at fault for
+// points at that setting's line, not at placement.strategy.
+func TestPlanErrorPoints(t *testing.T) {
+	dir := t.TempDir()
+	target, drafter := filepath.Join(dir, "t"), filepath.Join(dir, "d")
+	if err := tinymodel.Write(target, tinymodel.Default()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tinymodel.WriteDrafter(target, drafter, 1); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`job "p" {
+  model "target" {
+    path   = %q
+    stages = 3
+  }
+  model "drafter" { path = %q }
+  placement {
+    strategy = "auto"
+  }
+  dataset "synthetic" {}
+}
+`, target, drafter)
+	job, err := jobspec.Parse("p.hcl", []byte(src), jobspec.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = Plan(job, []placement.Device{{Index: 0, MemoryBytes: 80 << 30}})
+	if err == nil || !strings.HasPrefix(err.Error(), "p.hcl:4,5: model.target.stages = 3 but target has 1 device") {
+		t.Errorf("err = %v, want it at the stages line", err)
+	}
+}

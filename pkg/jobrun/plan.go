@@ -1,6 +1,7 @@
 package jobrun
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -77,7 +78,11 @@ func Plan(job *jobspec.Job, devices []placement.Device) (*placement.Plan, *model
 	}
 	plan, err := placement.Make(PlacementRequest(job, devices, target, drafter))
 	if err != nil {
-		return nil, nil, nil, job.Errorf("placement.strategy", "%w", err)
+		field := "placement.strategy"
+		if fe := (*placement.FieldError)(nil); errors.As(err, &fe) {
+			field = fe.Field
+		}
+		return nil, nil, nil, job.Errorf(field, "%w", err)
 	}
 	// Where the plan departs from the job (a ratio split over fewer devices),
 	// the console, validate and the results say so.
@@ -165,7 +170,7 @@ func checkPositions(job *jobspec.Job, role string, info *model.Info) error {
 	}
 	if job.Dataset.Kind == jobspec.DatasetSynthetic && !job.Batch.Enabled {
 		if n := job.Dataset.InputTokens + job.Generation.MaxNewTokens + gamma; n > info.MaxPositions {
-			return job.Errorf("dataset.synthetic.input_tokens", "input_tokens %d + max_new_tokens %d + gamma %d is past the %s's max_position_embeddings %d (%s)",
+			return job.Errorf("dataset.synthetic.input_tokens", "dataset.synthetic.input_tokens %d + max_new_tokens %d + gamma %d is past the %s's max_position_embeddings %d (%s)",
 				job.Dataset.InputTokens, job.Generation.MaxNewTokens, gamma, role, info.MaxPositions, info.Path)
 		}
 	}

@@ -22,6 +22,16 @@ const (
 // Strategies lists the strategy names in the order the seed documents them.
 func Strategies() []string { return []string{MultiGPURatio, Separate, Same, Auto} }
 
+// FieldError is a planning error that one setting of the job is at fault
+// for (its dotted HCL path), so the error can point at its line.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
 // Model roles.
 const (
 	RoleTarget  = "target"
@@ -203,8 +213,9 @@ func ratio(devs []Device, models []*ModelReq) ([]pick, []string, error) {
 	var notes []string
 	if need > len(devs) {
 		if len(devs) < len(models) {
-			return nil, nil, fmt.Errorf("%s needs %d devices (%s), or one per model split by that ratio, but %s given: %s; use %s to share one",
-				MultiGPURatio, need, strings.Join(parts, " + "), countIs(len(devs)), list(devs), Same)
+			return nil, nil, &FieldError{Field: "placement.devices", Err: fmt.Errorf(
+				"%s needs %d devices (%s), or one per model split by that ratio, but placement.devices gives only %d: %s; use %s to share one",
+				MultiGPURatio, need, strings.Join(parts, " + "), len(devs), list(devs), Same)}
 		}
 		counts = splitByRatio(len(devs), counts)
 		var got []string

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -274,7 +275,7 @@ func TestMakeErrors(t *testing.T) {
 			name: "ratio with fewer devices than models",
 			req: Request{Strategy: MultiGPURatio, Devices: gpus("", 1, 80*gib),
 				Target: target36, Drafter: &ModelReq{Layers: 28, GPUs: 2}},
-			want: "multi_gpu_ratio needs 8 devices (target 6 + drafter 2), or one per model split by that ratio, but only 1 is given: 0; use same to share one",
+			want: "multi_gpu_ratio needs 8 devices (target 6 + drafter 2), or one per model split by that ratio, but placement.devices gives only 1: 0; use same to share one",
 		},
 		{
 			name: "ratio with zero gpus",
@@ -346,6 +347,16 @@ func TestMakeErrors(t *testing.T) {
 			}
 			if err.Error() != tc.want {
 				t.Errorf("error\n got %s\nwant %s", err, tc.want)
+			}
+			// The errors a setting is at fault for name it, for its line.
+			var fe *FieldError
+			if field, ok := strings.CutPrefix(tc.want, "model."); ok && strings.Contains(field, ".stages = ") {
+				if !errors.As(err, &fe) || !strings.HasPrefix(tc.want, fe.Field) {
+					t.Errorf("%v: no FieldError for the stages setting", err)
+				}
+			}
+			if strings.Contains(tc.want, "placement.devices gives") && (!errors.As(err, &fe) || fe.Field != "placement.devices") {
+				t.Errorf("%v: no FieldError for placement.devices", err)
 			}
 		})
 	}

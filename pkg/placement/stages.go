@@ -29,13 +29,14 @@ func stageGroups(m ModelReq, devs []Device) ([][]int, error) {
 		}
 		return groups, nil
 	}
+	stages := "model." + m.Role + ".stages"
 	if m.Stages > len(devs) {
-		return nil, fmt.Errorf("model.%s.stages = %d but %s has %s (%s); a stage needs at least one device",
-			m.Role, m.Stages, m.Role, devices(len(devs)), list(devs))
+		return nil, &FieldError{Field: stages, Err: fmt.Errorf("%s = %d but %s has %s (%s); a stage needs at least one device",
+			stages, m.Stages, m.Role, devices(len(devs)), list(devs))}
 	}
 	if m.Stages < len(hosts) {
-		return nil, fmt.Errorf("model.%s.stages = %d but its devices sit on %d hosts (%s); a stage runs on one host, so use at least %d",
-			m.Role, m.Stages, len(hosts), strings.Join(hosts, ", "), len(hosts))
+		return nil, &FieldError{Field: stages, Err: fmt.Errorf("%s = %d but its devices sit on %d hosts (%s); a stage runs on one host, so use at least %d",
+			stages, m.Stages, len(hosts), strings.Join(hosts, ", "), len(hosts))}
 	}
 
 	perHost := make([]int, len(hosts))
