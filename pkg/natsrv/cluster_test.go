@@ -3,12 +3,13 @@ package natsrv
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/draftbench/draftbench/pkg/natsrv/testports"
 )
 
 // startCluster starts n members on loopback, each given every route URL,
@@ -18,7 +19,7 @@ func startCluster(t *testing.T, n int) []*Server {
 	ports := make([]int, n)
 	var routes []string
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = testports.Route(t) // dialled by the others before it listens
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
 	}
 	var members []*Server
@@ -27,18 +28,6 @@ func startCluster(t *testing.T, n int) []*Server {
 		members = append(members, start(t, Options{ServerName: fmt.Sprintf("n%d", i+1), Cluster: c}))
 	}
 	return members
-}
-
-// freePort asks the kernel for a free port. Another process may take it
-// before the server does; the port is fresh and the window short.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // waitJetStream polls until the cluster's JetStream answers through url:

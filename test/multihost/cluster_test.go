@@ -14,6 +14,7 @@ import (
 
 	"github.com/draftbench/draftbench/pkg/jobstore"
 	"github.com/draftbench/draftbench/pkg/natsrv"
+	"github.com/draftbench/draftbench/pkg/natsrv/testports"
 	"github.com/draftbench/draftbench/pkg/protocol"
 	"github.com/draftbench/draftbench/pkg/report"
 )
@@ -124,7 +125,7 @@ func startNATSCluster(t *testing.T, l *lab, n int) []*natsNode {
 	var routes []string
 	routePorts := make([]int, n)
 	for i := range routePorts {
-		routePorts[i] = freePort(t)
+		routePorts[i] = testports.Route(t) // dialled by the others before it listens
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]))
 	}
 	var nodes []*natsNode
