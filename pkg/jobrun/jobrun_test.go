@@ -814,4 +814,20 @@ func TestPlanErrorPoints(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "p.hcl:4,5: model.target.stages = 3 but target has 1 device") {
 		t.Errorf("err = %v, want it at the stages line", err)
 	}
+
+	// A ratio split over fewer devices warns at placement.devices.
+	src = strings.Replace(strings.Replace(src, "    stages = 3\n", "", 1), `strategy = "auto"`, "strategy = \"multi_gpu_ratio\"\n    devices  = \"0-3\"", 1)
+	if job, err = jobspec.Parse("p.hcl", []byte(src), jobspec.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	var four []placement.Device
+	for i := range 4 {
+		four = append(four, placement.Device{Index: i, MemoryBytes: 80 << 30})
+	}
+	if _, _, _, err = Plan(job, four); err != nil {
+		t.Fatal(err)
+	}
+	if len(job.Warnings) != 1 || !strings.HasPrefix(job.Warnings[0], "p.hcl:8,5: multi_gpu_ratio asks for 8 devices") {
+		t.Errorf("warnings %q, want the ratio note at the devices line", job.Warnings)
+	}
 }

@@ -85,8 +85,13 @@ func Plan(job *jobspec.Job, devices []placement.Device) (*placement.Plan, *model
 		return nil, nil, nil, job.Errorf(field, "%w", err)
 	}
 	// Where the plan departs from the job (a ratio split over fewer devices),
-	// the console, validate and the results say so.
-	job.Warnings = append(job.Warnings, plan.Notes...)
+	// the console, validate and the results say so, at the devices' line.
+	for _, n := range plan.Notes {
+		if w := job.Where("placement.devices"); w != "" {
+			n = w + ": " + n
+		}
+		job.Warnings = append(job.Warnings, n)
+	}
 	return plan, target, drafter, nil
 }
 
