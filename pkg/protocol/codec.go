@@ -94,14 +94,12 @@ func Encode(m Message) ([]byte, error) {
 	}
 	out := append(data[:len(data)-1:len(data)-1], `,"q":[`...)
 	for i, q := range qs {
-		b, err := q.MarshalJSON()
-		if err != nil {
-			return nil, fmt.Errorf("protocol: encoding %s: q %d: %w", m.kind(), i+1, err)
-		}
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = append(out, b...)
+		if out, err = q.appendJSON(out); err != nil {
+			return nil, fmt.Errorf("protocol: encoding %s: q %d: %w", m.kind(), i+1, err)
+		}
 	}
 	return append(out, ']', '}'), nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -74,12 +75,16 @@ type sparseWire struct {
 	Kept  float32 `json:"kept,omitempty"`
 }
 
-// MarshalJSON writes s as sparseWire, base64 written straight into the
-// output (a whole q of a large vocabulary is megabytes; docs/perf.md).
-func (s Sparse) MarshalJSON() ([]byte, error) {
+// MarshalJSON writes s as sparseWire (appendJSON).
+func (s Sparse) MarshalJSON() ([]byte, error) { return s.appendJSON(nil) }
+
+// appendJSON appends s as sparseWire to out, base64 written straight into it
+// (a whole q of a large vocabulary is megabytes; docs/perf.md), so Encode
+// writes a step's q's into the message without a copy each.
+func (s Sparse) appendJSON(out []byte) ([]byte, error) {
 	enc := base64.StdEncoding
 	raw := make([]byte, 4*max(len(s.IDs), len(s.Probs)))
-	out := make([]byte, 0, 40+enc.EncodedLen(4*len(s.IDs))+enc.EncodedLen(4*len(s.Probs)))
+	out = slices.Grow(out, 40+enc.EncodedLen(4*len(s.IDs))+enc.EncodedLen(4*len(s.Probs)))
 	out = append(out, `{"ids":"`...)
 	for i, id := range s.IDs {
 		binary.LittleEndian.PutUint32(raw[4*i:], uint32(id))
