@@ -193,7 +193,7 @@ func (d *decoder) defaults(j *Job) {
 			if !d.set(key) {
 				x.m.GPUs = defaultGPUs[x.role]
 			}
-		case (j.Placement.Strategy == StrategySame || j.Placement.Strategy == StrategySeparate) && d.set(key) && !d.failed[key]:
+		case (j.Placement.Strategy == StrategySame || j.Placement.Strategy == StrategySeparate) && d.written(key):
 			d.diags = append(d.diags, warnf(d.rangePtr(key), "%s has no effect with placement.strategy %q, which gives each model one device",
 				key, j.Placement.Strategy))
 			x.m.GPUs = 0
@@ -210,9 +210,8 @@ func (d *decoder) defaults(j *Job) {
 // recorded as 0), and warns of the sampling knobs a greedy run ignores: a
 // sweep of one at temperature 0 would run the same job once per value.
 func (d *decoder) samplingKnobs(j *Job) {
-	written := func(key string) bool { return d.set(key) && !d.failed[key] }
 	g := j.Generation
-	if written("generation.draft_top_k") && g.DraftTopK == 0 {
+	if d.written("generation.draft_top_k") && g.DraftTopK == 0 {
 		d.fail("generation.draft_top_k", "generation.draft_top_k must be 1 or more, or -1 for the drafter's whole distribution, got 0")
 	}
 	if g.Temperature != 0 || d.failed["generation.temperature"] {
@@ -227,7 +226,7 @@ func (d *decoder) samplingKnobs(j *Job) {
 		{"generation.top_p", g.TopP != defaultTopP, g.TopP},
 		{"generation.draft_top_k", g.DraftTopK != defaultDraftTopK && g.DraftTopK != 0, g.DraftTopK},
 	} {
-		if written(k.key) && k.ignored {
+		if d.written(k.key) && k.ignored {
 			d.diags = append(d.diags, warnf(d.rangePtr(k.key),
 				"%s = %v has no effect at generation.temperature 0 (greedy decoding and drafting draw from no distribution); set a temperature above 0 to sample",
 				k.key, k.value))
@@ -298,6 +297,9 @@ func (d *decoder) set(key string) bool {
 	_, ok := d.pos[key]
 	return ok
 }
+
+// written says whether the file set key to a value that decoded.
+func (d *decoder) written(key string) bool { return d.set(key) && !d.failed[key] }
 
 func (d *decoder) rangePtr(key string) *hcl.Range {
 	if r, ok := d.pos[key]; ok {

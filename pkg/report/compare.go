@@ -852,12 +852,7 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 	if len(cols) > maxSettingColumns {
 		cols, rest = cols[:maxSettingColumns], cols[maxSettingColumns:]
 	}
-	repeated := false
-	for _, g := range groups {
-		if g.N > 1 {
-			repeated = true
-		}
-	}
+	repeated := slices.ContainsFunc(groups, func(g Group) bool { return g.N > 1 })
 	head := []string{"run"}
 	for _, k := range cols {
 		head = append(head, columnName(k, c.Differs))
@@ -867,15 +862,8 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 	}
 	// Sampled runs: how much of the drafter's mass its cut q kept, which
 	// the acceptance beside it depends on (generation.draft_top_k).
-	qmass, cost := false, false
-	for _, g := range groups {
-		if g.DraftQMass != nil {
-			qmass = true
-		}
-		if g.DraftCostRatio != nil {
-			cost = true
-		}
-	}
+	qmass := slices.ContainsFunc(groups, func(g Group) bool { return g.DraftQMass != nil })
+	cost := slices.ContainsFunc(groups, func(g Group) bool { return g.DraftCostRatio != nil })
 	head = append(head, "ok spec/AR", "accept %")
 	if qmass {
 		head = append(head, "q mass %")
@@ -886,12 +874,7 @@ func PrintComparison(w io.Writer, c *Comparison) error {
 	}
 	head = append(head, "TPOT p50 ms spec/AR", "TTFT p50 ms spec/AR",
 		"speedup TPOT", "E2EL", "tok/s", "lossless")
-	jpt := false
-	for _, g := range groups {
-		if len(g.JoulesPerToken) > 0 {
-			jpt = true
-		}
-	}
+	jpt := slices.ContainsFunc(groups, func(g Group) bool { return len(g.JoulesPerToken) > 0 })
 	if jpt {
 		head = append(head, "J/token spec/AR")
 	}
