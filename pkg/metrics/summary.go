@@ -88,7 +88,8 @@ type SpecStats struct {
 	// DraftCostRatio is c of Leviathan et al. (2023) as measured: the
 	// drafter's compute per drafted token over the target's compute per
 	// verify step; null where rounds do not tell the two apart. With the
-	// acceptance rate α it bounds the speedup: (1−α^(γ+1)) / ((1−α)(γc+1)).
+	// mean acceptance length L a round's compute yields L / (1+γc) tokens
+	// per verify step's time (docs/results.md).
 	DraftCostRatio *float64 `json:"draft_cost_ratio"`
 	// RoundTime is where a round's time goes, as means over the rounds
 	// that tell the drafter's compute apart (null otherwise): whether a
